@@ -1,0 +1,194 @@
+//! What a person or a catalog wants to know about a model, derived from its header.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::reader::Gguf;
+use crate::types::file_type_name;
+use crate::value::Value;
+
+/// A model's vital facts, from its GGUF header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// `general.architecture`, such as `llama` or `qwen2`.
+    pub architecture: Option<String>,
+    /// `general.name`.
+    pub name: Option<String>,
+    /// llama.cpp's name of the file type (`Q4_K_M`); when the file has no
+    /// `general.file_type`, the ggml type holding most tensor bytes (`Q5_K`).
+    pub quantization: Option<String>,
+    /// `general.file_type` as stored.
+    pub file_type: Option<u32>,
+    /// The exact number of parameters: the sum of every tensor's elements.
+    pub parameter_count: u64,
+    /// `{arch}.context_length`: the context the model was trained for.
+    pub context_length: Option<u64>,
+    /// `{arch}.embedding_length`.
+    pub embedding_length: Option<u64>,
+    /// `{arch}.block_count`: the number of layers.
+    pub block_count: Option<u64>,
+    /// `{arch}.attention.head_count` (the largest, where it is given per layer).
+    pub head_count: Option<u64>,
+    /// `{arch}.attention.head_count_kv` (the largest, where it is given per layer).
+    pub head_count_kv: Option<u64>,
+    /// `{arch}.vocab_size`, else the length of `tokenizer.ggml.tokens`.
+    pub vocab_size: Option<u64>,
+    /// Whether `tokenizer.chat_template` is present.
+    pub has_chat_template: bool,
+    /// `tokenizer.ggml.model`, such as `llama` (SentencePiece) or `gpt2` (BPE).
+    pub tokenizer_model: Option<String>,
+    /// Bytes of tensor data: what the weights take in memory.
+    pub tensor_data_size: u64,
+}
+
+/// What running the model takes in memory, at one context length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryEstimate {
+    /// The context length this estimate is for.
+    pub context_length: u64,
+    /// The weights, as stored.
+    pub weights_bytes: u64,
+    /// An f16 key and value cache for every layer; `None` when the header lacks the
+    /// attention shape (layers, heads, embedding).
+    pub kv_cache_bytes: Option<u64>,
+    /// The sum of both.
+    pub total_bytes: u64,
+}
+
+impl Gguf {
+    fn arch_key(&self, suffix: &str) -> Option<&Value> {
+        let arch = self.get("general.architecture")?.as_str()?;
+        self.get(&format!("{arch}.{suffix}"))
+    }
+
+    fn arch_u64(&self, suffix: &str) -> Option<u64> {
+        self.arch_key(suffix)?.as_u64()
+    }
+
+    /// A per-layer value: a scalar for every layer, or an array with one per layer.
+    fn per_layer(&self, suffix: &str) -> Option<PerLayer> {
+        match self.arch_key(suffix)? {
+            Value::Array(a) => {
+                let values = a.values.as_ref()?;
+                values
+                    .iter()
+                    .map(Value::as_u64)
+                    .collect::<Option<Vec<_>>>()
+                    .map(PerLayer::Each)
+            }
+            v => v.as_u64().map(PerLayer::All),
+        }
+    }
+
+    /// The model's summary.
+    pub fn summary(&self) -> Summary {
+        let string = |key: &str| self.get(key).and_then(Value::as_str).map(str::to_owned);
+        let file_type = self
+            .get("general.file_type")
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok());
+        let quantization = file_type
+            .and_then(file_type_name)
+            .map(str::to_owned)
+            .or_else(|| self.dominant_type());
+        let vocab_size = self.arch_u64("vocab_size").or_else(|| {
+            self.get("tokenizer.ggml.tokens")
+                .and_then(Value::as_array)
+                .map(|a| a.len)
+        });
+        Summary {
+            architecture: string("general.architecture"),
+            name: string("general.name"),
+            quantization,
+            file_type,
+            parameter_count: self
+                .tensors
+                .iter()
+                .fold(0u64, |acc, t| acc.saturating_add(t.n_elements)),
+            context_length: self.arch_u64("context_length"),
+            embedding_length: self.arch_u64("embedding_length"),
+            block_count: self.arch_u64("block_count"),
+            head_count: self.per_layer("attention.head_count").map(PerLayer::max),
+            head_count_kv: self.per_layer("attention.head_count_kv").map(PerLayer::max),
+            vocab_size,
+            has_chat_template: self.get("tokenizer.chat_template").is_some(),
+            tokenizer_model: string("tokenizer.ggml.model"),
+            tensor_data_size: self.tensor_data_size(),
+        }
+    }
+
+    /// The ggml type holding the most tensor bytes (ties go to the lower type id).
+    fn dominant_type(&self) -> Option<String> {
+        let mut bytes: BTreeMap<u32, (u64, &str)> = BTreeMap::new();
+        for t in &self.tensors {
+            let e = bytes
+                .entry(t.ggml_type.id())
+                .or_insert((0, t.ggml_type.name()));
+            e.0 = e.0.saturating_add(t.n_bytes);
+        }
+        bytes
+            .values()
+            .fold(None::<(u64, &str)>, |best, &(b, name)| match best {
+                Some((bb, _)) if bb >= b => best,
+                _ => Some((b, name)),
+            })
+            .map(|(_, name)| name.to_owned())
+    }
+
+    /// Memory to run the model with `context_length` tokens of context: the weights
+    /// plus an f16 KV cache (2 bytes × 2 (K and V) × layers × context × KV width).
+    pub fn memory_estimate(&self, context_length: u64) -> MemoryEstimate {
+        let weights_bytes = self.tensor_data_size();
+        let kv_cache_bytes = self.kv_cache_bytes(context_length);
+        MemoryEstimate {
+            context_length,
+            weights_bytes,
+            kv_cache_bytes,
+            total_bytes: weights_bytes.saturating_add(kv_cache_bytes.unwrap_or(0)),
+        }
+    }
+
+    fn kv_cache_bytes(&self, ctx: u64) -> Option<u64> {
+        let layers = self.arch_u64("block_count")?;
+        let heads = self.per_layer("attention.head_count")?;
+        let heads_kv = self
+            .per_layer("attention.head_count_kv")
+            .unwrap_or_else(|| heads.clone());
+        let embd = self.arch_u64("embedding_length");
+        let key_len = self.arch_u64("attention.key_length");
+        let value_len = self.arch_u64("attention.value_length");
+        let mut per_token: u64 = 0;
+        for layer in 0..layers.min(1 << 16) {
+            let h = heads.get(layer)?;
+            let hkv = heads_kv.get(layer)?;
+            let head_dim = || embd.and_then(|e| e.checked_div(h));
+            let k = key_len.or_else(head_dim)?;
+            let v = value_len.or_else(head_dim)?;
+            per_token = per_token.saturating_add(hkv.saturating_mul(k.saturating_add(v)));
+        }
+        Some(per_token.saturating_mul(ctx).saturating_mul(2))
+    }
+}
+
+#[derive(Debug, Clone)]
+enum PerLayer {
+    All(u64),
+    Each(Vec<u64>),
+}
+
+impl PerLayer {
+    fn get(&self, layer: u64) -> Option<u64> {
+        match self {
+            Self::All(v) => Some(*v),
+            Self::Each(v) => usize::try_from(layer).ok().and_then(|i| v.get(i).copied()),
+        }
+    }
+
+    fn max(self) -> u64 {
+        match self {
+            Self::All(v) => v,
+            Self::Each(v) => v.into_iter().max().unwrap_or(0),
+        }
+    }
+}
