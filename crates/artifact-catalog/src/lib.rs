@@ -27,6 +27,45 @@ pub use filesystem::FilesystemCatalog;
 pub use id::{MAX_ID_LEN, decode_dir_name, encode_dir_name, validate_id};
 pub use sqlite::SqliteCatalog;
 
+/// Which backend keeps a catalog.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// One SQLite database, `catalog.db` in the home folder (the default).
+    #[default]
+    Sqlite,
+    /// A `metadata.json` in each artifact's folder.
+    Filesystem,
+}
+
+impl Backend {
+    /// Opens a catalog: the SQLite database `database`, or the folder `folder`.
+    pub fn open<T: Artifact>(
+        self,
+        database: &Path,
+        folder: &Path,
+    ) -> Result<Box<dyn ArtifactCatalog<T>>> {
+        Ok(match self {
+            Self::Sqlite => Box::new(SqliteCatalog::open(database)?),
+            Self::Filesystem => Box::new(FilesystemCatalog::open(folder)?),
+        })
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sqlite" => Ok(Self::Sqlite),
+            "filesystem" | "fs" => Ok(Self::Filesystem),
+            other => Err(format!(
+                "unknown catalog backend {other:?}: use sqlite or filesystem"
+            )),
+        }
+    }
+}
+
 /// The result of a catalog operation.
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 

@@ -1,1 +1,331 @@
-//! placeholder
+//! The catalog of inference-worker binaries on this machine.
+//!
+//! A [`WorkerBinary`] is one executable of one [`WorkerType`] (CPU, CUDA or Metal)
+//! for one [`Platform`], at one version. [`WorkerCatalog`] keeps them on either
+//! catalog backend and answers which binary to run for a type and platform: the
+//! highest available version.
+//!
+//! It knows nothing of how binaries are built or fetched.
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+pub use artifact_catalog::{
+    Artifact, ArtifactCatalog, ArtifactMetadata, ArtifactStatus, Backend, CatalogError,
+};
+use semver::Version;
+use serde::{Deserialize, Serialize};
+
+/// The result of a catalog operation.
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// A kind of worker: what it runs and on which hardware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerType {
+    /// LLM inference on the CPU.
+    CpuLlm,
+    /// LLM inference on NVIDIA GPUs.
+    CudaLlm,
+    /// LLM inference on Apple GPUs.
+    MetalLlm,
+}
+
+impl WorkerType {
+    /// Every worker type.
+    pub const ALL: [WorkerType; 3] = [Self::CpuLlm, Self::CudaLlm, Self::MetalLlm];
+
+    /// The executable's name, without the platform's extension.
+    pub fn binary_name(self) -> &'static str {
+        match self {
+            Self::CpuLlm => "llm-worker-rbee-cpu",
+            Self::CudaLlm => "llm-worker-rbee-cuda",
+            Self::MetalLlm => "llm-worker-rbee-metal",
+        }
+    }
+
+    /// The compute backend: `cpu`, `cuda` or `metal`.
+    pub fn backend(self) -> &'static str {
+        match self {
+            Self::CpuLlm => "cpu",
+            Self::CudaLlm => "cuda",
+            Self::MetalLlm => "metal",
+        }
+    }
+}
+
+impl fmt::Display for WorkerType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.backend())
+    }
+}
+
+impl FromStr for WorkerType {
+    type Err = String;
+
+    /// Takes the backend (`cpu`), the type (`cpu_llm`, `cpu-llm`) or the binary name.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.to_ascii_lowercase().replace('-', "_");
+        Self::ALL
+            .into_iter()
+            .find(|t| {
+                s == t.backend()
+                    || s == format!("{}_llm", t.backend())
+                    || s == t.binary_name().replace('-', "_")
+            })
+            .ok_or_else(|| format!("unknown worker type {s:?}: use cpu, cuda or metal"))
+    }
+}
+
+/// An operating system a binary runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    /// Linux.
+    Linux,
+    /// macOS.
+    Macos,
+    /// Windows.
+    Windows,
+}
+
+impl Platform {
+    /// The platform this program was built for.
+    pub fn current() -> Self {
+        if cfg!(target_os = "macos") {
+            Self::Macos
+        } else if cfg!(windows) {
+            Self::Windows
+        } else {
+            Self::Linux
+        }
+    }
+
+    /// The executable extension, with its dot: `.exe` on Windows, else empty.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Windows => ".exe",
+            Self::Linux | Self::Macos => "",
+        }
+    }
+
+    /// `linux`, `macos` or `windows`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Linux => "linux",
+            Self::Macos => "macos",
+            Self::Windows => "windows",
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Platform {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "linux" => Ok(Self::Linux),
+            "macos" | "darwin" => Ok(Self::Macos),
+            "windows" => Ok(Self::Windows),
+            other => Err(format!(
+                "unknown platform {other:?}: use linux, macos or windows"
+            )),
+        }
+    }
+}
+
+/// One installed worker executable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerBinary {
+    /// `{binary}-v{version}-{platform}`, such as `llm-worker-rbee-cpu-v0.1.0-linux`.
+    pub id: String,
+    /// What it runs on.
+    pub worker_type: WorkerType,
+    /// The platform it was built for.
+    pub platform: Platform,
+    /// Its version.
+    pub version: Version,
+    /// The executable.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Where it stands.
+    pub status: ArtifactStatus,
+    /// The sha256 of the executable, lowercase hex, when known.
+    pub sha256: Option<String>,
+    /// How it got here: `local-build`, a release URL.
+    pub source: Option<String>,
+}
+
+impl WorkerBinary {
+    /// The id of a binary: `{binary}-v{version}-{platform}`.
+    pub fn make_id(worker_type: WorkerType, version: &Version, platform: Platform) -> String {
+        format!("{}-v{version}-{platform}", worker_type.binary_name())
+    }
+
+    /// A new, available binary at `path`.
+    pub fn new(
+        worker_type: WorkerType,
+        platform: Platform,
+        version: Version,
+        path: &Path,
+        size: u64,
+    ) -> Self {
+        Self {
+            id: Self::make_id(worker_type, &version, platform),
+            worker_type,
+            platform,
+            version,
+            path: path.to_path_buf(),
+            size,
+            status: ArtifactStatus::Available,
+            sha256: None,
+            source: None,
+        }
+    }
+
+    /// The executable's file name on its platform.
+    pub fn file_name(&self) -> String {
+        format!(
+            "{}{}",
+            self.worker_type.binary_name(),
+            self.platform.extension()
+        )
+    }
+}
+
+impl Artifact for WorkerBinary {
+    const KIND: &'static str = "worker";
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn status(&self) -> &ArtifactStatus {
+        &self.status
+    }
+
+    fn set_status(&mut self, status: ArtifactStatus) {
+        self.status = status;
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// The worker binaries of one `RBEE_HOME`.
+///
+/// It dereferences to the generic [`ArtifactCatalog`].
+pub struct WorkerCatalog {
+    inner: Box<dyn ArtifactCatalog<WorkerBinary>>,
+    workers_dir: PathBuf,
+}
+
+impl fmt::Debug for WorkerCatalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerCatalog")
+            .field("workers_dir", &self.workers_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerCatalog {
+    /// Opens the worker catalog of `home`: `home/catalog.db` with the SQLite
+    /// backend, `home/workers/*/metadata.json` with the filesystem backend.
+    pub fn open(home: &Path, backend: Backend) -> Result<Self> {
+        let workers_dir = home.join("workers");
+        let inner = backend.open(&home.join("catalog.db"), &workers_dir)?;
+        fs_err::create_dir_all(&workers_dir)?;
+        Ok(Self { inner, workers_dir })
+    }
+
+    /// `home/workers`.
+    pub fn workers_dir(&self) -> &Path {
+        &self.workers_dir
+    }
+
+    /// The folder a binary goes in: `home/workers/<encoded id>`.
+    pub fn binary_dir(&self, id: &str) -> Result<PathBuf> {
+        Ok(self
+            .workers_dir
+            .join(artifact_catalog::encode_dir_name(id)?))
+    }
+
+    /// The available binary to run for this type on this platform: the highest
+    /// version (semver order, so `0.10.0` beats `0.9.0`).
+    pub fn find_by_type_and_platform(
+        &self,
+        worker_type: WorkerType,
+        platform: Platform,
+    ) -> Result<Option<WorkerBinary>> {
+        Ok(self
+            .inner
+            .list()?
+            .into_iter()
+            .map(|r| r.artifact)
+            .filter(|b| {
+                b.worker_type == worker_type
+                    && b.platform == platform
+                    && b.status == ArtifactStatus::Available
+            })
+            .max_by(|a, b| a.version.cmp(&b.version)))
+    }
+}
+
+impl Deref for WorkerCatalog {
+    type Target = dyn ArtifactCatalog<WorkerBinary>;
+
+    fn deref(&self) -> &Self::Target {
+        self.inner.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let v = Version::new(0, 1, 0);
+        assert_eq!(
+            WorkerBinary::make_id(WorkerType::CudaLlm, &v, Platform::Linux),
+            "llm-worker-rbee-cuda-v0.1.0-linux"
+        );
+        let b = WorkerBinary::new(WorkerType::CpuLlm, Platform::Windows, v, Path::new("x"), 1);
+        assert_eq!(b.file_name(), "llm-worker-rbee-cpu.exe");
+        for (s, t) in [
+            ("cpu", WorkerType::CpuLlm),
+            ("CUDA", WorkerType::CudaLlm),
+            ("metal_llm", WorkerType::MetalLlm),
+            ("cuda-llm", WorkerType::CudaLlm),
+            ("llm-worker-rbee-cpu", WorkerType::CpuLlm),
+        ] {
+            assert_eq!(s.parse::<WorkerType>(), Ok(t), "{s}");
+        }
+        assert!(
+            "rocm"
+                .parse::<WorkerType>()
+                .unwrap_err()
+                .contains("cpu, cuda or metal")
+        );
+        assert_eq!("darwin".parse::<Platform>(), Ok(Platform::Macos));
+        assert_eq!(
+            Platform::current().extension(),
+            if cfg!(windows) { ".exe" } else { "" }
+        );
+    }
+}

@@ -1,0 +1,118 @@
+use std::path::{Path, PathBuf};
+
+use artifact_catalog::{Artifact, ArtifactStatus};
+use serde::{Deserialize, Serialize};
+
+/// One model in the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelEntry {
+    /// The canonical reference with the resolved file: `hf:ORG/REPO/file.gguf`,
+    /// `https://host/path/model.gguf`, `file:/abs/path/model.gguf`.
+    pub id: String,
+    /// Who provided it: `huggingface`, `http` or `local`.
+    pub provider: String,
+    /// The reference it was asked for by, with the provider's prefix.
+    pub reference: String,
+    /// A name for people: the GGUF's `general.name`, else the file name.
+    pub name: String,
+    /// The model file (the first shard of a split model).
+    pub path: PathBuf,
+    /// Its size in bytes (all shards).
+    pub size: u64,
+    /// Where it stands.
+    pub status: ArtifactStatus,
+    /// The sha256 of the file, lowercase hex: the one the vendor gave, else ours.
+    pub sha256: Option<String>,
+    /// Whether the bytes were checked against a sha256 the vendor gave.
+    pub verified: bool,
+    /// The vendor's revision: a Hugging Face commit, an HTTP ETag.
+    pub revision: Option<String>,
+    /// Where the bytes came from.
+    pub source_url: Option<String>,
+    /// What the GGUF header says about the model.
+    pub gguf: Option<gguf::Summary>,
+    /// Labels given by the user.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// A note given by the user.
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// How far a download has come, while `Downloading`.
+    #[serde(default)]
+    pub progress: Option<DownloadProgress>,
+}
+
+/// How far a download has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadProgress {
+    /// Bytes on disk.
+    pub bytes_done: u64,
+    /// Bytes in all, when known.
+    pub bytes_total: Option<u64>,
+}
+
+impl ModelEntry {
+    /// A new entry in state `Downloading`, with no hash, revision or summary yet.
+    pub fn new(id: &str, provider: &str, reference: &str, path: &Path) -> Self {
+        let name = path
+            .file_stem()
+            .map_or_else(|| id.to_owned(), |s| s.to_string_lossy().into_owned());
+        Self {
+            id: id.to_owned(),
+            provider: provider.to_owned(),
+            reference: reference.to_owned(),
+            name,
+            path: path.to_path_buf(),
+            size: 0,
+            status: ArtifactStatus::Downloading,
+            sha256: None,
+            verified: false,
+            revision: None,
+            source_url: None,
+            gguf: None,
+            tags: Vec::new(),
+            notes: None,
+            progress: None,
+        }
+    }
+
+    /// Records the GGUF summary, and takes the model's name from it when it has one.
+    pub fn with_summary(mut self, summary: gguf::Summary) -> Self {
+        if let Some(name) = summary.name.as_ref().filter(|n| !n.trim().is_empty()) {
+            self.name.clone_from(name);
+        }
+        self.gguf = Some(summary);
+        self
+    }
+}
+
+impl Artifact for ModelEntry {
+    const KIND: &'static str = "model";
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn status(&self) -> &ArtifactStatus {
+        &self.status
+    }
+
+    fn set_status(&mut self, status: ArtifactStatus) {
+        if status != ArtifactStatus::Downloading {
+            self.progress = None;
+        }
+        self.status = status;
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn source(&self) -> Option<(&str, &str)> {
+        Some((&self.provider, &self.reference))
+    }
+}
