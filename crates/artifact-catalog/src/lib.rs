@@ -5,8 +5,8 @@
 //! processes), and [`FilesystemCatalog`] (one folder per artifact with a
 //! `metadata.json`, written atomically). Both pass one conformance suite.
 //!
-//! A catalog never fetches anything: a provisioner does, and the daemon records
-//! the result here.
+//! A catalog never fetches anything: a provisioner does ([`provision`] holds the
+//! traits vendors implement), and the daemon records the result here.
 //!
 //! This crate knows nothing of models, workers or HTTP.
 #![deny(missing_docs)]
@@ -14,6 +14,7 @@
 mod error;
 mod filesystem;
 mod id;
+pub mod provision;
 mod sqlite;
 
 use std::path::Path;

@@ -34,5 +34,5 @@ pub use reader::{
     MAX_TENSORS, ReadOptions, TensorInfo, read, read_bytes,
 };
 pub use summary::{MemoryEstimate, Summary};
-pub use types::{GgmlType, file_type_name};
+pub use types::{GgmlType, file_type_name, quantization_names};
 pub use value::{Array, Value, ValueType};

@@ -151,6 +151,15 @@ pub fn file_type_name(file_type: u32) -> Option<&'static str> {
         .map(|&(_, name)| name)
 }
 
+/// Every quantization name a model file may carry in its name: llama.cpp's file
+/// types (`Q4_K_M`) and ggml's tensor types (`Q4_K`, `BF16`).
+pub fn quantization_names() -> impl Iterator<Item = &'static str> {
+    FILE_TYPES
+        .iter()
+        .map(|&(_, n)| n)
+        .chain(GGML_TYPES.iter().map(|&(_, n, ..)| n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,23 @@ pub struct ModelEntry {
     /// How far a download has come, while `Downloading`.
     #[serde(default)]
     pub progress: Option<DownloadProgress>,
+    /// The files of a split model (`*-00001-of-00003.gguf`), first one included;
+    /// empty for a model in one file.
+    #[serde(default)]
+    pub shards: Vec<Shard>,
+}
+
+/// One file of a split model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// The file, in the model's folder.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its sha256, when known.
+    pub sha256: Option<String>,
+    /// Where it comes from.
+    pub source_url: Option<String>,
 }
 
 /// How far a download has come.
@@ -73,6 +90,16 @@ impl ModelEntry {
             tags: Vec::new(),
             notes: None,
             progress: None,
+            shards: Vec::new(),
+        }
+    }
+
+    /// Every file of the model: the shards of a split model, else its one file.
+    pub fn files(&self) -> Vec<&Path> {
+        if self.shards.is_empty() {
+            vec![self.path.as_path()]
+        } else {
+            self.shards.iter().map(|s| s.path.as_path()).collect()
         }
     }
 

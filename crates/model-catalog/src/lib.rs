@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 pub use artifact_catalog::{
     Artifact, ArtifactCatalog, ArtifactMetadata, ArtifactStatus, Backend, CatalogError,
 };
-pub use entry::{DownloadProgress, ModelEntry};
+pub use entry::{DownloadProgress, ModelEntry, Shard};
 pub use verify::{VerifyProblem, VerifyReport, sha256_file};
 
 /// A model with its catalog dates.
@@ -26,6 +26,12 @@ pub type ModelRecord = ArtifactMetadata<ModelEntry>;
 
 /// The result of a catalog operation.
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// The folder of the model `id` under `models_dir`: `models_dir/<encoded id>`,
+/// always inside `models_dir` whatever the id.
+pub fn model_dir(models_dir: &Path, id: &str) -> Result<PathBuf> {
+    Ok(models_dir.join(artifact_catalog::encode_dir_name(id)?))
+}
 
 /// The models of one `RBEE_HOME`.
 ///
@@ -62,7 +68,7 @@ impl ModelCatalog {
     /// The folder a model's files go in: `home/models/<encoded id>`. It is always
     /// inside `models_dir`, whatever the id.
     pub fn model_dir(&self, id: &str) -> Result<PathBuf> {
-        Ok(self.models_dir.join(artifact_catalog::encode_dir_name(id)?))
+        model_dir(&self.models_dir, id)
     }
 
     /// Registers a model; refuses one whose id, or (provider, reference), is there.

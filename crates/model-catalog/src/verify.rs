@@ -1,7 +1,7 @@
 //! Checking that model files are still what the catalog says.
 
 use std::io::Read as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use artifact_catalog::ArtifactStatus;
 use serde::Serialize;
@@ -44,6 +44,39 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+enum FileCheck {
+    Ok,
+    /// No sha256 was recorded; this is the file's.
+    Hashed(String),
+    Problem(String),
+}
+
+fn check_file(path: &Path, size: u64, sha256: Option<&str>, rehash: bool) -> FileCheck {
+    let shown = path.display();
+    match fs_err::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            FileCheck::Problem(format!("file {shown} is missing"))
+        }
+        Err(e) => FileCheck::Problem(format!("cannot read {shown}: {e}")),
+        Ok(m) if !m.is_file() => FileCheck::Problem(format!("{shown} is not a file")),
+        Ok(m) if m.len() != size => FileCheck::Problem(format!(
+            "file {shown} is {} bytes, the catalog recorded {size}",
+            m.len()
+        )),
+        Ok(_) if rehash => match (sha256_file(path), sha256) {
+            (Err(e), _) => FileCheck::Problem(format!("cannot hash {shown}: {e}")),
+            (Ok(actual), Some(expected)) if !actual.eq_ignore_ascii_case(expected) => {
+                FileCheck::Problem(format!(
+                    "bad sha256 for {shown}: expected {expected}, got {actual}"
+                ))
+            }
+            (Ok(actual), None) => FileCheck::Hashed(actual),
+            (Ok(_), Some(_)) => FileCheck::Ok,
+        },
+        Ok(_) => FileCheck::Ok,
+    }
+}
+
 impl ModelCatalog {
     /// Checks every available model: its file is there and has the recorded size;
     /// with `rehash`, its sha256 matches too (a model with no recorded sha256 gets
@@ -57,39 +90,38 @@ impl ModelCatalog {
                 continue;
             }
             report.checked += 1;
-            let problem = match fs_err::metadata(&entry.path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Some(format!("file {} is missing", entry.path.display()))
-                }
-                Err(e) => Some(format!("cannot read {}: {e}", entry.path.display())),
-                Ok(m) if !m.is_file() => Some(format!("{} is not a file", entry.path.display())),
-                Ok(m) if m.len() != entry.size => Some(format!(
-                    "file {} is {} bytes, the catalog recorded {}",
-                    entry.path.display(),
-                    m.len(),
-                    entry.size
-                )),
-                Ok(_) if rehash => {
-                    report.hashed += 1;
-                    match (sha256_file(&entry.path), &entry.sha256) {
-                        (Err(e), _) => Some(format!("cannot hash {}: {e}", entry.path.display())),
-                        (Ok(actual), Some(expected)) if !actual.eq_ignore_ascii_case(expected) => {
-                            Some(format!(
-                                "bad sha256 for {}: expected {expected}, got {actual}",
-                                entry.path.display()
-                            ))
-                        }
-                        (Ok(actual), None) => {
+            let files: Vec<(PathBuf, u64, Option<String>)> = if entry.shards.is_empty() {
+                vec![(entry.path.clone(), entry.size, entry.sha256.clone())]
+            } else {
+                entry
+                    .shards
+                    .iter()
+                    .map(|s| (s.path.clone(), s.size, s.sha256.clone()))
+                    .collect()
+            };
+            let mut problem = None;
+            let mut hashed_any = false;
+            for (path, size, sha256) in &files {
+                let found = check_file(path, *size, sha256.as_deref(), rehash);
+                hashed_any |= rehash;
+                match found {
+                    FileCheck::Ok => {}
+                    FileCheck::Hashed(actual) => {
+                        if entry.shards.is_empty() {
                             self.modify(&entry.id, &mut |e| {
                                 e.artifact.sha256 = Some(actual.clone())
                             })?;
-                            None
                         }
-                        (Ok(_), Some(_)) => None,
+                    }
+                    FileCheck::Problem(p) => {
+                        problem = Some(p);
+                        break;
                     }
                 }
-                Ok(_) => None,
-            };
+            }
+            if hashed_any {
+                report.hashed += 1;
+            }
             if let Some(reason) = problem {
                 self.set_status(
                     &entry.id,

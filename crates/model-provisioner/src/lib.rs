@@ -1,1 +1,148 @@
-//! x
+//! Vendors of GGUF models, behind the provisioner traits of `artifact-catalog`:
+//!
+//! - [`HuggingFaceVendor`]: `hf:ORG/REPO[@REVISION][:QUANT | /path/file.gguf]`, files
+//!   listed with the hub's tree API (with their LFS sha256), pinned to the resolved
+//!   commit, split GGUFs fetched whole, `HF_ENDPOINT`, `HF_TOKEN` or the token file,
+//!   `HF_HUB_OFFLINE`.
+//! - [`HttpVendor`]: `https://host/path/model.gguf`.
+//! - [`LocalFileVendor`]: `file:/abs/path/model.gguf`, hard-linked when on the same
+//!   filesystem, else copied.
+//!
+//! Every model comes out with its GGUF summary; a file that is not GGUF is refused.
+//! Downloads go through one [`download::Downloader`], so two requests for the same
+//! model share one download.
+#![deny(missing_docs)]
+
+mod config;
+mod hf;
+mod http;
+mod local;
+mod reference;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use artifact_catalog::provision::{
+    ArtifactProvisioner, MultiVendorProvisioner, ProvisionContext, ProvisionError,
+    ProvisionReporter, ProvisionRequest, Resolved, VendorSource,
+};
+pub use config::{HubConfig, read_token};
+pub use hf::HuggingFaceVendor;
+pub use http::HttpVendor;
+pub use local::LocalFileVendor;
+use model_catalog::ModelEntry;
+pub use reference::{HfReference, HfSelector};
+
+/// The provisioner of models: Hugging Face, HTTP and local files, in that order.
+pub fn model_provisioner(
+    home: &Path,
+    hub: HubConfig,
+    downloader: download::Downloader,
+) -> MultiVendorProvisioner<ModelEntry> {
+    let dirs = Dirs::new(home);
+    MultiVendorProvisioner::new(vec![
+        Arc::new(HuggingFaceVendor::new(
+            hub,
+            dirs.clone(),
+            downloader.clone(),
+        )),
+        Arc::new(HttpVendor::new(dirs.clone(), downloader)),
+        Arc::new(LocalFileVendor::new(dirs)),
+    ])
+}
+
+/// Where models go: `home/models/<dir>/` and `home/downloads/`.
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    /// `home/models`.
+    pub models: PathBuf,
+    /// `home/downloads`: partial files and their resume state.
+    pub downloads: PathBuf,
+}
+
+impl Dirs {
+    /// The folders of `home`.
+    pub fn new(home: &Path) -> Self {
+        Self {
+            models: home.join("models"),
+            downloads: home.join("downloads"),
+        }
+    }
+
+    /// The folder of a model.
+    pub fn model_dir(&self, id: &str) -> Result<PathBuf, ProvisionError> {
+        model_catalog::model_dir(&self.models, id).map_err(|e| ProvisionError::InvalidReference {
+            reference: id.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Passes the engine's progress to a provisioning's reporter, adding the bytes of
+/// files already done (the earlier shards of a split model).
+struct ProgressAdapter {
+    reporter: Arc<dyn ProvisionReporter>,
+    offset: u64,
+    total: Option<u64>,
+}
+
+impl download::Reporter for ProgressAdapter {
+    fn progress(&self, p: &download::Progress) {
+        let done = self.offset + p.bytes_done;
+        let total = self.total.or(p.bytes_total.map(|t| t + self.offset));
+        #[allow(clippy::cast_precision_loss)]
+        let eta = total.and_then(|t| {
+            (p.bytes_per_sec > 0.0).then(|| t.saturating_sub(done) as f64 / p.bytes_per_sec)
+        });
+        self.reporter.progress(done, total, p.bytes_per_sec, eta);
+    }
+
+    fn message(&self, message: &str) {
+        self.reporter.narrate("download", message);
+    }
+}
+
+fn download_error(e: download::DownloadError, hint: &str) -> ProvisionError {
+    use download::DownloadError as D;
+    match e {
+        D::Cancelled => ProvisionError::Cancelled,
+        D::NotFound { url } => ProvisionError::NotFound(format!("{url} does not exist (404)")),
+        D::Unauthorized {
+            url,
+            status,
+            hint: server,
+        } => ProvisionError::Unauthorized(format!(
+            "{url}: access refused ({status}): {server}{hint}"
+        )),
+        e => ProvisionError::Download {
+            code: e.code(),
+            message: e.to_string(),
+        },
+    }
+}
+
+/// Reads the GGUF summary of a model file, refusing what is not a whole GGUF file.
+fn gguf_summary(path: &Path) -> Result<gguf::Summary, String> {
+    let file = fs_err::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let g = gguf::read(file, &gguf::ReadOptions::default()).map_err(|e| e.to_string())?;
+    // A split model's first shard holds only its own tensors.
+    let split = g
+        .get("split.count")
+        .and_then(gguf::Value::as_u64)
+        .is_some_and(|n| n > 1);
+    if !split {
+        g.check_file_size(len).map_err(|e| e.to_string())?;
+    }
+    Ok(g.summary())
+}
+
+async fn summary_of(path: &Path) -> Result<gguf::Summary, ProvisionError> {
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || gguf_summary(&p))
+        .await
+        .map_err(|e| ProvisionError::Io(e.to_string()))?
+        .map_err(|e| {
+            ProvisionError::Invalid(format!("{} is not a GGUF model file: {e}", path.display()))
+        })
+}

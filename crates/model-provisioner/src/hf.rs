@@ -1,0 +1,394 @@
+//! The Hugging Face hub as a vendor of models.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use model_catalog::{ArtifactStatus, ModelEntry, Shard};
+use reqwest::StatusCode;
+use serde::Deserialize;
+
+use crate::reference::{HfReference, HfSelector, group_models, has_quant, quant_of, shard_of};
+use crate::{
+    Dirs, HubConfig, ProgressAdapter, ProvisionContext, ProvisionError, ProvisionRequest, Resolved,
+    VendorSource, download_error, summary_of,
+};
+
+/// How long one call to the hub's API may take.
+const API_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Models from the Hugging Face hub (or any server that speaks its protocol).
+#[derive(Debug, Clone)]
+pub struct HuggingFaceVendor {
+    hub: HubConfig,
+    dirs: Dirs,
+    downloader: download::Downloader,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct TreeEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    path: String,
+    #[serde(default)]
+    size: u64,
+    lfs: Option<Lfs>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Lfs {
+    oid: String,
+    size: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct RevisionInfo {
+    sha: String,
+}
+
+impl HuggingFaceVendor {
+    /// A vendor for the hub in `hub`, placing models in `dirs`.
+    pub fn new(hub: HubConfig, dirs: Dirs, downloader: download::Downloader) -> Self {
+        Self {
+            hub,
+            dirs,
+            downloader,
+        }
+    }
+
+    fn api_url(&self, path: &str) -> String {
+        format!(
+            "{}/{}",
+            self.hub.endpoint.as_str().trim_end_matches('/'),
+            path
+        )
+    }
+
+    fn resolve_url(&self, repo: &str, revision: &str, path: &str) -> String {
+        self.api_url(&format!("{repo}/resolve/{revision}/{path}"))
+    }
+
+    /// GET on the hub's API, with the token, mapping the hub's errors.
+    async fn api_get(
+        &self,
+        url: &str,
+        r: &HfReference,
+    ) -> Result<reqwest::Response, ProvisionError> {
+        let mut rb = self.downloader.client().get(url).timeout(API_TIMEOUT);
+        if let Some(t) = &self.hub.token {
+            rb = rb.bearer_auth(t);
+        }
+        let resp = rb.send().await.map_err(|e| ProvisionError::Download {
+            code: "network_error",
+            message: format!("cannot reach {}: {e}", self.hub.endpoint),
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(self.hub_error(&resp, r))
+    }
+
+    fn hub_error(&self, resp: &reqwest::Response, r: &HfReference) -> ProvisionError {
+        let code = resp
+            .headers()
+            .get("x-error-code")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let token_hint = if self.hub.token.is_some() {
+            "the token in HF_TOKEN (or the token file) has no access to it"
+        } else {
+            "set HF_TOKEN (or log in with `hf auth login`) with a token that has access"
+        };
+        match (resp.status(), code) {
+            (_, "RepoNotFound") => ProvisionError::NotFound(format!(
+                "repository {} not found on {} (if it is private, {token_hint})",
+                r.repo, self.hub.endpoint
+            )),
+            (_, "GatedRepo") => ProvisionError::Unauthorized(format!(
+                "{} is gated: accept its terms on the hub, then {token_hint}",
+                r.repo
+            )),
+            (_, "RevisionNotFound") => {
+                ProvisionError::NotFound(format!("revision {} not found in {}", r.revision, r.repo))
+            }
+            (_, "EntryNotFound") => {
+                ProvisionError::NotFound(format!("file not found in {}", r.repo))
+            }
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => {
+                ProvisionError::Unauthorized(format!("{} refused access: {token_hint}", r.repo))
+            }
+            (StatusCode::NOT_FOUND, _) => {
+                ProvisionError::NotFound(format!("{} not found on {}", r.repo, self.hub.endpoint))
+            }
+            (s, _) => ProvisionError::Download {
+                code: "http_error",
+                message: format!("{} answered {s} for {}", self.hub.endpoint, r.repo),
+            },
+        }
+    }
+
+    /// Every file of the repo at the revision, following the tree API's pages.
+    async fn list_files(&self, r: &HfReference) -> Result<Vec<TreeEntry>, ProvisionError> {
+        let mut url = self.api_url(&format!(
+            "api/models/{}/tree/{}?recursive=true",
+            r.repo, r.revision
+        ));
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            let resp = self.api_get(&url, r).await?;
+            let next = next_link(resp.headers());
+            let page: Vec<TreeEntry> = resp.json().await.map_err(|e| ProvisionError::Download {
+                code: "protocol_error",
+                message: format!(
+                    "the hub's file list for {} is not what was expected: {e}",
+                    r.repo
+                ),
+            })?;
+            out.extend(page.into_iter().filter(|e| e.kind == "file"));
+            match next {
+                Some(n) => url = n,
+                None => return Ok(out),
+            }
+        }
+        Err(ProvisionError::Download {
+            code: "protocol_error",
+            message: format!("the file list of {} has too many pages", r.repo),
+        })
+    }
+
+    /// The commit a revision points at, so every file comes from one commit.
+    async fn commit(&self, r: &HfReference) -> Result<String, ProvisionError> {
+        let url = self.api_url(&format!("api/models/{}/revision/{}", r.repo, r.revision));
+        let info: RevisionInfo =
+            self.api_get(&url, r)
+                .await?
+                .json()
+                .await
+                .map_err(|e| ProvisionError::Download {
+                    code: "protocol_error",
+                    message: format!(
+                        "the hub's revision info for {} is not what was expected: {e}",
+                        r.repo
+                    ),
+                })?;
+        Ok(info.sha)
+    }
+}
+
+/// `Link: <url>; rel="next"`.
+fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let v = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    v.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params.contains("rel=\"next\"").then(|| {
+            url.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        })
+    })
+}
+
+fn choose(
+    r: &HfReference,
+    reference: &str,
+    files: &[TreeEntry],
+) -> Result<crate::reference::RepoModel<TreeEntry>, ProvisionError> {
+    let named: Vec<(String, TreeEntry)> =
+        files.iter().map(|f| (f.path.clone(), f.clone())).collect();
+    let models = group_models(&named);
+    let describe = |ms: &[&crate::reference::RepoModel<TreeEntry>]| -> String {
+        ms.iter()
+            .map(|m| match quant_of(&m.path) {
+                Some(q) => format!("hf:{}:{q} ({})", r.repo, m.path),
+                None => format!("hf:{}/{}", r.repo, m.path),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let all: Vec<&_> = models.iter().collect();
+    if models.is_empty() {
+        return Err(ProvisionError::NotFound(format!(
+            "{} has no GGUF files at {}",
+            r.repo, r.revision
+        )));
+    }
+    let pick = |found: Vec<&crate::reference::RepoModel<TreeEntry>>, what: &str| match found.len() {
+        0 => Err(ProvisionError::NotFound(format!(
+            "no GGUF file {what} in {}; there are: {}",
+            r.repo,
+            describe(&all)
+        ))),
+        1 => Ok(found[0].clone()),
+        _ => Err(ProvisionError::Ambiguous(format!(
+            "{reference} matches several GGUF files: {}; name one",
+            describe(&found)
+        ))),
+    };
+    let model = match &r.selector {
+        HfSelector::Path(p) => {
+            let hit = models
+                .iter()
+                .find(|m| &m.path == p || m.files.iter().any(|f| &f.path == p));
+            return hit.cloned().ok_or_else(|| {
+                ProvisionError::NotFound(format!(
+                    "{p} not found in {} at {}; GGUF files there: {}",
+                    r.repo,
+                    r.revision,
+                    describe(&all)
+                ))
+            });
+        }
+        HfSelector::Quant(q) => pick(
+            models.iter().filter(|m| has_quant(&m.path, q)).collect(),
+            &format!("with quant {q}"),
+        )?,
+        HfSelector::Auto if models.len() == 1 => models[0].clone(),
+        HfSelector::Auto => {
+            let with = |q: &str| {
+                models
+                    .iter()
+                    .filter(|m| has_quant(&m.path, q))
+                    .collect::<Vec<_>>()
+            };
+            let (q4, q8) = (with("Q4_K_M"), with("Q8_0"));
+            if q4.len() == 1 {
+                q4[0].clone()
+            } else if q4.is_empty() && q8.len() == 1 {
+                q8[0].clone()
+            } else {
+                return Err(ProvisionError::Ambiguous(format!(
+                    "{} has {} GGUF models; pick one: {}",
+                    r.repo,
+                    models.len(),
+                    describe(&all)
+                )));
+            }
+        }
+    };
+    Ok(model)
+}
+
+#[async_trait]
+impl VendorSource<ModelEntry> for HuggingFaceVendor {
+    fn name(&self) -> &'static str {
+        "huggingface"
+    }
+
+    fn forms(&self) -> &'static str {
+        "hf:ORG/REPO[@REVISION][:QUANT | /path/file.gguf]"
+    }
+
+    fn supports(&self, reference: &str) -> bool {
+        reference.trim().starts_with("hf:")
+    }
+
+    async fn resolve(
+        &self,
+        request: &ProvisionRequest,
+    ) -> Result<Resolved<ModelEntry>, ProvisionError> {
+        let reference = request.reference.trim();
+        let r = HfReference::parse(reference)?;
+        if self.hub.offline {
+            return Err(ProvisionError::Offline(format!(
+                "HF_HUB_OFFLINE is set: {reference} cannot be resolved without the network (pull it while online, or import the file)"
+            )));
+        }
+        let files = self.list_files(&r).await?;
+        let model = choose(&r, reference, &files)?;
+        if let Some((_, _, total)) = shard_of(&model.path)
+            && model.files.len() != total as usize
+        {
+            return Err(ProvisionError::NotFound(format!(
+                "{} is split into {total} files but {} has only {} of them",
+                model.path,
+                r.repo,
+                model.files.len()
+            )));
+        }
+        let commit = self.commit(&r).await?;
+        let id = format!("hf:{}/{}", r.repo, model.path);
+        let dir = self.dirs.model_dir(&id)?;
+        let shard = |f: &TreeEntry| Shard {
+            path: dir.join(f.path.rsplit('/').next().unwrap_or(&f.path)),
+            size: f.lfs.as_ref().map_or(f.size, |l| l.size),
+            sha256: f.lfs.as_ref().map(|l| l.oid.to_ascii_lowercase()),
+            source_url: Some(self.resolve_url(&r.repo, &commit, &f.path)),
+        };
+        let shards: Vec<Shard> = model.files.iter().map(shard).collect();
+        let first = shards[0].clone();
+        let mut entry = ModelEntry::new(&id, "huggingface", reference, &first.path);
+        entry.size = shards.iter().map(|s| s.size).sum();
+        entry.revision = Some(commit);
+        entry.source_url.clone_from(&first.source_url);
+        entry.sha256 = match (&request.sha256, shards.len()) {
+            (Some(given), 1) => Some(given.to_ascii_lowercase()),
+            _ => first.sha256.clone(),
+        };
+        if shards.len() > 1 {
+            entry.shards = shards;
+        }
+        Ok(Resolved { id, plan: entry })
+    }
+
+    async fn fetch(
+        &self,
+        resolved: Resolved<ModelEntry>,
+        ctx: &ProvisionContext,
+    ) -> Result<ModelEntry, ProvisionError> {
+        let mut entry = resolved.plan;
+        let files: Vec<Shard> = if entry.shards.is_empty() {
+            vec![Shard {
+                path: entry.path.clone(),
+                size: entry.size,
+                sha256: entry.sha256.clone(),
+                source_url: entry.source_url.clone(),
+            }]
+        } else {
+            entry.shards.clone()
+        };
+        let total: u64 = files.iter().map(|f| f.size).sum();
+        let mut offset = 0;
+        let mut verified = true;
+        for (i, f) in files.iter().enumerate() {
+            let url = f.source_url.as_deref().unwrap_or_default();
+            if files.len() > 1 {
+                ctx.reporter.narrate(
+                    "download",
+                    &format!("file {} of {}: {url}", i + 1, files.len()),
+                );
+            }
+            let request = download::DownloadRequest {
+                url: url
+                    .parse()
+                    .map_err(|e| ProvisionError::Invalid(format!("bad URL {url}: {e}")))?,
+                dest: f.path.clone(),
+                work_dir: self.dirs.downloads.clone(),
+                sha256: f.sha256.clone(),
+                size: Some(f.size),
+                bearer_token: self.hub.token.clone(),
+            };
+            let reporter = Arc::new(ProgressAdapter {
+                reporter: Arc::clone(&ctx.reporter),
+                offset,
+                total: Some(total),
+            });
+            let out = self
+                .downloader
+                .download(request, reporter, ctx.cancel.clone())
+                .await
+                .map_err(|e| download_error(e, " (set HF_TOKEN for gated or private repos)"))?;
+            verified &= out.verified;
+            if i == 0 && entry.sha256.is_none() {
+                entry.sha256 = Some(out.sha256.clone());
+            }
+            offset += out.size;
+        }
+        let summary = summary_of(&entry.path).await?;
+        entry = entry.with_summary(summary);
+        entry.verified = verified;
+        entry.status = ArtifactStatus::Available;
+        entry.progress = None;
+        Ok(entry)
+    }
+}
