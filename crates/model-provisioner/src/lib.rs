@@ -4,7 +4,7 @@
 //!   listed with the hub's tree API (with their LFS sha256), pinned to the resolved
 //!   commit, split GGUFs fetched whole, `HF_ENDPOINT`, `HF_TOKEN` or the token file,
 //!   `HF_HUB_OFFLINE`.
-//! - [`HttpVendor`]: `https://host/path/model.gguf`.
+//! - [`HttpVendor`]: plain URLs such as `https://host/path/model.gguf`.
 //! - [`LocalFileVendor`]: `file:/abs/path/model.gguf`, hard-linked when on the same
 //!   filesystem, else copied.
 //!

@@ -1,0 +1,212 @@
+//! `file:` imports and `https://` URLs.
+
+use std::os::unix::fs::MetadataExt as _;
+
+use hf_test_server::{HfServer, Repo, RepoFile};
+use model_catalog::ArtifactStatus;
+use model_provisioner::{ArtifactProvisioner as _, ProvisionRequest};
+
+use crate::{ctx, fixture, fixture_path, provisioner};
+
+#[tokio::test]
+async fn import_hard_links_on_the_same_filesystem() {
+    let home = tempfile::tempdir().unwrap();
+    let src = home.path().join("elsewhere/model.gguf");
+    fs_err::create_dir_all(src.parent().unwrap()).unwrap();
+    fs_err::copy(fixture_path("llama-q4_0.gguf"), &src).unwrap();
+    let p = provisioner(home.path(), "http://127.0.0.1:9", None, true);
+    let (c, rec) = ctx();
+    let e = p
+        .provision(
+            &ProvisionRequest::new(format!("file:{}", src.display())),
+            &c,
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.id, format!("file:{}", src.display()));
+    assert_eq!(e.status, ArtifactStatus::Available);
+    assert_eq!(
+        fs_err::metadata(&e.path).unwrap().ino(),
+        fs_err::metadata(&src).unwrap().ino()
+    );
+    assert_eq!(e.gguf.unwrap().architecture.as_deref(), Some("llama"));
+    assert_eq!(e.sha256, Some(model_catalog::sha256_file(&src).unwrap()));
+    assert!(
+        rec.narration
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains("hard-linked"))
+    );
+    // file:/// works too
+    let home2 = tempfile::tempdir().unwrap();
+    let p2 = provisioner(home2.path(), "http://127.0.0.1:9", None, true);
+    assert!(
+        p2.provision(
+            &ProvisionRequest::new(format!("file://{}", src.display())),
+            &ctx().0
+        )
+        .await
+        .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn import_copies_across_filesystems() {
+    // /dev/shm is a tmpfs: another filesystem than the temporary folder, where it exists
+    let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("skipped: no /dev/shm");
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    if fs_err::metadata(shm.path()).unwrap().dev() == fs_err::metadata(home.path()).unwrap().dev() {
+        eprintln!("skipped: /dev/shm is on the same filesystem");
+        return;
+    }
+    let src = shm.path().join("m.gguf");
+    fs_err::copy(fixture_path("qwen2-q4_k_m.gguf"), &src).unwrap();
+    let p = provisioner(home.path(), "http://127.0.0.1:9", None, true);
+    let (c, rec) = ctx();
+    let e = p
+        .provision(
+            &ProvisionRequest::new(format!("file:{}", src.display())),
+            &c,
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        fs_err::metadata(&e.path).unwrap().ino(),
+        fs_err::metadata(&src).unwrap().ino()
+    );
+    assert_eq!(fs_err::read(&e.path).unwrap(), fs_err::read(&src).unwrap());
+    assert!(
+        rec.narration
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains("copying"))
+    );
+    assert_eq!(*rec.last.lock().unwrap(), Some((e.size, Some(e.size))));
+}
+
+#[tokio::test]
+async fn import_refuses_what_is_not_a_model() {
+    let home = tempfile::tempdir().unwrap();
+    let p = provisioner(home.path(), "http://127.0.0.1:9", None, true);
+    let text = home.path().join("notes.gguf");
+    fs_err::write(&text, b"not a model at all").unwrap();
+    let truncated = home.path().join("cut.gguf");
+    fs_err::write(&truncated, &fixture("llama-q4_0.gguf")[..5000]).unwrap();
+    let check = |r: Result<model_catalog::ModelEntry, model_provisioner::ProvisionError>,
+                 code: &str,
+                 words: &str| {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), code, "{e}");
+        assert!(e.to_string().contains(words), "{e} lacks {words:?}");
+    };
+    let req = |s: String| ProvisionRequest::new(s);
+    check(
+        p.provision(&req("file:relative/x.gguf".into()), &ctx().0)
+            .await,
+        "invalid_reference",
+        "absolute",
+    );
+    check(
+        p.provision(&req("file:/no/such/file.gguf".into()), &ctx().0)
+            .await,
+        "not_found",
+        "/no/such/file.gguf",
+    );
+    check(
+        p.provision(&req(format!("file:{}", home.path().display())), &ctx().0)
+            .await,
+        "invalid_artifact",
+        "not a regular file",
+    );
+    check(
+        p.provision(&req(format!("file:{}", text.display())), &ctx().0)
+            .await,
+        "invalid_artifact",
+        "not a GGUF",
+    );
+    check(
+        p.provision(&req(format!("file:{}", truncated.display())), &ctx().0)
+            .await,
+        "invalid_artifact",
+        "truncated",
+    );
+    assert!(
+        !home.path().join("models").exists()
+            || fs_err::read_dir(home.path().join("models"))
+                .unwrap()
+                .count()
+                == 0
+    );
+}
+
+#[tokio::test]
+async fn http_urls_with_and_without_sha256() {
+    let data = fixture("llama-q4_0.gguf");
+    let server = HfServer::start(
+        vec![Repo::new(
+            "o/r",
+            vec![
+                RepoFile::lfs("m.gguf", data.clone()),
+                RepoFile::lfs("junk.gguf", b"<html>nope</html>".to_vec()),
+            ],
+        )],
+        None,
+        false,
+    )
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let p = provisioner(home.path(), "http://127.0.0.1:9", None, false);
+    let url = server.resolve_url("o/r", "main", "m.gguf");
+    let good_sha = server.repo("o/r").files[0].sha256();
+    let e = p
+        .provision(
+            &ProvisionRequest {
+                reference: format!("{url}#frag"),
+                sha256: Some(good_sha.clone()),
+            },
+            &ctx().0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.id, url, "the fragment is dropped");
+    assert!(e.verified);
+    assert_eq!(e.path.file_name().unwrap(), "m.gguf");
+    assert_eq!(e.gguf.unwrap().quantization.as_deref(), Some("Q4_0"));
+    // a wrong sha256: refused, nothing kept
+    let home2 = tempfile::tempdir().unwrap();
+    let p2 = provisioner(home2.path(), "http://127.0.0.1:9", None, false);
+    let err = p2
+        .provision(
+            &ProvisionRequest {
+                reference: url.clone(),
+                sha256: Some("0".repeat(64)),
+            },
+            &ctx().0,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "sha256_mismatch", "{err}");
+    // not a GGUF: refused and deleted
+    let junk = server.resolve_url("o/r", "main", "junk.gguf");
+    let err = p2
+        .provision(&ProvisionRequest::new(junk.clone()), &ctx().0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid_artifact", "{err}");
+    let resolved = p2.resolve(&ProvisionRequest::new(junk)).await.unwrap();
+    assert!(!resolved.plan.path.exists());
+    // a 404
+    let err = p2
+        .provision(
+            &ProvisionRequest::new(server.resolve_url("o/r", "main", "gone.gguf")),
+            &ctx().0,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "not_found", "{err}");
+}
