@@ -71,12 +71,14 @@ enum Probe {
     Ranges {
         total: u64,
         etag: Option<String>,
+        linked_sha256: Option<String>,
     },
     /// No ranges: this response is the whole file.
     Whole {
         response: Response,
         total: Option<u64>,
         etag: Option<String>,
+        linked_sha256: Option<String>,
     },
 }
 
@@ -128,7 +130,7 @@ impl Job {
         rb
     }
 
-    pub(crate) async fn run(self) -> Result<DownloadOutcome, DownloadError> {
+    pub(crate) async fn run(mut self) -> Result<DownloadOutcome, DownloadError> {
         if let Some(parent) = self.request.dest.parent() {
             fs_err::create_dir_all(parent).map_err(|e| self.io("cannot create", parent, e))?;
         }
@@ -159,13 +161,26 @@ impl Job {
         let _ = fs_err::remove_file(state);
     }
 
-    async fn attempt(&self) -> Result<DownloadOutcome, DownloadError> {
-        match self.probe().await? {
-            Probe::Ranges { total, etag } => self.ranged(total, etag).await,
+    async fn attempt(&mut self) -> Result<DownloadOutcome, DownloadError> {
+        let probe = self.probe().await?;
+        // The hub's `X-Linked-Etag` is the file's sha256: check it when none was given.
+        let headers = match &probe {
+            Probe::Ranges { linked_sha256, .. } | Probe::Whole { linked_sha256, .. } => {
+                linked_sha256.clone()
+            }
+        };
+        if self.request.sha256.is_none()
+            && let Some(sha) = headers
+        {
+            self.request.sha256 = Some(sha);
+        }
+        match probe {
+            Probe::Ranges { total, etag, .. } => self.ranged(total, etag).await,
             Probe::Whole {
                 response,
                 total,
                 etag,
+                ..
             } => self.whole(response, total, etag).await,
         }
     }
@@ -190,7 +205,12 @@ impl Job {
                         });
                     };
                     self.check_size(total)?;
-                    return Ok(Probe::Ranges { total, etag });
+                    let linked_sha256 = http::linked_sha256(resp.headers());
+                    return Ok(Probe::Ranges {
+                        total,
+                        etag,
+                        linked_sha256,
+                    });
                 }
                 Ok(resp) if resp.status() == StatusCode::OK => {
                     let total = http::content_length(resp.headers());
@@ -198,10 +218,12 @@ impl Job {
                         self.check_size(t)?;
                     }
                     let etag = http::strong_etag(resp.headers());
+                    let linked_sha256 = http::linked_sha256(resp.headers());
                     return Ok(Probe::Whole {
                         response: resp,
                         total,
                         etag,
+                        linked_sha256,
                     });
                 }
                 Ok(resp) if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE => {
@@ -221,10 +243,12 @@ impl Job {
                     }
                     let total = http::content_length(resp.headers());
                     let etag = http::strong_etag(resp.headers());
+                    let linked_sha256 = http::linked_sha256(resp.headers());
                     return Ok(Probe::Whole {
                         response: resp,
                         total,
                         etag,
+                        linked_sha256,
                     });
                 }
                 Ok(resp) => http::status_failure(self.url(), &resp),
@@ -341,7 +365,7 @@ impl Job {
         self.reserve(&file, &part_path, total, resumed)?;
         let file = Arc::new(file);
 
-        let hasher = Hasher::start(Arc::clone(&file));
+        let hasher = self.hasher(&file);
         hasher.advance(done.contiguous_prefix());
         let shared = Arc::new(Transfer {
             file: Arc::clone(&file),
@@ -387,6 +411,14 @@ impl Job {
         };
         self.finish(transfer, total, resumed, etag, true, &state_path)
             .await
+    }
+
+    fn hasher(&self, file: &Arc<File>) -> Hasher {
+        if self.config.hash || self.request.sha256.is_some() {
+            Hasher::start(Arc::clone(file))
+        } else {
+            Hasher::off()
+        }
     }
 
     fn part_size(&self, total: u64) -> u64 {
@@ -717,7 +749,7 @@ impl Job {
                 part_path: part_path.clone(),
                 done: Mutex::new(RangeSet::default()),
                 bytes_done: AtomicU64::new(0),
-                hasher: Hasher::start(Arc::clone(&file)),
+                hasher: self.hasher(&file),
                 sched: Mutex::new(Sched::empty()),
                 etag: None,
                 state: ResumeState::default(),
@@ -830,24 +862,27 @@ impl Job {
         .await
         .map_err(|e| DownloadError::Invalid(format!("the hasher task failed: {e}")))?
         .map_err(|e| self.io("cannot hash", &part, e))?;
-        let (sha256, hashed_bytes) = hashed;
-        if hashed_bytes != size {
-            return Err(DownloadError::Invalid(format!(
-                "hashed {hashed_bytes} of {size} bytes"
-            )));
-        }
-        let verified = match &self.request.sha256 {
-            Some(expected) if !expected.eq_ignore_ascii_case(&sha256) => {
+        let sha256 = match hashed {
+            Some((_, n)) if n != size => {
+                return Err(DownloadError::Invalid(format!(
+                    "hashed {n} of {size} bytes"
+                )));
+            }
+            Some((sha, _)) => Some(sha),
+            None => None,
+        };
+        let verified = match (&self.request.sha256, &sha256) {
+            (Some(expected), Some(actual)) if !expected.eq_ignore_ascii_case(actual) => {
                 drop(file);
                 self.discard_partial();
                 return Err(DownloadError::Sha256Mismatch {
                     path: self.request.dest.clone(),
                     expected: expected.to_ascii_lowercase(),
-                    actual: sha256,
+                    actual: actual.clone(),
                 });
             }
-            Some(_) => true,
-            None => false,
+            (Some(_), _) => true,
+            (None, _) => false,
         };
         drop(file);
         let dest = self.request.dest.clone();

@@ -18,6 +18,15 @@ pub(crate) struct Hasher {
 }
 
 impl Hasher {
+    /// A hasher that hashes nothing.
+    pub(crate) fn off() -> Self {
+        Self {
+            tx: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
+        }
+    }
+
     /// Starts hashing `file` from byte 0, up to each watermark it is sent.
     pub(crate) fn start(file: Arc<File>) -> Self {
         let (tx, rx) = mpsc::channel::<u64>();
@@ -62,14 +71,17 @@ impl Hasher {
         }
     }
 
-    /// Waits for the hash of everything sent so far: (hex, bytes hashed).
-    pub(crate) fn finish(mut self) -> std::io::Result<(String, u64)> {
-        self.tx.take();
+    /// Waits for the hash of everything sent so far: (hex, bytes hashed); `None`
+    /// for a hasher that is off.
+    pub(crate) fn finish(mut self) -> std::io::Result<Option<(String, u64)>> {
+        let on = self.tx.take().is_some();
         match self.thread.take() {
             Some(t) => t
                 .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("hasher panicked"))),
-            None => Err(std::io::Error::other("could not start the hasher thread")),
+                .unwrap_or_else(|_| Err(std::io::Error::other("hasher panicked")))
+                .map(Some),
+            None if on => Err(std::io::Error::other("could not start the hasher thread")),
+            None => Ok(None),
         }
     }
 }

@@ -123,3 +123,10 @@ pub(crate) fn bearer(token: &str) -> Option<HeaderValue> {
     v.set_sensitive(true);
     Some(v)
 }
+
+/// `X-Linked-Etag`, when it is a sha256 (the hub sends the LFS sha256 there).
+pub(crate) fn linked_sha256(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("x-linked-etag")?.to_str().ok()?;
+    let v = v.trim().trim_start_matches("W/").trim_matches('"');
+    (v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit())).then(|| v.to_ascii_lowercase())
+}

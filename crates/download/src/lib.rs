@@ -61,6 +61,9 @@ pub struct DownloadConfig {
     pub bandwidth_limit: Option<u64>,
     /// Redirects followed at most.
     pub max_redirects: usize,
+    /// Compute the sha256 of files that come with none to check. Off only to
+    /// measure what hashing costs; a requested sha256 is always checked.
+    pub hash: bool,
 }
 
 impl Default for DownloadConfig {
@@ -77,6 +80,7 @@ impl Default for DownloadConfig {
             progress_interval: Duration::from_millis(500),
             bandwidth_limit: None,
             max_redirects: 10,
+            hash: true,
         }
     }
 }
@@ -107,8 +111,8 @@ pub struct DownloadOutcome {
     pub path: PathBuf,
     /// Its size.
     pub size: u64,
-    /// Its sha256, lowercase hex.
-    pub sha256: String,
+    /// Its sha256, lowercase hex; `None` only when hashing was turned off.
+    pub sha256: Option<String>,
     /// Whether the sha256 was checked against the one requested.
     pub verified: bool,
     /// The remote file's ETag, when it had one.

@@ -380,7 +380,7 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
                 .map_err(|e| download_error(e, " (set HF_TOKEN for gated or private repos)"))?;
             verified &= out.verified;
             if i == 0 && entry.sha256.is_none() {
-                entry.sha256 = Some(out.sha256.clone());
+                entry.sha256.clone_from(&out.sha256);
             }
             offset += out.size;
         }

@@ -146,7 +146,7 @@ impl VendorSource<ModelEntry> for HttpVendor {
         };
         entry = entry.with_summary(summary);
         entry.size = out.size;
-        entry.sha256 = Some(out.sha256);
+        entry.sha256 = out.sha256;
         entry.verified = out.verified;
         entry.revision = out.etag;
         entry.status = ArtifactStatus::Available;

@@ -17,7 +17,7 @@ async fn parallel_download_verifies_and_fetches_each_byte_once() {
     let (r, rec) = fetch(fast_config(), request(&server, &d, Some(file.sha256()))).await;
     let out = r.unwrap();
     assert_eq!(out.size, 5 << 20);
-    assert_eq!(out.sha256, file.sha256());
+    assert_eq!(out.sha256, Some(file.sha256()));
     assert!(out.verified && out.resumable);
     assert_eq!(fs_err::read(&d.dest).unwrap(), file.data);
     // at most 1 byte for the probe, then every byte once
@@ -40,14 +40,37 @@ async fn parallel_download_verifies_and_fetches_each_byte_once() {
 
 #[tokio::test]
 async fn no_hash_known_computes_ours() {
-    let (server, file) = server_with(300_000, false).await;
+    // a file outside LFS: the hub gives no sha256 for it
+    let file = RepoFile::plain(FILE, hf_test_server::test_bytes(300_000, 3));
+    let server = HfServer::start(vec![Repo::new(REPO, vec![file.clone()])], None, false).await;
     let d = dirs();
     let out = fetch(fast_config(), request(&server, &d, None))
         .await
         .0
         .unwrap();
-    assert_eq!(out.sha256, file.sha256());
+    assert_eq!(out.sha256, Some(file.sha256()));
     assert!(!out.verified);
+}
+
+#[tokio::test]
+async fn the_hubs_x_linked_etag_is_checked() {
+    let (server, file) = server_with(1 << 20, false).await;
+    let d = dirs();
+    let out = fetch(fast_config(), request(&server, &d, None))
+        .await
+        .0
+        .unwrap();
+    assert!(out.verified, "checked against X-Linked-Etag");
+    server.faults().corrupt_offset.store(1000, Ordering::SeqCst);
+    let d = dirs();
+    let err = fetch(fast_config(), request(&server, &d, None))
+        .await
+        .0
+        .unwrap_err();
+    assert!(
+        matches!(err, DownloadError::Sha256Mismatch { ref expected, .. } if *expected == file.sha256()),
+        "{err}"
+    );
 }
 
 #[tokio::test]
