@@ -11,12 +11,20 @@ mod commands;
 #[derive(Debug, Parser)]
 #[command(name = "rbee", version, about, long_about = None)]
 struct Cli {
+    #[command(flatten)]
+    hive: commands::client::HiveArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Models in the hive's catalog
+    #[command(subcommand)]
+    Models(commands::models::ModelsCommand),
+    /// The hive itself
+    #[command(subcommand)]
+    Hive(commands::models::HiveCommand),
     /// Read GGUF model files, without a hive
     #[command(subcommand)]
     Gguf(commands::gguf::GgufCommand),
@@ -24,7 +32,31 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Gguf(cmd) => commands::gguf::run(cmd),
+    if let Command::Gguf(cmd) = cli.command {
+        return commands::gguf::run(cmd);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Models(cmd) => commands::models::run(cmd, &cli.hive).await,
+            Command::Hive(cmd) => commands::models::hive(cmd, &cli.hive).await,
+            Command::Gguf(_) => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,3 +1,5 @@
 //! One module per top-level subcommand.
 
+pub mod client;
 pub mod gguf;
+pub mod models;

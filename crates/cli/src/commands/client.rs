@@ -1,0 +1,148 @@
+//! Talking to a hive: JSON calls, errors as one line, SSE events.
+
+use anyhow::{Context as _, bail};
+use futures_util::StreamExt as _;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// Where the hive is and how to talk to it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HiveArgs {
+    /// The hive's URL
+    #[arg(
+        long,
+        env = "RBEE_HIVE_URL",
+        default_value = "http://127.0.0.1:7835",
+        global = true
+    )]
+    pub hive_url: String,
+    /// The hive's API token
+    #[arg(long, env = "RBEE_API_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(args: &HiveArgs) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder().build()?,
+            base: args.hive_url.trim_end_matches('/').to_owned(),
+            token: args.token.clone(),
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    /// Sends a request; a hive error becomes one line naming its message.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut rb = self.request(method, path);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the hive at {}: {}", self.base, root_cause(&e))
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.context("reading the hive's answer")?;
+        if status.is_success() {
+            return serde_json::from_str(&text).context("the hive's answer is not JSON");
+        }
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        if status == StatusCode::UNAUTHORIZED {
+            bail!("the hive refused the request: {message} (set --token or RBEE_API_TOKEN)");
+        }
+        bail!("{message}")
+    }
+
+    /// Follows a job's SSE stream, calling `on_event(kind, data)` until `done`.
+    pub async fn follow(
+        &self,
+        job_id: &str,
+        mut on_event: impl FnMut(&str, &Value),
+    ) -> anyhow::Result<Value> {
+        let resp = self
+            .request(Method::GET, &format!("/v1/jobs/{job_id}/stream"))
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot reach the hive at {}: {}", self.base, root_cause(&e))
+            })?;
+        if !resp.status().is_success() {
+            bail!("cannot follow job {job_id}: {}", resp.status());
+        }
+        let mut stream = resp.bytes_stream();
+        let mut buf = String::new();
+        let (mut kind, mut data) = (String::new(), String::new());
+        while let Some(chunk) = stream.next().await {
+            buf.push_str(&String::from_utf8_lossy(
+                &chunk.context("the event stream broke")?,
+            ));
+            while let Some(nl) = buf.find('\n') {
+                let line = buf[..nl].trim_end_matches('\r').to_owned();
+                buf.drain(..=nl);
+                if line.is_empty() {
+                    if !kind.is_empty() || !data.is_empty() {
+                        let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                        on_event(&kind, &v);
+                        if kind == "done" {
+                            return Ok(v);
+                        }
+                    }
+                    kind.clear();
+                    data.clear();
+                } else if let Some(k) = line.strip_prefix("event:") {
+                    kind = k.trim().to_owned();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                }
+            }
+        }
+        bail!("the hive closed the event stream of job {job_id} before it finished")
+    }
+}
+
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s = format!("{s}: {c}");
+        src = c.source();
+    }
+    s
+}
+
+/// An id as one URL path segment.
+pub fn encode_id(id: &str) -> String {
+    let mut out = String::new();
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,265 @@
+//! `rbee models ...` and `rbee hive status`.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::commands::client::{Client, HiveArgs, encode_id};
+use crate::commands::gguf::human_bytes;
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Download a model: hf:ORG/REPO[:QUANT], hf:ORG/REPO/file.gguf, https://..., file:/...
+    Pull {
+        /// The model reference
+        reference: String,
+        /// The sha256 the file must have
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+    /// List the models in the catalog
+    Ls,
+    /// Show one model
+    Show {
+        /// The model's id
+        id: String,
+    },
+    /// Remove a model and its files
+    Rm {
+        /// The model's id
+        id: String,
+    },
+    /// Register a local GGUF file
+    Import {
+        /// The file
+        path: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HiveCommand {
+    /// Is the hive up, and what does this machine have
+    Status,
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    match cmd {
+        ModelsCommand::Pull { reference, sha256 } => {
+            let mut body = json!({"model_ref": reference});
+            if let Some(s) = sha256 {
+                body["sha256"] = json!(s);
+            }
+            let started = client
+                .call(Method::POST, "/v1/models/download", Some(body))
+                .await?;
+            follow_job(&client, &started, args.json).await
+        }
+        ModelsCommand::Import { path } => {
+            let path = std::path::absolute(&path).context("bad path")?;
+            let started = client
+                .call(
+                    Method::POST,
+                    "/v1/models/import",
+                    Some(json!({"path": path})),
+                )
+                .await?;
+            follow_job(&client, &started, args.json).await
+        }
+        ModelsCommand::Ls => {
+            let models = client.call(Method::GET, "/v1/models", None).await?;
+            if args.json {
+                return print_json(&models);
+            }
+            let rows = models.as_array().cloned().unwrap_or_default();
+            if rows.is_empty() {
+                println!("no models; pull one with `rbee models pull hf:ORG/REPO`");
+                return Ok(());
+            }
+            println!(
+                "{:<60} {:>10} {:<8} {:<12} STATUS",
+                "ID", "SIZE", "QUANT", "ARCH"
+            );
+            for m in rows {
+                println!(
+                    "{:<60} {:>10} {:<8} {:<12} {}",
+                    m["id"].as_str().unwrap_or("?"),
+                    human_bytes(m["size"].as_u64().unwrap_or(0)),
+                    m["gguf"]["quantization"].as_str().unwrap_or("-"),
+                    m["gguf"]["architecture"].as_str().unwrap_or("-"),
+                    status_text(&m),
+                );
+            }
+            Ok(())
+        }
+        ModelsCommand::Show { id } => {
+            let m = client
+                .call(Method::GET, &format!("/v1/models/{}", encode_id(&id)), None)
+                .await?;
+            if args.json {
+                return print_json(&m);
+            }
+            let g = &m["gguf"];
+            for (k, v) in [
+                ("id", m["id"].clone()),
+                ("name", m["name"].clone()),
+                ("status", json!(status_text(&m))),
+                ("path", m["path"].clone()),
+                ("size", json!(human_bytes(m["size"].as_u64().unwrap_or(0)))),
+                ("sha256", m["sha256"].clone()),
+                ("verified", m["verified"].clone()),
+                ("revision", m["revision"].clone()),
+                ("architecture", g["architecture"].clone()),
+                ("quantization", g["quantization"].clone()),
+                ("parameters", g["parameter_count"].clone()),
+                ("context length", g["context_length"].clone()),
+                ("added", m["added_at"].clone()),
+            ] {
+                let shown = match v {
+                    Value::String(s) => s,
+                    Value::Null => "-".into(),
+                    other => other.to_string(),
+                };
+                println!("{k:<15} {shown}");
+            }
+            Ok(())
+        }
+        ModelsCommand::Rm { id } => {
+            let r = client
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/models/{}", encode_id(&id)),
+                    None,
+                )
+                .await?;
+            if args.json {
+                return print_json(&r);
+            }
+            println!(
+                "removed {id} ({} freed)",
+                human_bytes(r["bytes_freed"].as_u64().unwrap_or(0))
+            );
+            Ok(())
+        }
+    }
+}
+
+fn status_text(m: &Value) -> String {
+    match m["status"]["state"].as_str() {
+        Some("downloading") => match (
+            m["progress"]["bytes_done"].as_u64(),
+            m["progress"]["bytes_total"].as_u64(),
+        ) {
+            (Some(d), Some(t)) if t > 0 => format!("downloading {}%", d * 100 / t),
+            _ => "downloading".into(),
+        },
+        Some("failed") => format!("failed: {}", m["status"]["error"].as_str().unwrap_or("")),
+        Some(s) => s.to_owned(),
+        None => "?".into(),
+    }
+}
+
+/// Follows a job with a progress bar; Ctrl-C cancels it and says the partial is kept.
+async fn follow_job(client: &Client, started: &Value, json_out: bool) -> anyhow::Result<()> {
+    let job_id = started["job_id"]
+        .as_str()
+        .context("the hive gave no job id")?
+        .to_owned();
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if json_out {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut result = Value::Null;
+    let mut error = Value::Null;
+    let follow = client.follow(&job_id, |kind, data| match kind {
+        "progress" => {
+            if let Some(t) = data["bytes_total"].as_u64() {
+                bar.set_length(t);
+            }
+            bar.set_position(data["bytes_done"].as_u64().unwrap_or(0));
+        }
+        "narration" => bar.println(data["message"].as_str().unwrap_or("")),
+        "result" => result = data.clone(),
+        "error" => error = data.clone(),
+        _ => {}
+    });
+    let done = tokio::select! {
+        d = follow => d?,
+        _ = tokio::signal::ctrl_c() => {
+            bar.abandon();
+            let _ = client.call(Method::DELETE, &format!("/v1/jobs/{job_id}"), None).await;
+            anyhow::bail!("cancelled; the partial download is kept: pull again to resume");
+        }
+    };
+    bar.finish_and_clear();
+    match done["state"].as_str() {
+        Some("completed") => {
+            if json_out {
+                print_json(&result)
+            } else {
+                println!(
+                    "{} is available ({}, {})",
+                    result["id"].as_str().unwrap_or("the model"),
+                    human_bytes(result["size"].as_u64().unwrap_or(0)),
+                    result["gguf"]["quantization"].as_str().unwrap_or("?")
+                );
+                Ok(())
+            }
+        }
+        _ => anyhow::bail!("{}", error["message"].as_str().unwrap_or("the job failed")),
+    }
+}
+
+pub async fn hive(cmd: HiveCommand, args: &HiveArgs) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    match cmd {
+        HiveCommand::Status => {
+            let health = client.call(Method::GET, "/health", None).await?;
+            let caps = client.call(Method::GET, "/v1/capabilities", None).await?;
+            let models = client.call(Method::GET, "/v1/models", None).await?;
+            let count = models.as_array().map_or(0, Vec::len);
+            if args.json {
+                return print_json(
+                    &json!({"health": health, "capabilities": caps, "models": count}),
+                );
+            }
+            println!(
+                "hive        {} (version {})",
+                args.hive_url,
+                health["version"].as_str().unwrap_or("?")
+            );
+            println!(
+                "cpu         {} ({} cores)",
+                caps["cpu"]["model"].as_str().unwrap_or("?"),
+                caps["cpu"]["logical_cores"]
+            );
+            println!(
+                "ram         {} free of {}",
+                human_bytes(caps["ram"]["available_bytes"].as_u64().unwrap_or(0)),
+                human_bytes(caps["ram"]["total_bytes"].as_u64().unwrap_or(0))
+            );
+            println!(
+                "disk        {} free",
+                human_bytes(caps["disk"]["free_bytes"].as_u64().unwrap_or(0))
+            );
+            println!("models      {count}");
+            Ok(())
+        }
+    }
+}

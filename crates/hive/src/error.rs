@@ -1,0 +1,96 @@
+//! The one error type of the HTTP layer.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use model_provisioner::ProvisionError;
+use serde_json::json;
+
+/// An error answered as `{"error": {"code", "message"}}` with its status. A 4xx says
+/// exactly what was wrong with the request; a 5xx is logged in full and answered
+/// with a short message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 500, logged here in full.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("internal error: {e}"),
+        )
+    }
+
+    /// The status.
+    pub fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    /// (code, message), for a job's error event.
+    pub fn parts(self) -> (&'static str, String) {
+        (self.code, self.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<ProvisionError> for ApiError {
+    fn from(e: ProvisionError) -> Self {
+        let status = match &e {
+            ProvisionError::NotFound(_) => StatusCode::NOT_FOUND,
+            ProvisionError::Unauthorized(_) => StatusCode::FORBIDDEN,
+            ProvisionError::Offline(_) => StatusCode::SERVICE_UNAVAILABLE,
+            e if e.is_client_error() => StatusCode::BAD_REQUEST,
+            ProvisionError::Download { .. } => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<artifact_catalog::CatalogError> for ApiError {
+    fn from(e: artifact_catalog::CatalogError) -> Self {
+        use artifact_catalog::CatalogError as C;
+        match e {
+            C::NotFound { .. } => Self::not_found(e.to_string()),
+            C::AlreadyExists { .. } | C::SourceExists { .. } => {
+                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            C::InvalidId { .. } => Self::bad_request("invalid_id", e.to_string()),
+            e => Self::internal(e),
+        }
+    }
+}

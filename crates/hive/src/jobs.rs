@@ -1,0 +1,291 @@
+//! Jobs: long work that runs when created, and streams its events to whoever listens.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// The most events a job keeps for late subscribers; progress events replace each
+/// other, so this bounds narration.
+const MAX_HISTORY: usize = 1000;
+/// How long a finished job stays visible.
+pub const FINISHED_TTL: Duration = Duration::from_secs(3600);
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Created, not started.
+    Queued,
+    /// Running.
+    Running,
+    /// Done.
+    Completed,
+    /// Done, with an error.
+    Failed,
+    /// Stopped on request.
+    Cancelled,
+}
+
+impl JobState {
+    /// Whether the job is over.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    /// Every state, for metrics.
+    pub const ALL: [JobState; 5] = [
+        Self::Queued,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// The state's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One SSE event: `event: <kind>`, `data: <json>`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Its place in the job's stream, from 0.
+    pub seq: u64,
+    /// `narration`, `progress`, `result`, `error` or `done`.
+    pub kind: &'static str,
+    /// The payload.
+    pub data: Value,
+}
+
+/// A job's public view.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobInfo {
+    /// Its id.
+    pub job_id: String,
+    /// What it does (`model_download`, ...).
+    pub operation: String,
+    /// Where it stands.
+    pub state: JobState,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its result, once completed.
+    pub result: Option<Value>,
+    /// Its error, once failed.
+    pub error: Option<Value>,
+    /// The last progress it reported.
+    pub progress: Option<Value>,
+}
+
+struct Inner {
+    info: JobInfo,
+    history: Vec<Event>,
+    next_seq: u64,
+}
+
+/// One job.
+pub struct Job {
+    inner: Mutex<Inner>,
+    tx: broadcast::Sender<Event>,
+    /// Cancelled by `DELETE /v1/jobs/{id}` or at shutdown.
+    pub cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("info", &self.info())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Job {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The job's public view.
+    pub fn info(&self) -> JobInfo {
+        self.lock().info.clone()
+    }
+
+    fn push(&self, kind: &'static str, data: Value) {
+        let mut inner = self.lock();
+        if inner.info.state.is_finished() {
+            return;
+        }
+        let event = Event {
+            seq: inner.next_seq,
+            kind,
+            data,
+        };
+        inner.next_seq += 1;
+        match kind {
+            "progress" => {
+                inner.info.progress = Some(event.data.clone());
+                // a late subscriber needs only the newest progress
+                if inner.history.last().is_some_and(|e| e.kind == "progress") {
+                    inner.history.pop();
+                }
+            }
+            "result" => inner.info.result = Some(event.data.clone()),
+            "error" => inner.info.error = Some(event.data.clone()),
+            _ => {}
+        }
+        if inner.history.len() >= MAX_HISTORY {
+            // keep the first events (what the job is) and the newest
+            let at = 1.min(inner.history.len() - 1);
+            inner.history.remove(at);
+        }
+        inner.history.push(event.clone());
+        // sent under the lock, so subscribers see history and live events in order
+        let _ = self.tx.send(event);
+    }
+
+    /// A step worth telling.
+    pub fn narrate(&self, action: &str, message: &str) {
+        self.push(
+            "narration",
+            json!({"actor": "rbee-hive", "action": action, "message": message}),
+        );
+    }
+
+    /// Bytes moved.
+    pub fn progress(
+        &self,
+        bytes_done: u64,
+        bytes_total: Option<u64>,
+        bytes_per_sec: f64,
+        eta_secs: Option<f64>,
+    ) {
+        self.push(
+            "progress",
+            json!({"bytes_done": bytes_done, "bytes_total": bytes_total, "bytes_per_sec": bytes_per_sec, "eta_secs": eta_secs}),
+        );
+    }
+
+    fn set_running(&self) {
+        self.lock().info.state = JobState::Running;
+    }
+
+    /// Ends the job: `result` (completed) or `error` (failed or cancelled), then `done`.
+    pub fn finish(&self, outcome: Result<Value, (&'static str, String)>) {
+        let state = match &outcome {
+            Ok(_) => JobState::Completed,
+            Err(("cancelled", _)) => JobState::Cancelled,
+            Err(_) => JobState::Failed,
+        };
+        match outcome {
+            Ok(v) => self.push("result", v),
+            Err((code, message)) => self.push("error", json!({"code": code, "message": message})),
+        }
+        self.push("done", json!({"state": state.name()}));
+        let mut inner = self.lock();
+        inner.info.state = state;
+        inner.info.finished_at = Some(Utc::now());
+    }
+
+    /// The events so far, and a receiver for the ones after them.
+    pub fn subscribe(&self) -> (Vec<Event>, broadcast::Receiver<Event>) {
+        let inner = self.lock();
+        (inner.history.clone(), self.tx.subscribe())
+    }
+}
+
+/// Every job of the daemon.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    jobs: Mutex<HashMap<String, Arc<Job>>>,
+    /// Cancels every job at shutdown.
+    pub shutdown: CancellationToken,
+}
+
+impl Jobs {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Job>>> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Creates a job and runs `work` at once; its outcome ends the job.
+    pub fn spawn<F, Fut>(&self, operation: &str, work: F) -> Arc<Job>
+    where
+        F: FnOnce(Arc<Job>) -> Fut,
+        Fut: Future<Output = Result<Value, (&'static str, String)>> + Send + 'static,
+    {
+        let id = format!("job-{}", hex::encode(rand::random::<[u8; 8]>()));
+        let job = Arc::new(Job {
+            inner: Mutex::new(Inner {
+                info: JobInfo {
+                    job_id: id.clone(),
+                    operation: operation.to_owned(),
+                    state: JobState::Queued,
+                    created_at: Utc::now(),
+                    finished_at: None,
+                    result: None,
+                    error: None,
+                    progress: None,
+                },
+                history: Vec::new(),
+                next_seq: 0,
+            }),
+            tx: broadcast::Sender::new(256),
+            cancel: self.shutdown.child_token(),
+        });
+        self.prune();
+        self.lock().insert(id, Arc::clone(&job));
+        let fut = work(Arc::clone(&job));
+        let j = Arc::clone(&job);
+        tokio::spawn(async move {
+            j.set_running();
+            let outcome = fut.await;
+            j.finish(outcome);
+        });
+        job
+    }
+
+    /// The job with this id.
+    pub fn get(&self, id: &str) -> Option<Arc<Job>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Every job, newest first.
+    pub fn list(&self) -> Vec<JobInfo> {
+        let mut v: Vec<JobInfo> = self.lock().values().map(|j| j.info()).collect();
+        v.sort_by_key(|j| std::cmp::Reverse(j.created_at));
+        v
+    }
+
+    /// Jobs by state, for metrics.
+    pub fn count_by_state(&self) -> Vec<(JobState, usize)> {
+        let infos = self.list();
+        JobState::ALL
+            .iter()
+            .map(|s| (*s, infos.iter().filter(|i| i.state == *s).count()))
+            .collect()
+    }
+
+    /// Drops jobs finished longer ago than [`FINISHED_TTL`].
+    pub fn prune(&self) {
+        let cutoff = Utc::now() - chrono::Duration::from_std(FINISHED_TTL).unwrap_or_default();
+        self.lock()
+            .retain(|_, j| j.info().finished_at.is_none_or(|t| t > cutoff));
+    }
+
+    /// Whether any job is still running.
+    pub fn any_running(&self) -> bool {
+        self.lock().values().any(|j| !j.info().state.is_finished())
+    }
+}

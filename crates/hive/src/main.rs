@@ -1,0 +1,39 @@
+//! `rbee-hive`: parse the configuration, open the home folder, serve.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use hive::config::Config;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Config::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    config.check().map_err(anyhow::Error::msg)?;
+    let addr = std::net::SocketAddr::new(config.host, config.port);
+    let (state, _lock) = hive::build_state(config)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    let resumed = hive::resume_downloads(&state).await?;
+    // stdout: the one line a script or test waits for
+    println!("rbee-hive listening on http://{local}");
+    tracing::info!(home = %state.home.display(), addr = %local, resumed, "rbee-hive started");
+    hive::serve(state, listener).await
+}

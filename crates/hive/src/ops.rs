@@ -1,0 +1,338 @@
+//! Operations: what a job can do. Each is checked before its job starts, so a bad
+//! request is a 4xx, never a failed job.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use artifact_catalog::ArtifactStatus;
+use artifact_catalog::provision::{
+    ArtifactProvisioner as _, ProvisionContext, ProvisionReporter, ProvisionRequest,
+};
+use axum::http::StatusCode;
+use model_catalog::ModelEntry;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::jobs::Job;
+use crate::state::SharedState;
+
+/// How long resolving a reference (a hub API call) may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a download's progress is written to the catalog.
+const CATALOG_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Every operation, as `POST /v1/jobs` takes it: `{"operation": "model_download", ...}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "operation", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Operation {
+    /// Fetch a model by reference.
+    ModelDownload {
+        /// `hf:ORG/REPO[:QUANT]`, `https://...`, `file:/...`.
+        model_ref: String,
+        /// The sha256 it must have.
+        #[serde(default)]
+        sha256: Option<String>,
+    },
+    /// Register a local GGUF file.
+    ModelImport {
+        /// An absolute path.
+        path: String,
+    },
+    /// List the catalog.
+    ModelList,
+    /// One catalog entry.
+    ModelGet {
+        /// Its id.
+        id: String,
+    },
+    /// Remove an entry and its files.
+    ModelDelete {
+        /// Its id.
+        id: String,
+    },
+}
+
+impl Operation {
+    /// The operation's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ModelDownload { .. } => "model_download",
+            Self::ModelImport { .. } => "model_import",
+            Self::ModelList => "model_list",
+            Self::ModelGet { .. } => "model_get",
+            Self::ModelDelete { .. } => "model_delete",
+        }
+    }
+}
+
+fn check_sha256(sha: Option<&str>) -> Result<(), ApiError> {
+    match sha {
+        Some(s) if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Err(ApiError::bad_request(
+                "invalid_sha256",
+                format!("sha256 must be 64 hex digits, got {s:?}"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks an operation and starts its job.
+pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiError> {
+    let name = op.name();
+    match op {
+        Operation::ModelDownload { model_ref, sha256 } => {
+            check_sha256(sha256.as_deref())?;
+            start_provision(
+                state,
+                name,
+                ProvisionRequest {
+                    reference: model_ref,
+                    sha256,
+                },
+            )
+            .await
+        }
+        Operation::ModelImport { path } => {
+            if !std::path::Path::new(&path).is_absolute() {
+                return Err(ApiError::bad_request(
+                    "invalid_path",
+                    format!("the path must be absolute, got {path:?}"),
+                ));
+            }
+            start_provision(state, name, ProvisionRequest::new(format!("file:{path}"))).await
+        }
+        Operation::ModelList => {
+            let s = Arc::clone(state);
+            Ok(state.jobs.spawn(
+                name,
+                move |_| async move { model_list(&s).await.map_err(err) },
+            ))
+        }
+        Operation::ModelGet { id } => {
+            let record = model_get(state, &id).await?;
+            Ok(state.jobs.spawn(name, move |_| async move { Ok(record) }))
+        }
+        Operation::ModelDelete { id } => {
+            model_get(state, &id).await?;
+            let s = Arc::clone(state);
+            Ok(state.jobs.spawn(name, move |_| async move {
+                model_delete(&s, &id).await.map_err(err)
+            }))
+        }
+    }
+}
+
+fn err(e: ApiError) -> (&'static str, String) {
+    let (code, message) = e.parts();
+    (code, message)
+}
+
+/// Runs blocking catalog work off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// All models, as JSON.
+pub async fn model_list(state: &SharedState) -> Result<Value, ApiError> {
+    let catalog = Arc::clone(&state.catalog);
+    blocking(move || Ok(json!(catalog.list()?))).await
+}
+
+/// One model, as JSON; 404 when absent.
+pub async fn model_get(state: &SharedState, id: &str) -> Result<Value, ApiError> {
+    let catalog = Arc::clone(&state.catalog);
+    let id = id.to_owned();
+    blocking(move || match catalog.get(&id)? {
+        Some(r) => Ok(json!(r)),
+        None => Err(ApiError::not_found(format!(
+            "model {id:?} is not in the catalog"
+        ))),
+    })
+    .await
+}
+
+/// Removes a model's entry and files.
+pub async fn model_delete(state: &SharedState, id: &str) -> Result<Value, ApiError> {
+    let catalog = Arc::clone(&state.catalog);
+    let id = id.to_owned();
+    blocking(move || {
+        let Some(record) = catalog.get(&id)? else {
+            return Err(ApiError::not_found(format!(
+                "model {id:?} is not in the catalog"
+            )));
+        };
+        if record.artifact.status == ArtifactStatus::Downloading {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("model {id:?} is downloading: cancel its job first"),
+            ));
+        }
+        catalog.remove(&id)?;
+        let dir = catalog.model_dir(&id)?;
+        let mut freed = 0;
+        if dir.starts_with(catalog.models_dir()) && dir.exists() {
+            freed = record.artifact.size;
+            fs_err::remove_dir_all(&dir).map_err(ApiError::internal)?;
+        }
+        Ok(json!({"id": id, "removed": true, "bytes_freed": freed}))
+    })
+    .await
+}
+
+/// Resolves the reference now (a bad one is a 4xx), records the model as
+/// downloading, and fetches it in a job.
+async fn start_provision(
+    state: &SharedState,
+    operation: &str,
+    request: ProvisionRequest,
+) -> Result<Arc<Job>, ApiError> {
+    let resolved = tokio::time::timeout(RESOLVE_TIMEOUT, state.provisioner.resolve(&request))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!("resolving {} took too long", request.reference),
+            )
+        })??;
+    let catalog = Arc::clone(&state.catalog);
+    let plan = resolved.plan.clone();
+    let existing = blocking(move || {
+        let existing = catalog.get(&plan.id)?;
+        match &existing {
+            Some(r) if r.artifact.status == ArtifactStatus::Available => {}
+            Some(_) => {
+                catalog.update(plan)?;
+            }
+            None => {
+                catalog.add(plan)?;
+            }
+        }
+        Ok(existing)
+    })
+    .await?;
+    if let Some(r) = existing.filter(|r| r.artifact.status == ArtifactStatus::Available) {
+        let record = json!(r);
+        return Ok(state.jobs.spawn(operation, move |job| async move {
+            job.narrate("check", "the model is already in the catalog");
+            Ok(record)
+        }));
+    }
+    Ok(fetch_job(state, operation, resolved.plan))
+}
+
+/// A job that fetches a model recorded as downloading, and records the outcome.
+pub fn fetch_job(state: &SharedState, operation: &str, plan: ModelEntry) -> Arc<Job> {
+    let s = Arc::clone(state);
+    state.jobs.spawn(operation, move |job| async move {
+        let id = plan.id.clone();
+        let permit = match Arc::clone(&s.download_slots).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                job.narrate("queue", "waiting for a download slot");
+                tokio::select! {
+                    p = Arc::clone(&s.download_slots).acquire_owned() => p.map_err(|e| ("internal", e.to_string()))?,
+                    () = job.cancel.cancelled() => return Err(finish_failed(&s, &id, "cancelled", "cancelled before it started".into()).await),
+                }
+            }
+        };
+        job.narrate("download", &format!("fetching {id}"));
+        let reporter = Arc::new(JobReporter {
+            job: Arc::clone(&job),
+            catalog: Arc::clone(&s.catalog),
+            id: id.clone(),
+            last: std::sync::Mutex::new(None),
+        });
+        let ctx = ProvisionContext {
+            reporter,
+            cancel: job.cancel.clone(),
+        };
+        let resolved = artifact_catalog::provision::Resolved { id: id.clone(), plan };
+        let outcome = s.provisioner.fetch(resolved, &ctx).await;
+        drop(permit);
+        match outcome {
+            Ok(entry) => {
+                let catalog = Arc::clone(&s.catalog);
+                let record = blocking(move || Ok(json!(catalog.update(entry)?))).await.map_err(err)?;
+                job.narrate("done", &format!("{id} is available"));
+                Ok(record)
+            }
+            Err(e) => {
+                let code = e.code();
+                let message = if code == "cancelled" {
+                    "cancelled; the partial download is kept, pull again to resume".to_owned()
+                } else {
+                    e.to_string()
+                };
+                Err(finish_failed(&s, &id, code, message).await)
+            }
+        }
+    })
+}
+
+/// Marks the model failed (a cancelled download too: it resumes when pulled again,
+/// not by itself at the next start).
+async fn finish_failed(
+    s: &SharedState,
+    id: &str,
+    code: &'static str,
+    message: String,
+) -> (&'static str, String) {
+    let catalog = Arc::clone(&s.catalog);
+    let (id2, m2) = (id.to_owned(), message.clone());
+    let _ = blocking(move || {
+        catalog.set_status(&id2, ArtifactStatus::Failed { error: m2 })?;
+        Ok(())
+    })
+    .await;
+    (code, message)
+}
+
+/// Feeds a download's reports to its job, and now and then to the catalog.
+struct JobReporter {
+    job: Arc<Job>,
+    catalog: Arc<model_catalog::ModelCatalog>,
+    id: String,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl ProvisionReporter for JobReporter {
+    fn narrate(&self, action: &str, message: &str) {
+        self.job.narrate(action, message);
+    }
+
+    fn progress(
+        &self,
+        bytes_done: u64,
+        bytes_total: Option<u64>,
+        bytes_per_sec: f64,
+        eta_secs: Option<f64>,
+    ) {
+        self.job
+            .progress(bytes_done, bytes_total, bytes_per_sec, eta_secs);
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|t| t.elapsed() < CATALOG_PROGRESS_EVERY) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        let (catalog, id) = (Arc::clone(&self.catalog), self.id.clone());
+        tokio::task::spawn_blocking(move || {
+            let _ = catalog.modify(&id, &mut |e| {
+                e.artifact.progress = Some(model_catalog::DownloadProgress {
+                    bytes_done,
+                    bytes_total,
+                });
+            });
+        });
+    }
+}

@@ -1,0 +1,103 @@
+//! `/v1/jobs`: any operation as a job, its state, its SSE stream, cancelling it.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::routing::get;
+use futures_util::{Stream, StreamExt as _, stream};
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::ApiError;
+use crate::jobs::Event;
+use crate::ops::{self, Operation};
+use crate::routes::ApiJson;
+use crate::routes::models::accepted;
+use crate::state::SharedState;
+
+/// The routes.
+pub fn router() -> Router<SharedState> {
+    Router::new()
+        .route("/v1/jobs", get(list).post(create))
+        .route("/v1/jobs/{id}", get(get_one).delete(cancel))
+        .route("/v1/jobs/{id}/stream", get(stream_events))
+}
+
+async fn create(
+    State(state): State<SharedState>,
+    ApiJson(op): ApiJson<Operation>,
+) -> Result<impl IntoResponse, ApiError> {
+    let job = ops::start(&state, op).await?;
+    Ok(accepted(&job))
+}
+
+async fn list(State(state): State<SharedState>) -> ApiJson<Value> {
+    ApiJson(json!(state.jobs.list()))
+}
+
+fn find(state: &SharedState, id: &str) -> Result<std::sync::Arc<crate::jobs::Job>, ApiError> {
+    state.jobs.get(id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "job {id:?} does not exist (finished jobs are kept for an hour)"
+        ))
+    })
+}
+
+async fn get_one(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<Value>, ApiError> {
+    Ok(ApiJson(json!(find(&state, &id)?.info())))
+}
+
+async fn cancel(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<Value>, ApiError> {
+    let job = find(&state, &id)?;
+    job.cancel.cancel();
+    Ok(ApiJson(
+        json!({"job_id": id, "cancel_requested": true, "state": job.info().state}),
+    ))
+}
+
+fn to_sse(e: &Event) -> SseEvent {
+    SseEvent::default()
+        .event(e.kind)
+        .id(e.seq.to_string())
+        .data(e.data.to_string())
+}
+
+/// The job's events: those it already had, then the new ones, ending with `done`.
+async fn stream_events(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let job = find(&state, &id)?;
+    let (history, rx) = job.subscribe();
+    let last_seq = history.last().map(|e| e.seq);
+    let ended = history.iter().any(|e| e.kind == "done");
+    let past = stream::iter(history.into_iter().map(|e| Ok(to_sse(&e))));
+    let live = stream::unfold((rx, ended), move |(mut rx, finished)| async move {
+        if finished {
+            return None;
+        }
+        loop {
+            match rx.recv().await {
+                Ok(e) if last_seq.is_some_and(|s| e.seq <= s) => {}
+                Ok(e) => {
+                    let done = e.kind == "done";
+                    return Some((Ok(to_sse(&e)), (rx, done)));
+                }
+                // a subscriber too slow for the channel skips ahead
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(past.chain(live)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

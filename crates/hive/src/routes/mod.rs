@@ -1,0 +1,27 @@
+//! The HTTP API, one module per resource.
+
+pub mod jobs;
+pub mod models;
+pub mod system;
+
+use axum::extract::FromRequest;
+use axum::extract::rejection::JsonRejection;
+
+use crate::error::ApiError;
+
+/// A JSON body whose rejection is a JSON error saying what was wrong.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        Self::new(r.status(), "bad_request", r.body_text())
+    }
+}
+
+impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}

@@ -1,0 +1,148 @@
+//! The daemon as a user runs it: the real binary, a temporary home, the Hugging Face
+//! test server, HTTP on loopback.
+#![allow(clippy::unwrap_used)]
+
+mod api;
+mod restart;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running daemon, killed when dropped.
+#[derive(Debug)]
+pub struct Hive {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for Hive {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn hive_cmd(home: &Path, hf: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rbee-hive"));
+    c.args(["--port", "0", "--download-connections", "4"])
+        .args(extra)
+        .env("RBEE_HOME", home)
+        .env("RBEE_HF_ENDPOINT", hf)
+        .env_remove("RBEE_API_TOKEN")
+        .env_remove("HF_TOKEN")
+        .env("HF_HOME", home.join("no-hf-home"))
+        .env("RUST_LOG", "warn");
+    c
+}
+
+/// Starts the daemon and waits for its "listening on" line.
+pub fn start(home: &Path, hf: &str, extra: &[&str]) -> Hive {
+    let mut child = hive_cmd(home, hf, extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("rbee-hive listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Hive { child, url }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+pub async fn post(h: &Hive, path: &str, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(format!("{}{path}", h.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn get(h: &Hive, path: &str) -> (u16, Value) {
+    let r = client()
+        .get(format!("{}{path}", h.url))
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Reads a job's whole SSE stream: (event, data) pairs up to `done`.
+pub async fn events(h: &Hive, job: &str) -> Vec<(String, Value)> {
+    let text = client()
+        .get(format!("{}/v1/jobs/{job}/stream", h.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let mut kind = String::new();
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(k) = line.strip_prefix("event: ") {
+                kind = k.to_owned();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                data.push_str(d);
+            }
+        }
+        if !kind.is_empty() {
+            out.push((kind, serde_json::from_str(&data).unwrap()));
+        }
+    }
+    out
+}
+
+pub async fn wait_for(what: &str, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An id as one path segment.
+pub fn enc(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'.' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    fs_err::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../gguf/tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// A real GGUF followed by padding, so a download takes long enough to interrupt.
+pub fn big_gguf(len: usize) -> Vec<u8> {
+    let mut d = fixture("llama-q4_0.gguf");
+    d.extend_from_slice(&hf_test_server::test_bytes(len, 9));
+    d
+}

@@ -1,0 +1,179 @@
+//! Cancel, SIGTERM and kill -9 in the middle of a download.
+
+use std::sync::atomic::Ordering;
+
+use hf_test_server::{HfServer, Repo, RepoFile};
+use serde_json::json;
+
+use crate::{big_gguf, enc, events, get, post, start, wait_for};
+
+const ID: &str = "hf:org/Big-GGUF/Big-Q4_0.gguf";
+
+async fn throttled_server(len: usize) -> (HfServer, Vec<u8>) {
+    let data = big_gguf(len);
+    let hf = HfServer::start(
+        vec![Repo::new(
+            "org/Big-GGUF",
+            vec![RepoFile::lfs("Big-Q4_0.gguf", data.clone())],
+        )],
+        None,
+        false,
+    )
+    .await;
+    // 4 connections at 1 MiB/s each
+    hf.faults()
+        .throttle_bytes_per_sec
+        .store(1 << 20, Ordering::SeqCst);
+    (hf, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_cancels_and_a_new_pull_resumes() {
+    let (hf, data) = throttled_server(16 << 20).await;
+    let home = tempfile::tempdir().unwrap();
+    let h = start(home.path(), &hf.url(), &[]);
+    let (_, started) = post(
+        &h,
+        "/v1/models/download",
+        json!({"model_ref": "hf:org/Big-GGUF"}),
+    )
+    .await;
+    let job = started["job_id"].as_str().unwrap().to_owned();
+    // 3 MiB on disk, as the daemon reports it
+    wait_for("3 MiB on disk", async || {
+        let (_, m) = get(&h, &format!("/v1/models/{}", enc(ID))).await;
+        assert_eq!(m["status"]["state"], "downloading");
+        m["progress"]["bytes_done"].as_u64().unwrap_or(0) > 3 << 20
+    })
+    .await;
+    let r = crate::client()
+        .delete(format!("{}/v1/jobs/{job}", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ev = events(&h, &job).await;
+    assert_eq!(ev.last().unwrap().1, json!({"state": "cancelled"}));
+    let err = &ev[ev.len() - 2];
+    assert_eq!(err.0, "error");
+    assert!(
+        err.1["message"].as_str().unwrap().contains("partial"),
+        "{}",
+        err.1
+    );
+    let (_, m) = get(&h, &format!("/v1/models/{}", enc(ID))).await;
+    assert_eq!(m["status"]["state"], "failed");
+
+    let sent = hf.bytes_sent();
+    hf.faults()
+        .throttle_bytes_per_sec
+        .store(0, Ordering::SeqCst);
+    let (_, again) = post(
+        &h,
+        "/v1/models/download",
+        json!({"model_ref": "hf:org/Big-GGUF"}),
+    )
+    .await;
+    let ev = events(&h, again["job_id"].as_str().unwrap()).await;
+    assert_eq!(
+        ev.last().unwrap().1,
+        json!({"state": "completed"}),
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|(k, d)| k == "narration" && d["message"].as_str().unwrap().contains("resuming")),
+        "{ev:?}"
+    );
+    assert!(
+        hf.bytes_sent() - sent < data.len() as u64 - (2 << 20),
+        "the second pull fetched only the rest: {} of {}",
+        hf.bytes_sent() - sent,
+        data.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_resumes_by_itself() {
+    let (hf, data) = throttled_server(16 << 20).await;
+    // 4 connections at 512 KiB/s: 2 MiB/s
+    hf.faults()
+        .throttle_bytes_per_sec
+        .store(512 << 10, Ordering::SeqCst);
+    let home = tempfile::tempdir().unwrap();
+    let mut h = start(home.path(), &hf.url(), &[]);
+    post(
+        &h,
+        "/v1/models/download",
+        json!({"model_ref": "hf:org/Big-GGUF"}),
+    )
+    .await;
+    // 8 MiB on disk, as the daemon reports it; its once-a-second checkpoint holds
+    // at least what was written a second or two before
+    wait_for("8 MiB on disk", async || {
+        let (_, m) = get(&h, &format!("/v1/models/{}", enc(ID))).await;
+        m["progress"]["bytes_done"].as_u64().unwrap_or(0) > 8 << 20
+    })
+    .await;
+    h.child.kill().unwrap(); // SIGKILL
+    h.child.wait().unwrap();
+    drop(h);
+
+    hf.faults()
+        .throttle_bytes_per_sec
+        .store(0, Ordering::SeqCst);
+    let sent_before = hf.bytes_sent();
+    let h = start(home.path(), &hf.url(), &[]);
+    // it shows as downloading (or is already done), and finishes by itself
+    wait_for("the resumed download", async || {
+        let (_, m) = get(&h, &format!("/v1/models/{}", enc(ID))).await;
+        assert_ne!(m["status"]["state"], "failed", "{m}");
+        m["status"]["state"] == "available"
+    })
+    .await;
+    let (_, m) = get(&h, &format!("/v1/models/{}", enc(ID))).await;
+    assert!(m["verified"].as_bool().unwrap());
+    assert_eq!(fs_err::read(m["path"].as_str().unwrap()).unwrap(), data);
+    let (_, jobs) = get(&h, "/v1/jobs").await;
+    let ev = events(&h, jobs[0]["job_id"].as_str().unwrap()).await;
+    assert!(
+        ev.iter()
+            .any(|(k, d)| k == "narration" && d["message"].as_str().unwrap().contains("resuming")),
+        "{ev:?}"
+    );
+    // what the checkpoint held is not fetched again (the server also counts bytes
+    // it queued for parts that another connection took over)
+    let refetched = hf.bytes_sent() - sent_before;
+    assert!(
+        refetched < data.len() as u64 - (2 << 20),
+        "resumed, not restarted: {refetched} of {}",
+        data.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_promptly_and_keeps_the_partial() {
+    let (hf, _) = throttled_server(16 << 20).await;
+    let home = tempfile::tempdir().unwrap();
+    let mut h = start(home.path(), &hf.url(), &[]);
+    post(
+        &h,
+        "/v1/models/download",
+        json!({"model_ref": "hf:org/Big-GGUF"}),
+    )
+    .await;
+    wait_for("bytes", async || hf.bytes_sent() > 2 << 20).await;
+    let pid = h.child.id();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let started = std::time::Instant::now();
+    wait_for("exit", async || h.child.try_wait().unwrap().is_some()).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(h.child.wait().unwrap().success());
+    let partials: Vec<_> = fs_err::read_dir(home.path().join("downloads"))
+        .unwrap()
+        .collect();
+    assert!(partials.len() >= 2, "partial and state kept");
+}
