@@ -8,6 +8,8 @@
 pub mod config;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod routes;
 pub mod state;
@@ -42,8 +44,14 @@ pub fn app(state: SharedState) -> Router {
         .merge(routes::system::router())
         .merge(routes::models::router())
         .merge(routes::jobs::router())
+        .route("/metrics", axum::routing::get(metrics::render))
+        .route("/openapi.json", axum::routing::get(openapi::document))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            metrics::track,
+        ))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(state)
 }
@@ -131,6 +139,7 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
         provisioner: Arc::new(provisioner),
         jobs: Jobs::default(),
         started: Instant::now(),
+        metrics: metrics::Metrics::default(),
     });
     Ok((state, lock))
 }

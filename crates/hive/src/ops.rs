@@ -23,7 +23,7 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(60);
 const CATALOG_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Every operation, as `POST /v1/jobs` takes it: `{"operation": "model_download", ...}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "operation", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Operation {
     /// Fetch a model by reference.
@@ -244,11 +244,12 @@ pub fn fetch_job(state: &SharedState, operation: &str, plan: ModelEntry) -> Arc<
             }
         };
         job.narrate("download", &format!("fetching {id}"));
+        s.metrics.active_downloads.inc();
         let reporter = Arc::new(JobReporter {
             job: Arc::clone(&job),
-            catalog: Arc::clone(&s.catalog),
+            state: Arc::clone(&s),
             id: id.clone(),
-            last: std::sync::Mutex::new(None),
+            last: std::sync::Mutex::new((None, 0)),
         });
         let ctx = ProvisionContext {
             reporter,
@@ -257,6 +258,12 @@ pub fn fetch_job(state: &SharedState, operation: &str, plan: ModelEntry) -> Arc<
         let resolved = artifact_catalog::provision::Resolved { id: id.clone(), plan };
         let outcome = s.provisioner.fetch(resolved, &ctx).await;
         drop(permit);
+        s.metrics.active_downloads.dec();
+        s.metrics.download_finished(match &outcome {
+            Ok(_) => "completed",
+            Err(e) if e.code() == "cancelled" => "cancelled",
+            Err(_) => "failed",
+        });
         match outcome {
             Ok(entry) => {
                 let catalog = Arc::clone(&s.catalog);
@@ -298,9 +305,10 @@ async fn finish_failed(
 /// Feeds a download's reports to its job, and now and then to the catalog.
 struct JobReporter {
     job: Arc<Job>,
-    catalog: Arc<model_catalog::ModelCatalog>,
+    state: SharedState,
     id: String,
-    last: std::sync::Mutex<Option<std::time::Instant>>,
+    /// When the catalog was last updated, and the bytes seen so far.
+    last: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
 }
 
 impl ProvisionReporter for JobReporter {
@@ -321,11 +329,18 @@ impl ProvisionReporter for JobReporter {
             .last
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.is_some_and(|t| t.elapsed() < CATALOG_PROGRESS_EVERY) {
+        if bytes_done > last.1 {
+            self.state
+                .metrics
+                .bytes_downloaded
+                .inc_by(bytes_done - last.1);
+            last.1 = bytes_done;
+        }
+        if last.0.is_some_and(|t| t.elapsed() < CATALOG_PROGRESS_EVERY) {
             return;
         }
-        *last = Some(std::time::Instant::now());
-        let (catalog, id) = (Arc::clone(&self.catalog), self.id.clone());
+        last.0 = Some(std::time::Instant::now());
+        let (catalog, id) = (Arc::clone(&self.state.catalog), self.id.clone());
         tokio::task::spawn_blocking(move || {
             let _ = catalog.modify(&id, &mut |e| {
                 e.artifact.progress = Some(model_catalog::DownloadProgress {

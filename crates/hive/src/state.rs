@@ -28,6 +28,8 @@ pub struct AppState {
     pub download_slots: Arc<Semaphore>,
     /// When the daemon started.
     pub started: Instant,
+    /// Counters and gauges for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The state as handlers get it.

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod gguf_inspect;
+mod hive;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

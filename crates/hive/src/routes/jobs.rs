@@ -27,7 +27,9 @@ pub fn router() -> Router<SharedState> {
         .route("/v1/jobs/{id}/stream", get(stream_events))
 }
 
-async fn create(
+/// Runs any operation as a job.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = Operation, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody), (status = 404, description = "Unknown model, repo or file", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+pub async fn create(
     State(state): State<SharedState>,
     ApiJson(op): ApiJson<Operation>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -35,7 +37,9 @@ async fn create(
     Ok(accepted(&job))
 }
 
-async fn list(State(state): State<SharedState>) -> ApiJson<Value> {
+/// Every job, newest first.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", responses((status = 200, description = "Jobs", body = Vec<Object>), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
+pub async fn list(State(state): State<SharedState>) -> ApiJson<Value> {
     ApiJson(json!(state.jobs.list()))
 }
 
@@ -47,14 +51,18 @@ fn find(state: &SharedState, id: &str) -> Result<std::sync::Arc<crate::jobs::Job
     })
 }
 
-async fn get_one(
+/// A job's state, result or error, and last progress.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "The job id")), responses((status = 200, description = "The job", body = Object), (status = 404, description = "No such job", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
+pub async fn get_one(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
     Ok(ApiJson(json!(find(&state, &id)?.info())))
 }
 
-async fn cancel(
+/// Cancels a job; a download stops within a second and keeps its partial.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "The job id")), responses((status = 200, description = "Cancel requested", body = Object), (status = 404, description = "No such job", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
+pub async fn cancel(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
@@ -72,8 +80,10 @@ fn to_sse(e: &Event) -> SseEvent {
         .data(e.data.to_string())
 }
 
-/// The job's events: those it already had, then the new ones, ending with `done`.
-async fn stream_events(
+/// The job's events over SSE: those it already had, then the new ones, ending
+/// with `done`.
+#[utoipa::path(get, path = "/v1/jobs/{id}/stream", tag = "jobs", params(("id" = String, Path, description = "The job id")), responses((status = 200, description = "`narration`, `progress`, `result`, `error`, then `done`", content_type = "text/event-stream"), (status = 404, description = "No such job", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
+pub async fn stream_events(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {

@@ -22,18 +22,23 @@ pub fn router() -> Router<SharedState> {
         .route("/v1/models/{*id}", get(get_one).delete(delete))
 }
 
-#[derive(Debug, Deserialize)]
+/// What to download.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DownloadBody {
-    model_ref: String,
+pub struct DownloadBody {
+    /// `hf:ORG/REPO[@REV][:QUANT | /path.gguf]`, `https://...` or `file:/...`.
+    pub model_ref: String,
+    /// The sha256 the file must have, 64 hex digits.
     #[serde(default)]
-    sha256: Option<String>,
+    pub sha256: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// What to import.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ImportBody {
-    path: String,
+pub struct ImportBody {
+    /// An absolute path to a GGUF file on this machine.
+    pub path: String,
 }
 
 /// `202 {"job_id", "stream_url"}`.
@@ -45,25 +50,33 @@ pub fn accepted(job: &crate::jobs::Job) -> impl IntoResponse + use<> {
     )
 }
 
-async fn list(State(state): State<SharedState>) -> Result<ApiJson<Value>, ApiError> {
+/// Every model in the catalog, downloading ones with their progress.
+#[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, description = "Catalog entries", body = Vec<Object>), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
+pub async fn list(State(state): State<SharedState>) -> Result<ApiJson<Value>, ApiError> {
     Ok(ApiJson(ops::model_list(&state).await?))
 }
 
-async fn get_one(
+/// One model.
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), responses((status = 200, description = "The entry", body = Object), (status = 404, description = "Not in the catalog", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
+pub async fn get_one(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
     Ok(ApiJson(ops::model_get(&state, &id).await?))
 }
 
-async fn delete(
+/// Removes a model's entry and files.
+#[utoipa::path(delete, path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), responses((status = 200, description = "Removed", body = Object), (status = 404, description = "Not in the catalog", body = crate::openapi::ErrorBody), (status = 409, description = "Downloading or in use", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
+pub async fn delete(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
     Ok(ApiJson(ops::model_delete(&state, &id).await?))
 }
 
-async fn download(
+/// Starts downloading a model; a bad or unknown reference is answered at once.
+#[utoipa::path(post, path = "/v1/models/download", tag = "models", request_body = DownloadBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody), (status = 404, description = "No such repo, file or quant", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+pub async fn download(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<DownloadBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -78,7 +91,9 @@ async fn download(
     Ok(accepted(&job))
 }
 
-async fn import(
+/// Registers a local GGUF file (hard link, else copy).
+#[utoipa::path(post, path = "/v1/models/import", tag = "models", request_body = ImportBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody), (status = 404, description = "No such file", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+pub async fn import(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<ImportBody>,
 ) -> Result<impl IntoResponse, ApiError> {

@@ -16,11 +16,15 @@ pub fn router() -> Router<SharedState> {
         .route("/v1/capabilities", get(capabilities))
 }
 
-async fn health() -> ApiJson<Value> {
+/// Whether the daemon is up; needs no token.
+#[utoipa::path(get, path = "/health", tag = "system", security(()), responses((status = 200, description = "`{\"status\": \"ok\", \"version\"}`", body = Object)))]
+pub async fn health() -> ApiJson<Value> {
     ApiJson(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
-async fn capabilities(State(state): State<SharedState>) -> Result<ApiJson<Value>, ApiError> {
+/// CPU, RAM, GPUs and free disk.
+#[utoipa::path(get, path = "/v1/capabilities", tag = "system", responses((status = 200, description = "What this machine has", body = Object)))]
+pub async fn capabilities(State(state): State<SharedState>) -> Result<ApiJson<Value>, ApiError> {
     let home = state.home.clone();
     crate::ops::blocking(move || {
         let mut sys = sysinfo::System::new();

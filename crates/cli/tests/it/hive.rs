@@ -1,0 +1,174 @@
+//! `rbee models ...` and `rbee hive status` against a real daemon.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use hf_test_server::{HfServer, Repo, RepoFile};
+use serde_json::Value;
+
+use crate::gguf_fixtures;
+
+struct Daemon(Child, String);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `rbee-hive`, built beside `rbee` by `cargo nextest run --workspace`.
+fn hive_bin() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_rbee")).with_file_name("rbee-hive");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p hive`",
+        p.display()
+    );
+    p
+}
+
+fn start(home: &std::path::Path, hf: &str) -> Daemon {
+    let mut child = Command::new(hive_bin())
+        .args(["--port", "0"])
+        .env("RBEE_HOME", home)
+        .env("RBEE_HF_ENDPOINT", hf)
+        .env("RUST_LOG", "warn")
+        .env_remove("RBEE_API_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("rbee-hive listening on ")
+        .unwrap()
+        .to_owned();
+    Daemon(child, url)
+}
+
+fn rbee(d: &Daemon, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rbee"))
+        .args(args)
+        .env("RBEE_HIVE_URL", &d.1)
+        .env_remove("RBEE_API_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_list_show_import_remove() {
+    let data = fs_err::read(gguf_fixtures().join("qwen2-q4_k_m.gguf")).unwrap();
+    let hf = HfServer::start(
+        vec![Repo::new(
+            "org/Tiny-GGUF",
+            vec![RepoFile::lfs("Tiny-Q4_K_M.gguf", data)],
+        )],
+        None,
+        true,
+    )
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let d = start(home.path(), &hf.url());
+    let id = "hf:org/Tiny-GGUF/Tiny-Q4_K_M.gguf";
+
+    let (ok, out, err) = rbee(&d, &["models", "pull", "hf:org/Tiny-GGUF"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(id) && out.contains("available") && out.contains("Q4_K_M"),
+        "{out}"
+    );
+
+    let (ok, out, _) = rbee(&d, &["models", "ls"]);
+    assert!(ok && out.contains(id) && out.contains("qwen2"), "{out}");
+    let (ok, out, _) = rbee(&d, &["models", "ls", "--json"]);
+    assert!(ok);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["id"], id);
+
+    let (ok, out, _) = rbee(&d, &["models", "show", id]);
+    assert!(
+        ok && out.contains("Tiny Qwen2 Test") && out.contains("32768"),
+        "{out}"
+    );
+    let (ok, out, _) = rbee(&d, &["models", "show", id, "--json"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["verified"],
+        true
+    );
+
+    let local = gguf_fixtures().join("llama-q4_0.gguf");
+    let (ok, out, err) = rbee(&d, &["models", "import", local.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("llama-q4_0.gguf"), "{out}");
+
+    let (ok, out, _) = rbee(&d, &["hive", "status"]);
+    assert!(ok && out.contains("models      2"), "{out}");
+    let (ok, out, _) = rbee(&d, &["hive", "status", "--json"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["health"]["status"],
+        "ok"
+    );
+
+    let (ok, out, _) = rbee(&d, &["models", "rm", id]);
+    assert!(ok && out.contains("removed"), "{out}");
+    let (ok, out, _) = rbee(&d, &["models", "ls", "--json"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_one_line_and_nonzero() {
+    let hf = HfServer::start(vec![], None, false).await;
+    let home = tempfile::tempdir().unwrap();
+    let d = start(home.path(), &hf.url());
+    for (args, words) in [
+        (
+            vec!["models", "pull", "hf:nobody/nothing"],
+            "nobody/nothing",
+        ),
+        (
+            vec!["models", "show", "hf:a/b/c.gguf"],
+            "not in the catalog",
+        ),
+        (vec!["models", "rm", "hf:a/b/c.gguf"], "not in the catalog"),
+        (vec!["models", "import", "/no/such.gguf"], "no such file"),
+        (
+            vec!["models", "pull", "hf:o/r", "--sha256", "xyz"],
+            "64 hex",
+        ),
+    ] {
+        let (ok, _, err) = rbee(&d, &args);
+        assert!(!ok, "{args:?}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(words),
+            "{args:?}: {err}"
+        );
+    }
+    // no hive at all
+    let out = Command::new(env!("CARGO_BIN_EXE_rbee"))
+        .args(["models", "ls", "--hive-url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the hive"));
+}

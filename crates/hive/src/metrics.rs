@@ -1,0 +1,204 @@
+//! `/metrics` in the Prometheus text format.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use artifact_catalog::ArtifactStatus;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::error::ApiError;
+use crate::state::SharedState;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    method: String,
+    route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The daemon's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    downloads: Family<ResultLabel, Counter>,
+    /// Bytes written by downloads.
+    pub bytes_downloaded: Counter,
+    /// Downloads running now.
+    pub active_downloads: Gauge,
+    models: Family<StateLabel, Gauge>,
+    catalog_bytes: Gauge,
+    jobs: Family<StateLabel, Gauge>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("rbee");
+        let downloads = Family::<ResultLabel, Counter>::default();
+        let bytes_downloaded = Counter::default();
+        let active_downloads = Gauge::default();
+        let models = Family::<StateLabel, Gauge>::default();
+        let catalog_bytes = Gauge::default();
+        let jobs = Family::<StateLabel, Gauge>::default();
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_latency = Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "downloads",
+            "Finished downloads by result",
+            downloads.clone(),
+        );
+        registry.register(
+            "downloaded_bytes",
+            "Bytes written by downloads",
+            bytes_downloaded.clone(),
+        );
+        registry.register(
+            "active_downloads",
+            "Downloads running now",
+            active_downloads.clone(),
+        );
+        registry.register("models", "Catalog entries by state", models.clone());
+        registry.register(
+            "catalog_bytes",
+            "Bytes of the available models",
+            catalog_bytes.clone(),
+        );
+        registry.register("jobs", "Jobs by state", jobs.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by method and route",
+            http_latency.clone(),
+        );
+        for result in ["completed", "failed", "cancelled"] {
+            let _ = downloads.get_or_create(&ResultLabel {
+                result: result.into(),
+            });
+        }
+        Self {
+            registry,
+            downloads,
+            bytes_downloaded,
+            active_downloads,
+            models,
+            catalog_bytes,
+            jobs,
+            http_requests,
+            http_latency,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a finished download.
+    pub fn download_finished(&self, result: &str) {
+        self.downloads
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// Counts every request and its latency, by the route's template (not the raw path).
+pub async fn track(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let m = &state.metrics;
+    m.http_requests
+        .get_or_create(&HttpLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status: response.status().as_u16().to_string(),
+        })
+        .inc();
+    m.http_latency
+        .get_or_create(&RouteLabel { method, route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn render(State(state): State<SharedState>) -> Result<Response, ApiError> {
+    let catalog = Arc::clone(&state.catalog);
+    let records = tokio::task::spawn_blocking(move || catalog.list())
+        .await
+        .map_err(ApiError::internal)??;
+    let m = &state.metrics;
+    for s in ["available", "downloading", "failed"] {
+        let n = records
+            .iter()
+            .filter(|r| r.artifact.status.name() == s)
+            .count();
+        m.models
+            .get_or_create(&StateLabel { state: s.into() })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    let bytes: u64 = records
+        .iter()
+        .filter(|r| r.artifact.status == ArtifactStatus::Available)
+        .map(|r| r.artifact.size)
+        .sum();
+    m.catalog_bytes
+        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    for (s, n) in state.jobs.count_by_state() {
+        m.jobs
+            .get_or_create(&StateLabel {
+                state: s.name().into(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &m.registry)
+        .map_err(ApiError::internal)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,81 @@
+//! `/openapi.json`, generated from the handlers' own annotations.
+
+use axum::Json;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::routes;
+
+/// An error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The error itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A short machine-readable code, such as `not_found`.
+    pub code: String,
+    /// What was wrong, for people.
+    pub message: String,
+}
+
+/// A started job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// The job's id.
+    pub job_id: String,
+    /// Where its SSE events are.
+    pub stream_url: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "rbee-hive", description = "The per-machine daemon of rbee: models, jobs, metrics."),
+    paths(
+        routes::system::health,
+        routes::system::capabilities,
+        routes::models::list,
+        routes::models::get_one,
+        routes::models::delete,
+        routes::models::download,
+        routes::models::import,
+        routes::jobs::list,
+        routes::jobs::create,
+        routes::jobs::get_one,
+        routes::jobs::cancel,
+        routes::jobs::stream_events,
+        crate::metrics::render,
+        document,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, Accepted, crate::ops::Operation, routes::models::DownloadBody, routes::models::ImportBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The API's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, description = "This document")))]
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
