@@ -140,6 +140,7 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
         jobs: Jobs::default(),
         started: Instant::now(),
         metrics: metrics::Metrics::default(),
+        models_cache: state::ModelsCache::default(),
     });
     Ok((state, lock))
 }

@@ -144,6 +144,43 @@ pub async fn model_list(state: &SharedState) -> Result<Value, ApiError> {
     blocking(move || Ok(json!(catalog.list()?))).await
 }
 
+/// The most entries one page of `GET /v1/models` holds.
+pub const MAX_PAGE: usize = 1000;
+
+/// A page of the model list as a JSON array, and how many models there are.
+pub async fn model_list_page(
+    state: &SharedState,
+    offset: usize,
+    limit: usize,
+) -> Result<(bytes::Bytes, usize), ApiError> {
+    let s = Arc::clone(state);
+    let all = blocking(move || {
+        s.models_cache.get_or_build(|| {
+            s.catalog
+                .list()?
+                .iter()
+                .map(|r| {
+                    serde_json::to_vec(r)
+                        .map(bytes::Bytes::from)
+                        .map_err(ApiError::internal)
+                })
+                .collect()
+        })
+    })
+    .await?;
+    let page = all.iter().skip(offset).take(limit);
+    let mut body = Vec::with_capacity(2 + page.clone().map(|b| b.len() + 1).sum::<usize>());
+    body.push(b'[');
+    for (i, entry) in page.enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(entry);
+    }
+    body.push(b']');
+    Ok((bytes::Bytes::from(body), all.len()))
+}
+
 /// One model, as JSON; 404 when absent.
 pub async fn model_get(state: &SharedState, id: &str) -> Result<Value, ApiError> {
     let catalog = Arc::clone(&state.catalog);
@@ -160,6 +197,7 @@ pub async fn model_get(state: &SharedState, id: &str) -> Result<Value, ApiError>
 /// Removes a model's entry and files.
 pub async fn model_delete(state: &SharedState, id: &str) -> Result<Value, ApiError> {
     let catalog = Arc::clone(&state.catalog);
+    let state2 = Arc::clone(state);
     let id = id.to_owned();
     blocking(move || {
         let Some(record) = catalog.get(&id)? else {
@@ -175,6 +213,7 @@ pub async fn model_delete(state: &SharedState, id: &str) -> Result<Value, ApiErr
             ));
         }
         catalog.remove(&id)?;
+        state2.models_changed();
         let dir = catalog.model_dir(&id)?;
         let mut freed = 0;
         if dir.starts_with(catalog.models_dir()) && dir.exists() {
@@ -203,6 +242,7 @@ async fn start_provision(
             )
         })??;
     let catalog = Arc::clone(&state.catalog);
+    let s2 = Arc::clone(state);
     let plan = resolved.plan.clone();
     let existing = blocking(move || {
         let existing = catalog.get(&plan.id)?;
@@ -210,9 +250,11 @@ async fn start_provision(
             Some(r) if r.artifact.status == ArtifactStatus::Available => {}
             Some(_) => {
                 catalog.update(plan)?;
+                s2.models_changed();
             }
             None => {
                 catalog.add(plan)?;
+                s2.models_changed();
             }
         }
         Ok(existing)
@@ -267,7 +309,14 @@ pub fn fetch_job(state: &SharedState, operation: &str, plan: ModelEntry) -> Arc<
         match outcome {
             Ok(entry) => {
                 let catalog = Arc::clone(&s.catalog);
-                let record = blocking(move || Ok(json!(catalog.update(entry)?))).await.map_err(err)?;
+                let s2 = Arc::clone(&s);
+                let record = blocking(move || {
+                    let r = catalog.update(entry)?;
+                    s2.models_changed();
+                    Ok(json!(r))
+                })
+                .await
+                .map_err(err)?;
                 job.narrate("done", &format!("{id} is available"));
                 Ok(record)
             }
@@ -293,9 +342,11 @@ async fn finish_failed(
     message: String,
 ) -> (&'static str, String) {
     let catalog = Arc::clone(&s.catalog);
+    let s2 = Arc::clone(s);
     let (id2, m2) = (id.to_owned(), message.clone());
     let _ = blocking(move || {
         catalog.set_status(&id2, ArtifactStatus::Failed { error: m2 })?;
+        s2.models_changed();
         Ok(())
     })
     .await;
@@ -340,14 +391,15 @@ impl ProvisionReporter for JobReporter {
             return;
         }
         last.0 = Some(std::time::Instant::now());
-        let (catalog, id) = (Arc::clone(&self.state.catalog), self.id.clone());
+        let (state, id) = (Arc::clone(&self.state), self.id.clone());
         tokio::task::spawn_blocking(move || {
-            let _ = catalog.modify(&id, &mut |e| {
+            let _ = state.catalog.modify(&id, &mut |e| {
                 e.artifact.progress = Some(model_catalog::DownloadProgress {
                     bytes_done,
                     bytes_total,
                 });
             });
+            state.models_changed();
         });
     }
 }

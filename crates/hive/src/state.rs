@@ -1,7 +1,8 @@
 //! What every request handler shares.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use model_catalog::{ModelCatalog, ModelEntry};
@@ -30,6 +31,48 @@ pub struct AppState {
     pub started: Instant,
     /// Counters and gauges for `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// The model list as `GET /v1/models` serves it.
+    pub models_cache: ModelsCache,
+}
+
+impl AppState {
+    /// Every write to the model catalog calls this, so the list is rebuilt.
+    pub fn models_changed(&self) {
+        self.models_cache.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The catalog's entries, each already serialized, in id order: a page of
+/// `GET /v1/models` is then a copy of bytes, not a query and a serialization. The
+/// daemon is the catalog's only writer (one per home), so a generation counter
+/// bumped at each write keeps it true.
+#[derive(Debug, Default)]
+pub struct ModelsCache {
+    generation: AtomicU64,
+    built: Mutex<Option<(u64, Arc<Vec<bytes::Bytes>>)>>,
+}
+
+impl ModelsCache {
+    /// The entries; `rebuild` makes them when the catalog changed since.
+    pub fn get_or_build(
+        &self,
+        rebuild: impl FnOnce() -> Result<Vec<bytes::Bytes>, crate::error::ApiError>,
+    ) -> Result<Arc<Vec<bytes::Bytes>>, crate::error::ApiError> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some((g, v)) = self
+            .built
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            && *g == generation
+        {
+            return Ok(Arc::clone(v));
+        }
+        let v = Arc::new(rebuild()?);
+        *self.built.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((generation, Arc::clone(&v)));
+        Ok(v)
+    }
 }
 
 /// The state as handlers get it.

@@ -76,7 +76,7 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             follow_job(&client, &started, args.json).await
         }
         ModelsCommand::Ls => {
-            let models = client.call(Method::GET, "/v1/models", None).await?;
+            let models = all_models(&client).await?;
             if args.json {
                 return print_json(&models);
             }
@@ -149,6 +149,27 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
                 human_bytes(r["bytes_freed"].as_u64().unwrap_or(0))
             );
             Ok(())
+        }
+    }
+}
+
+/// Every model, page by page.
+async fn all_models(client: &Client) -> anyhow::Result<Value> {
+    const PAGE: usize = 1000;
+    let mut all = Vec::new();
+    loop {
+        let page = client
+            .call(
+                Method::GET,
+                &format!("/v1/models?offset={}&limit={PAGE}", all.len()),
+                None,
+            )
+            .await?;
+        let items = page.as_array().cloned().unwrap_or_default();
+        let n = items.len();
+        all.extend(items);
+        if n < PAGE {
+            return Ok(Value::Array(all));
         }
     }
 }
@@ -232,8 +253,7 @@ pub async fn hive(cmd: HiveCommand, args: &HiveArgs) -> anyhow::Result<()> {
         HiveCommand::Status => {
             let health = client.call(Method::GET, "/health", None).await?;
             let caps = client.call(Method::GET, "/v1/capabilities", None).await?;
-            let models = client.call(Method::GET, "/v1/models", None).await?;
-            let count = models.as_array().map_or(0, Vec::len);
+            let count = all_models(&client).await?.as_array().map_or(0, Vec::len);
             if args.json {
                 return print_json(
                     &json!({"health": health, "capabilities": caps, "models": count}),

@@ -1,9 +1,12 @@
 //! `/v1/models`.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -50,10 +53,50 @@ pub fn accepted(job: &crate::jobs::Job) -> impl IntoResponse + use<> {
     )
 }
 
-/// Every model in the catalog, downloading ones with their progress.
-#[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, description = "Catalog entries", body = Vec<Object>), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
-pub async fn list(State(state): State<SharedState>) -> Result<ApiJson<Value>, ApiError> {
-    Ok(ApiJson(ops::model_list(&state).await?))
+/// Which page of the list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct Page {
+    /// Entries to skip (default 0).
+    #[serde(default)]
+    offset: usize,
+    /// Entries to return, 1 to 1000 (default 100).
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+/// The models in the catalog, in id order, downloading ones with their progress:
+/// a page of them; `X-Total-Count` says how many there are, and `Link: rel="next"`
+/// where the next page is.
+#[utoipa::path(get, path = "/v1/models", tag = "models", params(Page), responses((status = 200, description = "Catalog entries", body = Vec<Object>), (status = 400, description = "Bad page", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
+pub async fn list(
+    State(state): State<SharedState>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(page) = page.map_err(|e| ApiError::bad_request("bad_request", e.body_text()))?;
+    if page.limit == 0 || page.limit > ops::MAX_PAGE {
+        return Err(ApiError::bad_request(
+            "bad_request",
+            format!("limit must be 1 to {}, got {}", ops::MAX_PAGE, page.limit),
+        ));
+    }
+    let (body, total) = ops::model_list_page(&state, page.offset, page.limit).await?;
+    let mut r = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    r.headers_mut()
+        .insert("x-total-count", HeaderValue::from(total));
+    let next = page.offset.saturating_add(page.limit);
+    if next < total
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "</v1/models?offset={next}&limit={}>; rel=\"next\"",
+            page.limit
+        ))
+    {
+        r.headers_mut().insert(header::LINK, v);
+    }
+    Ok(r)
 }
 
 /// One model.

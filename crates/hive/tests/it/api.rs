@@ -326,3 +326,58 @@ fn refuses_to_start_unsafely() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_list_pages() {
+    let home = tempfile::tempdir().unwrap();
+    let h = start(home.path(), "http://127.0.0.1:9", &[]);
+    for name in ["llama-q4_0.gguf", "qwen2-q4_k_m.gguf", "unicode.gguf"] {
+        let path = home.path().join(name);
+        fs_err::write(&path, fixture(name)).unwrap();
+        let (s, started) = post(&h, "/v1/models/import", json!({"path": path})).await;
+        assert_eq!(s, 202, "{started}");
+        let ev = events(&h, started["job_id"].as_str().unwrap()).await;
+        assert_eq!(ev.last().unwrap().1["state"], "completed");
+    }
+    let page = |q: &'static str| {
+        let url = format!("{}/v1/models{q}", h.url);
+        async move { crate::client().get(url).send().await.unwrap() }
+    };
+    let r = page("?limit=2").await;
+    assert_eq!(r.headers()["x-total-count"], "3");
+    assert!(
+        r.headers()["link"]
+            .to_str()
+            .unwrap()
+            .contains("offset=2&limit=2")
+    );
+    let first: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(first.as_array().unwrap().len(), 2);
+    let r = page("?offset=2&limit=2").await;
+    assert!(r.headers().get("link").is_none());
+    let rest: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(rest.as_array().unwrap().len(), 1);
+    // in id order, no entry twice
+    let ids: Vec<String> = first
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest.as_array().unwrap())
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(ids, sorted);
+    for bad in ["?limit=0", "?limit=5000", "?offset=-1", "?limit=x"] {
+        assert_eq!(page(bad).await.status(), 400, "{bad}");
+    }
+    // a deletion shows at once
+    let r = crate::client()
+        .delete(format!("{}/v1/models/{}", h.url, enc(&ids[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(page("").await.headers()["x-total-count"], "2");
+}
