@@ -25,7 +25,7 @@ pub struct Config {
     /// Bearer token every route but /health requires
     #[arg(long, env = "RBEE_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
-    /// Hugging Face endpoint [default: HF_ENDPOINT, else https://huggingface.co]
+    /// Hugging Face endpoint [default: HF_ENDPOINT, else the public hub]
     #[arg(long, env = "RBEE_HF_ENDPOINT")]
     pub hf_endpoint: Option<String>,
     /// Hugging Face token [default: HF_TOKEN, else the token file]

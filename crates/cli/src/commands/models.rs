@@ -13,7 +13,7 @@ use crate::commands::gguf::human_bytes;
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// Download a model: hf:ORG/REPO[:QUANT], hf:ORG/REPO/file.gguf, https://..., file:/...
+    /// Download a model: hf:ORG/REPO, hf:ORG/REPO:QUANT, hf:ORG/REPO/file.gguf, an https URL, file:/path
     Pull {
         /// The model reference
         reference: String,
