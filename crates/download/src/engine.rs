@@ -257,15 +257,8 @@ impl Job {
             match failure {
                 Failure::Fatal(e) => return Err(e),
                 Failure::Retry { error, after } => {
-                    let Some(delay) = after.or_else(|| backoff.next()) else {
-                        return Err(DownloadError::RetriesExhausted {
-                            url: self.url().to_owned(),
-                            attempts,
-                            last: error.to_string(),
-                        });
-                    };
-                    tracing::debug!(url = self.url(), error = %error, ?delay, "probe failed, retrying");
-                    self.pause(delay).await?;
+                    self.retry_wait(&mut backoff, attempts, error, after, None)
+                        .await?;
                 }
             }
         }
@@ -540,15 +533,8 @@ impl Job {
                     if self.cancel.is_cancelled() {
                         return Err(DownloadError::Cancelled);
                     }
-                    let Some(delay) = after.or_else(|| backoff.next()) else {
-                        return Err(DownloadError::RetriesExhausted {
-                            url: self.url().to_owned(),
-                            attempts,
-                            last: error.to_string(),
-                        });
-                    };
-                    tracing::debug!(url = self.url(), error = %error, ?delay, "part failed, retrying");
-                    self.pause(delay).await?;
+                    self.retry_wait(&mut backoff, attempts, error, after, None)
+                        .await?;
                 }
             }
         }
@@ -715,16 +701,28 @@ impl Job {
                     Ok(r) => match http::status_failure(self.url(), &r) {
                         Failure::Fatal(e) => return Err(e),
                         Failure::Retry { error, after } => {
-                            self.retry_whole(&mut backoff, attempts, error, after)
-                                .await?;
+                            self.retry_wait(
+                                &mut backoff,
+                                attempts,
+                                error,
+                                after,
+                                Some("starting the stream over"),
+                            )
+                            .await?;
                             continue;
                         }
                     },
                     Err(e) => match http::transport_failure(self.url(), &e) {
                         Failure::Fatal(e) => return Err(e),
                         Failure::Retry { error, after } => {
-                            self.retry_whole(&mut backoff, attempts, error, after)
-                                .await?;
+                            self.retry_wait(
+                                &mut backoff,
+                                attempts,
+                                error,
+                                after,
+                                Some("starting the stream over"),
+                            )
+                            .await?;
                             continue;
                         }
                     },
@@ -806,19 +804,28 @@ impl Job {
                     return Err(e);
                 }
                 Err(error) => {
-                    self.retry_whole(&mut backoff, attempts, error, None)
-                        .await?;
+                    self.retry_wait(
+                        &mut backoff,
+                        attempts,
+                        error,
+                        None,
+                        Some("starting the stream over"),
+                    )
+                    .await?;
                 }
             }
         }
     }
 
-    async fn retry_whole(
+    /// Waits before the next try: the server's `Retry-After`, else the next backoff
+    /// delay; gives up when the backoff is spent. `announce` says it to the reporter.
+    async fn retry_wait(
         &self,
         backoff: &mut impl Iterator<Item = Duration>,
         attempts: u32,
         error: DownloadError,
         after: Option<Duration>,
+        announce: Option<&str>,
     ) -> Result<(), DownloadError> {
         let Some(delay) = after.or_else(|| backoff.next()) else {
             return Err(DownloadError::RetriesExhausted {
@@ -827,8 +834,12 @@ impl Job {
                 last: error.to_string(),
             });
         };
-        self.reporter
-            .message(&format!("{error}; starting the stream over in {delay:.1?}"));
+        match announce {
+            Some(what) => self
+                .reporter
+                .message(&format!("{error}; {what} in {delay:.1?}")),
+            None => tracing::debug!(url = self.url(), error = %error, ?delay, "retrying"),
+        }
         self.pause(delay).await
     }
 
