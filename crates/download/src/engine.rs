@@ -693,39 +693,26 @@ impl Job {
         let mut attempts = 0;
         let mut next_response = Some(first);
         loop {
-            attempts += 1;
             let resp = match next_response.take() {
                 Some(r) => r,
                 None => match self.get().send().await {
                     Ok(r) if r.status().is_success() => r,
-                    Ok(r) => match http::status_failure(self.url(), &r) {
-                        Failure::Fatal(e) => return Err(e),
-                        Failure::Retry { error, after } => {
-                            self.retry_wait(
-                                &mut backoff,
-                                attempts,
-                                error,
-                                after,
-                                Some("starting the stream over"),
-                            )
-                            .await?;
-                            continue;
+                    other => {
+                        attempts += 1;
+                        let failure = match other {
+                            Ok(r) => http::status_failure(self.url(), &r),
+                            Err(e) => http::transport_failure(self.url(), &e),
+                        };
+                        match failure {
+                            Failure::Fatal(e) => return Err(e),
+                            Failure::Retry { error, after } => {
+                                let again = Some("starting the stream over");
+                                self.retry_wait(&mut backoff, attempts, error, after, again)
+                                    .await?;
+                                continue;
+                            }
                         }
-                    },
-                    Err(e) => match http::transport_failure(self.url(), &e) {
-                        Failure::Fatal(e) => return Err(e),
-                        Failure::Retry { error, after } => {
-                            self.retry_wait(
-                                &mut backoff,
-                                attempts,
-                                error,
-                                after,
-                                Some("starting the stream over"),
-                            )
-                            .await?;
-                            continue;
-                        }
-                    },
+                    }
                 },
             };
             let file = fs_err::OpenOptions::new()
@@ -804,6 +791,7 @@ impl Job {
                     return Err(e);
                 }
                 Err(error) => {
+                    attempts += 1;
                     self.retry_wait(
                         &mut backoff,
                         attempts,
