@@ -340,6 +340,12 @@ async fn follow(
     }
 }
 
+/// The partial file and resume state of a download to `dest` with work folder
+/// `work_dir`: what to delete to drop a partial download.
+pub fn partial_paths(work_dir: &Path, dest: &Path) -> (PathBuf, PathBuf) {
+    engine::partial_paths(work_dir, dest)
+}
+
 /// Free bytes on the filesystem holding `path`.
 pub fn available_space(path: &Path) -> std::io::Result<u64> {
     fs4::available_space(path)

@@ -214,10 +214,22 @@ pub async fn model_delete(state: &SharedState, id: &str) -> Result<Value, ApiErr
         }
         catalog.remove(&id)?;
         state2.models_changed();
-        let dir = catalog.model_dir(&id)?;
+        // the model's files, and any partial download of them (a cancelled pull)
+        let downloads = state2.home.join("downloads");
         let mut freed = 0;
+        for file in record.artifact.files() {
+            let (part, resume) = download::partial_paths(&downloads, file);
+            for p in [file, part.as_path(), resume.as_path()] {
+                if let Ok(m) = fs_err::metadata(p)
+                    && p.starts_with(&state2.home)
+                {
+                    freed += m.len();
+                    fs_err::remove_file(p).map_err(ApiError::internal)?;
+                }
+            }
+        }
+        let dir = catalog.model_dir(&id)?;
         if dir.starts_with(catalog.models_dir()) && dir.exists() {
-            freed = record.artifact.size;
             fs_err::remove_dir_all(&dir).map_err(ApiError::internal)?;
         }
         Ok(json!({"id": id, "removed": true, "bytes_freed": freed}))

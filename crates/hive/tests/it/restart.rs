@@ -177,3 +177,48 @@ async fn sigterm_stops_promptly_and_keeps_the_partial() {
         .collect();
     assert!(partials.len() >= 2, "partial and state kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_cancelled_model_removes_its_partial() {
+    let (hf, _) = throttled_server(16 << 20).await;
+    let home = tempfile::tempdir().unwrap();
+    let h = start(home.path(), &hf.url(), &[]);
+    let (_, started) = post(
+        &h,
+        "/v1/models/download",
+        json!({"model_ref": "hf:org/Big-GGUF"}),
+    )
+    .await;
+    let job = started["job_id"].as_str().unwrap().to_owned();
+    wait_for("bytes on disk", async || {
+        let (_, m) = get(&h, &format!("/v1/models/{}", enc(ID))).await;
+        m["progress"]["bytes_done"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    crate::client()
+        .delete(format!("{}/v1/jobs/{job}", h.url))
+        .send()
+        .await
+        .unwrap();
+    let ev = events(&h, &job).await;
+    assert_eq!(ev.last().unwrap().1, json!({"state": "cancelled"}));
+    let downloads = home.path().join("downloads");
+    assert_eq!(
+        fs_err::read_dir(&downloads).unwrap().count(),
+        2,
+        "partial and state kept"
+    );
+    let r = crate::client()
+        .delete(format!("{}/v1/models/{}", h.url, enc(ID)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["bytes_freed"].as_u64().unwrap() > 0, "{body}");
+    assert_eq!(
+        fs_err::read_dir(&downloads).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+}
