@@ -190,19 +190,7 @@ fn human_count(n: u64) -> String {
     }
 }
 
-/// Bytes in binary units, as `ls -lh` and `du -h` show them.
+/// Bytes in binary units (`93.81 MiB`).
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    #[allow(clippy::cast_precision_loss)]
-    let mut f = n as f64;
-    let mut unit = 0;
-    while f >= 1024.0 && unit + 1 < UNITS.len() {
-        f /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{f:.1} {}", UNITS[unit])
-    }
+    indicatif::BinaryBytes(n).to_string()
 }
