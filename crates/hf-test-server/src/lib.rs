@@ -274,6 +274,19 @@ fn find_repo(state: &ServerState, headers: &HeaderMap, id: &str) -> Result<Repo,
     }
 }
 
+/// The repo at a revision, or the hub's answer when it cannot be had.
+fn repo_at(
+    state: &ServerState,
+    headers: &HeaderMap,
+    org: &str,
+    name: &str,
+    rev: &str,
+) -> Result<Repo, Response> {
+    let repo = find_repo(state, headers, &format!("{org}/{name}"))?;
+    check_rev(&repo, rev)?;
+    Ok(repo)
+}
+
 fn check_rev(repo: &Repo, rev: &str) -> Result<(), Response> {
     if rev == "main" || rev == repo.commit {
         Ok(())
@@ -291,13 +304,10 @@ async fn tree(
     Path((org, name, rev)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let repo = match find_repo(&state, &headers, &format!("{org}/{name}")) {
+    let repo = match repo_at(&state, &headers, &org, &name, &rev) {
         Ok(r) => r,
         Err(e) => return e,
     };
-    if let Err(e) = check_rev(&repo, &rev) {
-        return e;
-    }
     let mut entries = Vec::new();
     let mut dirs = std::collections::BTreeSet::new();
     for f in &repo.files {
@@ -326,13 +336,10 @@ async fn revision(
     Path((org, name, rev)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let repo = match find_repo(&state, &headers, &format!("{org}/{name}")) {
+    let repo = match repo_at(&state, &headers, &org, &name, &rev) {
         Ok(r) => r,
         Err(e) => return e,
     };
-    if let Err(e) = check_rev(&repo, &rev) {
-        return e;
-    }
     let siblings: Vec<_> = repo
         .files
         .iter()
@@ -348,13 +355,10 @@ async fn resolve(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let repo = match find_repo(&state, &headers, &format!("{org}/{name}")) {
+    let repo = match repo_at(&state, &headers, &org, &name, &rev) {
         Ok(r) => r,
         Err(e) => return e,
     };
-    if let Err(e) = check_rev(&repo, &rev) {
-        return e;
-    }
     let Some(file) = repo.files.iter().find(|f| f.path == path).cloned() else {
         return hub_error(
             StatusCode::NOT_FOUND,

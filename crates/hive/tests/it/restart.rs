@@ -27,25 +27,30 @@ async fn throttled_server(len: usize) -> (HfServer, Vec<u8>) {
     (hf, data)
 }
 
+/// Starts pulling the big model; returns its job once the daemon reports more than
+/// `bytes` on disk.
+async fn pull_until(h: &crate::Hive, bytes: u64) -> String {
+    let (_, started) = post(
+        h,
+        "/v1/models/download",
+        json!({"model_ref": "hf:org/Big-GGUF"}),
+    )
+    .await;
+    wait_for("bytes on disk", async || {
+        let (_, m) = get(h, &format!("/v1/models/{}", enc(ID))).await;
+        assert_eq!(m["status"]["state"], "downloading", "{m}");
+        m["progress"]["bytes_done"].as_u64().unwrap_or(0) > bytes
+    })
+    .await;
+    started["job_id"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_cancels_and_a_new_pull_resumes() {
     let (hf, data) = throttled_server(16 << 20).await;
     let home = tempfile::tempdir().unwrap();
     let h = start(home.path(), &hf.url(), &[]);
-    let (_, started) = post(
-        &h,
-        "/v1/models/download",
-        json!({"model_ref": "hf:org/Big-GGUF"}),
-    )
-    .await;
-    let job = started["job_id"].as_str().unwrap().to_owned();
-    // 3 MiB on disk, as the daemon reports it
-    wait_for("3 MiB on disk", async || {
-        let (_, m) = get(&h, &format!("/v1/models/{}", enc(ID))).await;
-        assert_eq!(m["status"]["state"], "downloading");
-        m["progress"]["bytes_done"].as_u64().unwrap_or(0) > 3 << 20
-    })
-    .await;
+    let job = pull_until(&h, 3 << 20).await;
     let r = crate::client()
         .delete(format!("{}/v1/jobs/{job}", h.url))
         .send()
@@ -102,19 +107,9 @@ async fn kill_9_and_restart_resumes_by_itself() {
         .store(512 << 10, Ordering::SeqCst);
     let home = tempfile::tempdir().unwrap();
     let mut h = start(home.path(), &hf.url(), &[]);
-    post(
-        &h,
-        "/v1/models/download",
-        json!({"model_ref": "hf:org/Big-GGUF"}),
-    )
-    .await;
     // 8 MiB on disk, as the daemon reports it; its once-a-second checkpoint holds
     // at least what was written a second or two before
-    wait_for("8 MiB on disk", async || {
-        let (_, m) = get(&h, &format!("/v1/models/{}", enc(ID))).await;
-        m["progress"]["bytes_done"].as_u64().unwrap_or(0) > 8 << 20
-    })
-    .await;
+    pull_until(&h, 8 << 20).await;
     h.child.kill().unwrap(); // SIGKILL
     h.child.wait().unwrap();
     drop(h);
@@ -183,18 +178,7 @@ async fn removing_a_cancelled_model_removes_its_partial() {
     let (hf, _) = throttled_server(16 << 20).await;
     let home = tempfile::tempdir().unwrap();
     let h = start(home.path(), &hf.url(), &[]);
-    let (_, started) = post(
-        &h,
-        "/v1/models/download",
-        json!({"model_ref": "hf:org/Big-GGUF"}),
-    )
-    .await;
-    let job = started["job_id"].as_str().unwrap().to_owned();
-    wait_for("bytes on disk", async || {
-        let (_, m) = get(&h, &format!("/v1/models/{}", enc(ID))).await;
-        m["progress"]["bytes_done"].as_u64().unwrap_or(0) > 0
-    })
-    .await;
+    let job = pull_until(&h, 0).await;
     crate::client()
         .delete(format!("{}/v1/jobs/{job}", h.url))
         .send()
