@@ -1,0 +1,354 @@
+//! OpenAI's request and response shapes for `/v1/completions` and
+//! `/v1/chat/completions`, and their checks.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::template::Message;
+
+/// A string or a list of strings (`prompt`, `stop`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One string.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StreamOptions {
+    /// Send a last chunk with the usage counts.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// The sampling fields both endpoints share.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Sampling {
+    /// Ignored: a worker serves one model.
+    pub model: Option<String>,
+    /// The most tokens to generate.
+    pub max_tokens: Option<i64>,
+    /// The newer name of `max_tokens` (chat).
+    pub max_completion_tokens: Option<i64>,
+    /// 0 to 2; 0 is greedy.
+    pub temperature: Option<f64>,
+    /// (0, 1].
+    pub top_p: Option<f64>,
+    /// A seed makes sampling repeatable.
+    pub seed: Option<u64>,
+    /// Up to 4 texts that end the generation.
+    pub stop: Option<OneOrMany>,
+    /// Send the answer as server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+    /// Only 1 is supported.
+    pub n: Option<i64>,
+    /// `include_usage`.
+    pub stream_options: Option<StreamOptions>,
+}
+
+/// `POST /v1/completions`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompletionRequest {
+    /// The text to continue.
+    pub prompt: OneOrMany,
+    /// The shared fields.
+    #[serde(flatten)]
+    pub sampling: Sampling,
+}
+
+/// A chat message's content: a string, or a list of parts of which the text ones count.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    /// Plain text.
+    Text(String),
+    /// `[{"type": "text", "text": ...}]`.
+    Parts(Vec<Part>),
+}
+
+/// One part of a message's content.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Part {
+    /// `text` is the only kind this worker reads.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text of a `text` part.
+    pub text: Option<String>,
+}
+
+/// A message as a client sends it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// The content; `null` for an assistant message with only tool calls.
+    pub content: Option<Content>,
+}
+
+/// `POST /v1/chat/completions`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatRequest {
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// The shared fields.
+    #[serde(flatten)]
+    pub sampling: Sampling,
+}
+
+/// A request that cannot be served as sent: a 400 naming the field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    /// The field at fault, when there is one.
+    pub param: Option<&'static str>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Invalid {
+    fn new(param: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            param: Some(param),
+            message: message.into(),
+        }
+    }
+}
+
+/// The checked sampling fields.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// `max_tokens`, when given.
+    pub max_tokens: Option<usize>,
+    /// `temperature`; 1 when not given, as OpenAI's default.
+    pub temperature: f64,
+    /// `top_p`.
+    pub top_p: Option<f64>,
+    /// `seed`.
+    pub seed: Option<u64>,
+    /// `stop`.
+    pub stop: Vec<String>,
+    /// `stream`.
+    pub stream: bool,
+    /// `stream_options.include_usage`.
+    pub include_usage: bool,
+}
+
+impl Sampling {
+    /// Checks every field against OpenAI's ranges.
+    pub fn check(&self) -> Result<Checked, Invalid> {
+        if let Some(n) = self.n
+            && n != 1
+        {
+            return Err(Invalid::new("n", format!("n must be 1, got {n}")));
+        }
+        let max_tokens = match (self.max_completion_tokens, self.max_tokens) {
+            (Some(v), _) | (None, Some(v)) => {
+                if v < 1 {
+                    return Err(Invalid::new(
+                        "max_tokens",
+                        format!("max_tokens must be at least 1, got {v}"),
+                    ));
+                }
+                Some(usize::try_from(v).unwrap_or(usize::MAX))
+            }
+            (None, None) => None,
+        };
+        let temperature = self.temperature.unwrap_or(1.0);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(Invalid::new(
+                "temperature",
+                format!("temperature must be between 0 and 2, got {temperature}"),
+            ));
+        }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(Invalid::new(
+                "top_p",
+                format!("top_p must be in (0, 1], got {p}"),
+            ));
+        }
+        let stop = match &self.stop {
+            None => Vec::new(),
+            Some(OneOrMany::One(s)) => vec![s.clone()],
+            Some(OneOrMany::Many(v)) => v.clone(),
+        };
+        if stop.len() > 4 {
+            return Err(Invalid::new(
+                "stop",
+                format!("at most 4 stop sequences, got {}", stop.len()),
+            ));
+        }
+        Ok(Checked {
+            max_tokens,
+            temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            stop,
+            stream: self.stream,
+            include_usage: self
+                .stream_options
+                .as_ref()
+                .is_some_and(|o| o.include_usage),
+        })
+    }
+}
+
+impl CompletionRequest {
+    /// The prompt text: one string (a list must hold exactly one).
+    pub fn prompt(&self) -> Result<&str, Invalid> {
+        match &self.prompt {
+            OneOrMany::One(p) => Ok(p),
+            OneOrMany::Many(v) if v.len() == 1 => Ok(&v[0]),
+            OneOrMany::Many(v) => Err(Invalid::new(
+                "prompt",
+                format!("one prompt per request, got {}", v.len()),
+            )),
+        }
+    }
+}
+
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
+
+impl ChatRequest {
+    /// The messages as the chat template takes them.
+    pub fn messages(&self) -> Result<Vec<Message>, Invalid> {
+        if self.messages.is_empty() {
+            return Err(Invalid::new("messages", "messages must not be empty"));
+        }
+        self.messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                if !ROLES.contains(&m.role.as_str()) {
+                    return Err(Invalid::new(
+                        "messages",
+                        format!(
+                            "messages[{i}].role is {:?}; expected one of {}",
+                            m.role,
+                            ROLES.join(", ")
+                        ),
+                    ));
+                }
+                let content = match &m.content {
+                    None => String::new(),
+                    Some(Content::Text(t)) => t.clone(),
+                    Some(Content::Parts(parts)) => {
+                        let mut text = String::new();
+                        for part in parts {
+                            match (part.kind.as_str(), &part.text) {
+                                ("text", Some(t)) => text.push_str(t),
+                                (kind, _) => {
+                                    return Err(Invalid::new(
+                                        "messages",
+                                        format!(
+                                            "messages[{i}] has a {kind:?} part; this worker reads text only"
+                                        ),
+                                    ));
+                                }
+                            }
+                        }
+                        text
+                    }
+                };
+                // `developer` is OpenAI's newer name for `system`.
+                let role = if m.role == "developer" { "system" } else { &m.role };
+                Ok(Message {
+                    role: role.to_string(),
+                    content,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Token counts of one request.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub completion_tokens: usize,
+    /// Both.
+    pub total_tokens: usize,
+}
+
+impl Usage {
+    /// Counts for a prompt and a completion.
+    pub fn new(prompt_tokens: usize, completion_tokens: usize) -> Self {
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
+}
+
+/// The error body: OpenAI's fields plus the hive's `code`.
+pub fn error_body(code: &str, kind: &str, message: &str, param: Option<&str>) -> Value {
+    json!({
+        "error": {
+            "code": code,
+            "message": message,
+            "type": kind,
+            "param": param,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sampling(v: Value) -> Result<Checked, Invalid> {
+        serde_json::from_value::<Sampling>(v)
+            .expect("parses")
+            .check()
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        assert!(sampling(json!({"temperature": 2.5})).is_err());
+        assert!(sampling(json!({"temperature": -0.1})).is_err());
+        assert!(sampling(json!({"top_p": 0})).is_err());
+        assert!(sampling(json!({"top_p": 1.5})).is_err());
+        assert!(sampling(json!({"max_tokens": 0})).is_err());
+        assert!(sampling(json!({"n": 2})).is_err());
+        assert!(sampling(json!({"stop": ["a", "b", "c", "d", "e"]})).is_err());
+        let ok = sampling(json!({"max_tokens": 5, "temperature": 0, "stop": "x", "seed": 3}))
+            .expect("valid");
+        assert_eq!(ok.max_tokens, Some(5));
+        assert_eq!(ok.stop, vec!["x".to_string()]);
+    }
+
+    #[test]
+    fn chat_content_parts_and_roles() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "messages": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
+            ]
+        }))
+        .expect("parses");
+        let m = req.messages().expect("valid");
+        assert_eq!(m[0].role, "system");
+        assert_eq!(m[1].content, "ab");
+        let bad: ChatRequest =
+            serde_json::from_value(json!({"messages": [{"role": "wizard", "content": "x"}]}))
+                .expect("parses");
+        assert!(
+            bad.messages()
+                .expect_err("bad role")
+                .message
+                .contains("wizard")
+        );
+        let image: ChatRequest = serde_json::from_value(
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+        )
+        .expect("parses");
+        assert!(image.messages().is_err());
+    }
+}
