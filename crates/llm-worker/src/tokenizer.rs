@@ -180,8 +180,12 @@ impl Vocab {
             .filter(|(s, t)| **t == TYPE_USER_DEFINED && !s.is_empty())
             .map(|(s, _)| AddedToken::from(*s, false).normalized(false))
             .collect();
-        tokenizer.add_special_tokens(&specials);
-        tokenizer.add_tokens(&user);
+        tokenizer
+            .add_special_tokens(specials)
+            .map_err(|e| TokenizerError::Build(e.to_string()))?;
+        tokenizer
+            .add_tokens(user)
+            .map_err(|e| TokenizerError::Build(e.to_string()))?;
 
         let bos = token_id(g, "tokenizer.ggml.bos_token_id", size)?;
         let eos = token_id(g, "tokenizer.ggml.eos_token_id", size)?;
@@ -400,7 +404,9 @@ fn llama_tokenizer(g: &Gguf, tokens: &[&str], types: &[i64]) -> Result<Tokenizer
     ));
 
     let mut tokenizer = Tokenizer::new(bpe);
-    tokenizer.with_normalizer(Some(NormalizerSequence::new(normalizers)));
+    tokenizer
+        .with_normalizer(Some(NormalizerSequence::new(normalizers)))
+        .map_err(|e| TokenizerError::Build(e.to_string()))?;
     tokenizer.with_decoder(Some(DecoderSequence::new(vec![
         DecoderWrapper::Replace(
             Replace::new("▁", " ").map_err(|e| TokenizerError::Build(e.to_string()))?,

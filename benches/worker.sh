@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Prompt and generation tokens/s of llm-worker-rbee and llama.cpp's llama-server on
+# SmolLM2-135M-Instruct Q4_1, 2 threads each, one server at a time, same requests.
+# llama-server is Debian sid's llama.cpp-tools, run through sid's own loader and
+# libraries (extracted into the cache; nothing is installed).
+#   usage: benches/worker.sh [path/to/llm-worker-rbee]   (default target/release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cache="${RBEE_BENCH_CACHE:-$HOME/.cache/rbee-bench}"
+ours="${1:-target/release/llm-worker-rbee}"
+[ -x "$ours" ] || cargo build -q --release -p llm-worker
+model="$(scripts/fetch-test-model.sh)"
+
+sid="$cache/llama.cpp-sid"
+if [ ! -x "$sid/root/usr/bin/llama-server" ]; then
+  mkdir -p "$sid/lists/partial" "$sid/debs" "$sid/root"
+  echo "deb [trusted=yes] http://deb.debian.org/debian sid main" > "$sid/sources.list"
+  apt_opts=(-o "Dir::Etc::SourceList=$sid/sources.list" -o Dir::Etc::SourceParts=/dev/null
+            -o "Dir::State::Lists=$sid/lists" -o APT::Get::List-Cleanup=0)
+  apt-get "${apt_opts[@]}" update -qq
+  (cd "$sid/debs" && apt-get "${apt_opts[@]}" download -qq llama.cpp-tools libllama0 libggml0 \
+      libc6 libgcc-s1 libssl3t64 libstdc++6 libgomp1)
+  for d in "$sid"/debs/*.deb; do dpkg-deb -x "$d" "$sid/root"; done
+fi
+lib="$sid/root/usr/lib/x86_64-linux-gnu"
+llama_server() {
+  GGML_BACKEND_PATH="$lib/ggml/backends0/libggml-cpu-haswell.so" \
+    "$lib/ld-linux-x86-64.so.2" --library-path "$lib:$lib/llama:$sid/root/lib/x86_64-linux-gnu" \
+    "$sid/root/usr/bin/llama-server" "$@"
+}
+
+measure() { # name url
+  python3 - "$1" "$2" <<'PY'
+import json, statistics, sys, time, urllib.request
+name, url = sys.argv[1], sys.argv[2]
+def complete(prompt, n):
+    body = json.dumps({"prompt": prompt, "max_tokens": n, "temperature": 0,
+                       "cache_prompt": False, "ignore_eos": True}).encode()
+    req = urllib.request.Request(url + "/v1/completions", body, {"content-type": "application/json"})
+    t = time.perf_counter()
+    with urllib.request.urlopen(req) as r:
+        v = json.load(r)
+    return time.perf_counter() - t, v["usage"]
+long_prompt = " ".join(f"Item {i} is a small red box." for i in range(60))
+count = "1, 2, 3, 4, 5, 6, 7, 8,"
+complete(count, 4)  # warm up
+runs = []
+for _ in range(3):
+    t_prompt, u_prompt = complete(long_prompt, 1)
+    t1, _ = complete(count, 1)
+    t64, u64 = complete(count, 64)
+    runs.append((u_prompt["prompt_tokens"] / t_prompt, (u64["completion_tokens"] - 1) / (t64 - t1), u64["completion_tokens"], u_prompt["prompt_tokens"]))
+pp = statistics.median(r[0] for r in runs)
+tg = statistics.median(r[1] for r in runs)
+print(f"{name:<16} prompt {pp:8.1f} tok/s ({runs[0][3]}-token prompt)   generation {tg:6.1f} tok/s ({runs[0][2]} tokens, greedy)")
+PY
+}
+
+wait_ready() {
+  for _ in $(seq 600); do
+    curl -sf "$1/health" | grep -q -e '"ready"' -e '"ok"' && return 0
+    sleep 0.1
+  done
+  echo "server at $1 never became ready" >&2; return 1
+}
+
+port=18765
+"$ours" --worker-id bench --model "$model" --port $port --threads 2 >/dev/null 2>&1 &
+pid=$!; trap 'kill $pid 2>/dev/null || true' EXIT
+wait_ready "http://127.0.0.1:$port"
+measure "llm-worker-rbee" "http://127.0.0.1:$port"
+kill $pid; wait $pid 2>/dev/null || true
+
+port=18766
+llama_server -m "$model" --port $port -t 2 -tb 2 -np 1 -c 4096 >/dev/null 2>&1 &
+pid=$!
+wait_ready "http://127.0.0.1:$port"
+measure "llama-server" "http://127.0.0.1:$port"
+kill $pid; wait $pid 2>/dev/null || true
