@@ -40,6 +40,48 @@ pub struct Config {
     /// Downloads running at once; more wait their turn
     #[arg(long, env = "RBEE_MAX_CONCURRENT_DOWNLOADS", default_value_t = 2)]
     pub max_concurrent_downloads: usize,
+    /// The rbee-hive source tree `worker-binaries install --source local` builds from [default: the tree this hive was built from]
+    #[arg(long, env = "RBEE_WORKER_SOURCE_DIR")]
+    pub worker_source_dir: Option<PathBuf>,
+    /// The cargo profile local worker builds use
+    #[arg(long, env = "RBEE_WORKER_BUILD_PROFILE", default_value = "release")]
+    pub worker_build_profile: String,
+    /// Ports for workers, such as 9300-9399 (taken ones are skipped) [default: any free port]
+    #[arg(long, env = "RBEE_WORKER_PORTS", value_parser = parse_port_range)]
+    pub worker_ports: Option<(u16, u16)>,
+    /// Seconds a worker may take to load its model and answer ready
+    #[arg(long, env = "RBEE_WORKER_READY_TIMEOUT", default_value_t = 300)]
+    pub worker_ready_timeout_secs: u64,
+    /// Seconds between health checks of each worker
+    #[arg(long, env = "RBEE_HEALTH_INTERVAL", default_value_t = 5)]
+    pub health_interval_secs: u64,
+    /// Failed health checks in a row after which a worker is restarted
+    #[arg(long, env = "RBEE_MAX_FAILED_HEALTH_CHECKS", default_value_t = 3)]
+    pub max_failed_health_checks: u32,
+    /// Restarts of a dying worker before it is marked failed
+    #[arg(long, env = "RBEE_MAX_RESTARTS", default_value_t = 5)]
+    pub max_restarts: u32,
+    /// The first restart backoff in milliseconds; it doubles at each restart, up to 60 s
+    #[arg(long, env = "RBEE_RESTART_BACKOFF_MS", default_value_t = 1000)]
+    pub restart_backoff_ms: u64,
+    /// Seconds a worker gets between SIGTERM and SIGKILL
+    #[arg(long, env = "RBEE_WORKER_STOP_GRACE", default_value_t = 10)]
+    pub worker_stop_grace_secs: u64,
+    /// An orchestrator to announce this hive to, with its reachable URL
+    #[arg(long, env = "RBEE_QUEEN_URL")]
+    pub queen_url: Option<url::Url>,
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: expected START-END, such as 9300-9399"))?;
+    let a: u16 = a.trim().parse().map_err(|e| format!("{a:?}: {e}"))?;
+    let b: u16 = b.trim().parse().map_err(|e| format!("{b:?}: {e}"))?;
+    if a == 0 || a > b {
+        return Err(format!("{s:?}: expected 0 < START <= END"));
+    }
+    Ok((a, b))
 }
 
 impl Config {
@@ -49,6 +91,18 @@ impl Config {
             std::env::var_os("HOME")
                 .map_or_else(|| PathBuf::from("."), PathBuf::from)
                 .join(".cache/rbee")
+        })
+    }
+
+    /// Where local worker builds come from.
+    pub fn worker_source_dir(&self) -> PathBuf {
+        self.worker_source_dir.clone().unwrap_or_else(|| {
+            let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            crate_dir
+                .parent()
+                .and_then(std::path::Path::parent)
+                .unwrap_or(crate_dir)
+                .to_path_buf()
         })
     }
 

@@ -1,10 +1,11 @@
-//! rbee-hive: the daemon that owns this machine's models (and, to come, worker
-//! binaries and worker processes), over one HTTP API.
+//! rbee-hive: the daemon that owns this machine's models, worker binaries and
+//! worker processes, over one HTTP API.
 //!
 //! `main.rs` only parses the configuration and runs [`serve`]; [`app`] builds the
 //! router from each resource's own `router()`.
 #![deny(missing_docs)]
 
+pub mod capabilities;
 pub mod config;
 pub mod error;
 pub mod jobs;
@@ -13,6 +14,8 @@ pub mod openapi;
 pub mod ops;
 pub mod routes;
 pub mod state;
+pub mod worker_ops;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +47,7 @@ pub fn app(state: SharedState) -> Router {
         .merge(routes::system::router())
         .merge(routes::models::router())
         .merge(routes::jobs::router())
+        .merge(routes::workers::router())
         .route("/metrics", axum::routing::get(metrics::render))
         .route("/openapi.json", axum::routing::get(openapi::document))
         .fallback(|| async { ApiError::not_found("no such route") })
@@ -130,7 +134,43 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
         bandwidth_limit: config.bandwidth_limit,
         ..download::DownloadConfig::default()
     })?;
+    let worker_catalog = worker_catalog::WorkerCatalog::open(&home, config.catalog_backend)
+        .with_context(|| format!("cannot open the worker catalog in {}", home.display()))?;
+    check_worker_binaries(&worker_catalog);
+    let worker_provisioner = worker_provisioner::worker_provisioner(
+        worker_provisioner::LocalBuildVendor {
+            source_dir: config.worker_source_dir(),
+            profile: config.worker_build_profile.clone(),
+            target_dir: None,
+            workers_dir: worker_catalog.workers_dir().to_path_buf(),
+        },
+        worker_provisioner::ReleaseVendor {
+            downloader: downloader.clone(),
+            workers_dir: worker_catalog.workers_dir().to_path_buf(),
+            downloads_dir: home.join("downloads"),
+        },
+    );
     let provisioner = model_provisioner::model_provisioner(&home, hub, downloader);
+    let metrics = metrics::Metrics::default();
+    let workers = Arc::new(workers::Registry::new(
+        &home,
+        workers::Supervision {
+            ready_timeout: Duration::from_secs(config.worker_ready_timeout_secs.max(1)),
+            health_interval: Duration::from_secs(config.health_interval_secs.max(1)),
+            max_failed_checks: config.max_failed_health_checks.max(1),
+            max_restarts: config.max_restarts,
+            backoff: Duration::from_millis(config.restart_backoff_ms),
+            max_backoff: Duration::from_secs(60),
+            stop_grace: Duration::from_secs(config.worker_stop_grace_secs),
+            ports: config.worker_ports,
+            api_token: config.api_token.clone().filter(|t| !t.is_empty()),
+        },
+        metrics.worker.clone(),
+    ));
+    let reaped = workers.run.reap_leftovers();
+    if !reaped.is_empty() {
+        tracing::warn!(?reaped, "stopped workers the last run left behind");
+    }
     let state = Arc::new(AppState {
         download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
         config,
@@ -139,10 +179,40 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
         provisioner: Arc::new(provisioner),
         jobs: Jobs::default(),
         started: Instant::now(),
-        metrics: metrics::Metrics::default(),
+        metrics,
         models_cache: state::ModelsCache::default(),
+        worker_catalog: Arc::new(worker_catalog),
+        worker_provisioner: Arc::new(worker_provisioner),
+        workers,
     });
     Ok((state, lock))
+}
+
+/// The worker binaries folder, as found at start: an entry whose executable is gone
+/// or changed size is marked failed (and never run); one left installing by a hive
+/// that died is failed too (install it again).
+fn check_worker_binaries(catalog: &worker_catalog::WorkerCatalog) {
+    let Ok(records) = catalog.list() else { return };
+    for r in records {
+        let b = &r.artifact;
+        let problem = match fs_err::metadata(&b.path) {
+            _ if b.status == ArtifactStatus::Downloading => Some("the install was interrupted".to_owned()),
+            Err(e) => Some(format!("{} is gone: {e}", b.path.display())),
+            Ok(m) if m.len() != b.size => Some(format!(
+                "{} is {} bytes, {} were installed",
+                b.path.display(),
+                m.len(),
+                b.size
+            )),
+            Ok(_) => None,
+        };
+        if let Some(problem) = problem
+            && !matches!(b.status, ArtifactStatus::Failed { .. })
+        {
+            tracing::warn!(id = %b.id, "{problem}");
+            let _ = catalog.set_status(&b.id, ArtifactStatus::Failed { error: problem });
+        }
+    }
 }
 
 /// Models left `Downloading` by a daemon that died: each gets a job that resumes it
@@ -173,6 +243,8 @@ pub async fn serve(state: SharedState, listener: tokio::net::TcpListener) -> any
             shutdown.cancel();
         })
         .await?;
+    tracing::info!("stopping every worker");
+    state.workers.stop_all().await;
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while state.jobs.any_running() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -198,5 +270,82 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+/// The hive's URL as a worker on this machine reaches it.
+pub fn local_url(local: std::net::SocketAddr) -> String {
+    let ip = if local.ip().is_unspecified() {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        local.ip()
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, local.port()))
+}
+
+/// The hive's URL as the orchestrator reaches it: the address it listens on, or,
+/// listening on every address, the one this machine uses to reach the orchestrator
+/// (a UDP socket "connected" to it says which; no packet is sent).
+pub fn reachable_url(local: std::net::SocketAddr, queen: &url::Url) -> String {
+    if !local.ip().is_unspecified() {
+        return format!("http://{local}");
+    }
+    let ip = queen
+        .socket_addrs(|| Some(80))
+        .ok()
+        .and_then(|addrs| addrs.into_iter().next())
+        .and_then(|target| {
+            let bind = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let socket = std::net::UdpSocket::bind(bind).ok()?;
+            socket.connect(target).ok()?;
+            socket.local_addr().ok().map(|a| a.ip())
+        })
+        .unwrap_or(local.ip());
+    format!("http://{}", std::net::SocketAddr::new(ip, local.port()))
+}
+
+/// Announces the hive to an orchestrator (`POST {queen}/v1/hives/announce`) until it
+/// answers 2xx, with backoff (1 s doubling to 60 s); each try times out after 10 s.
+pub async fn announce(state: SharedState, queen: url::Url, url: String) {
+    let Ok(endpoint) = queen.join("v1/hives/announce") else {
+        tracing::warn!(%queen, "bad orchestrator URL: not announcing");
+        return;
+    };
+    let client = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("not announcing: {e}");
+            return;
+        }
+    };
+    let mut backoff = Duration::from_secs(1);
+    let shutdown = state.jobs.shutdown.clone();
+    loop {
+        let home = state.home.clone();
+        let caps = tokio::task::spawn_blocking(move || capabilities::capabilities(&home))
+            .await
+            .unwrap_or_default();
+        let body = serde_json::json!({
+            "url": url,
+            "version": env!("CARGO_PKG_VERSION"),
+            "capabilities": caps,
+        });
+        let mut request = client.post(endpoint.clone()).json(&body);
+        if let Some(t) = state.config.api_token.as_deref().filter(|t| !t.is_empty()) {
+            request = request.bearer_auth(t);
+        }
+        match request.send().await {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(%endpoint, %url, "announced to the orchestrator");
+                return;
+            }
+            Ok(r) => tracing::warn!(%endpoint, status = %r.status(), "announcement refused; retrying in {backoff:?}"),
+            Err(e) => tracing::warn!(%endpoint, "announcement failed: {e}; retrying in {backoff:?}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
     }
 }

@@ -31,6 +31,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
+    let _ = state.workers.hive_url.set(hive::local_url(local));
+    if let Some(queen) = state.config.queen_url.clone() {
+        let reachable = hive::reachable_url(local, &queen);
+        tokio::spawn(hive::announce(std::sync::Arc::clone(&state), queen, reachable));
+    }
     let resumed = hive::resume_downloads(&state).await?;
     // stdout: the one line a script or test waits for
     println!("rbee-hive listening on http://{local}");

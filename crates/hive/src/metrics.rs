@@ -59,6 +59,18 @@ pub struct Metrics {
     jobs: Family<StateLabel, Gauge>,
     http_requests: Family<HttpLabels, Counter>,
     http_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    workers: Family<StateLabel, Gauge>,
+    /// Counters the worker supervisors share.
+    pub worker: WorkerMetrics,
+}
+
+/// Counters of the worker supervisors.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerMetrics {
+    /// Workers started again after they died or hung.
+    pub restarts: Counter,
+    /// Health checks that failed.
+    pub health_check_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -106,6 +118,19 @@ impl Default for Metrics {
             "HTTP request latency by method and route",
             http_latency.clone(),
         );
+        let workers = Family::<StateLabel, Gauge>::default();
+        let worker = WorkerMetrics::default();
+        registry.register("workers", "Worker processes by state", workers.clone());
+        registry.register(
+            "worker_restarts",
+            "Workers started again after they died or hung",
+            worker.restarts.clone(),
+        );
+        registry.register(
+            "worker_health_check_failures",
+            "Worker health checks that failed",
+            worker.health_check_failures.clone(),
+        );
         for result in ["completed", "failed", "cancelled"] {
             let _ = downloads.get_or_create(&ResultLabel {
                 result: result.into(),
@@ -121,6 +146,8 @@ impl Default for Metrics {
             jobs,
             http_requests,
             http_latency,
+            workers,
+            worker,
         }
     }
 }
@@ -188,6 +215,11 @@ pub async fn render(State(state): State<SharedState>) -> Result<Response, ApiErr
             .get_or_create(&StateLabel {
                 state: s.name().into(),
             })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    for (s, n) in state.workers.count_by_state() {
+        m.workers
+            .get_or_create(&StateLabel { state: s.into() })
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     let mut text = String::new();

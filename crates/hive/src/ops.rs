@@ -51,6 +51,54 @@ pub enum Operation {
         /// Its id.
         id: String,
     },
+    /// Build or download a worker binary.
+    WorkerInstall {
+        /// `cpu`, `cuda` or `metal`.
+        worker: String,
+        /// `local` (build from source, the default) or a release archive's URL.
+        #[serde(default)]
+        source: Option<String>,
+        /// The release archive's sha256 (required for a URL).
+        #[serde(default)]
+        sha256: Option<String>,
+    },
+    /// Remove a worker binary.
+    WorkerRemove {
+        /// Its id.
+        id: String,
+    },
+    /// List the worker binaries.
+    WorkerCatalogList,
+    /// One worker binary.
+    WorkerCatalogGet {
+        /// Its id.
+        id: String,
+    },
+    /// Start a worker for an available model.
+    WorkerSpawn {
+        /// The model's catalog id.
+        model: String,
+        /// `cpu`, `cuda` or `metal`.
+        #[serde(default = "default_worker")]
+        worker: String,
+        /// The device index.
+        #[serde(default)]
+        device: u32,
+        /// Start even when the memory estimate exceeds the free memory.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Stop a worker.
+    WorkerStop {
+        /// Its id.
+        id: String,
+    },
+    /// List the workers.
+    WorkerList,
+}
+
+fn default_worker() -> String {
+    "cpu".into()
 }
 
 impl Operation {
@@ -62,6 +110,13 @@ impl Operation {
             Self::ModelList => "model_list",
             Self::ModelGet { .. } => "model_get",
             Self::ModelDelete { .. } => "model_delete",
+            Self::WorkerInstall { .. } => "worker_install",
+            Self::WorkerRemove { .. } => "worker_remove",
+            Self::WorkerCatalogList => "worker_catalog_list",
+            Self::WorkerCatalogGet { .. } => "worker_catalog_get",
+            Self::WorkerSpawn { .. } => "worker_spawn",
+            Self::WorkerStop { .. } => "worker_stop",
+            Self::WorkerList => "worker_list",
         }
     }
 }
@@ -120,6 +175,63 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
             Ok(state.jobs.spawn(name, move |_| async move {
                 model_delete(&s, &id).await.map_err(err)
             }))
+        }
+        Operation::WorkerInstall {
+            worker,
+            source,
+            sha256,
+        } => {
+            check_sha256(sha256.as_deref())?;
+            let req = crate::worker_ops::InstallRequest {
+                worker,
+                source,
+                sha256,
+            };
+            crate::worker_ops::start_install(state, req).await
+        }
+        Operation::WorkerRemove { id } => {
+            crate::worker_ops::binary_get(state, &id).await?;
+            let s = Arc::clone(state);
+            Ok(state.jobs.spawn(name, move |_| async move {
+                crate::worker_ops::binary_remove(&s, &id).await.map_err(err)
+            }))
+        }
+        Operation::WorkerCatalogList => {
+            let s = Arc::clone(state);
+            Ok(state.jobs.spawn(name, move |_| async move {
+                crate::worker_ops::binary_list(&s).await.map_err(err)
+            }))
+        }
+        Operation::WorkerCatalogGet { id } => {
+            let record = crate::worker_ops::binary_get(state, &id).await?;
+            Ok(state.jobs.spawn(name, move |_| async move { Ok(record) }))
+        }
+        Operation::WorkerSpawn {
+            model,
+            worker,
+            device,
+            force,
+        } => {
+            let req = crate::worker_ops::SpawnRequest {
+                model,
+                worker,
+                device,
+                force,
+            };
+            crate::worker_ops::start_spawn(state, req).await
+        }
+        Operation::WorkerStop { id } => {
+            if state.workers.get(&id).is_none() {
+                return Err(ApiError::not_found(format!("no worker {id:?}")));
+            }
+            let s = Arc::clone(state);
+            Ok(state.jobs.spawn(name, move |_| async move {
+                crate::worker_ops::stop(&s, &id).await.map_err(err)
+            }))
+        }
+        Operation::WorkerList => {
+            let list = json!({"workers": state.workers.list()});
+            Ok(state.jobs.spawn(name, move |_| async move { Ok(list) }))
         }
     }
 }
@@ -210,6 +322,14 @@ pub async fn model_delete(state: &SharedState, id: &str) -> Result<Value, ApiErr
                 StatusCode::CONFLICT,
                 "conflict",
                 format!("model {id:?} is downloading: cancel its job first"),
+            ));
+        }
+        let users = state2.workers.using_model(&id);
+        if !users.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "in_use",
+                format!("model {id:?} is served by {}: stop them first", users.join(", ")),
             ));
         }
         catalog.remove(&id)?;

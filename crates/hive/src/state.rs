@@ -33,6 +33,12 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// The model list as `GET /v1/models` serves it.
     pub models_cache: ModelsCache,
+    /// The worker binaries.
+    pub worker_catalog: Arc<worker_catalog::WorkerCatalog>,
+    /// Local-build and release vendors for worker binaries.
+    pub worker_provisioner: Arc<worker_provisioner::WorkerProvisioner>,
+    /// The worker processes.
+    pub workers: Arc<crate::workers::Registry>,
 }
 
 impl AppState {

@@ -3,6 +3,7 @@
 pub mod jobs;
 pub mod models;
 pub mod system;
+pub mod workers;
 
 use axum::extract::FromRequest;
 use axum::extract::rejection::JsonRejection;

@@ -26,22 +26,5 @@ pub async fn health() -> ApiJson<Value> {
 #[utoipa::path(get, path = "/v1/capabilities", tag = "system", responses((status = 200, description = "What this machine has", body = Object)))]
 pub async fn capabilities(State(state): State<SharedState>) -> Result<ApiJson<Value>, ApiError> {
     let home = state.home.clone();
-    crate::ops::blocking(move || {
-        let mut sys = sysinfo::System::new();
-        sys.refresh_memory();
-        sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
-        let cpu_model = sys.cpus().first().map(|c| c.brand().trim().to_owned());
-        let free_disk = download::available_space(&home).ok();
-        Ok(ApiJson(json!({
-            "cpu": {
-                "model": cpu_model,
-                "logical_cores": sys.cpus().len(),
-                "physical_cores": sysinfo::System::physical_core_count(),
-            },
-            "ram": {"total_bytes": sys.total_memory(), "available_bytes": sys.available_memory()},
-            "gpus": [],
-            "disk": {"path": home, "free_bytes": free_disk},
-        })))
-    })
-    .await
+    crate::ops::blocking(move || Ok(ApiJson(crate::capabilities::capabilities(&home)))).await
 }

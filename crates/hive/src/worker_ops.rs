@@ -1,0 +1,329 @@
+//! Worker operations: install and remove binaries, spawn and stop workers. Each is
+//! checked before its job starts, so a bad request is a 4xx, never a failed job.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use artifact_catalog::ArtifactStatus;
+use artifact_catalog::provision::{
+    ArtifactProvisioner as _, ProvisionContext, ProvisionReporter, ProvisionRequest,
+};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use worker_catalog::{Platform, WorkerType};
+
+use crate::error::ApiError;
+use crate::jobs::Job;
+use crate::ops::blocking;
+use crate::state::SharedState;
+use crate::workers::{SpawnPlan, new_id};
+
+/// The context length the memory check assumes: what the worker allocates at most.
+const SPAWN_CONTEXT: u64 = 4096;
+
+fn worker_type(s: &str) -> Result<WorkerType, ApiError> {
+    s.parse()
+        .map_err(|e: String| ApiError::bad_request("invalid_worker_type", e))
+}
+
+fn conflict(code: &'static str, message: String) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, code, message)
+}
+
+/// What a spawn request asks for.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnRequest {
+    /// The catalog id of an available model.
+    pub model: String,
+    /// `cpu`, `cuda` or `metal` (default `cpu`).
+    #[serde(default = "default_worker")]
+    pub worker: String,
+    /// The device index (default 0).
+    #[serde(default)]
+    pub device: u32,
+    /// Start even when the model's memory estimate exceeds the free memory.
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn default_worker() -> String {
+    "cpu".into()
+}
+
+/// Checks a spawn request (model available, binary installed, memory) and starts the
+/// worker in a job that ends when it is ready, or failed for good.
+pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<Job>, ApiError> {
+    let wtype = worker_type(&req.worker)?;
+    if wtype == WorkerType::CpuLlm && req.device != 0 {
+        return Err(ApiError::bad_request(
+            "invalid_device",
+            format!("the cpu worker has one device, 0; got {}", req.device),
+        ));
+    }
+    let (catalog, workers) = (Arc::clone(&state.catalog), Arc::clone(&state.worker_catalog));
+    let model_id = req.model.clone();
+    let (entry, binary) = blocking(move || {
+        let Some(record) = catalog.get(&model_id)? else {
+            return Err(ApiError::not_found(format!(
+                "model {model_id:?} is not in the catalog: pull it first (rbee models pull)"
+            )));
+        };
+        match &record.artifact.status {
+            ArtifactStatus::Available => {}
+            ArtifactStatus::Downloading => {
+                return Err(conflict(
+                    "model_not_ready",
+                    format!("model {model_id:?} is still downloading"),
+                ));
+            }
+            ArtifactStatus::Failed { error } => {
+                return Err(conflict(
+                    "model_not_ready",
+                    format!("model {model_id:?} is failed: {error}"),
+                ));
+            }
+        }
+        let Some(binary) = workers.find_by_type_and_platform(wtype, Platform::current())? else {
+            return Err(ApiError::not_found(format!(
+                "no {wtype} worker binary is installed for {}: install one first (rbee worker-binaries install {wtype})",
+                Platform::current()
+            )));
+        };
+        Ok((record.artifact, binary))
+    })
+    .await?;
+
+    if !req.force {
+        check_memory(&entry.path, wtype, req.device).await?;
+    }
+
+    let id = new_id();
+    let plan = SpawnPlan {
+        id: id.clone(),
+        model_ref: entry.id.clone(),
+        model_path: entry.path.clone(),
+        backend: wtype.backend().to_owned(),
+        device: req.device,
+        binary: binary.path.clone(),
+        binary_id: binary.id.clone(),
+        log_path: state.home.join("logs").join("workers").join(format!("{id}.log")),
+    };
+    let s = Arc::clone(state);
+    Ok(state.jobs.spawn("worker_spawn", move |job| async move {
+        let mut events = s.workers.events.subscribe();
+        job.narrate("spawn", &format!("starting {id} ({}) for {}", plan.binary_id, plan.model_ref));
+        let mut first = s.workers.spawn(plan);
+        loop {
+            tokio::select! {
+                outcome = &mut first => {
+                    return match outcome {
+                        Ok(Ok(record)) => Ok(json!(record)),
+                        Ok(Err(reason)) => Err(("worker_failed", reason)),
+                        Err(_) => Err(("worker_failed", "the supervisor ended".to_owned())),
+                    };
+                }
+                event = events.recv() => {
+                    if let Ok(e) = event && e.worker_id == id {
+                        job.narrate(e.event, &e.message);
+                    }
+                }
+                () = job.cancel.cancelled() => {
+                    s.workers.stop(&id).await;
+                    return Err(("cancelled", "cancelled: the worker was stopped".to_owned()));
+                }
+            }
+        }
+    }))
+}
+
+/// Refuses a spawn whose model will not fit: the GGUF's weights plus a KV cache of
+/// [`SPAWN_CONTEXT`] tokens against the free RAM (CPU) or the device's free VRAM.
+async fn check_memory(path: &std::path::Path, wtype: WorkerType, device: u32) -> Result<(), ApiError> {
+    let path = path.to_path_buf();
+    blocking(move || {
+        let file = fs_err::File::open(&path).map_err(ApiError::internal)?;
+        let g = gguf::read(std::io::BufReader::new(file), &gguf::ReadOptions::default())
+            .map_err(|e| conflict("model_not_ready", format!("{}: {e}", path.display())))?;
+        let ctx = g.summary().context_length.unwrap_or(SPAWN_CONTEXT).min(SPAWN_CONTEXT);
+        let need = g.memory_estimate(ctx).total_bytes;
+        let (free, what) = match wtype {
+            WorkerType::CudaLlm => match crate::capabilities::gpu_free_memory(device) {
+                Some(free) => (free, format!("free VRAM on GPU {device}")),
+                None => return Ok(()),
+            },
+            _ => {
+                let mut sys = sysinfo::System::new();
+                sys.refresh_memory();
+                (sys.available_memory(), "available RAM".to_owned())
+            }
+        };
+        if need > free {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "insufficient_memory",
+                format!(
+                    "the model needs about {} ({} context), {what} is {}: free some or pass force",
+                    download::human_bytes(need),
+                    ctx,
+                    download::human_bytes(free)
+                ),
+            ));
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// What an install request asks for.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallRequest {
+    /// `cpu`, `cuda` or `metal`.
+    pub worker: String,
+    /// `local` (build from source, the default) or a release archive's URL.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The release archive's sha256 (required for a URL).
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+/// Resolves an install (a bad source is a 4xx), records the binary as installing,
+/// and builds or downloads it in a job.
+pub async fn start_install(state: &SharedState, req: InstallRequest) -> Result<Arc<Job>, ApiError> {
+    let wtype = worker_type(&req.worker)?;
+    let source = req.source.unwrap_or_else(|| "local".into());
+    let reference = if source == "local" {
+        format!("local:{}", wtype.backend())
+    } else {
+        source
+    };
+    let request = ProvisionRequest {
+        reference,
+        sha256: req.sha256,
+    };
+    let resolved = tokio::time::timeout(
+        Duration::from_secs(30),
+        state.worker_provisioner.resolve(&request),
+    )
+    .await
+    .map_err(|_| ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "resolving took too long"))?
+    .map_err(ApiError::from)?;
+    if resolved.plan.worker_type != wtype {
+        return Err(ApiError::bad_request(
+            "invalid_reference",
+            format!(
+                "{} is a {} worker, not {wtype}",
+                request.reference, resolved.plan.worker_type
+            ),
+        ));
+    }
+    let catalog = Arc::clone(&state.worker_catalog);
+    let plan = resolved.plan.clone();
+    blocking(move || {
+        if catalog.get(&plan.id)?.is_some() {
+            catalog.update(plan)?;
+        } else {
+            catalog.add(plan)?;
+        }
+        Ok(())
+    })
+    .await?;
+    let s = Arc::clone(state);
+    Ok(state.jobs.spawn("worker_install", move |job| async move {
+        let id = resolved.id.clone();
+        let ctx = ProvisionContext {
+            reporter: Arc::new(JobNarrator(Arc::clone(&job))),
+            cancel: job.cancel.clone(),
+        };
+        let outcome = s.worker_provisioner.fetch(resolved, &ctx).await;
+        let catalog = Arc::clone(&s.worker_catalog);
+        match outcome {
+            Ok(binary) => blocking(move || Ok(json!(catalog.update(binary)?)))
+                .await
+                .map_err(|e| e.parts()),
+            Err(e) => {
+                let (code, message) = (e.code(), e.to_string());
+                let m2 = message.clone();
+                let _ = blocking(move || {
+                    catalog.set_status(&id, ArtifactStatus::Failed { error: m2 })?;
+                    Ok(())
+                })
+                .await;
+                Err((code, message))
+            }
+        }
+    }))
+}
+
+struct JobNarrator(Arc<Job>);
+
+impl ProvisionReporter for JobNarrator {
+    fn narrate(&self, action: &str, message: &str) {
+        self.0.narrate(action, message);
+    }
+
+    fn progress(&self, done: u64, total: Option<u64>, per_sec: f64, eta: Option<f64>) {
+        self.0.progress(done, total, per_sec, eta);
+    }
+}
+
+/// Every worker binary, as JSON.
+pub async fn binary_list(state: &SharedState) -> Result<Value, ApiError> {
+    let catalog = Arc::clone(&state.worker_catalog);
+    blocking(move || Ok(json!(catalog.list()?))).await
+}
+
+/// One worker binary; 404 when absent.
+pub async fn binary_get(state: &SharedState, id: &str) -> Result<Value, ApiError> {
+    let catalog = Arc::clone(&state.worker_catalog);
+    let id = id.to_owned();
+    blocking(move || match catalog.get(&id)? {
+        Some(r) => Ok(json!(r)),
+        None => Err(ApiError::not_found(format!("worker binary {id:?} is not installed"))),
+    })
+    .await
+}
+
+/// Removes a worker binary and its folder; 409 while a worker runs it.
+pub async fn binary_remove(state: &SharedState, id: &str) -> Result<Value, ApiError> {
+    let users: Vec<String> = state
+        .workers
+        .list()
+        .into_iter()
+        .filter(|w| w.binary_id == id && w.state.is_live())
+        .map(|w| w.id)
+        .collect();
+    if !users.is_empty() {
+        return Err(conflict(
+            "in_use",
+            format!("worker binary {id:?} runs {}: stop them first", users.join(", ")),
+        ));
+    }
+    let catalog = Arc::clone(&state.worker_catalog);
+    let id = id.to_owned();
+    blocking(move || {
+        let Some(record) = catalog.get(&id)? else {
+            return Err(ApiError::not_found(format!("worker binary {id:?} is not installed")));
+        };
+        if record.artifact.status == ArtifactStatus::Downloading {
+            return Err(conflict("conflict", format!("worker binary {id:?} is being installed")));
+        }
+        catalog.remove(&id)?;
+        let dir = catalog.binary_dir(&id)?;
+        if dir.starts_with(catalog.workers_dir()) && dir.exists() {
+            fs_err::remove_dir_all(&dir).map_err(ApiError::internal)?;
+        }
+        Ok(json!({"id": id, "removed": true}))
+    })
+    .await
+}
+
+/// Stops a worker; 404 when unknown.
+pub async fn stop(state: &SharedState, id: &str) -> Result<Value, ApiError> {
+    match state.workers.stop(id).await {
+        Some(record) => Ok(json!(record)),
+        None => Err(ApiError::not_found(format!("no worker {id:?}"))),
+    }
+}

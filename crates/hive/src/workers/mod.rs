@@ -1,0 +1,704 @@
+//! Worker processes: the registry, and one supervisor task per worker that starts
+//! it, waits for `ready`, polls its health, restarts it with backoff, and stops it.
+//!
+//! Invariants: every process the hive starts is in the registry and in the run
+//! record (`run/workers.json`) until it has exited and been waited for; every
+//! worker runs in its own process group, which is what is signalled; on Linux a
+//! worker gets SIGKILL when the hive dies.
+
+pub mod process;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::workers::process::{Launch, RunRecord};
+
+/// Where a worker stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Started, not ready yet (loading its model).
+    Starting,
+    /// Answering requests.
+    Ready,
+    /// Failing health checks, not restarted yet.
+    Unhealthy,
+    /// Died or hung; waiting out its backoff before it starts again.
+    Restarting,
+    /// Being stopped.
+    Stopping,
+    /// Stopped on request.
+    Stopped,
+    /// Gave up: it failed to start, or kept dying.
+    Failed,
+}
+
+impl WorkerState {
+    /// Every state, for metrics.
+    pub const ALL: [WorkerState; 7] = [
+        Self::Starting,
+        Self::Ready,
+        Self::Unhealthy,
+        Self::Restarting,
+        Self::Stopping,
+        Self::Stopped,
+        Self::Failed,
+    ];
+
+    /// The state's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Unhealthy => "unhealthy",
+            Self::Restarting => "restarting",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Whether the worker holds (or will hold again) its model and a process.
+    pub fn is_live(&self) -> bool {
+        !matches!(self, Self::Stopped | Self::Failed)
+    }
+}
+
+/// A worker as `GET /v1/workers` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerRecord {
+    /// Its id.
+    pub id: String,
+    /// Its base URL, such as `http://127.0.0.1:9300`.
+    pub url: Option<String>,
+    /// The catalog id of the model it serves.
+    pub model_ref: String,
+    /// The model file.
+    pub model_path: PathBuf,
+    /// `cpu`, `cuda` or `metal`.
+    pub backend: String,
+    /// The device index.
+    pub device: u32,
+    /// The worker binary's catalog id.
+    pub binary_id: String,
+    /// Where it stands.
+    pub state: WorkerState,
+    /// Why it failed or was last restarted.
+    pub reason: Option<String>,
+    /// Its process id (it leads its own process group).
+    pub pid: Option<u32>,
+    /// Its port.
+    pub port: Option<u16>,
+    /// When the hive last saw it serve or report (heartbeat or health check).
+    pub last_activity: Option<DateTime<Utc>>,
+    /// Health checks failed in a row.
+    pub failed_health_checks: u32,
+    /// How many times it was started again.
+    pub restart_count: u32,
+    /// When it was last started again.
+    pub last_restart: Option<DateTime<Utc>>,
+    /// When its last heartbeat came.
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    /// Its slots.
+    pub slots_total: Option<u64>,
+    /// Its free slots.
+    pub slots_available: Option<u64>,
+    /// When it was first started.
+    pub started_at: DateTime<Utc>,
+    /// Its stdout and stderr.
+    pub log_path: PathBuf,
+}
+
+/// How workers are supervised.
+#[derive(Debug, Clone)]
+pub struct Supervision {
+    /// How long a worker may take to answer `ready`.
+    pub ready_timeout: Duration,
+    /// Between health checks.
+    pub health_interval: Duration,
+    /// Failed health checks in a row that count as dead.
+    pub max_failed_checks: u32,
+    /// Restarts before giving up.
+    pub max_restarts: u32,
+    /// The first backoff; it doubles at each restart.
+    pub backoff: Duration,
+    /// The longest backoff.
+    pub max_backoff: Duration,
+    /// Between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    /// Ports for workers, or any free one.
+    pub ports: Option<(u16, u16)>,
+    /// The hive's token, passed in the environment for heartbeats.
+    pub api_token: Option<String>,
+}
+
+/// What a spawn request resolved to.
+#[derive(Debug, Clone)]
+pub struct SpawnPlan {
+    /// The new worker's id.
+    pub id: String,
+    /// The model's catalog id.
+    pub model_ref: String,
+    /// The model file.
+    pub model_path: PathBuf,
+    /// `cpu`, `cuda` or `metal`.
+    pub backend: String,
+    /// The device.
+    pub device: u32,
+    /// The binary.
+    pub binary: PathBuf,
+    /// The binary's catalog id.
+    pub binary_id: String,
+    /// Its log file.
+    pub log_path: PathBuf,
+}
+
+/// A lifecycle event, on the heartbeat stream and the spawn job.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerEvent {
+    /// The worker.
+    pub worker_id: String,
+    /// `starting`, `ready`, `exited`, `unhealthy`, `restarting`, `failed`, `stopped`.
+    pub event: &'static str,
+    /// What happened, in words.
+    pub message: String,
+}
+
+struct Entry {
+    record: Mutex<WorkerRecord>,
+    stop: CancellationToken,
+    done: CancellationToken,
+}
+
+/// The workers of this hive.
+pub struct Registry {
+    workers: Mutex<HashMap<String, Arc<Entry>>>,
+    ports: Mutex<HashSet<u16>>,
+    /// The run record.
+    pub run: RunRecord,
+    /// Lifecycle events.
+    pub events: broadcast::Sender<WorkerEvent>,
+    supervision: Supervision,
+    http: reqwest::Client,
+    metrics: crate::metrics::WorkerMetrics,
+    /// The hive's own URL, passed to workers as `--hive-url` (set once it listens).
+    pub hive_url: std::sync::OnceLock<String>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How a first start ended, for the spawn job.
+pub type StartOutcome = Result<WorkerRecord, String>;
+
+impl Registry {
+    /// An empty registry for `home`.
+    pub fn new(home: &std::path::Path, supervision: Supervision, metrics: crate::metrics::WorkerMetrics) -> Self {
+        Self {
+            workers: Mutex::new(HashMap::new()),
+            ports: Mutex::new(HashSet::new()),
+            run: RunRecord::new(home),
+            events: broadcast::channel(256).0,
+            supervision,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            metrics,
+            hive_url: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Every worker, by id.
+    pub fn list(&self) -> Vec<WorkerRecord> {
+        let mut v: Vec<_> = lock(&self.workers)
+            .values()
+            .map(|e| lock(&e.record).clone())
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// One worker.
+    pub fn get(&self, id: &str) -> Option<WorkerRecord> {
+        lock(&self.workers).get(id).map(|e| lock(&e.record).clone())
+    }
+
+    /// The live workers serving this model.
+    pub fn using_model(&self, model_id: &str) -> Vec<String> {
+        self.list()
+            .into_iter()
+            .filter(|w| w.model_ref == model_id && w.state.is_live())
+            .map(|w| w.id)
+            .collect()
+    }
+
+    /// Counts by state, for metrics.
+    pub fn count_by_state(&self) -> Vec<(&'static str, usize)> {
+        let list = self.list();
+        WorkerState::ALL
+            .iter()
+            .map(|s| (s.name(), list.iter().filter(|w| &w.state == s).count()))
+            .collect()
+    }
+
+    fn emit(&self, worker_id: &str, event: &'static str, message: String) {
+        tracing::info!(worker = worker_id, event, "{message}");
+        let _ = self.events.send(WorkerEvent {
+            worker_id: worker_id.to_owned(),
+            event,
+            message,
+        });
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut WorkerRecord)) {
+        if let Some(e) = lock(&self.workers).get(id) {
+            f(&mut lock(&e.record));
+        }
+    }
+
+    /// Records a heartbeat; false for an unknown worker.
+    pub fn heartbeat(&self, id: &str, body: &Value) -> bool {
+        let now = Utc::now();
+        let known = lock(&self.workers).contains_key(id);
+        self.update(id, |r| {
+            r.last_heartbeat = Some(now);
+            r.last_activity = body
+                .get("last_activity")
+                .and_then(Value::as_i64)
+                .and_then(|t| DateTime::from_timestamp(t, 0))
+                .or(r.last_activity);
+            r.slots_total = body.get("slots_total").and_then(Value::as_u64).or(r.slots_total);
+            r.slots_available = body
+                .get("slots_available")
+                .and_then(Value::as_u64)
+                .or(r.slots_available);
+        });
+        known
+    }
+
+    /// Starts a worker's supervisor; the receiver says how its first start went.
+    pub fn spawn(self: &Arc<Self>, plan: SpawnPlan) -> oneshot::Receiver<StartOutcome> {
+        let record = WorkerRecord {
+            id: plan.id.clone(),
+            url: None,
+            model_ref: plan.model_ref.clone(),
+            model_path: plan.model_path.clone(),
+            backend: plan.backend.clone(),
+            device: plan.device,
+            binary_id: plan.binary_id.clone(),
+            state: WorkerState::Starting,
+            reason: None,
+            pid: None,
+            port: None,
+            last_activity: None,
+            failed_health_checks: 0,
+            restart_count: 0,
+            last_restart: None,
+            last_heartbeat: None,
+            slots_total: None,
+            slots_available: None,
+            started_at: Utc::now(),
+            log_path: plan.log_path.clone(),
+        };
+        let entry = Arc::new(Entry {
+            record: Mutex::new(record),
+            stop: CancellationToken::new(),
+            done: CancellationToken::new(),
+        });
+        lock(&self.workers).insert(plan.id.clone(), Arc::clone(&entry));
+        let (tx, rx) = oneshot::channel();
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            me.supervise(plan, entry, tx).await;
+        });
+        rx
+    }
+
+    /// Stops a worker: SIGTERM, the grace period, SIGKILL. Returns its last record.
+    pub async fn stop(&self, id: &str) -> Option<WorkerRecord> {
+        let entry = lock(&self.workers).get(id).cloned()?;
+        entry.stop.cancel();
+        entry.done.cancelled().await;
+        let record = lock(&entry.record).clone();
+        lock(&self.workers).remove(id);
+        Some(record)
+    }
+
+    /// Stops every worker (the hive is shutting down).
+    pub async fn stop_all(&self) {
+        let ids: Vec<String> = lock(&self.workers).keys().cloned().collect();
+        let stops = ids.iter().map(|id| self.stop(id));
+        futures_util::future::join_all(stops).await;
+    }
+
+    /// Forgets a failed worker.
+    pub fn forget(&self, id: &str) {
+        lock(&self.workers).remove(id);
+    }
+
+    fn take_port(&self) -> std::io::Result<u16> {
+        let mut ports = lock(&self.ports);
+        let port = process::free_port(self.supervision.ports, &ports)?;
+        ports.insert(port);
+        Ok(port)
+    }
+
+    fn release_port(&self, port: u16) {
+        lock(&self.ports).remove(&port);
+    }
+
+    fn launch(&self, plan: &SpawnPlan, port: u16) -> Launch {
+        let mut args = vec![
+            "--worker-id".to_owned(),
+            plan.id.clone(),
+            "--model".to_owned(),
+            plan.model_path.display().to_string(),
+            "--port".to_owned(),
+            port.to_string(),
+            "--device".to_owned(),
+            plan.device.to_string(),
+        ];
+        if let Some(hive) = self.hive_url.get() {
+            args.push("--hive-url".to_owned());
+            args.push(hive.clone());
+        }
+        let mut env = vec![("NO_COLOR".to_owned(), "1".to_owned())];
+        if let Some(t) = &self.supervision.api_token {
+            env.push(("RBEE_API_TOKEN".to_owned(), t.clone()));
+        }
+        Launch {
+            binary: plan.binary.clone(),
+            args,
+            env,
+            log: plan.log_path.clone(),
+        }
+    }
+
+    /// Starts the process once: a port, the process, the run record.
+    fn start_process(
+        &self,
+        plan: &SpawnPlan,
+    ) -> Result<(tokio::process::Child, u32, u16), String> {
+        let port = self.take_port().map_err(|e| format!("no free port: {e}"))?;
+        match process::spawn(&self.launch(plan, port)) {
+            Ok(child) => {
+                let pid = child.id().unwrap_or(0);
+                self.run.add(&plan.id, pid);
+                Ok((child, pid, port))
+            }
+            Err(e) => {
+                self.release_port(port);
+                Err(format!("cannot start {}: {e}", plan.binary.display()))
+            }
+        }
+    }
+
+    /// Polls `/health` until `ready`, the process exits, the timeout, or a stop.
+    async fn wait_ready(
+        &self,
+        child: &mut tokio::process::Child,
+        url: &str,
+        stop: &CancellationToken,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + self.supervision.ready_timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("exited before it was ready ({status})"));
+            }
+            if let Ok(r) = self.http.get(format!("{url}/health")).send().await
+                && let Ok(v) = r.json::<Value>().await
+                && v["status"] == "ready"
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "not ready after {}s",
+                    self.supervision.ready_timeout.as_secs()
+                ));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = stop.cancelled() => return Err("stopped before it was ready".into()),
+            }
+        }
+    }
+
+    /// SIGTERM to the group, then SIGKILL after the grace period; waits for the exit.
+    async fn terminate(&self, child: &mut tokio::process::Child, pid: u32, grace: Duration) {
+        if let Ok(Some(_)) = child.try_wait() {
+            // The leader is gone; anything left in its group goes too.
+            process::signal_group(pid, Signal::SIGKILL);
+        } else {
+            process::signal_group(pid, Signal::SIGTERM);
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                tracing::warn!(pid, "worker ignored SIGTERM for {grace:?}: SIGKILL");
+                process::signal_group(pid, Signal::SIGKILL);
+                let _ = child.wait().await;
+            } else {
+                process::signal_group(pid, Signal::SIGKILL);
+            }
+        }
+        self.run.remove(pid);
+    }
+
+    async fn supervise(
+        self: Arc<Self>,
+        plan: SpawnPlan,
+        entry: Arc<Entry>,
+        first: oneshot::Sender<StartOutcome>,
+    ) {
+        let id = plan.id.clone();
+        let mut first = Some(first);
+        let mut restarts = 0u32;
+        let mut port_failures = 0u32;
+        loop {
+            self.update(&id, |r| r.state = WorkerState::Starting);
+            let (mut child, pid, port) = match self.start_process(&plan) {
+                Ok(started) => started,
+                Err(reason) => {
+                    self.give_up(&id, &entry, &mut first, reason);
+                    return;
+                }
+            };
+            let url = format!("http://127.0.0.1:{port}");
+            self.update(&id, |r| {
+                r.pid = Some(pid);
+                r.port = Some(port);
+                r.url = Some(url.clone());
+            });
+            self.emit(&id, "starting", format!("pid {pid}, port {port}: loading {}", plan.model_ref));
+
+            let ready = self.wait_ready(&mut child, &url, &entry.stop).await;
+            if entry.stop.is_cancelled() {
+                self.terminate(&mut child, pid, self.supervision.stop_grace).await;
+                self.release_port(port);
+                self.finish_stopped(&id, &entry, &mut first);
+                return;
+            }
+            let failure = match ready {
+                Ok(()) => {
+                    self.update(&id, |r| {
+                        r.state = WorkerState::Ready;
+                        r.failed_health_checks = 0;
+                        r.last_activity = Some(Utc::now());
+                    });
+                    self.emit(&id, "ready", format!("serving at {url}"));
+                    if let Some(tx) = first.take() {
+                        let _ = tx.send(Ok(lock(&entry.record).clone()));
+                    }
+                    port_failures = 0;
+                    self.monitor(&id, &entry, &mut child, &url).await
+                }
+                Err(why) => {
+                    let tail = process::log_tail(&plan.log_path, 8);
+                    // Someone took the port between the check and the worker's bind.
+                    if tail.contains("cannot listen on") && port_failures < 3 {
+                        port_failures += 1;
+                        self.terminate(&mut child, pid, Duration::from_secs(1)).await;
+                        self.release_port(port);
+                        tracing::warn!(worker = %id, port, "port taken: trying another");
+                        continue;
+                    }
+                    if tail.is_empty() {
+                        why
+                    } else {
+                        format!("{why}; its log ends with:\n{tail}")
+                    }
+                }
+            };
+            if entry.stop.is_cancelled() {
+                self.terminate(&mut child, pid, self.supervision.stop_grace).await;
+                self.release_port(port);
+                self.finish_stopped(&id, &entry, &mut first);
+                return;
+            }
+            // Dead, hung or never ready: clean up the process, then restart or give up.
+            self.terminate(&mut child, pid, Duration::from_secs(2)).await;
+            self.release_port(port);
+            if restarts >= self.supervision.max_restarts {
+                self.give_up(
+                    &id,
+                    &entry,
+                    &mut first,
+                    format!("gave up after {restarts} restarts: {failure}"),
+                );
+                return;
+            }
+            let backoff = self
+                .supervision
+                .backoff
+                .saturating_mul(1 << restarts.min(16))
+                .min(self.supervision.max_backoff);
+            restarts += 1;
+            self.metrics.restarts.inc();
+            self.update(&id, |r| {
+                r.state = WorkerState::Restarting;
+                r.reason = Some(failure.clone());
+                r.pid = None;
+                r.restart_count = restarts;
+                r.last_restart = Some(Utc::now());
+            });
+            self.emit(
+                &id,
+                "restarting",
+                format!("restart {restarts} in {}ms: {failure}", backoff.as_millis()),
+            );
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = entry.stop.cancelled() => {
+                    self.finish_stopped(&id, &entry, &mut first);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Watches a ready worker until it exits, fails too many health checks in a row,
+    /// or is asked to stop; returns why it is no longer serving.
+    async fn monitor(
+        &self,
+        id: &str,
+        entry: &Entry,
+        child: &mut tokio::process::Child,
+        url: &str,
+    ) -> String {
+        let mut tick = tokio::time::interval(self.supervision.health_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut failed = 0u32;
+        loop {
+            tokio::select! {
+                status = child.wait() => {
+                    let why = match status {
+                        Ok(s) => format!("exited ({s})"),
+                        Err(e) => format!("lost: {e}"),
+                    };
+                    self.emit(id, "exited", why.clone());
+                    return why;
+                }
+                () = entry.stop.cancelled() => return "stopped".into(),
+                _ = tick.tick() => {
+                    let healthy = match self.http.get(format!("{url}/health")).send().await {
+                        Ok(r) => r.status().is_success(),
+                        Err(_) => false,
+                    };
+                    if healthy {
+                        if failed > 0 {
+                            self.emit(id, "ready", "healthy again".into());
+                        }
+                        failed = 0;
+                        self.update(id, |r| {
+                            r.failed_health_checks = 0;
+                            r.state = WorkerState::Ready;
+                        });
+                    } else {
+                        failed += 1;
+                        self.metrics.health_check_failures.inc();
+                        self.update(id, |r| {
+                            r.failed_health_checks = failed;
+                            r.state = WorkerState::Unhealthy;
+                        });
+                        self.emit(id, "unhealthy", format!("{failed} failed health checks in a row"));
+                        if failed >= self.supervision.max_failed_checks {
+                            return format!("{failed} failed health checks in a row");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn give_up(
+        &self,
+        id: &str,
+        entry: &Entry,
+        first: &mut Option<oneshot::Sender<StartOutcome>>,
+        reason: String,
+    ) {
+        self.update(id, |r| {
+            r.state = WorkerState::Failed;
+            r.reason = Some(reason.clone());
+            r.pid = None;
+            r.url = None;
+        });
+        self.emit(id, "failed", reason.clone());
+        if let Some(tx) = first.take() {
+            let _ = tx.send(Err(reason));
+        }
+        entry.done.cancel();
+    }
+
+    fn finish_stopped(
+        &self,
+        id: &str,
+        entry: &Entry,
+        first: &mut Option<oneshot::Sender<StartOutcome>>,
+    ) {
+        self.update(id, |r| {
+            r.state = WorkerState::Stopped;
+            r.pid = None;
+            r.url = None;
+        });
+        self.emit(id, "stopped", "stopped".into());
+        if let Some(tx) = first.take() {
+            let _ = tx.send(Err("stopped before it was ready".into()));
+        }
+        entry.done.cancel();
+    }
+}
+
+/// A new worker id: `worker-` and 8 hex digits.
+pub fn new_id() -> String {
+    format!("worker-{:08x}", rand::random::<u32>())
+}
+
+/// Per-process telemetry for the heartbeat stream: RSS and CPU of each live worker.
+pub fn telemetry(workers: &[WorkerRecord], sys: &mut sysinfo::System) -> Vec<Value> {
+    let pids: Vec<sysinfo::Pid> = workers
+        .iter()
+        .filter_map(|w| w.pid)
+        .map(sysinfo::Pid::from_u32)
+        .collect();
+    sys.refresh_processes_specifics(
+        sysinfo::ProcessesToUpdate::Some(&pids),
+        true,
+        sysinfo::ProcessRefreshKind::nothing().with_memory().with_cpu(),
+    );
+    workers
+        .iter()
+        .map(|w| {
+            let p = w.pid.and_then(|pid| sys.process(sysinfo::Pid::from_u32(pid)));
+            json!({
+                "id": w.id,
+                "state": w.state,
+                "pid": w.pid,
+                "url": w.url,
+                "model_ref": w.model_ref,
+                "rss_bytes": p.map(sysinfo::Process::memory),
+                "cpu_percent": p.map(sysinfo::Process::cpu_usage),
+                "slots_total": w.slots_total,
+                "slots_available": w.slots_available,
+                "restart_count": w.restart_count,
+                "last_heartbeat": w.last_heartbeat,
+            })
+        })
+        .collect()
+}

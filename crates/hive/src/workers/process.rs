@@ -1,0 +1,223 @@
+//! Worker processes at the OS level: ports, spawning into their own process group
+//! with a parent-death signal, signals to the group, and the record of running
+//! workers that lets the next start reap what a killed hive left behind.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+/// A port nobody listens on now, from `range` (tried in order, `reserved` skipped)
+/// or, without a range, one the OS picks. The listener that proved it free is
+/// closed before the worker binds it; a worker that then finds it taken fails to
+/// start and is started again on another.
+pub fn free_port(
+    range: Option<(u16, u16)>,
+    reserved: &HashSet<u16>,
+) -> std::io::Result<u16> {
+    let probe = |port: u16| TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    match range {
+        None => loop {
+            let port = probe(0)?.local_addr()?.port();
+            if !reserved.contains(&port) {
+                return Ok(port);
+            }
+        },
+        Some((start, end)) => {
+            for port in start..=end {
+                if reserved.contains(&port) {
+                    continue;
+                }
+                match probe(port) {
+                    Ok(_) => return Ok(port),
+                    Err(e) => tracing::debug!(port, "port taken: {e}"),
+                }
+            }
+            Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("every port in {start}-{end} is taken"),
+            ))
+        }
+    }
+}
+
+/// What is needed to start one worker process.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The executable.
+    pub binary: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Environment variables to add.
+    pub env: Vec<(String, String)>,
+    /// Where stdout and stderr go (appended).
+    pub log: PathBuf,
+}
+
+/// Starts a worker in its own process group, its output appended to its log. On
+/// Linux it gets SIGKILL when the hive dies, however it dies.
+pub fn spawn(launch: &Launch) -> std::io::Result<tokio::process::Child> {
+    if let Some(dir) = launch.log.parent() {
+        fs_err::create_dir_all(dir)?;
+    }
+    let log = fs_err::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&launch.log)?
+        .into_parts()
+        .0;
+    let err = log.try_clone()?;
+    let mut cmd = tokio::process::Command::new(&launch.binary);
+    cmd.args(&launch.args)
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(err))
+        .process_group(0)
+        .kill_on_drop(false);
+    #[cfg(target_os = "linux")]
+    {
+        let hive = std::process::id();
+        // SAFETY: runs in the forked child before exec; prctl, getppid and _exit are
+        // async-signal-safe and nothing here allocates or takes a lock.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                // The hive died between fork and prctl: the signal will never come.
+                if std::os::unix::process::parent_id() != hive {
+                    nix::libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.spawn()
+}
+
+/// Sends `signal` to a worker's process group (its pid: it leads its group).
+pub fn signal_group(pid: u32, signal: Signal) -> bool {
+    i32::try_from(pid).is_ok_and(|pid| pid > 1 && killpg(Pid::from_raw(pid), signal).is_ok())
+}
+
+/// Whether a process with this pid exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    match fs_err::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// The process's start time in clock ticks since boot (`/proc/<pid>/stat` field 22):
+/// with the pid, it names one process, even after the pid is reused.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// One running worker as the record on disk keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Running {
+    /// The worker's id.
+    pub id: String,
+    /// Its pid, which is also its process group.
+    pub pid: u32,
+    /// Its start time, so a reused pid is never killed.
+    pub start_time: Option<u64>,
+}
+
+/// `home/run/workers.json`: the workers this hive started and has not seen exit.
+#[derive(Debug)]
+pub struct RunRecord {
+    path: PathBuf,
+    entries: std::sync::Mutex<Vec<Running>>,
+}
+
+impl RunRecord {
+    /// The record of `home`.
+    pub fn new(home: &Path) -> Self {
+        Self {
+            path: home.join("run").join("workers.json"),
+            entries: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Kills the process groups of workers a previous hive left running (it was
+    /// killed before it could stop them), and empties the record. Returns the pids.
+    pub fn reap_leftovers(&self) -> Vec<u32> {
+        let Ok(text) = fs_err::read_to_string(&self.path) else {
+            return Vec::new();
+        };
+        let left: Vec<Running> = serde_json::from_str(&text).unwrap_or_default();
+        let mut reaped = Vec::new();
+        for r in left {
+            if is_alive(r.pid) && start_time(r.pid) == r.start_time {
+                tracing::warn!(worker = %r.id, pid = r.pid, "stopping a worker the last run left behind");
+                signal_group(r.pid, Signal::SIGKILL);
+                reaped.push(r.pid);
+            }
+        }
+        self.save(&[]);
+        reaped
+    }
+
+    /// Adds a started worker.
+    pub fn add(&self, id: &str, pid: u32) {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.retain(|r| r.pid != pid);
+        entries.push(Running {
+            id: id.to_owned(),
+            pid,
+            start_time: start_time(pid),
+        });
+        self.save(&entries);
+    }
+
+    /// Removes a worker that exited.
+    pub fn remove(&self, pid: u32) {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.retain(|r| r.pid != pid);
+        self.save(&entries);
+    }
+
+    fn save(&self, entries: &[Running]) {
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = self.path.parent() {
+                fs_err::create_dir_all(dir)?;
+            }
+            let tmp = self.path.with_extension("json.tmp");
+            let mut f = fs_err::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &serde_json::to_vec(entries)?)?;
+            f.sync_all()?;
+            fs_err::rename(&tmp, &self.path)
+        };
+        if let Err(e) = write() {
+            tracing::error!(path = %self.path.display(), "cannot record the running workers: {e}");
+        }
+    }
+}
+
+/// The last `lines` lines of a log file.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let Ok(text) = fs_err::read(path) else {
+        return String::new();
+    };
+    let start = text.len().saturating_sub(64 * 1024);
+    let text = String::from_utf8_lossy(&text[start..]);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
