@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 
-/// rbee: manage the models and workers of a machine's hive
+/// rbee: manage the models, worker binaries and workers of a machine's hive
 #[derive(Debug, Parser)]
 #[command(name = "rbee", version, about, long_about = None)]
 struct Cli {
@@ -22,6 +22,12 @@ enum Command {
     /// Models in the hive's catalog
     #[command(subcommand)]
     Models(commands::models::ModelsCommand),
+    /// Worker processes
+    #[command(subcommand)]
+    Workers(commands::workers::WorkersCommand),
+    /// Installed worker binaries
+    #[command(subcommand, name = "worker-binaries")]
+    WorkerBinaries(commands::workers::WorkerBinariesCommand),
     /// The hive itself
     #[command(subcommand)]
     Hive(commands::models::HiveCommand),
@@ -48,6 +54,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Models(cmd) => commands::models::run(cmd, &cli.hive).await,
+            Command::Workers(cmd) => commands::workers::workers(cmd, &cli.hive).await,
+            Command::WorkerBinaries(cmd) => commands::workers::binaries(cmd, &cli.hive).await,
             Command::Hive(cmd) => commands::models::hive(cmd, &cli.hive).await,
             Command::Gguf(_) => Ok(()),
         }

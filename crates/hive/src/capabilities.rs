@@ -46,7 +46,12 @@ pub fn gpus() -> Vec<Value> {
 
 /// Free memory of one GPU, when NVML can tell.
 pub fn gpu_free_memory(index: u32) -> Option<u64> {
-    nvml()?.device_by_index(index).ok()?.memory_info().ok().map(|m| m.free)
+    nvml()?
+        .device_by_index(index)
+        .ok()?
+        .memory_info()
+        .ok()
+        .map(|m| m.free)
 }
 
 /// The whole picture, for `GET /v1/capabilities` and announcements.

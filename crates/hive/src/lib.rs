@@ -196,7 +196,9 @@ fn check_worker_binaries(catalog: &worker_catalog::WorkerCatalog) {
     for r in records {
         let b = &r.artifact;
         let problem = match fs_err::metadata(&b.path) {
-            _ if b.status == ArtifactStatus::Downloading => Some("the install was interrupted".to_owned()),
+            _ if b.status == ArtifactStatus::Downloading => {
+                Some("the install was interrupted".to_owned())
+            }
             Err(e) => Some(format!("{} is gone: {e}", b.path.display())),
             Ok(m) if m.len() != b.size => Some(format!(
                 "{} is {} bytes, {} were installed",
@@ -295,7 +297,11 @@ pub fn reachable_url(local: std::net::SocketAddr, queen: &url::Url) -> String {
         .ok()
         .and_then(|addrs| addrs.into_iter().next())
         .and_then(|target| {
-            let bind = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let bind = if target.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
             let socket = std::net::UdpSocket::bind(bind).ok()?;
             socket.connect(target).ok()?;
             socket.local_addr().ok().map(|a| a.ip())
@@ -311,7 +317,10 @@ pub async fn announce(state: SharedState, queen: url::Url, url: String) {
         tracing::warn!(%queen, "bad orchestrator URL: not announcing");
         return;
     };
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("not announcing: {e}");
@@ -339,8 +348,12 @@ pub async fn announce(state: SharedState, queen: url::Url, url: String) {
                 tracing::info!(%endpoint, %url, "announced to the orchestrator");
                 return;
             }
-            Ok(r) => tracing::warn!(%endpoint, status = %r.status(), "announcement refused; retrying in {backoff:?}"),
-            Err(e) => tracing::warn!(%endpoint, "announcement failed: {e}; retrying in {backoff:?}"),
+            Ok(r) => {
+                tracing::warn!(%endpoint, status = %r.status(), "announcement refused; retrying in {backoff:?}")
+            }
+            Err(e) => {
+                tracing::warn!(%endpoint, "announcement failed: {e}; retrying in {backoff:?}")
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}

@@ -34,7 +34,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ = state.workers.hive_url.set(hive::local_url(local));
     if let Some(queen) = state.config.queen_url.clone() {
         let reachable = hive::reachable_url(local, &queen);
-        tokio::spawn(hive::announce(std::sync::Arc::clone(&state), queen, reachable));
+        tokio::spawn(hive::announce(
+            std::sync::Arc::clone(&state),
+            queen,
+            reachable,
+        ));
     }
     let resumed = hive::resume_downloads(&state).await?;
     // stdout: the one line a script or test waits for

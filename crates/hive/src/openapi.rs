@@ -33,7 +33,7 @@ pub struct Accepted {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "rbee-hive", description = "The per-machine daemon of rbee: models, jobs, metrics."),
+    info(title = "rbee-hive", description = "The per-machine daemon of rbee: models, worker binaries, workers, jobs, metrics."),
     paths(
         routes::system::health,
         routes::system::capabilities,
@@ -47,10 +47,21 @@ pub struct Accepted {
         routes::jobs::get_one,
         routes::jobs::cancel,
         routes::jobs::stream_events,
+        routes::workers::list,
+        routes::workers::get_one,
+        routes::workers::spawn,
+        routes::workers::stop,
+        routes::workers::heartbeat,
+        routes::workers::logs,
+        routes::workers::binaries,
+        routes::workers::binary,
+        routes::workers::install,
+        routes::workers::remove_binary,
+        routes::workers::heartbeats,
         crate::metrics::render,
         document,
     ),
-    components(schemas(ErrorBody, ErrorDetail, Accepted, crate::ops::Operation, routes::models::DownloadBody, routes::models::ImportBody)),
+    components(schemas(ErrorBody, ErrorDetail, Accepted, crate::ops::Operation, routes::models::DownloadBody, routes::models::ImportBody, crate::worker_ops::SpawnRequest, crate::worker_ops::InstallRequest)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -329,7 +329,10 @@ pub async fn model_delete(state: &SharedState, id: &str) -> Result<Value, ApiErr
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "in_use",
-                format!("model {id:?} is served by {}: stop them first", users.join(", ")),
+                format!(
+                    "model {id:?} is served by {}: stop them first",
+                    users.join(", ")
+                ),
             ));
         }
         catalog.remove(&id)?;

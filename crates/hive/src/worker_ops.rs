@@ -61,7 +61,10 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
             format!("the cpu worker has one device, 0; got {}", req.device),
         ));
     }
-    let (catalog, workers) = (Arc::clone(&state.catalog), Arc::clone(&state.worker_catalog));
+    let (catalog, workers) = (
+        Arc::clone(&state.catalog),
+        Arc::clone(&state.worker_catalog),
+    );
     let model_id = req.model.clone();
     let (entry, binary) = blocking(move || {
         let Some(record) = catalog.get(&model_id)? else {
@@ -107,12 +110,19 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
         device: req.device,
         binary: binary.path.clone(),
         binary_id: binary.id.clone(),
-        log_path: state.home.join("logs").join("workers").join(format!("{id}.log")),
+        log_path: state
+            .home
+            .join("logs")
+            .join("workers")
+            .join(format!("{id}.log")),
     };
     let s = Arc::clone(state);
     Ok(state.jobs.spawn("worker_spawn", move |job| async move {
         let mut events = s.workers.events.subscribe();
-        job.narrate("spawn", &format!("starting {id} ({}) for {}", plan.binary_id, plan.model_ref));
+        job.narrate(
+            "spawn",
+            &format!("starting {id} ({}) for {}", plan.binary_id, plan.model_ref),
+        );
         let mut first = s.workers.spawn(plan);
         loop {
             tokio::select! {
@@ -139,13 +149,21 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
 
 /// Refuses a spawn whose model will not fit: the GGUF's weights plus a KV cache of
 /// [`SPAWN_CONTEXT`] tokens against the free RAM (CPU) or the device's free VRAM.
-async fn check_memory(path: &std::path::Path, wtype: WorkerType, device: u32) -> Result<(), ApiError> {
+async fn check_memory(
+    path: &std::path::Path,
+    wtype: WorkerType,
+    device: u32,
+) -> Result<(), ApiError> {
     let path = path.to_path_buf();
     blocking(move || {
         let file = fs_err::File::open(&path).map_err(ApiError::internal)?;
         let g = gguf::read(std::io::BufReader::new(file), &gguf::ReadOptions::default())
             .map_err(|e| conflict("model_not_ready", format!("{}: {e}", path.display())))?;
-        let ctx = g.summary().context_length.unwrap_or(SPAWN_CONTEXT).min(SPAWN_CONTEXT);
+        let ctx = g
+            .summary()
+            .context_length
+            .unwrap_or(SPAWN_CONTEXT)
+            .min(SPAWN_CONTEXT);
         let need = g.memory_estimate(ctx).total_bytes;
         let (free, what) = match wtype {
             WorkerType::CudaLlm => match crate::capabilities::gpu_free_memory(device) {
@@ -208,7 +226,13 @@ pub async fn start_install(state: &SharedState, req: InstallRequest) -> Result<A
         state.worker_provisioner.resolve(&request),
     )
     .await
-    .map_err(|_| ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "resolving took too long"))?
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "resolving took too long",
+        )
+    })?
     .map_err(ApiError::from)?;
     if resolved.plan.worker_type != wtype {
         return Err(ApiError::bad_request(
@@ -281,7 +305,9 @@ pub async fn binary_get(state: &SharedState, id: &str) -> Result<Value, ApiError
     let id = id.to_owned();
     blocking(move || match catalog.get(&id)? {
         Some(r) => Ok(json!(r)),
-        None => Err(ApiError::not_found(format!("worker binary {id:?} is not installed"))),
+        None => Err(ApiError::not_found(format!(
+            "worker binary {id:?} is not installed"
+        ))),
     })
     .await
 }
@@ -298,17 +324,25 @@ pub async fn binary_remove(state: &SharedState, id: &str) -> Result<Value, ApiEr
     if !users.is_empty() {
         return Err(conflict(
             "in_use",
-            format!("worker binary {id:?} runs {}: stop them first", users.join(", ")),
+            format!(
+                "worker binary {id:?} runs {}: stop them first",
+                users.join(", ")
+            ),
         ));
     }
     let catalog = Arc::clone(&state.worker_catalog);
     let id = id.to_owned();
     blocking(move || {
         let Some(record) = catalog.get(&id)? else {
-            return Err(ApiError::not_found(format!("worker binary {id:?} is not installed")));
+            return Err(ApiError::not_found(format!(
+                "worker binary {id:?} is not installed"
+            )));
         };
         if record.artifact.status == ArtifactStatus::Downloading {
-            return Err(conflict("conflict", format!("worker binary {id:?} is being installed")));
+            return Err(conflict(
+                "conflict",
+                format!("worker binary {id:?} is being installed"),
+            ));
         }
         catalog.remove(&id)?;
         let dir = catalog.binary_dir(&id)?;

@@ -47,13 +47,21 @@ fn io_error(context: &str, e: impl std::fmt::Display) -> ProvisionError {
 
 /// Copies `from` into `dir/<file name>` through a temporary file, sets the executable
 /// bit, and fills in the binary's path, size and sha256.
-pub fn install(from: &Path, binary: WorkerBinary, dir: &Path) -> Result<WorkerBinary, ProvisionError> {
+pub fn install(
+    from: &Path,
+    binary: WorkerBinary,
+    dir: &Path,
+) -> Result<WorkerBinary, ProvisionError> {
     let mut src = fs_err::File::open(from).map_err(|e| io_error("reading the built worker", e))?;
     place(&mut src, binary, dir)
 }
 
 /// Writes the executable read from `src` as `dir/<file name>`, atomically.
-fn place(src: &mut dyn Read, mut binary: WorkerBinary, dir: &Path) -> Result<WorkerBinary, ProvisionError> {
+fn place(
+    src: &mut dyn Read,
+    mut binary: WorkerBinary,
+    dir: &Path,
+) -> Result<WorkerBinary, ProvisionError> {
     fs_err::create_dir_all(dir).map_err(|e| io_error("creating the worker's folder", e))?;
     let dest = dir.join(binary.file_name());
     let tmp = dir.join(format!(".{}.installing", binary.file_name()));
@@ -103,7 +111,11 @@ pub struct LocalBuildVendor {
     pub source_dir: PathBuf,
     /// The cargo profile: `release` for users; tests use `dev`.
     pub profile: String,
-    /// Where cargo builds (default `source_dir/target`).
+    /// Where cargo builds. Default: `worker-build` in the source tree's target folder
+    /// (`$CARGO_TARGET_DIR` or `source_dir/target`), apart from the workspace's own
+    /// builds: `-p llm-worker` resolves dependency features differently from a
+    /// workspace build, and two builds sharing one folder would keep replacing each
+    /// other's binaries.
     pub target_dir: Option<PathBuf>,
     /// `home/workers`.
     pub workers_dir: PathBuf,
@@ -127,7 +139,10 @@ impl LocalBuildVendor {
             {
                 let v = v.trim().trim_matches('"');
                 return Version::parse(v).map_err(|e| {
-                    ProvisionError::Invalid(format!("{}: bad version {v:?}: {e}", manifest.display()))
+                    ProvisionError::Invalid(format!(
+                        "{}: bad version {v:?}: {e}",
+                        manifest.display()
+                    ))
                 });
             }
         }
@@ -137,12 +152,16 @@ impl LocalBuildVendor {
         )))
     }
 
+    fn target_dir(&self) -> PathBuf {
+        self.target_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| self.source_dir.join("target"), PathBuf::from)
+                .join("worker-build")
+        })
+    }
+
     fn built_path(&self) -> PathBuf {
-        let target = self
-            .target_dir
-            .clone()
-            .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
-            .unwrap_or_else(|| self.source_dir.join("target"));
+        let target = self.target_dir();
         let dir = if self.profile == "dev" || self.profile == "test" {
             "debug"
         } else {
@@ -156,10 +175,11 @@ impl LocalBuildVendor {
 
 fn parse_local(reference: &str) -> Result<WorkerType, ProvisionError> {
     let kind = reference.trim().strip_prefix("local:").unwrap_or("");
-    kind.parse().map_err(|reason| ProvisionError::InvalidReference {
-        reference: reference.to_owned(),
-        reason,
-    })
+    kind.parse()
+        .map_err(|reason| ProvisionError::InvalidReference {
+            reference: reference.to_owned(),
+            reason,
+        })
 }
 
 #[async_trait]
@@ -186,20 +206,19 @@ impl VendorSource<WorkerBinary> for LocalBuildVendor {
                 "the metal worker builds on macOS only".into(),
             ));
         }
-        if !self.source_dir.join("crates/llm-worker/Cargo.toml").is_file() {
+        if !self
+            .source_dir
+            .join("crates/llm-worker/Cargo.toml")
+            .is_file()
+        {
             return Err(ProvisionError::NotFound(format!(
                 "{} holds no crates/llm-worker to build: set the hive's --worker-source-dir to a clone of rbee-hive",
                 self.source_dir.display()
             )));
         }
         let version = self.version()?;
-        let mut plan = WorkerBinary::new(
-            worker_type,
-            Platform::current(),
-            version,
-            Path::new(""),
-            0,
-        );
+        let mut plan =
+            WorkerBinary::new(worker_type, Platform::current(), version, Path::new(""), 0);
         plan.status = ArtifactStatus::Downloading;
         plan.source = Some(format!("local-build:{}", self.source_dir.display()));
         Ok(Resolved {
@@ -228,9 +247,7 @@ impl VendorSource<WorkerBinary> for LocalBuildVendor {
         if !features.is_empty() {
             cmd.args(["--features", &features.join(",")]);
         }
-        if let Some(t) = &self.target_dir {
-            cmd.arg("--target-dir").arg(t);
-        }
+        cmd.arg("--target-dir").arg(self.target_dir());
         ctx.reporter.narrate(
             "build",
             &format!(
@@ -334,7 +351,11 @@ impl download::Reporter for Progress {
 
 /// Takes the worker executable out of a `.tar.gz`: the one regular file named like
 /// the binary (`llm-worker-rbee-cpu` or `llm-worker-rbee`), in any folder of the archive.
-fn unpack_binary(archive: &Path, binary: &WorkerBinary, dir: &Path) -> Result<WorkerBinary, ProvisionError> {
+fn unpack_binary(
+    archive: &Path,
+    binary: &WorkerBinary,
+    dir: &Path,
+) -> Result<WorkerBinary, ProvisionError> {
     let file = fs_err::File::open(archive).map_err(|e| io_error("opening the archive", e))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let wanted = [
@@ -397,7 +418,9 @@ impl VendorSource<WorkerBinary> for ReleaseVendor {
             ));
         };
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(invalid(format!("sha256 must be 64 hex digits, got {sha:?}")));
+            return Err(invalid(format!(
+                "sha256 must be 64 hex digits, got {sha:?}"
+            )));
         }
         let name = url
             .path_segments()
@@ -447,7 +470,11 @@ impl VendorSource<WorkerBinary> for ReleaseVendor {
             bearer_token: None,
         };
         self.downloader
-            .download(request, Arc::new(Progress(Arc::clone(&ctx.reporter))), ctx.cancel.clone())
+            .download(
+                request,
+                Arc::new(Progress(Arc::clone(&ctx.reporter))),
+                ctx.cancel.clone(),
+            )
             .await
             .map_err(|e| match e {
                 download::DownloadError::Cancelled => ProvisionError::Cancelled,
@@ -492,7 +519,10 @@ pub fn worker_provisioner(local: LocalBuildVendor, release: ReleaseVendor) -> Wo
 }
 
 impl WorkerProvisioner {
-    fn by_reference(&self, reference: &str) -> Result<&dyn VendorSource<WorkerBinary>, ProvisionError> {
+    fn by_reference(
+        &self,
+        reference: &str,
+    ) -> Result<&dyn VendorSource<WorkerBinary>, ProvisionError> {
         if self.local.supports(reference) {
             Ok(&self.local)
         } else if self.release.supports(reference) {
@@ -512,8 +542,13 @@ impl ArtifactProvisioner<WorkerBinary> for WorkerProvisioner {
         self.by_reference(reference).is_ok()
     }
 
-    async fn resolve(&self, request: &ProvisionRequest) -> Result<Resolved<WorkerBinary>, ProvisionError> {
-        self.by_reference(&request.reference)?.resolve(request).await
+    async fn resolve(
+        &self,
+        request: &ProvisionRequest,
+    ) -> Result<Resolved<WorkerBinary>, ProvisionError> {
+        self.by_reference(&request.reference)?
+            .resolve(request)
+            .await
     }
 
     async fn fetch(

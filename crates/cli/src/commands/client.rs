@@ -67,14 +67,30 @@ impl Client {
         if status.is_success() {
             return serde_json::from_str(&text).context("the hive's answer is not JSON");
         }
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-            .unwrap_or(text);
+        let message = error_message(text);
         if status == StatusCode::UNAUTHORIZED {
             bail!("the hive refused the request: {message} (set --token or RBEE_API_TOKEN)");
         }
         bail!("{message}")
+    }
+
+    /// A text answer and its `x-log-offset` header (the length read up to).
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<(String, u64)> {
+        let resp = self.request(Method::GET, path).send().await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the hive at {}: {}", self.base, root_cause(&e))
+        })?;
+        let status = resp.status();
+        let offset = resp
+            .headers()
+            .get("x-log-offset")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let text = resp.text().await.context("reading the hive's answer")?;
+        if !status.is_success() {
+            bail!("{}", error_message(text));
+        }
+        Ok((text, offset))
     }
 
     /// Follows a job's SSE stream, calling `on_event(kind, data)` until `done`.
@@ -122,6 +138,14 @@ impl Client {
         }
         bail!("the hive closed the event stream of job {job_id} before it finished")
     }
+}
+
+/// The message of a hive error body, else the body itself.
+fn error_message(text: String) -> String {
+    serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or(text)
 }
 
 fn root_cause(e: &reqwest::Error) -> String {

@@ -3,3 +3,4 @@
 pub mod client;
 pub mod gguf;
 pub mod models;
+pub mod workers;

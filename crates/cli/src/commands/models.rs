@@ -46,7 +46,7 @@ pub enum HiveCommand {
     Status,
 }
 
-fn print_json(v: &Value) -> anyhow::Result<()> {
+pub fn print_json(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -62,7 +62,7 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             let started = client
                 .call(Method::POST, "/v1/models/download", Some(body))
                 .await?;
-            follow_job(&client, &started, args.json).await
+            follow_pull(&client, &started, args.json).await
         }
         ModelsCommand::Import { path } => {
             let path = std::path::absolute(&path).context("bad path")?;
@@ -73,7 +73,7 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
                     Some(json!({"path": path})),
                 )
                 .await?;
-            follow_job(&client, &started, args.json).await
+            follow_pull(&client, &started, args.json).await
         }
         ModelsCommand::Ls => {
             let models = all_models(&client).await?;
@@ -189,8 +189,34 @@ fn status_text(m: &Value) -> String {
     }
 }
 
-/// Follows a job with a progress bar; Ctrl-C cancels it and says the partial is kept.
-async fn follow_job(client: &Client, started: &Value, json_out: bool) -> anyhow::Result<()> {
+/// Follows a model download or import; Ctrl-C cancels it and says the partial is kept.
+async fn follow_pull(client: &Client, started: &Value, json_out: bool) -> anyhow::Result<()> {
+    follow_job(
+        client,
+        started,
+        json_out,
+        "cancelled; the partial download is kept: pull again to resume",
+        |result| {
+            format!(
+                "{} is available ({}, {})",
+                result["id"].as_str().unwrap_or("the model"),
+                human_bytes(result["size"].as_u64().unwrap_or(0)),
+                result["gguf"]["quantization"].as_str().unwrap_or("?")
+            )
+        },
+    )
+    .await
+}
+
+/// Follows a job with a progress bar and its narration; Ctrl-C cancels it. On success
+/// prints `summary(result)` (or the result as JSON).
+pub async fn follow_job(
+    client: &Client,
+    started: &Value,
+    json_out: bool,
+    cancelled: &str,
+    summary: impl Fn(&Value) -> String,
+) -> anyhow::Result<()> {
     let job_id = started["job_id"]
         .as_str()
         .context("the hive gave no job id")?
@@ -225,7 +251,7 @@ async fn follow_job(client: &Client, started: &Value, json_out: bool) -> anyhow:
         _ = tokio::signal::ctrl_c() => {
             bar.abandon();
             let _ = client.call(Method::DELETE, &format!("/v1/jobs/{job_id}"), None).await;
-            anyhow::bail!("cancelled; the partial download is kept: pull again to resume");
+            anyhow::bail!("{cancelled}");
         }
     };
     bar.finish_and_clear();
@@ -234,12 +260,7 @@ async fn follow_job(client: &Client, started: &Value, json_out: bool) -> anyhow:
             if json_out {
                 print_json(&result)
             } else {
-                println!(
-                    "{} is available ({}, {})",
-                    result["id"].as_str().unwrap_or("the model"),
-                    human_bytes(result["size"].as_u64().unwrap_or(0)),
-                    result["gguf"]["quantization"].as_str().unwrap_or("?")
-                );
+                println!("{}", summary(&result));
                 Ok(())
             }
         }
@@ -278,6 +299,15 @@ pub async fn hive(cmd: HiveCommand, args: &HiveArgs) -> anyhow::Result<()> {
                 "disk        {} free",
                 human_bytes(caps["disk"]["free_bytes"].as_u64().unwrap_or(0))
             );
+            for gpu in caps["gpus"].as_array().into_iter().flatten() {
+                println!(
+                    "gpu {}       {} ({} free of {})",
+                    gpu["index"],
+                    gpu["name"].as_str().unwrap_or("?"),
+                    human_bytes(gpu["memory_free_bytes"].as_u64().unwrap_or(0)),
+                    human_bytes(gpu["memory_total_bytes"].as_u64().unwrap_or(0))
+                );
+            }
             println!("models      {count}");
             Ok(())
         }

@@ -29,7 +29,10 @@ pub fn router() -> Router<SharedState> {
         .route("/v1/workers/{id}/logs", get(logs))
         .route("/v1/worker-binaries", get(binaries))
         .route("/v1/worker-binaries/install", post(install))
-        .route("/v1/worker-binaries/{id}", get(binary).delete(remove_binary))
+        .route(
+            "/v1/worker-binaries/{id}",
+            get(binary).delete(remove_binary),
+        )
         .route("/v1/heartbeats/stream", get(heartbeats))
 }
 
@@ -110,7 +113,11 @@ pub async fn logs(
     {
         return Err(ApiError::not_found(format!("no log for worker {id:?}")));
     }
-    let path = state.home.join("logs").join("workers").join(format!("{id}.log"));
+    let path = state
+        .home
+        .join("logs")
+        .join("workers")
+        .join(format!("{id}.log"));
     crate::ops::blocking(move || {
         use std::io::{Read, Seek, SeekFrom};
         let mut file = fs_err::File::open(&path)
@@ -122,7 +129,8 @@ pub async fn logs(
             let from = q.offset.unwrap_or(0).min(len);
             // At most 4 MiB per answer; follow the offset for the rest.
             let take = (len - from).min(4 << 20);
-            file.seek(SeekFrom::Start(from)).map_err(ApiError::internal)?;
+            file.seek(SeekFrom::Start(from))
+                .map_err(ApiError::internal)?;
             let mut buf = Vec::new();
             file.take(take)
                 .read_to_end(&mut buf)

@@ -209,7 +209,11 @@ pub type StartOutcome = Result<WorkerRecord, String>;
 
 impl Registry {
     /// An empty registry for `home`.
-    pub fn new(home: &std::path::Path, supervision: Supervision, metrics: crate::metrics::WorkerMetrics) -> Self {
+    pub fn new(
+        home: &std::path::Path,
+        supervision: Supervision,
+        metrics: crate::metrics::WorkerMetrics,
+    ) -> Self {
         Self {
             workers: Mutex::new(HashMap::new()),
             ports: Mutex::new(HashSet::new()),
@@ -284,7 +288,10 @@ impl Registry {
                 .and_then(Value::as_i64)
                 .and_then(|t| DateTime::from_timestamp(t, 0))
                 .or(r.last_activity);
-            r.slots_total = body.get("slots_total").and_then(Value::as_u64).or(r.slots_total);
+            r.slots_total = body
+                .get("slots_total")
+                .and_then(Value::as_u64)
+                .or(r.slots_total);
             r.slots_available = body
                 .get("slots_available")
                 .and_then(Value::as_u64)
@@ -392,10 +399,7 @@ impl Registry {
     }
 
     /// Starts the process once: a port, the process, the run record.
-    fn start_process(
-        &self,
-        plan: &SpawnPlan,
-    ) -> Result<(tokio::process::Child, u32, u16), String> {
+    fn start_process(&self, plan: &SpawnPlan) -> Result<(tokio::process::Child, u32, u16), String> {
         let port = self.take_port().map_err(|e| format!("no free port: {e}"))?;
         match process::spawn(&self.launch(plan, port)) {
             Ok(child) => {
@@ -484,11 +488,16 @@ impl Registry {
                 r.port = Some(port);
                 r.url = Some(url.clone());
             });
-            self.emit(&id, "starting", format!("pid {pid}, port {port}: loading {}", plan.model_ref));
+            self.emit(
+                &id,
+                "starting",
+                format!("pid {pid}, port {port}: loading {}", plan.model_ref),
+            );
 
             let ready = self.wait_ready(&mut child, &url, &entry.stop).await;
             if entry.stop.is_cancelled() {
-                self.terminate(&mut child, pid, self.supervision.stop_grace).await;
+                self.terminate(&mut child, pid, self.supervision.stop_grace)
+                    .await;
                 self.release_port(port);
                 self.finish_stopped(&id, &entry, &mut first);
                 return;
@@ -512,7 +521,8 @@ impl Registry {
                     // Someone took the port between the check and the worker's bind.
                     if tail.contains("cannot listen on") && port_failures < 3 {
                         port_failures += 1;
-                        self.terminate(&mut child, pid, Duration::from_secs(1)).await;
+                        self.terminate(&mut child, pid, Duration::from_secs(1))
+                            .await;
                         self.release_port(port);
                         tracing::warn!(worker = %id, port, "port taken: trying another");
                         continue;
@@ -525,13 +535,15 @@ impl Registry {
                 }
             };
             if entry.stop.is_cancelled() {
-                self.terminate(&mut child, pid, self.supervision.stop_grace).await;
+                self.terminate(&mut child, pid, self.supervision.stop_grace)
+                    .await;
                 self.release_port(port);
                 self.finish_stopped(&id, &entry, &mut first);
                 return;
             }
             // Dead, hung or never ready: clean up the process, then restart or give up.
-            self.terminate(&mut child, pid, Duration::from_secs(2)).await;
+            self.terminate(&mut child, pid, Duration::from_secs(2))
+                .await;
             self.release_port(port);
             if restarts >= self.supervision.max_restarts {
                 self.give_up(
@@ -680,12 +692,16 @@ pub fn telemetry(workers: &[WorkerRecord], sys: &mut sysinfo::System) -> Vec<Val
     sys.refresh_processes_specifics(
         sysinfo::ProcessesToUpdate::Some(&pids),
         true,
-        sysinfo::ProcessRefreshKind::nothing().with_memory().with_cpu(),
+        sysinfo::ProcessRefreshKind::nothing()
+            .with_memory()
+            .with_cpu(),
     );
     workers
         .iter()
         .map(|w| {
-            let p = w.pid.and_then(|pid| sys.process(sysinfo::Pid::from_u32(pid)));
+            let p = w
+                .pid
+                .and_then(|pid| sys.process(sysinfo::Pid::from_u32(pid)));
             json!({
                 "id": w.id,
                 "state": w.state,

@@ -15,10 +15,7 @@ use serde::{Deserialize, Serialize};
 /// or, without a range, one the OS picks. The listener that proved it free is
 /// closed before the worker binds it; a worker that then finds it taken fails to
 /// start and is started again on another.
-pub fn free_port(
-    range: Option<(u16, u16)>,
-    reserved: &HashSet<u16>,
-) -> std::io::Result<u16> {
+pub fn free_port(range: Option<(u16, u16)>, reserved: &HashSet<u16>) -> std::io::Result<u16> {
     let probe = |port: u16| TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     match range {
         None => loop {

@@ -4,6 +4,7 @@
 
 mod api;
 mod restart;
+mod workers;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;

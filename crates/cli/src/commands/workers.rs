@@ -1,0 +1,254 @@
+//! `rbee workers ...` and `rbee worker-binaries ...`.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::commands::client::{Client, HiveArgs, encode_id};
+use crate::commands::gguf::human_bytes;
+use crate::commands::models::{follow_job, print_json};
+
+#[derive(Debug, Subcommand)]
+pub enum WorkersCommand {
+    /// List the worker processes
+    Ls,
+    /// Start a worker for a model in the catalog; waits until it is ready
+    Spawn {
+        /// The model's id (see `rbee models ls`)
+        model: String,
+        /// cpu, cuda or metal
+        #[arg(long, default_value = "cpu")]
+        worker: String,
+        /// The device index
+        #[arg(long, default_value_t = 0)]
+        device: u32,
+        /// Start even when the model looks too big for the free memory
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stop a worker
+    Stop {
+        /// The worker's id
+        id: String,
+    },
+    /// Print a worker's log
+    Logs {
+        /// The worker's id
+        id: String,
+        /// Keep printing what it writes
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last lines
+        #[arg(long)]
+        tail: Option<usize>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerBinariesCommand {
+    /// List the installed worker binaries
+    Ls,
+    /// Build a worker from source (the default) or download a release archive
+    Install {
+        /// cpu, cuda or metal
+        worker: String,
+        /// `local`, or the URL of a llm-worker-rbee-<type>-v<version>-<platform>.tar.gz
+        #[arg(long, default_value = "local")]
+        source: String,
+        /// The archive's sha256 (required with a URL)
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+    /// Remove a worker binary
+    Rm {
+        /// The binary's id
+        id: String,
+    },
+}
+
+fn column(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+pub async fn workers(cmd: WorkersCommand, args: &HiveArgs) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    match cmd {
+        WorkersCommand::Ls => {
+            let v = client.call(Method::GET, "/v1/workers", None).await?;
+            if args.json {
+                return print_json(&v);
+            }
+            let workers = v["workers"].as_array().cloned().unwrap_or_default();
+            if workers.is_empty() {
+                println!("no workers: start one with `rbee workers spawn MODEL_ID`");
+                return Ok(());
+            }
+            println!(
+                "{:<17} {:<10} {:<8} {:<24} {:<9} {:<6} MODEL",
+                "ID", "STATE", "PID", "URL", "RESTARTS", "SLOTS"
+            );
+            for w in workers {
+                let slots = match (w["slots_available"].as_u64(), w["slots_total"].as_u64()) {
+                    (Some(a), Some(t)) => format!("{a}/{t}"),
+                    _ => "-".into(),
+                };
+                println!(
+                    "{:<17} {:<10} {:<8} {:<24} {:<9} {:<6} {}",
+                    column(&w["id"]),
+                    column(&w["state"]),
+                    column(&w["pid"]),
+                    column(&w["url"]),
+                    column(&w["restart_count"]),
+                    slots,
+                    column(&w["model_ref"])
+                );
+                if w["state"] == "failed" {
+                    println!("  reason: {}", column(&w["reason"]));
+                }
+            }
+            Ok(())
+        }
+        WorkersCommand::Spawn {
+            model,
+            worker,
+            device,
+            force,
+        } => {
+            let started = client
+                .call(
+                    Method::POST,
+                    "/v1/workers/spawn",
+                    Some(
+                        json!({"model": model, "worker": worker, "device": device, "force": force}),
+                    ),
+                )
+                .await?;
+            follow_job(
+                &client,
+                &started,
+                args.json,
+                "cancelled: the worker was stopped",
+                |w| {
+                    format!(
+                        "{} is ready at {} (pid {})",
+                        column(&w["id"]),
+                        column(&w["url"]),
+                        column(&w["pid"])
+                    )
+                },
+            )
+            .await
+        }
+        WorkersCommand::Stop { id } => {
+            let v = client
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/workers/{}", encode_id(&id)),
+                    None,
+                )
+                .await?;
+            if args.json {
+                return print_json(&v);
+            }
+            println!("stopped {id}");
+            Ok(())
+        }
+        WorkersCommand::Logs { id, follow, tail } => {
+            let path = format!("/v1/workers/{}/logs", encode_id(&id));
+            let first = match tail {
+                Some(n) => format!("{path}?tail={n}"),
+                None => path.clone(),
+            };
+            let (text, mut offset) = client.get_text(&first).await?;
+            print!("{text}");
+            if !follow {
+                return Ok(());
+            }
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+                let (text, next) = client.get_text(&format!("{path}?offset={offset}")).await?;
+                print!("{text}");
+                offset = next;
+            }
+        }
+    }
+}
+
+pub async fn binaries(cmd: WorkerBinariesCommand, args: &HiveArgs) -> anyhow::Result<()> {
+    let client = Client::new(args)?;
+    match cmd {
+        WorkerBinariesCommand::Ls => {
+            let v = client
+                .call(Method::GET, "/v1/worker-binaries", None)
+                .await?;
+            if args.json {
+                return print_json(&v);
+            }
+            let list = v.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no worker binaries: install one with `rbee worker-binaries install cpu`");
+                return Ok(());
+            }
+            println!("{:<36} {:<10} {:>10}  SOURCE", "ID", "STATE", "SIZE");
+            for b in list {
+                println!(
+                    "{:<36} {:<10} {:>10}  {}",
+                    column(&b["id"]),
+                    column(&b["status"]["state"]),
+                    human_bytes(b["size"].as_u64().unwrap_or(0)),
+                    column(&b["source"])
+                );
+                if let Some(e) = b["status"]["error"].as_str() {
+                    println!("  error: {e}");
+                }
+            }
+            Ok(())
+        }
+        WorkerBinariesCommand::Install {
+            worker,
+            source,
+            sha256,
+        } => {
+            let mut body = json!({"worker": worker, "source": source});
+            if let Some(s) = sha256 {
+                body["sha256"] = json!(s);
+            }
+            let started = client
+                .call(Method::POST, "/v1/worker-binaries/install", Some(body))
+                .await?;
+            follow_job(&client, &started, args.json, "cancelled", |b| {
+                format!(
+                    "{} is installed ({})",
+                    column(&b["id"]),
+                    human_bytes(b["size"].as_u64().unwrap_or(0))
+                )
+            })
+            .await
+        }
+        WorkerBinariesCommand::Rm { id } => {
+            let v = client
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/worker-binaries/{}", encode_id(&id)),
+                    None,
+                )
+                .await
+                .with_context(|| format!("cannot remove {id}"))?;
+            if args.json {
+                return print_json(&v);
+            }
+            println!("removed {id}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! Worker binaries and worker processes: a real worker built from this workspace by
+//! the local-build vendor, on a real model, real signals, `/proc` checked for leftovers.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::{Hive, events, get, post, start, wait_for};
+
+/// SmolLM2-135M-Instruct (scripts/fetch-test-model.sh), or `None` to skip.
+fn smollm2() -> Option<PathBuf> {
+    let dir = std::env::var_os("RBEE_TEST_MODEL_DIR").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/rbee-test"),
+        PathBuf::from,
+    );
+    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("RBEE_REQUIRE_MODEL_TESTS").is_none(),
+        "{} is missing: run scripts/fetch-test-model.sh",
+        path.display()
+    );
+    eprintln!("skipped: {} is missing", path.display());
+    None
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A hive whose local builds use the dev profile (the test build's own binary).
+fn hive(home: &Path, extra: &[&str]) -> Hive {
+    let mut args = vec![
+        "--worker-build-profile",
+        "dev",
+        "--health-interval-secs",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let source = workspace();
+    let source = source.to_str().unwrap();
+    let mut all = vec!["--worker-source-dir", source];
+    all.extend_from_slice(&args);
+    start(home, "http://127.0.0.1:9", &all)
+}
+
+/// Runs a job to its end; returns its last (result or error) payload and state.
+async fn finish(h: &Hive, job: &Value) -> (String, Value, Vec<(String, Value)>) {
+    let id = job["job_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no job: {job}"));
+    let ev = events(h, id).await;
+    let state = ev.last().unwrap().1["state"].as_str().unwrap().to_owned();
+    let payload = ev
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "result" || k == "error")
+        .map(|(_, v)| v.clone())
+        .unwrap_or(Value::Null);
+    (state, payload, ev)
+}
+
+async fn install_cpu_worker(h: &Hive) -> Value {
+    let (status, job) = post(h, "/v1/worker-binaries/install", json!({"worker": "cpu"})).await;
+    assert_eq!(status, 202, "{job}");
+    let (state, result, ev) = finish(h, &job).await;
+    assert_eq!(state, "completed", "{ev:?}");
+    assert_eq!(result["status"]["state"], "available");
+    result
+}
+
+async fn import(h: &Hive, path: &Path) -> String {
+    let (status, job) = post(h, "/v1/models/import", json!({"path": path})).await;
+    assert_eq!(status, 202, "{job}");
+    let (state, result, ev) = finish(h, &job).await;
+    assert_eq!(state, "completed", "{ev:?}");
+    result["id"].as_str().unwrap().to_owned()
+}
+
+async fn spawn(h: &Hive, model: &str) -> Value {
+    let (status, job) = post(h, "/v1/workers/spawn", json!({"model": model})).await;
+    assert_eq!(status, 202, "{job}");
+    let (state, result, ev) = finish(h, &job).await;
+    assert_eq!(state, "completed", "{ev:?}");
+    result
+}
+
+fn alive(pid: u64) -> bool {
+    // A zombie is dead: it only waits to be reaped.
+    fs_err::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Every process whose command line names this home (workers get model paths in it).
+fn processes_under(home: &Path) -> Vec<u64> {
+    let needle = home.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for entry in fs_err::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        if let Ok(cmd) = fs_err::read(format!("/proc/{pid}/cmdline"))
+            && String::from_utf8_lossy(&cmd).contains(&needle)
+            && String::from_utf8_lossy(&cmd).contains("llm-worker-rbee")
+            && alive(pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+async fn wait_gone(home: &Path, what: &str) {
+    wait_for(what, async || processes_under(home).is_empty()).await;
+}
+
+#[tokio::test]
+async fn a_worker_serves_restarts_after_kill_9_and_stops_cleanly() {
+    let Some(model) = smollm2() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+
+    // Nothing installed yet: spawning says what to do.
+    let model_id = import(&h, &model).await;
+    let (status, v) = post(&h, "/v1/workers/spawn", json!({"model": model_id})).await;
+    assert_eq!(status, 404, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("worker-binaries install cpu"),
+        "{v}"
+    );
+
+    let binary = install_cpu_worker(&h).await;
+    let path = PathBuf::from(binary["path"].as_str().unwrap());
+    assert!(path.starts_with(home.path().join("workers")), "{binary}");
+    assert_eq!(binary["id"], "llm-worker-rbee-cpu-v0.1.0-linux");
+    let (_, list) = get(&h, "/v1/worker-binaries").await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    let worker = spawn(&h, &model_id).await;
+    assert_eq!(worker["state"], "ready");
+    let url = worker["url"].as_str().unwrap().to_owned();
+    let pid = worker["pid"].as_u64().unwrap();
+    let id = worker["id"].as_str().unwrap().to_owned();
+
+    // A completion through the worker's own URL.
+    let v: Value = reqwest::Client::new()
+        .post(format!("{url}/v1/completions"))
+        .json(&json!({"prompt": "The capital of France is", "max_tokens": 6, "temperature": 0}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        v["choices"][0]["text"].as_str().unwrap().contains("Paris"),
+        "{v}"
+    );
+
+    // Its heartbeats arrive.
+    wait_for("a heartbeat", async || {
+        get(&h, &format!("/v1/workers/{id}")).await.1["last_heartbeat"].is_string()
+    })
+    .await;
+
+    // A model in use cannot be deleted.
+    let r = crate::client()
+        .delete(format!("{}/v1/models/{}", h.url, crate::enc(&model_id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+
+    // kill -9: the hive starts it again.
+    let killed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("the restart", async || {
+        let w = get(&h, &format!("/v1/workers/{id}")).await.1;
+        w["state"] == "ready" && w["pid"].as_u64() != Some(pid)
+    })
+    .await;
+    eprintln!("restarted and ready {:?} after kill -9", killed.elapsed());
+    let w = get(&h, &format!("/v1/workers/{id}")).await.1;
+    assert_eq!(w["restart_count"], 1);
+    assert!(w["reason"].as_str().unwrap().contains("SIGKILL"), "{w}");
+    assert!(!alive(pid));
+    let metrics = crate::client()
+        .get(format!("{}/metrics", h.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("rbee_worker_restarts_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rbee_workers{state=\"ready\"} 1"),
+        "{metrics}"
+    );
+
+    // Its log is served.
+    let log = crate::client()
+        .get(format!("{}/v1/workers/{id}/logs", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(log.headers().contains_key("x-log-offset"));
+    assert!(log.text().await.unwrap().contains("listening on"));
+
+    // Stop: the process is gone, the model can go.
+    let new_pid = w["pid"].as_u64().unwrap();
+    let r = crate::client()
+        .delete(format!("{}/v1/workers/{id}", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!alive(new_pid));
+    assert!(processes_under(home.path()).is_empty());
+    let (_, list) = get(&h, "/v1/workers").await;
+    assert_eq!(list["workers"].as_array().unwrap().len(), 0);
+    let r = crate::client()
+        .delete(format!("{}/v1/models/{}", h.url, crate::enc(&model_id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_worker_that_keeps_dying_is_given_up_with_the_reason() {
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(
+        home.path(),
+        &["--max-restarts", "2", "--restart-backoff-ms", "50"],
+    );
+    install_cpu_worker(&h).await;
+    // A valid GGUF the catalog takes, of an architecture the worker cannot run.
+    let bad = home.path().join("gemma.gguf");
+    fs_err::write(&bad, crate::fixture("gemma-q8_0-align64.gguf")).unwrap();
+    let model_id = import(&h, &bad).await;
+    let (status, job) = post(&h, "/v1/workers/spawn", json!({"model": model_id})).await;
+    assert_eq!(status, 202);
+    let (state, error, ev) = finish(&h, &job).await;
+    assert_eq!(state, "failed", "{ev:?}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("gave up after 2 restarts"), "{message}");
+    assert!(
+        message.contains("architecture `gemma` is not supported"),
+        "{message}"
+    );
+    let restarts = ev
+        .iter()
+        .filter(|(_, v)| v["action"] == "restarting")
+        .count();
+    assert_eq!(restarts, 2, "{ev:?}");
+    let (_, list) = get(&h, "/v1/workers").await;
+    let w = &list["workers"][0];
+    assert_eq!(w["state"], "failed");
+    assert_eq!(w["restart_count"], 2);
+    assert!(processes_under(home.path()).is_empty());
+}
+
+#[tokio::test]
+async fn bad_spawn_requests_are_4xx() {
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    for (body, status) in [
+        (json!({"model": "nope"}), 404),
+        (json!({"model": "x", "worker": "tpu"}), 400),
+        (json!({"model": "x", "device": 3}), 400),
+        (json!({"model": 5}), 422),
+        (json!({"mdl": "x"}), 422),
+    ] {
+        let (s, v) = post(&h, "/v1/workers/spawn", body.clone()).await;
+        assert_eq!(s, status, "{body} → {v}");
+        assert!(v["error"]["code"].is_string(), "{v}");
+    }
+    let (s, v) = post(
+        &h,
+        "/v1/worker-binaries/install",
+        json!({"worker": "cpu", "source": "https://example.invalid/llm-worker-rbee-cpu-v1.0.0-linux.tar.gz"}),
+    )
+    .await;
+    assert_eq!(s, 400, "a release needs its sha256: {v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("sha256"),
+        "{v}"
+    );
+    let r = crate::client()
+        .delete(format!("{}/v1/workers/worker-00000000", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = crate::client()
+        .get(format!("{}/v1/workers/..%2F..%2Fetc/logs", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn sigterm_to_the_hive_stops_every_worker() {
+    let Some(model) = smollm2() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let mut h = hive(home.path(), &["--worker-stop-grace-secs", "5"]);
+    install_cpu_worker(&h).await;
+    let model_id = import(&h, &model).await;
+    let pid = spawn(&h, &model_id).await["pid"].as_u64().unwrap();
+    assert!(alive(pid));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(h.child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = h.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the hive did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+    assert!(!alive(pid), "the worker outlived the hive");
+    assert!(processes_under(home.path()).is_empty());
+}
+
+#[tokio::test]
+async fn kill_9_of_the_hive_leaves_no_worker_and_a_restart_is_clean() {
+    let Some(model) = smollm2() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let mut h = hive(home.path(), &[]);
+    install_cpu_worker(&h).await;
+    let model_id = import(&h, &model).await;
+    let pid = spawn(&h, &model_id).await["pid"].as_u64().unwrap();
+    h.child.kill().unwrap();
+    h.child.wait().unwrap();
+    wait_gone(home.path(), "the worker to die with its hive").await;
+    assert!(!alive(pid));
+    drop(h);
+
+    // The next start finds the record of what ran and nothing to reap; it serves.
+    let h = hive(home.path(), &[]);
+    let (status, list) = get(&h, "/v1/workers").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["workers"].as_array().unwrap().len(), 0);
+    let record = fs_err::read_to_string(home.path().join("run/workers.json")).unwrap();
+    assert_eq!(record.trim(), "[]");
+    assert!(processes_under(home.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_taken_port_is_skipped() {
+    let Some(model) = smollm2() else { return };
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let Some(end) = port.checked_add(50) else {
+        return;
+    };
+    let range = format!("{port}-{end}");
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &["--worker-ports", &range]);
+    install_cpu_worker(&h).await;
+    let model_id = import(&h, &model).await;
+    let w = spawn(&h, &model_id).await;
+    let got = u16::try_from(w["port"].as_u64().unwrap()).unwrap();
+    assert_ne!(got, port);
+    assert!((port..=end).contains(&got), "{got} outside {range}");
+    drop(taken);
+}
