@@ -173,6 +173,36 @@ impl LocalBuildVendor {
     }
 }
 
+/// A hive started by cargo (`cargo run`, `cargo test`) inherits what cargo sets for
+/// the process it runs (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, `LD_LIBRARY_PATH`, ...).
+/// Passed on to the nested cargo, those change the build's fingerprints, and it
+/// rebuilds what a build from a shell would reuse; they are removed.
+fn scrub_cargo_env(cmd: &mut tokio::process::Command) {
+    if std::env::var_os("CARGO_MANIFEST_DIR").is_none() {
+        return;
+    }
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let injected = key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_")
+            || key.starts_with("NEXTEST")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+                    | "LD_LIBRARY_PATH"
+                    | "DYLD_FALLBACK_LIBRARY_PATH"
+            );
+        if injected {
+            cmd.env_remove(key);
+        }
+    }
+}
+
 fn parse_local(reference: &str) -> Result<WorkerType, ProvisionError> {
     let kind = reference.trim().strip_prefix("local:").unwrap_or("");
     kind.parse()
@@ -248,6 +278,7 @@ impl VendorSource<WorkerBinary> for LocalBuildVendor {
             cmd.args(["--features", &features.join(",")]);
         }
         cmd.arg("--target-dir").arg(self.target_dir());
+        scrub_cargo_env(&mut cmd);
         ctx.reporter.narrate(
             "build",
             &format!(
