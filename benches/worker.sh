@@ -25,7 +25,7 @@ fi
 lib="$sid/root/usr/lib/x86_64-linux-gnu"
 llama_server() {
   GGML_BACKEND_PATH="$lib/ggml/backends0/libggml-cpu-haswell.so" \
-    "$lib/ld-linux-x86-64.so.2" --library-path "$lib:$lib/llama:$sid/root/lib/x86_64-linux-gnu" \
+    exec "$lib/ld-linux-x86-64.so.2" --library-path "$lib:$lib/llama:$sid/root/lib/x86_64-linux-gnu" \
     "$sid/root/usr/bin/llama-server" "$@"
 }
 
@@ -52,7 +52,7 @@ for _ in range(3):
     runs.append((u_prompt["prompt_tokens"] / t_prompt, (u64["completion_tokens"] - 1) / (t64 - t1), u64["completion_tokens"], u_prompt["prompt_tokens"]))
 pp = statistics.median(r[0] for r in runs)
 tg = statistics.median(r[1] for r in runs)
-print(f"{name:<16} prompt {pp:8.1f} tok/s ({runs[0][3]}-token prompt)   generation {tg:6.1f} tok/s ({runs[0][2]} tokens, greedy)")
+print(f"{name:<37} prompt {pp:8.1f} tok/s ({runs[0][3]}-token prompt)   generation {tg:6.1f} tok/s ({runs[0][2]} tokens, greedy)")
 PY
 }
 
@@ -65,14 +65,16 @@ wait_ready() {
 }
 
 port=18765
-"$ours" --worker-id bench --model "$model" --port $port --threads 2 >/dev/null 2>&1 &
-pid=$!; trap 'kill $pid 2>/dev/null || true' EXIT
-wait_ready "http://127.0.0.1:$port"
-measure "llm-worker-rbee" "http://127.0.0.1:$port"
-kill $pid; wait $pid 2>/dev/null || true
+for variant in "" "--keep-quantization"; do
+  "$ours" --worker-id bench --model "$model" --port $port --threads 2 $variant >/dev/null 2>&1 &
+  pid=$!; trap 'kill $pid 2>/dev/null || true' EXIT
+  wait_ready "http://127.0.0.1:$port"
+  measure "llm-worker-rbee${variant:+ $variant}" "http://127.0.0.1:$port"
+  kill $pid; wait $pid 2>/dev/null || true
+done
 
 port=18766
-llama_server -m "$model" --port $port -t 2 -tb 2 -np 1 -c 4096 >/dev/null 2>&1 &
+(llama_server -m "$model" --port $port -t 2 -tb 2 -np 1 -c 4096 >/dev/null 2>&1) &
 pid=$!
 wait_ready "http://127.0.0.1:$port"
 measure "llama-server" "http://127.0.0.1:$port"

@@ -1,11 +1,11 @@
 //! Loading a GGUF model into candle, and generating text from it.
 
 use std::fs::File;
-use std::io::{BufReader, Seek, SeekFrom};
+use std::io::{BufReader, Seek};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::quantized::gguf_file;
+use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
@@ -134,6 +134,7 @@ pub struct Model {
     /// candle's implementation supports.
     pub max_positions: usize,
     path: PathBuf,
+    options: LoadOptions,
     first: std::sync::Mutex<Option<Weights>>,
     device: Device,
 }
@@ -163,7 +164,7 @@ pub fn open_device(index: usize) -> Result<Device, LoadError> {
 impl Model {
     /// Reads and checks the file, builds the vocabulary and template, and loads the
     /// weights onto `device`.
-    pub fn load(path: &Path, device: Device) -> Result<Self, LoadError> {
+    pub fn load(path: &Path, device: Device, options: &LoadOptions) -> Result<Self, LoadError> {
         let started = Instant::now();
         let io = |source| LoadError::Io {
             path: path.to_path_buf(),
@@ -221,10 +222,8 @@ impl Model {
             _ => context,
         };
 
-        reader.seek(SeekFrom::Start(0)).map_err(io)?;
-        let content = gguf_file::Content::read(&mut reader).map_err(|e| candle_err(path, e))?;
-        let weights = load_weights(&architecture, content, &mut reader, &device)
-            .map_err(|e| candle_err(path, e))?;
+        drop(reader);
+        let weights = read_weights(path, &architecture, &device, options)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -244,6 +243,7 @@ impl Model {
             template,
             max_positions,
             path: path.to_path_buf(),
+            options: *options,
             first: std::sync::Mutex::new(Some(weights)),
             device,
         })
@@ -271,22 +271,124 @@ impl Model {
     }
 
     fn reload(&self) -> Result<Weights, LoadError> {
-        let path = &self.path;
-        let file = File::open(path).map_err(|source| LoadError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let mut reader = BufReader::new(file);
-        let content = gguf_file::Content::read(&mut reader).map_err(|e| candle_err(path, e))?;
-        load_weights(&self.architecture, content, &mut reader, &self.device)
-            .map_err(|e| candle_err(path, e))
+        read_weights(&self.path, &self.architecture, &self.device, &self.options)
     }
 }
 
-fn load_weights(
+/// Loads the network from the file (converted where [`requantize`] says so).
+fn read_weights(
+    path: &Path,
+    architecture: &str,
+    device: &Device,
+    options: &LoadOptions,
+) -> Result<Weights, LoadError> {
+    let file = File::open(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut reader = BufReader::new(file);
+    let content = gguf_file::Content::read(&mut reader).map_err(|e| candle_err(path, e))?;
+    match requantize(&content, &mut reader, device, options).map_err(|e| candle_err(path, e))? {
+        Some(mut converted) => {
+            let content =
+                gguf_file::Content::read(&mut converted).map_err(|e| candle_err(path, e))?;
+            load_weights(architecture, content, &mut converted, device)
+        }
+        None => load_weights(architecture, content, &mut reader, device),
+    }
+    .map_err(|e| candle_err(path, e))
+}
+
+/// How a model is loaded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Keep Q4_1, Q5_0 and Q5_1 weights as they are instead of converting them to Q8_0.
+    pub keep_quantization: bool,
+}
+
+/// Types whose CPU dot products candle has no hand-written SIMD for.
+const SLOW_ON_CPU: &[GgmlDType] = &[GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q5_1];
+
+/// On the CPU, weights of a type in [`SLOW_ON_CPU`] are converted to Q8_0 (which has
+/// AVX2 and NEON kernels) in an in-memory copy of the file; 8 bits per weight hold
+/// a 4- or 5-bit weight and its block's scale and minimum with little loss. `None`
+/// when there is nothing to convert, on a GPU, or when asked not to.
+fn requantize(
+    content: &gguf_file::Content,
+    reader: &mut BufReader<File>,
+    device: &Device,
+    options: &LoadOptions,
+) -> candle_core::Result<Option<std::io::Cursor<Vec<u8>>>> {
+    let slow = content
+        .tensor_infos
+        .values()
+        .any(|t| SLOW_ON_CPU.contains(&t.ggml_dtype));
+    if options.keep_quantization || !device.is_cpu() || !slow {
+        return Ok(None);
+    }
+    // While loading, the converted copy and the tensors read from it are both in
+    // memory: skip the conversion where that does not fit.
+    let converted: u64 = content
+        .tensor_infos
+        .values()
+        .map(|t| t.shape.elem_count() as u64 / 32 * 34)
+        .sum();
+    if let Some(available) = available_memory()
+        && converted.saturating_mul(2) > available
+    {
+        tracing::warn!(
+            converted,
+            available,
+            "not converting the weights to Q8_0: not enough free memory"
+        );
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors = Vec::with_capacity(names.len());
+    for name in names {
+        let t = content.tensor(reader, name, &Device::Cpu)?;
+        let block = GgmlDType::Q8_0.block_size();
+        let converts = SLOW_ON_CPU.contains(&t.dtype())
+            && t.shape().dims().last().is_some_and(|d| d % block == 0);
+        let t = if converts {
+            QTensor::quantize(&t.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
+        } else {
+            t
+        };
+        tensors.push((name.as_str(), t));
+    }
+    // The copy is written with the default alignment.
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.as_str() != "general.alignment")
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &metadata, &refs)?;
+    out.set_position(0);
+    tracing::info!(
+        secs = started.elapsed().as_secs_f64(),
+        "converted Q4_1/Q5_0/Q5_1 weights to Q8_0 for the CPU (--keep-quantization keeps them)"
+    );
+    Ok(Some(out))
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes.
+fn available_memory() -> Option<u64> {
+    let meminfo = fs_err::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn load_weights<R: std::io::Read + Seek>(
     architecture: &str,
     content: gguf_file::Content,
-    reader: &mut BufReader<File>,
+    reader: &mut R,
     device: &Device,
 ) -> candle_core::Result<Weights> {
     // candle asserts on some malformed inputs; a panic here is a bad file, not a crash.
