@@ -605,3 +605,31 @@ pub fn test_bytes(len: usize, seed: u64) -> Bytes {
     out.truncate(len);
     Bytes::from(out)
 }
+
+/// SmolLM2-135M-Instruct Q4_1, the real model the worker tests run, where
+/// `scripts/fetch-test-model.sh` put it (`$RBEE_TEST_MODEL_DIR`, default
+/// `~/.cache/rbee-test`). `None` means skip the test: the model is missing and
+/// `RBEE_REQUIRE_MODEL_TESTS` is not set (with it, a missing model fails the test).
+pub fn test_model() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("RBEE_TEST_MODEL_DIR").map_or_else(
+        || {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/rbee-test")
+        },
+        std::path::PathBuf::from,
+    );
+    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("RBEE_REQUIRE_MODEL_TESTS").is_none(),
+        "{} is missing: run scripts/fetch-test-model.sh",
+        path.display()
+    );
+    eprintln!(
+        "skipped: {} is missing (scripts/fetch-test-model.sh fetches it)",
+        path.display()
+    );
+    None
+}

@@ -362,3 +362,20 @@ pub async fn announce(state: SharedState, queen: url::Url, url: String) {
         backoff = (backoff * 2).min(Duration::from_secs(60));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_workers_and_orchestrators_reach() {
+        let any: std::net::SocketAddr = "0.0.0.0:7835".parse().unwrap_or_else(|_| unreachable!());
+        assert_eq!(local_url(any), "http://127.0.0.1:7835");
+        let queen = url::Url::parse("http://127.0.0.1:9").unwrap_or_else(|_| unreachable!());
+        // Listening everywhere, the address is the one that routes to the orchestrator.
+        assert_eq!(reachable_url(any, &queen), "http://127.0.0.1:7835");
+        let one: std::net::SocketAddr = "10.1.2.3:80".parse().unwrap_or_else(|_| unreachable!());
+        assert_eq!(reachable_url(one, &queen), "http://10.1.2.3:80");
+        assert_eq!(local_url(one), "http://10.1.2.3:80");
+    }
+}

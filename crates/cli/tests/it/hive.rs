@@ -30,8 +30,13 @@ fn hive_bin() -> PathBuf {
 }
 
 fn start(home: &std::path::Path, hf: &str) -> Daemon {
+    start_with(home, hf, &[])
+}
+
+fn start_with(home: &std::path::Path, hf: &str, extra: &[&str]) -> Daemon {
     let mut child = Command::new(hive_bin())
         .args(["--port", "0"])
+        .args(extra)
         .env("RBEE_HOME", home)
         .env("RBEE_HF_ENDPOINT", hf)
         .env("RUST_LOG", "warn")
@@ -171,4 +176,80 @@ async fn errors_are_one_line_and_nonzero() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the hive"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_binaries_and_workers_from_the_command_line() {
+    let Some(model) = hf_test_server::test_model() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let d = start_with(
+        home.path(),
+        "http://127.0.0.1:9",
+        &[
+            "--worker-build-profile",
+            "dev",
+            "--worker-source-dir",
+            source.to_str().unwrap(),
+        ],
+    );
+    let (ok, out, _) = rbee(&d, &["worker-binaries", "ls"]);
+    assert!(ok && out.contains("no worker binaries"), "{out}");
+    let (ok, out, err) = rbee(&d, &["worker-binaries", "install", "cpu"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("llm-worker-rbee-cpu-v0.1.0-linux is installed"),
+        "{out}"
+    );
+    let (ok, out, _) = rbee(&d, &["worker-binaries", "ls"]);
+    assert!(ok && out.contains("available"), "{out}");
+
+    let (ok, _, err) = rbee(&d, &["models", "import", model.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (_, out, _) = rbee(&d, &["--json", "models", "ls"]);
+    let models: Value = serde_json::from_str(&out).unwrap();
+    let id = models[0]["id"].as_str().unwrap().to_owned();
+
+    let (ok, out, err) = rbee(&d, &["workers", "spawn", &id]);
+    assert!(ok, "{err}");
+    assert!(out.contains("is ready at http://127.0.0.1:"), "{out}");
+    let worker = out
+        .split_whitespace()
+        .last()
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let (_, out, _) = rbee(&d, &["--json", "workers", "ls"]);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    let wid = list["workers"][0]["id"].as_str().unwrap().to_owned();
+    assert!(!worker.is_empty());
+    let (ok, out, _) = rbee(&d, &["workers", "ls"]);
+    assert!(ok && out.contains(&wid) && out.contains("ready"), "{out}");
+    let (ok, out, _) = rbee(&d, &["workers", "logs", &wid, "--tail", "20"]);
+    assert!(ok && out.contains("listening on"), "{out}");
+
+    // In use: neither the model nor the binary can go.
+    let (ok, _, err) = rbee(&d, &["models", "rm", &id]);
+    assert!(!ok && err.contains("stop them first"), "{err}");
+    let (ok, _, err) = rbee(
+        &d,
+        &["worker-binaries", "rm", "llm-worker-rbee-cpu-v0.1.0-linux"],
+    );
+    assert!(!ok && err.contains("stop them first"), "{err}");
+
+    let (ok, out, _) = rbee(&d, &["workers", "stop", &wid]);
+    assert!(ok && out.contains("stopped"), "{out}");
+    let (ok, _, err) = rbee(&d, &["workers", "stop", &wid]);
+    assert!(
+        !ok && err.trim().lines().count() == 1 && err.contains("no worker"),
+        "{err}"
+    );
+    let (ok, out, _) = rbee(
+        &d,
+        &["worker-binaries", "rm", "llm-worker-rbee-cpu-v0.1.0-linux"],
+    );
+    assert!(ok && out.contains("removed"), "{out}");
+    let (ok, _, err) = rbee(&d, &["workers", "spawn", &id]);
+    assert!(!ok && err.contains("worker-binaries install cpu"), "{err}");
 }

@@ -8,24 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{Hive, events, get, post, start, wait_for};
 
-/// SmolLM2-135M-Instruct (scripts/fetch-test-model.sh), or `None` to skip.
-fn smollm2() -> Option<PathBuf> {
-    let dir = std::env::var_os("RBEE_TEST_MODEL_DIR").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/rbee-test"),
-        PathBuf::from,
-    );
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("RBEE_REQUIRE_MODEL_TESTS").is_none(),
-        "{} is missing: run scripts/fetch-test-model.sh",
-        path.display()
-    );
-    eprintln!("skipped: {} is missing", path.display());
-    None
-}
+use hf_test_server::test_model as smollm2;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -385,4 +368,78 @@ async fn a_taken_port_is_skipped() {
     assert_ne!(got, port);
     assert!((port..=end).contains(&got), "{got} outside {range}");
     drop(taken);
+}
+
+#[tokio::test]
+async fn the_hive_announces_itself_with_backoff_and_streams_heartbeats() {
+    use std::sync::{Arc, Mutex};
+    // An orchestrator that refuses the first two announcements.
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let app = axum::Router::new().route(
+        "/v1/hives/announce",
+        axum::routing::post({
+            let seen = Arc::clone(&seen);
+            move |axum::Json(body): axum::Json<Value>| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(body);
+                    if seen.len() <= 2 {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let queen = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &["--queen-url", &queen]);
+    wait_for("three announcements", async || {
+        seen.lock().unwrap().len() >= 3
+    })
+    .await;
+    let last = seen.lock().unwrap()[2].clone();
+    assert_eq!(last["url"], h.url.as_str(), "the URL it really listens on");
+    assert!(
+        last["capabilities"]["cpu"]["logical_cores"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert!(last["capabilities"]["gpus"].is_array());
+
+    // The heartbeat stream: hive telemetry and the (empty) worker list.
+    let r = crate::client()
+        .get(format!("{}/v1/heartbeats/stream", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut stream = futures_util::StreamExt::boxed(r.bytes_stream());
+    let mut text = String::new();
+    let data = loop {
+        let chunk = futures_util::StreamExt::next(&mut stream)
+            .await
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if let Some(i) = text.find("event: heartbeat\ndata: ") {
+            let rest = &text[i + "event: heartbeat\ndata: ".len()..];
+            if let Some(end) = rest.find('\n') {
+                break serde_json::from_str::<Value>(&rest[..end]).unwrap();
+            }
+        }
+    };
+    assert_eq!(data["hive"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(data["workers"], json!([]));
 }

@@ -8,40 +8,11 @@ mod serve;
 mod tokenize;
 
 use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The test model, or `None` (the test is skipped) when it has not been fetched and
-/// `RBEE_REQUIRE_MODEL_TESTS` is not set.
-pub fn smollm2() -> Option<PathBuf> {
-    let path = std::env::var_os("RBEE_TEST_MODEL").map_or_else(
-        || {
-            let dir = std::env::var_os("RBEE_TEST_MODEL_DIR").map_or_else(
-                || {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                        .join(".cache/rbee-test")
-                },
-                PathBuf::from,
-            );
-            dir.join("SmolLM2-135M-Instruct.Q4_1.gguf")
-        },
-        PathBuf::from,
-    );
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("RBEE_REQUIRE_MODEL_TESTS").is_none(),
-        "{} is missing: run scripts/fetch-test-model.sh",
-        path.display()
-    );
-    eprintln!(
-        "skipped: {} is missing (scripts/fetch-test-model.sh fetches it)",
-        path.display()
-    );
-    None
-}
+pub use hf_test_server::test_model as smollm2;
 
 /// A running worker, killed when dropped.
 #[derive(Debug)]
