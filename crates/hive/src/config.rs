@@ -67,6 +67,12 @@ pub struct Config {
     /// Seconds a worker gets between SIGTERM and SIGKILL
     #[arg(long, env = "RBEE_WORKER_STOP_GRACE", default_value_t = 10)]
     pub worker_stop_grace_secs: u64,
+    /// Seconds between checks that every model's files are there, whole (0: only at start)
+    #[arg(long, env = "RBEE_INTEGRITY_INTERVAL", default_value_t = 3600)]
+    pub integrity_interval_secs: u64,
+    /// Seconds between full sha256 checks of every model (0: never on a schedule; `rbee models verify --rehash` asks for one)
+    #[arg(long, env = "RBEE_REHASH_INTERVAL", default_value_t = 0)]
+    pub rehash_interval_secs: u64,
     /// An orchestrator to announce this hive to, with its reachable URL
     #[arg(long, env = "RBEE_QUEEN_URL")]
     pub queen_url: Option<url::Url>,

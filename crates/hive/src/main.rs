@@ -41,6 +41,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ));
     }
     let resumed = hive::resume_downloads(&state).await?;
+    let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
+    tokio::spawn(hive::ops::integrity_schedule(
+        std::sync::Arc::clone(&state),
+        secs(state.config.integrity_interval_secs),
+        secs(state.config.rehash_interval_secs),
+    ));
     // stdout: the one line a script or test waits for
     println!("rbee-hive listening on http://{local}");
     tracing::info!(home = %state.home.display(), addr = %local, resumed, "rbee-hive started");

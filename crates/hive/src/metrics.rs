@@ -60,6 +60,8 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
     workers: Family<StateLabel, Gauge>,
+    integrity_checks: Counter,
+    integrity_problems: Gauge,
     /// Counters the worker supervisors share.
     pub worker: WorkerMetrics,
 }
@@ -118,6 +120,18 @@ impl Default for Metrics {
             "HTTP request latency by method and route",
             http_latency.clone(),
         );
+        let integrity_checks = Counter::default();
+        let integrity_problems = Gauge::default();
+        registry.register(
+            "integrity_checks",
+            "Integrity checks of the model catalog run",
+            integrity_checks.clone(),
+        );
+        registry.register(
+            "integrity_problems",
+            "Models the last integrity check found missing, resized or corrupt",
+            integrity_problems.clone(),
+        );
         let workers = Family::<StateLabel, Gauge>::default();
         let worker = WorkerMetrics::default();
         registry.register("workers", "Worker processes by state", workers.clone());
@@ -147,12 +161,21 @@ impl Default for Metrics {
             http_requests,
             http_latency,
             workers,
+            integrity_checks,
+            integrity_problems,
             worker,
         }
     }
 }
 
 impl Metrics {
+    /// Records an integrity check and how many problems it found.
+    pub fn integrity_checked(&self, problems: usize) {
+        self.integrity_checks.inc();
+        self.integrity_problems
+            .set(i64::try_from(problems).unwrap_or(i64::MAX));
+    }
+
     /// Counts a finished download.
     pub fn download_finished(&self, result: &str) {
         self.downloads

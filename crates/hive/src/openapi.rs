@@ -42,6 +42,7 @@ pub struct Accepted {
         routes::models::delete,
         routes::models::download,
         routes::models::import,
+        routes::models::verify,
         routes::jobs::list,
         routes::jobs::create,
         routes::jobs::get_one,
@@ -61,7 +62,7 @@ pub struct Accepted {
         crate::metrics::render,
         document,
     ),
-    components(schemas(ErrorBody, ErrorDetail, Accepted, crate::ops::Operation, routes::models::DownloadBody, routes::models::ImportBody, crate::worker_ops::SpawnRequest, crate::worker_ops::InstallRequest)),
+    components(schemas(ErrorBody, ErrorDetail, Accepted, crate::ops::Operation, routes::models::DownloadBody, routes::models::ImportBody, routes::models::VerifyBody, crate::worker_ops::SpawnRequest, crate::worker_ops::InstallRequest)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -51,6 +51,13 @@ pub enum Operation {
         /// Its id.
         id: String,
     },
+    /// Check every available model's files (existence and size; with `rehash`, their
+    /// sha256 too); problems mark the model failed, no file is deleted.
+    ModelVerify {
+        /// Hash every file again.
+        #[serde(default)]
+        rehash: bool,
+    },
     /// Build or download a worker binary.
     WorkerInstall {
         /// `cpu`, `cuda` or `metal`.
@@ -110,6 +117,7 @@ impl Operation {
             Self::ModelList => "model_list",
             Self::ModelGet { .. } => "model_get",
             Self::ModelDelete { .. } => "model_delete",
+            Self::ModelVerify { .. } => "model_verify",
             Self::WorkerInstall { .. } => "worker_install",
             Self::WorkerRemove { .. } => "worker_remove",
             Self::WorkerCatalogList => "worker_catalog_list",
@@ -174,6 +182,30 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
             let s = Arc::clone(state);
             Ok(state.jobs.spawn(name, move |_| async move {
                 model_delete(&s, &id).await.map_err(err)
+            }))
+        }
+        Operation::ModelVerify { rehash } => {
+            let s = Arc::clone(state);
+            Ok(state.jobs.spawn(name, move |job| async move {
+                job.narrate(
+                    "verify",
+                    if rehash {
+                        "checking every model's files and hashing them again"
+                    } else {
+                        "checking that every model's files are there, whole"
+                    },
+                );
+                let report = verify_models(&s, rehash).await.map_err(err)?;
+                job.narrate(
+                    "verify",
+                    &format!(
+                        "{} checked, {} hashed, {} with problems",
+                        report["checked"],
+                        report["hashed"],
+                        report["problems"].as_array().map_or(0, Vec::len)
+                    ),
+                );
+                Ok(report)
             }))
         }
         Operation::WorkerInstall {
@@ -358,6 +390,52 @@ pub async fn model_delete(state: &SharedState, id: &str) -> Result<Value, ApiErr
         Ok(json!({"id": id, "removed": true, "bytes_freed": freed}))
     })
     .await
+}
+
+/// Runs the catalog's integrity check and records what it found in the metrics.
+pub async fn verify_models(state: &SharedState, rehash: bool) -> Result<Value, ApiError> {
+    let catalog = Arc::clone(&state.catalog);
+    let report = blocking(move || Ok(catalog.verify(rehash)?)).await?;
+    state.metrics.integrity_checked(report.problems.len());
+    if !report.problems.is_empty() {
+        state.models_changed();
+        for p in &report.problems {
+            tracing::warn!(id = %p.id, "integrity check: {}", p.reason);
+        }
+    }
+    Ok(json!(report))
+}
+
+/// Checks the catalog at start and every `every` (sizes), and every `rehash_every`
+/// (sha256), until shutdown.
+pub async fn integrity_schedule(
+    state: SharedState,
+    every: Option<Duration>,
+    rehash_every: Option<Duration>,
+) {
+    let shutdown = state.jobs.shutdown.clone();
+    let start = tokio::time::Instant::now();
+    let mut next_check = Some(start);
+    let mut next_hash = rehash_every.map(|d| start + d);
+    loop {
+        let due = [next_check, next_hash].into_iter().flatten().min();
+        let Some(due) = due else { return };
+        tokio::select! {
+            () = tokio::time::sleep_until(due) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let now = tokio::time::Instant::now();
+        let rehash = next_hash.is_some_and(|t| t <= now);
+        if let Err(e) = verify_models(&state, rehash).await {
+            tracing::error!("integrity check failed: {}", e.parts().1);
+        }
+        if rehash {
+            next_hash = rehash_every.map(|d| now + d);
+        }
+        if next_check.is_some_and(|t| t <= now) || rehash {
+            next_check = every.map(|d| now + d);
+        }
+    }
 }
 
 /// Resolves the reference now (a bad one is a 4xx), records the model as

@@ -33,6 +33,12 @@ pub enum ModelsCommand {
         /// The model's id
         id: String,
     },
+    /// Check that every model's files are there, whole; failures mark the model failed
+    Verify {
+        /// Also hash every file again (reads every byte)
+        #[arg(long)]
+        rehash: bool,
+    },
     /// Register a local GGUF file
     Import {
         /// The file
@@ -54,6 +60,31 @@ pub fn print_json(v: &Value) -> anyhow::Result<()> {
 pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
     let client = Client::new(args)?;
     match cmd {
+        ModelsCommand::Verify { rehash } => {
+            let started = client
+                .call(
+                    Method::POST,
+                    "/v1/models/verify",
+                    Some(json!({"rehash": rehash})),
+                )
+                .await?;
+            follow_job(&client, &started, args.json, "cancelled", |r| {
+                let mut text = format!("{} checked, {} hashed", r["checked"], r["hashed"]);
+                let problems = r["problems"].as_array().cloned().unwrap_or_default();
+                if problems.is_empty() {
+                    text.push_str(", no problems");
+                }
+                for p in problems {
+                    text.push_str(&format!(
+                        "\nfailed: {}: {}",
+                        p["id"].as_str().unwrap_or("?"),
+                        p["reason"].as_str().unwrap_or("?")
+                    ));
+                }
+                text
+            })
+            .await
+        }
         ModelsCommand::Pull { reference, sha256 } => {
             let mut body = json!({"model_ref": reference});
             if let Some(s) = sha256 {

@@ -22,6 +22,7 @@ pub fn router() -> Router<SharedState> {
         .route("/v1/models", get(list))
         .route("/v1/models/download", post(download))
         .route("/v1/models/import", post(import))
+        .route("/v1/models/verify", post(verify))
         .route("/v1/models/{*id}", get(get_one).delete(delete))
 }
 
@@ -128,6 +129,31 @@ pub async fn download(
         Operation::ModelDownload {
             model_ref: body.model_ref,
             sha256: body.sha256,
+        },
+    )
+    .await?;
+    Ok(accepted(&job))
+}
+
+/// What to check.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBody {
+    /// Hash every file again (slow: reads every byte).
+    #[serde(default)]
+    pub rehash: bool,
+}
+
+/// Checks every available model's files; problems mark the model failed.
+#[utoipa::path(post, path = "/v1/models/verify", tag = "models", request_body = VerifyBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+pub async fn verify(
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<VerifyBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let job = ops::start(
+        &state,
+        Operation::ModelVerify {
+            rehash: body.rehash,
         },
     )
     .await?;
