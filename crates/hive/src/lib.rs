@@ -5,6 +5,7 @@
 //! router from each resource's own `router()`.
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod capabilities;
 pub mod config;
 pub mod error;
@@ -37,7 +38,7 @@ use crate::jobs::Jobs;
 use crate::state::{AppState, SharedState};
 
 /// The most a request body may be.
-const MAX_BODY: usize = 1 << 20;
+pub(crate) const MAX_BODY: usize = 1 << 20;
 /// How long shutdown waits for jobs to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
@@ -52,6 +53,10 @@ pub fn app(state: SharedState) -> Router {
         .route("/openapi.json", axum::routing::get(openapi::document))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            audit::record,
+        ))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             metrics::track,
@@ -171,6 +176,7 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
     if !reaped.is_empty() {
         tracing::warn!(?reaped, "stopped workers the last run left behind");
     }
+    let audit = Arc::new(audit::AuditLog::new(&home));
     let state = Arc::new(AppState {
         download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
         config,
@@ -184,6 +190,7 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
         worker_catalog: Arc::new(worker_catalog),
         worker_provisioner: Arc::new(worker_provisioner),
         workers,
+        audit,
     });
     Ok((state, lock))
 }
@@ -238,13 +245,16 @@ pub async fn resume_downloads(state: &SharedState) -> anyhow::Result<usize> {
 pub async fn serve(state: SharedState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let shutdown = state.jobs.shutdown.clone();
     let app = app(Arc::clone(&state));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: cancelling jobs, keeping partial downloads");
-            shutdown.cancel();
-        })
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: cancelling jobs, keeping partial downloads");
+        shutdown.cancel();
+    })
+    .await?;
     tracing::info!("stopping every worker");
     state.workers.stop_all().await;
     let deadline = Instant::now() + SHUTDOWN_GRACE;

@@ -37,6 +37,7 @@ pub struct Accepted {
     paths(
         routes::system::health,
         routes::system::capabilities,
+        routes::system::audit,
         routes::models::list,
         routes::models::get_one,
         routes::models::delete,

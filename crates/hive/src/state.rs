@@ -39,6 +39,8 @@ pub struct AppState {
     pub worker_provisioner: Arc<worker_provisioner::WorkerProvisioner>,
     /// The worker processes.
     pub workers: Arc<crate::workers::Registry>,
+    /// The audit log.
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 impl AppState {

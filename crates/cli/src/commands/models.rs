@@ -50,6 +50,15 @@ pub enum ModelsCommand {
 pub enum HiveCommand {
     /// Is the hive up, and what does this machine have
     Status,
+    /// The audit log: who changed what, when
+    Audit {
+        /// Entries at or after this time (RFC 3339, such as 2026-01-31T00:00:00Z)
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many, the latest
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 pub fn print_json(v: &Value) -> anyhow::Result<()> {
@@ -302,6 +311,35 @@ pub async fn follow_job(
 pub async fn hive(cmd: HiveCommand, args: &HiveArgs) -> anyhow::Result<()> {
     let client = Client::new(args)?;
     match cmd {
+        HiveCommand::Audit { since, limit } => {
+            let mut path = format!("/v1/audit?limit={limit}");
+            if let Some(since) = since {
+                let t = chrono::DateTime::parse_from_rfc3339(&since)
+                    .with_context(|| format!("--since {since:?} is not an RFC 3339 time"))?;
+                path.push_str(&format!(
+                    "&since={}",
+                    url::form_urlencoded::byte_serialize(t.to_rfc3339().as_bytes())
+                        .collect::<String>()
+                ));
+            }
+            let v = client.call(Method::GET, &path, None).await?;
+            if args.json {
+                return print_json(&v);
+            }
+            for e in v.as_array().into_iter().flatten() {
+                let text = |k: &str| e[k].as_str().unwrap_or("-").to_owned();
+                println!(
+                    "{}  {:<18} {:<22} {:<16} {:<10} {}",
+                    text("time"),
+                    text("caller"),
+                    text("client"),
+                    text("operation"),
+                    text("outcome"),
+                    text("target")
+                );
+            }
+            Ok(())
+        }
         HiveCommand::Status => {
             let health = client.call(Method::GET, "/health", None).await?;
             let caps = client.call(Method::GET, "/v1/capabilities", None).await?;

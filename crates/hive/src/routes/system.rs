@@ -14,6 +14,7 @@ pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/health", get(health))
         .route("/v1/capabilities", get(capabilities))
+        .route("/v1/audit", get(audit))
 }
 
 /// Whether the daemon is up; needs no token.
@@ -27,4 +28,27 @@ pub async fn health() -> ApiJson<Value> {
 pub async fn capabilities(State(state): State<SharedState>) -> Result<ApiJson<Value>, ApiError> {
     let home = state.home.clone();
     crate::ops::blocking(move || Ok(ApiJson(crate::capabilities::capabilities(&home)))).await
+}
+
+/// Which audit entries.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct AuditQuery {
+    /// Entries at or after this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// At most this many, the latest (default 1000).
+    pub limit: Option<usize>,
+}
+
+/// The audit log: one entry per mutating request, oldest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "system", params(AuditQuery), responses((status = 200, description = "Audit entries", body = Object), (status = 400, description = "Bad query", body = crate::openapi::ErrorBody)))]
+pub async fn audit(
+    State(state): State<SharedState>,
+    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<ApiJson<Value>, ApiError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::bad_request("bad_request", e.body_text()))?;
+    let log = std::sync::Arc::clone(&state.audit);
+    let limit = q.limit.unwrap_or(1000).min(100_000);
+    crate::ops::blocking(move || Ok(ApiJson(json!(log.read(q.since, limit))))).await
 }

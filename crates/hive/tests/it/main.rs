@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod audit;
 mod integrity;
 mod restart;
 mod workers;

@@ -1,0 +1,310 @@
+//! The audit log: one JSON line per mutating request in `home/audit.log`: when,
+//! from where, who (a short hash of the bearer token, never the token), what
+//! operation on what target, and the outcome. Each line is appended with one write
+//! and synced, so a crash loses at most the request in flight; past
+//! [`MAX_BYTES`] the file is rotated (`audit.log.1` .. `audit.log.3`).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Digest as _;
+
+use crate::state::SharedState;
+
+/// The size at which the log is rotated.
+pub const MAX_BYTES: u64 = 16 << 20;
+/// Rotated files kept.
+const KEEP: usize = 3;
+
+/// One line of the log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEntry {
+    /// When the request was answered.
+    pub time: DateTime<Utc>,
+    /// The client's address.
+    pub client: Option<String>,
+    /// `token:` and the first 12 hex digits of the token's sha256, or `anonymous`.
+    pub caller: String,
+    /// The operation (`model_download`, `worker_spawn`, `job_cancel`, ...).
+    pub operation: String,
+    /// What it acted on: a model reference or id, a worker or job id, a path.
+    pub target: Option<String>,
+    /// The HTTP status.
+    pub status: u16,
+    /// `ok`, or `error` with the status.
+    pub outcome: String,
+}
+
+/// The log file.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    max_bytes: u64,
+    lock: Mutex<()>,
+}
+
+impl AuditLog {
+    /// The log of `home`.
+    pub fn new(home: &Path) -> Self {
+        Self::with_limit(home, MAX_BYTES)
+    }
+
+    /// The log of `home`, rotated at `max_bytes`.
+    pub fn with_limit(home: &Path, max_bytes: u64) -> Self {
+        Self {
+            path: home.join("audit.log"),
+            max_bytes,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Appends one entry; a failure is logged, never fatal to the request.
+    pub fn append(&self, entry: &AuditEntry) {
+        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let write = || -> std::io::Result<()> {
+            if fs_err::metadata(&self.path).is_ok_and(|m| m.len() >= self.max_bytes) {
+                self.rotate()?;
+            }
+            let mut line = serde_json::to_vec(entry)?;
+            line.push(b'\n');
+            let mut f = fs_err::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            f.write_all(&line)?;
+            f.sync_data()
+        };
+        if let Err(e) = write() {
+            tracing::error!(path = %self.path.display(), "cannot write the audit log: {e}");
+        }
+    }
+
+    fn rotate(&self) -> std::io::Result<()> {
+        let numbered = |n: usize| PathBuf::from(format!("{}.{n}", self.path.display()));
+        let _ = fs_err::remove_file(numbered(KEEP));
+        for n in (1..KEEP).rev() {
+            if numbered(n).exists() {
+                fs_err::rename(numbered(n), numbered(n + 1))?;
+            }
+        }
+        fs_err::rename(&self.path, numbered(1))
+    }
+
+    /// Entries at or after `since`, oldest first, the rotated files included; at most
+    /// the last `limit`.
+    pub fn read(&self, since: Option<DateTime<Utc>>, limit: usize) -> Vec<AuditEntry> {
+        let mut files: Vec<PathBuf> = (1..=KEEP)
+            .rev()
+            .map(|n| PathBuf::from(format!("{}.{n}", self.path.display())))
+            .collect();
+        files.push(self.path.clone());
+        let mut out = Vec::new();
+        for f in files {
+            let Ok(text) = fs_err::read_to_string(&f) else {
+                continue;
+            };
+            out.extend(
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<AuditEntry>(l).ok())
+                    .filter(|e| since.is_none_or(|s| e.time >= s)),
+            );
+        }
+        let skip = out.len().saturating_sub(limit);
+        out.split_off(skip)
+    }
+}
+
+/// Who is calling: a short hash of the bearer token, or `anonymous`.
+pub fn caller(request: &Request) -> String {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| !t.is_empty())
+        .map_or_else(
+            || "anonymous".to_owned(),
+            |t| {
+                let digest = hex::encode(sha2::Sha256::digest(t.as_bytes()));
+                format!("token:{}", &digest[..12])
+            },
+        )
+}
+
+/// The operation and target of a mutating request, from its route and body.
+fn describe(method: &Method, route: &str, path: &str, body: &Value) -> (String, Option<String>) {
+    let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+    let last = path.rsplit('/').next().map(|s| percent_decode(s));
+    let tail_id = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .map(|rest| percent_decode(rest.trim_end_matches("/heartbeat")))
+    };
+    match (method.as_str(), route) {
+        ("POST", "/v1/models/download") => ("model_download".into(), field("model_ref")),
+        ("POST", "/v1/models/import") => ("model_import".into(), field("path")),
+        ("POST", "/v1/models/verify") => ("model_verify".into(), None),
+        ("DELETE", "/v1/models/{*id}") => ("model_delete".into(), tail_id("/v1/models/")),
+        ("POST", "/v1/workers/spawn") => ("worker_spawn".into(), field("model")),
+        ("DELETE", "/v1/workers/{id}") => ("worker_stop".into(), last),
+        ("POST", "/v1/worker-binaries/install") => (
+            "worker_install".into(),
+            field("worker").map(|w| match field("source") {
+                Some(s) => format!("{w} from {s}"),
+                None => w,
+            }),
+        ),
+        ("DELETE", "/v1/worker-binaries/{id}") => ("worker_remove".into(), last),
+        ("DELETE", "/v1/jobs/{id}") => ("job_cancel".into(), last),
+        ("POST", "/v1/jobs") => {
+            let op = field("operation").unwrap_or_else(|| "job".into());
+            let target = ["model_ref", "path", "id", "model", "worker"]
+                .iter()
+                .find_map(|k| field(k));
+            (op, target)
+        }
+        (m, r) => (format!("{} {r}", m.to_ascii_lowercase()), None),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map_or_else(|| s.to_owned(), |(_, v)| v.into_owned())
+}
+
+/// The middleware: records every mutating request but worker heartbeats.
+pub async fn record(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let mutating = matches!(
+        method,
+        Method::POST | Method::DELETE | Method::PUT | Method::PATCH
+    );
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    if !mutating || route == "/v1/workers/{id}/heartbeat" {
+        return next.run(request).await;
+    }
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let caller = caller(&request);
+    let path = request.uri().path().to_owned();
+    // The body names the target; it is read here (the body limit applies) and handed on.
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, crate::MAX_BODY)
+        .await
+        .unwrap_or_default();
+    let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let (operation, target) = describe(&method, &route, &path, &json);
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let status = response.status().as_u16();
+    let entry = AuditEntry {
+        time: Utc::now(),
+        client,
+        caller,
+        operation,
+        target,
+        status,
+        outcome: if response.status().is_success() {
+            "ok".into()
+        } else {
+            format!("error {status}")
+        },
+    };
+    // Written before the answer goes out: a client that saw the answer finds the line.
+    let log = Arc::clone(&state.audit);
+    let _ = tokio::task::spawn_blocking(move || log.append(&entry)).await;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: usize) -> AuditEntry {
+        AuditEntry {
+            time: Utc::now(),
+            client: None,
+            caller: "anonymous".into(),
+            operation: "model_delete".into(),
+            target: Some(format!("m{i}")),
+            status: 200,
+            outcome: "ok".into(),
+        }
+    }
+
+    #[test]
+    fn rotates_by_size_and_reads_across_files() {
+        let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = AuditLog::with_limit(home.path(), 400);
+        for i in 0..40 {
+            log.append(&entry(i));
+        }
+        assert!(home.path().join("audit.log.1").exists());
+        assert!(home.path().join("audit.log.3").exists());
+        assert!(!home.path().join("audit.log.4").exists());
+        let all = log.read(None, usize::MAX);
+        // The oldest rotated away; what is left is in order and ends with the last.
+        assert!(all.len() < 40 && all.len() > 4, "{}", all.len());
+        let targets: Vec<usize> = all
+            .iter()
+            .filter_map(|e| e.target.as_deref()?.strip_prefix('m')?.parse().ok())
+            .collect();
+        assert!(targets.windows(2).all(|w| w[1] == w[0] + 1), "{targets:?}");
+        assert_eq!(targets.last(), Some(&39));
+        assert_eq!(log.read(None, 2).len(), 2);
+    }
+
+    #[test]
+    fn operations_and_targets() {
+        let body =
+            serde_json::json!({"model_ref": "hf:a/b", "operation": "worker_spawn", "model": "m"});
+        assert_eq!(
+            describe(
+                &Method::POST,
+                "/v1/models/download",
+                "/v1/models/download",
+                &body
+            ),
+            ("model_download".into(), Some("hf:a/b".into()))
+        );
+        assert_eq!(
+            describe(
+                &Method::DELETE,
+                "/v1/models/{*id}",
+                "/v1/models/hf%3Aa%2Fb%2Fc.gguf",
+                &Value::Null
+            ),
+            ("model_delete".into(), Some("hf:a/b/c.gguf".into()))
+        );
+        assert_eq!(
+            describe(&Method::POST, "/v1/jobs", "/v1/jobs", &body),
+            ("worker_spawn".into(), Some("hf:a/b".into()))
+        );
+        assert_eq!(
+            describe(
+                &Method::DELETE,
+                "/v1/jobs/{id}",
+                "/v1/jobs/job-1",
+                &Value::Null
+            )
+            .0,
+            "job_cancel"
+        );
+    }
+}
