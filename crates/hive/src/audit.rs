@@ -144,7 +144,7 @@ pub fn caller(request: &Request) -> String {
 /// The operation and target of a mutating request, from its route and body.
 fn describe(method: &Method, route: &str, path: &str, body: &Value) -> (String, Option<String>) {
     let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
-    let last = path.rsplit('/').next().map(|s| percent_decode(s));
+    let last = path.rsplit('/').next().map(percent_decode);
     let tail_id = |prefix: &str| {
         path.strip_prefix(prefix)
             .map(|rest| percent_decode(rest.trim_end_matches("/heartbeat")))

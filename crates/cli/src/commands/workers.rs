@@ -55,7 +55,7 @@ pub enum WorkerBinariesCommand {
     Install {
         /// cpu, cuda or metal
         worker: String,
-        /// `local`, or the URL of a llm-worker-rbee-<type>-v<version>-<platform>.tar.gz
+        /// `local`, or the URL of a `llm-worker-rbee-<type>-v<version>-<platform>.tar.gz`
         #[arg(long, default_value = "local")]
         source: String,
         /// The archive's sha256 (required with a URL)
