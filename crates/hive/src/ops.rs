@@ -94,6 +94,9 @@ pub enum Operation {
         /// Start even when the memory estimate exceeds the free memory.
         #[serde(default)]
         force: bool,
+        /// Download a model that is not in the catalog first (default true).
+        #[serde(default = "yes")]
+        pull: bool,
     },
     /// Stop a worker.
     WorkerStop {
@@ -106,6 +109,10 @@ pub enum Operation {
 
 fn default_worker() -> String {
     "cpu".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Operation {
@@ -243,12 +250,14 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
             worker,
             device,
             force,
+            pull,
         } => {
             let req = crate::worker_ops::SpawnRequest {
                 model,
                 worker,
                 device,
                 force,
+                pull,
             };
             crate::worker_ops::start_spawn(state, req).await
         }
@@ -445,6 +454,33 @@ async fn start_provision(
     operation: &str,
     request: ProvisionRequest,
 ) -> Result<Arc<Job>, ApiError> {
+    match resolve_and_record(state, request).await? {
+        Recorded::Available(record) => {
+            let record = json!(record);
+            Ok(state.jobs.spawn(operation, move |job| async move {
+                job.narrate("check", "the model is already in the catalog");
+                Ok(record)
+            }))
+        }
+        Recorded::ToFetch(plan) => Ok(fetch_job(state, operation, plan)),
+    }
+}
+
+/// What a resolved reference is in the catalog.
+#[derive(Debug)]
+pub enum Recorded {
+    /// Already there and available.
+    Available(Box<artifact_catalog::ArtifactMetadata<ModelEntry>>),
+    /// Recorded as downloading: fetch it.
+    ToFetch(ModelEntry),
+}
+
+/// Resolves a reference (a bad one is a 4xx) and records the model as downloading,
+/// unless it is already available.
+pub async fn resolve_and_record(
+    state: &SharedState,
+    request: ProvisionRequest,
+) -> Result<Recorded, ApiError> {
     let resolved = tokio::time::timeout(RESOLVE_TIMEOUT, state.provisioner.resolve(&request))
         .await
         .map_err(|_| {
@@ -473,20 +509,30 @@ async fn start_provision(
         Ok(existing)
     })
     .await?;
-    if let Some(r) = existing.filter(|r| r.artifact.status == ArtifactStatus::Available) {
-        let record = json!(r);
-        return Ok(state.jobs.spawn(operation, move |job| async move {
-            job.narrate("check", "the model is already in the catalog");
-            Ok(record)
-        }));
+    match existing {
+        Some(r) if r.artifact.status == ArtifactStatus::Available => {
+            Ok(Recorded::Available(Box::new(r)))
+        }
+        _ => Ok(Recorded::ToFetch(resolved.plan)),
     }
-    Ok(fetch_job(state, operation, resolved.plan))
 }
 
 /// A job that fetches a model recorded as downloading, and records the outcome.
 pub fn fetch_job(state: &SharedState, operation: &str, plan: ModelEntry) -> Arc<Job> {
     let s = Arc::clone(state);
     state.jobs.spawn(operation, move |job| async move {
+        fetch_model(&s, &job, plan).await
+    })
+}
+
+/// Fetches a model recorded as downloading, reporting on `job`, and records the
+/// outcome; the result is the catalog record.
+pub async fn fetch_model(
+    s: &SharedState,
+    job: &Arc<Job>,
+    plan: ModelEntry,
+) -> Result<Value, (&'static str, String)> {
+    {
         let id = plan.id.clone();
         let permit = match Arc::clone(&s.download_slots).try_acquire_owned() {
             Ok(p) => p,
@@ -494,15 +540,15 @@ pub fn fetch_job(state: &SharedState, operation: &str, plan: ModelEntry) -> Arc<
                 job.narrate("queue", "waiting for a download slot");
                 tokio::select! {
                     p = Arc::clone(&s.download_slots).acquire_owned() => p.map_err(|e| ("internal", e.to_string()))?,
-                    () = job.cancel.cancelled() => return Err(finish_failed(&s, &id, "cancelled", "cancelled before it started".into()).await),
+                    () = job.cancel.cancelled() => return Err(finish_failed(s, &id, "cancelled", "cancelled before it started".into()).await),
                 }
             }
         };
         job.narrate("download", &format!("fetching {id}"));
         s.metrics.active_downloads.inc();
         let reporter = Arc::new(JobReporter {
-            job: Arc::clone(&job),
-            state: Arc::clone(&s),
+            job: Arc::clone(job),
+            state: Arc::clone(s),
             id: id.clone(),
             last: std::sync::Mutex::new((None, 0)),
         });
@@ -510,7 +556,10 @@ pub fn fetch_job(state: &SharedState, operation: &str, plan: ModelEntry) -> Arc<
             reporter,
             cancel: job.cancel.clone(),
         };
-        let resolved = artifact_catalog::provision::Resolved { id: id.clone(), plan };
+        let resolved = artifact_catalog::provision::Resolved {
+            id: id.clone(),
+            plan,
+        };
         let outcome = s.provisioner.fetch(resolved, &ctx).await;
         drop(permit);
         s.metrics.active_downloads.dec();
@@ -522,7 +571,7 @@ pub fn fetch_job(state: &SharedState, operation: &str, plan: ModelEntry) -> Arc<
         match outcome {
             Ok(entry) => {
                 let catalog = Arc::clone(&s.catalog);
-                let s2 = Arc::clone(&s);
+                let s2 = Arc::clone(s);
                 let record = blocking(move || {
                     let r = catalog.update(entry)?;
                     s2.models_changed();
@@ -540,10 +589,10 @@ pub fn fetch_job(state: &SharedState, operation: &str, plan: ModelEntry) -> Arc<
                 } else {
                     e.to_string()
                 };
-                Err(finish_failed(&s, &id, code, message).await)
+                Err(finish_failed(s, &id, code, message).await)
             }
         }
-    })
+    }
 }
 
 /// Marks the model failed (a cancelled download too: it resumes when pulled again,

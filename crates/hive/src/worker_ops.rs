@@ -45,6 +45,14 @@ pub struct SpawnRequest {
     /// Start even when the model's memory estimate exceeds the free memory.
     #[serde(default)]
     pub force: bool,
+    /// When `model` is not in the catalog, take it as a reference (`hf:ORG/REPO`,
+    /// `https://...`, `file:/...`) and download it first, in the same job (default true).
+    #[serde(default = "yes")]
+    pub pull: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_worker() -> String {
@@ -61,43 +69,64 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
             format!("the cpu worker has one device, 0; got {}", req.device),
         ));
     }
-    let (catalog, workers) = (
-        Arc::clone(&state.catalog),
-        Arc::clone(&state.worker_catalog),
-    );
-    let model_id = req.model.clone();
-    let (entry, binary) = blocking(move || {
-        let Some(record) = catalog.get(&model_id)? else {
-            return Err(ApiError::not_found(format!(
-                "model {model_id:?} is not in the catalog: pull it first (rbee models pull)"
-            )));
-        };
-        match &record.artifact.status {
-            ArtifactStatus::Available => {}
-            ArtifactStatus::Downloading => {
-                return Err(conflict(
-                    "model_not_ready",
-                    format!("model {model_id:?} is still downloading"),
-                ));
-            }
-            ArtifactStatus::Failed { error } => {
-                return Err(conflict(
-                    "model_not_ready",
-                    format!("model {model_id:?} is failed: {error}"),
-                ));
-            }
-        }
-        let Some(binary) = workers.find_by_type_and_platform(wtype, Platform::current())? else {
-            return Err(ApiError::not_found(format!(
-                "no {wtype} worker binary is installed for {}: install one first (rbee worker-binaries install {wtype})",
-                Platform::current()
-            )));
-        };
-        Ok((record.artifact, binary))
+    // The binary first: a spawn that cannot run records nothing.
+    let workers = Arc::clone(&state.worker_catalog);
+    let binary = blocking(move || {
+        workers
+            .find_by_type_and_platform(wtype, Platform::current())?
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no {wtype} worker binary is installed for {}: install one first (rbee worker-binaries install {wtype})",
+                    Platform::current()
+                ))
+            })
     })
     .await?;
+    let catalog = Arc::clone(&state.catalog);
+    let model_id = req.model.clone();
+    let found = blocking(move || Ok(catalog.get(&model_id)?)).await?;
+    let (entry, fetch) = match found {
+        Some(record) => {
+            match &record.artifact.status {
+                ArtifactStatus::Available => {}
+                ArtifactStatus::Downloading => {
+                    return Err(conflict(
+                        "model_not_ready",
+                        format!("model {:?} is still downloading", req.model),
+                    ));
+                }
+                ArtifactStatus::Failed { error } => {
+                    return Err(conflict(
+                        "model_not_ready",
+                        format!("model {:?} is failed: {error}", req.model),
+                    ));
+                }
+            }
+            (record.artifact, false)
+        }
+        None if !req.pull => {
+            return Err(ApiError::not_found(format!(
+                "model {:?} is not in the catalog: pull it first (rbee models pull)",
+                req.model
+            )));
+        }
+        None => {
+            // A reference: resolved now (a bad one is a 4xx), downloaded in the job.
+            let request = ProvisionRequest::new(req.model.clone());
+            if !state.provisioner.supports(&request.reference) {
+                return Err(ApiError::not_found(format!(
+                    "model {:?} is not in the catalog, nor a reference to pull (hf:ORG/REPO, https://..., file:/...)",
+                    req.model
+                )));
+            }
+            match crate::ops::resolve_and_record(state, request).await? {
+                crate::ops::Recorded::Available(r) => (r.artifact, false),
+                crate::ops::Recorded::ToFetch(plan) => (plan, true),
+            }
+        }
+    };
 
-    if !req.force {
+    if !req.force && !fetch {
         check_memory(&entry.path, wtype, req.device).await?;
     }
 
@@ -117,7 +146,20 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
             .join(format!("{id}.log")),
     };
     let s = Arc::clone(state);
+    let (force, device) = (req.force, req.device);
     Ok(state.jobs.spawn("worker_spawn", move |job| async move {
+        if fetch {
+            job.narrate(
+                "pull",
+                &format!("{} is not here yet: downloading it first", entry.id),
+            );
+            crate::ops::fetch_model(&s, &job, entry.clone()).await?;
+            if !force {
+                check_memory(&entry.path, wtype, device)
+                    .await
+                    .map_err(|e| e.parts())?;
+            }
+        }
         let mut events = s.workers.events.subscribe();
         job.narrate(
             "spawn",

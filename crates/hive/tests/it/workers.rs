@@ -336,8 +336,8 @@ async fn kill_9_of_the_hive_leaves_no_worker_and_a_restart_is_clean() {
     let pid = spawn(&h, &model_id).await["pid"].as_u64().unwrap();
     h.child.kill().unwrap();
     h.child.wait().unwrap();
-    wait_gone(home.path(), "the worker to die with its hive").await;
-    assert!(!alive(pid));
+    wait_for("the worker to die with its hive", async || !alive(pid)).await;
+    wait_gone(home.path(), "no worker left").await;
     drop(h);
 
     // The next start finds the record of what ran and nothing to reap; it serves.
@@ -442,4 +442,38 @@ async fn the_hive_announces_itself_with_backoff_and_streams_heartbeats() {
     };
     assert_eq!(data["hive"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(data["workers"], json!([]));
+}
+
+#[tokio::test]
+async fn spawning_a_reference_pulls_it_first_in_the_same_job() {
+    let Some(model) = smollm2() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    install_cpu_worker(&h).await;
+    let reference = format!("file:{}", model.display());
+    let (status, v) = post(
+        &h,
+        "/v1/workers/spawn",
+        json!({"model": reference, "pull": false}),
+    )
+    .await;
+    assert_eq!(status, 404, "{v}");
+    let (_, models) = get(&h, "/v1/models").await;
+    assert_eq!(models, json!([]), "a refused spawn records nothing");
+
+    let (status, job) = post(&h, "/v1/workers/spawn", json!({"model": reference})).await;
+    assert_eq!(status, 202, "{job}");
+    let (state, worker, ev) = finish(&h, &job).await;
+    assert_eq!(state, "completed", "{ev:?}");
+    let actions: Vec<&str> = ev
+        .iter()
+        .filter_map(|(_, v)| v["action"].as_str())
+        .collect();
+    let pull = actions.iter().position(|a| *a == "pull").unwrap();
+    let ready = actions.iter().position(|a| *a == "ready").unwrap();
+    assert!(pull < ready, "{actions:?}");
+    assert_eq!(worker["state"], "ready");
+    let (_, models) = get(&h, "/v1/models").await;
+    assert_eq!(models[0]["status"]["state"], "available");
+    assert_eq!(worker["model_ref"], models[0]["id"]);
 }
