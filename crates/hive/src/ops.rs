@@ -462,7 +462,7 @@ async fn start_provision(
                 Ok(record)
             }))
         }
-        Recorded::ToFetch(plan) => Ok(fetch_job(state, operation, plan)),
+        Recorded::ToFetch(plan) => Ok(fetch_job(state, operation, *plan)),
     }
 }
 
@@ -472,7 +472,7 @@ pub enum Recorded {
     /// Already there and available.
     Available(Box<artifact_catalog::ArtifactMetadata<ModelEntry>>),
     /// Recorded as downloading: fetch it.
-    ToFetch(ModelEntry),
+    ToFetch(Box<ModelEntry>),
 }
 
 /// Resolves a reference (a bad one is a 4xx) and records the model as downloading,
@@ -513,7 +513,7 @@ pub async fn resolve_and_record(
         Some(r) if r.artifact.status == ArtifactStatus::Available => {
             Ok(Recorded::Available(Box::new(r)))
         }
-        _ => Ok(Recorded::ToFetch(resolved.plan)),
+        _ => Ok(Recorded::ToFetch(Box::new(resolved.plan))),
     }
 }
 

@@ -121,7 +121,7 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
             }
             match crate::ops::resolve_and_record(state, request).await? {
                 crate::ops::Recorded::Available(r) => (r.artifact, false),
-                crate::ops::Recorded::ToFetch(plan) => (plan, true),
+                crate::ops::Recorded::ToFetch(plan) => (*plan, true),
             }
         }
     };
