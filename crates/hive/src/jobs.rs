@@ -206,6 +206,54 @@ impl Job {
     }
 }
 
+tokio::task_local! {
+    /// The deadline of the request being handled, set by [`deadline`]: jobs created
+    /// while handling it inherit it.
+    pub static DEADLINE: Option<tokio::time::Instant>;
+}
+
+/// Reads `X-Deadline` (RFC 3339) and `X-Timeout-Seconds` (the earlier wins) into
+/// [`DEADLINE`] for the request's handler; a malformed value is a 400.
+pub async fn deadline(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match parse_deadline(request.headers()) {
+        Ok(at) => DEADLINE.scope(at, next.run(request)).await,
+        Err(message) => {
+            crate::error::ApiError::bad_request("invalid_deadline", message).into_response()
+        }
+    }
+}
+
+fn parse_deadline(headers: &axum::http::HeaderMap) -> Result<Option<tokio::time::Instant>, String> {
+    let now = tokio::time::Instant::now();
+    let mut at: Option<tokio::time::Instant> = None;
+    if let Some(v) = headers.get("x-timeout-seconds") {
+        let secs: f64 = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|s: &f64| s.is_finite() && *s >= 0.0 && *s <= 366.0 * 86400.0)
+            .ok_or("X-Timeout-Seconds must be a number of seconds, 0 to one year")?;
+        at = Some(now + Duration::from_secs_f64(secs));
+    }
+    if let Some(v) = headers.get("x-deadline") {
+        let t = v
+            .to_str()
+            .ok()
+            .and_then(|s| DateTime::parse_from_rfc3339(s.trim()).ok())
+            .ok_or("X-Deadline must be an RFC 3339 time, such as 2026-01-31T12:00:00Z")?;
+        let left = (t.with_timezone(&Utc) - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        let d = now + left;
+        at = Some(at.map_or(d, |a| a.min(d)));
+    }
+    Ok(at)
+}
+
 /// Every job of the daemon.
 #[derive(Debug, Default)]
 pub struct Jobs {
@@ -248,9 +296,28 @@ impl Jobs {
         self.lock().insert(id, Arc::clone(&job));
         let fut = work(Arc::clone(&job));
         let j = Arc::clone(&job);
+        let deadline = DEADLINE.try_with(|d| *d).ok().flatten();
         tokio::spawn(async move {
             j.set_running();
-            let outcome = fut.await;
+            let outcome = match deadline {
+                None => fut.await,
+                Some(at) => {
+                    let mut fut = std::pin::pin!(fut);
+                    tokio::select! {
+                        outcome = &mut fut => outcome,
+                        () = tokio::time::sleep_until(at) => {
+                            // The work stops the way a cancel stops it (partials kept).
+                            j.cancel.cancel();
+                            let _ = fut.await;
+                            Err((
+                                "deadline_exceeded",
+                                "the request's deadline passed: the work was cancelled (a partial download is kept)"
+                                    .to_owned(),
+                            ))
+                        }
+                    }
+                }
+            };
             j.finish(outcome);
         });
         job

@@ -52,6 +52,7 @@ pub fn app(state: SharedState) -> Router {
         .route("/metrics", axum::routing::get(metrics::render))
         .route("/openapi.json", axum::routing::get(openapi::document))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(middleware::from_fn(jobs::deadline))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),

@@ -206,3 +206,57 @@ async fn removing_a_cancelled_model_removes_its_partial() {
         "nothing left behind"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_fails_the_job_and_keeps_the_partial() {
+    let (_hf, _) = throttled_server(16 << 20).await;
+    let home = tempfile::tempdir().unwrap();
+    let h = start(home.path(), &_hf.url(), &[]);
+    let c = crate::client();
+    let download = |header: &'static str, value: String| {
+        c.post(format!("{}/v1/models/download", h.url))
+            .header(header, value)
+            .json(&json!({"model_ref": "hf:org/Big-GGUF"}))
+            .send()
+    };
+    // Malformed: refused before anything starts.
+    for (header, value) in [
+        ("x-timeout-seconds", "soon".to_owned()),
+        ("x-timeout-seconds", "-1".to_owned()),
+        ("x-deadline", "tomorrow".to_owned()),
+    ] {
+        let r = download(header, value).await.unwrap();
+        assert_eq!(r.status(), 400);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "invalid_deadline");
+    }
+    let (_, models) = get(&h, "/v1/models").await;
+    assert_eq!(models, json!([]));
+
+    // 16 MiB at about 4 MiB/s does not fit in 1.5 s.
+    let r = download("x-timeout-seconds", "1.5".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job: serde_json::Value = r.json().await.unwrap();
+    let ev = events(&h, job["job_id"].as_str().unwrap()).await;
+    let (kind, error) = &ev[ev.len() - 2];
+    assert_eq!(kind, "error", "{ev:?}");
+    assert_eq!(error["code"], "deadline_exceeded", "{ev:?}");
+    assert_eq!(ev.last().unwrap().1["state"], "failed");
+    let (_, m) = get(&h, &format!("/v1/models/{}", enc(ID))).await;
+    assert_eq!(m["status"]["state"], "failed", "{m}");
+    let partials: Vec<_> = fs_err::read_dir(home.path().join("downloads"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(!partials.is_empty(), "the partial download is kept");
+
+    // A deadline already past fails at once, by the same code.
+    let r = download("x-deadline", "2000-01-01T00:00:00Z".to_owned())
+        .await
+        .unwrap();
+    let job: serde_json::Value = r.json().await.unwrap();
+    let ev = events(&h, job["job_id"].as_str().unwrap()).await;
+    assert_eq!(ev[ev.len() - 2].1["code"], "deadline_exceeded", "{ev:?}");
+}
