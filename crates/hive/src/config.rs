@@ -67,6 +67,9 @@ pub struct Config {
     /// Seconds a worker gets between SIGTERM and SIGKILL
     #[arg(long, env = "RBEE_WORKER_STOP_GRACE", default_value_t = 10)]
     pub worker_stop_grace_secs: u64,
+    /// Seconds without a request after which a worker is stopped, unless its spawn says otherwise (0: never)
+    #[arg(long, env = "RBEE_WORKER_IDLE_TTL", default_value_t = 0)]
+    pub worker_idle_ttl_secs: u64,
     /// Seconds between checks that every model's files are there, whole (0: only at start)
     #[arg(long, env = "RBEE_INTEGRITY_INTERVAL", default_value_t = 3600)]
     pub integrity_interval_secs: u64,

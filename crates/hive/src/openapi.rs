@@ -44,6 +44,8 @@ pub struct Accepted {
         routes::models::download,
         routes::models::import,
         routes::models::verify,
+        routes::models::load,
+        routes::models::unload,
         routes::jobs::list,
         routes::jobs::create,
         routes::jobs::get_one,
@@ -63,7 +65,7 @@ pub struct Accepted {
         crate::metrics::render,
         document,
     ),
-    components(schemas(ErrorBody, ErrorDetail, Accepted, crate::ops::Operation, routes::models::DownloadBody, routes::models::ImportBody, routes::models::VerifyBody, crate::worker_ops::SpawnRequest, crate::worker_ops::InstallRequest)),
+    components(schemas(ErrorBody, ErrorDetail, Accepted, crate::ops::Operation, routes::models::DownloadBody, routes::models::ImportBody, routes::models::VerifyBody, routes::models::UnloadBody, crate::worker_ops::LoadRequest, crate::worker_ops::SpawnRequest, crate::worker_ops::InstallRequest)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

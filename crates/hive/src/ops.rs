@@ -58,6 +58,25 @@ pub enum Operation {
         #[serde(default)]
         rehash: bool,
     },
+    /// Make sure a ready worker serves a model (spawn one, pulling the model, if needed).
+    ModelLoad {
+        /// The model's catalog id, or a reference.
+        id: String,
+        /// `cpu`, `cuda` or `metal`.
+        #[serde(default = "default_worker")]
+        worker: String,
+        /// The device index.
+        #[serde(default)]
+        device: u32,
+        /// Stop the worker after this many idle seconds (0: never).
+        #[serde(default)]
+        idle_ttl_secs: Option<u64>,
+    },
+    /// Stop the workers that serve a model.
+    ModelUnload {
+        /// The model's catalog id.
+        id: String,
+    },
     /// Build or download a worker binary.
     WorkerInstall {
         /// `cpu`, `cuda` or `metal`.
@@ -97,6 +116,9 @@ pub enum Operation {
         /// Download a model that is not in the catalog first (default true).
         #[serde(default = "yes")]
         pull: bool,
+        /// Stop the worker after this many idle seconds (0: never).
+        #[serde(default)]
+        idle_ttl_secs: Option<u64>,
     },
     /// Stop a worker.
     WorkerStop {
@@ -125,6 +147,8 @@ impl Operation {
             Self::ModelGet { .. } => "model_get",
             Self::ModelDelete { .. } => "model_delete",
             Self::ModelVerify { .. } => "model_verify",
+            Self::ModelLoad { .. } => "model_load",
+            Self::ModelUnload { .. } => "model_unload",
             Self::WorkerInstall { .. } => "worker_install",
             Self::WorkerRemove { .. } => "worker_remove",
             Self::WorkerCatalogList => "worker_catalog_list",
@@ -191,6 +215,26 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
                 model_delete(&s, &id).await.map_err(err)
             }))
         }
+        Operation::ModelLoad {
+            id,
+            worker,
+            device,
+            idle_ttl_secs,
+        } => {
+            let req = crate::worker_ops::LoadRequest {
+                id,
+                worker,
+                device,
+                idle_ttl_secs,
+            };
+            crate::worker_ops::start_load(state, req).await
+        }
+        Operation::ModelUnload { id } => {
+            let s = Arc::clone(state);
+            Ok(state.jobs.spawn(name, move |_| async move {
+                crate::worker_ops::unload(&s, &id).await.map_err(err)
+            }))
+        }
         Operation::ModelVerify { rehash } => {
             let s = Arc::clone(state);
             Ok(state.jobs.spawn(name, move |job| async move {
@@ -251,6 +295,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
             device,
             force,
             pull,
+            idle_ttl_secs,
         } => {
             let req = crate::worker_ops::SpawnRequest {
                 model,
@@ -258,6 +303,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
                 device,
                 force,
                 pull,
+                idle_ttl_secs,
             };
             crate::worker_ops::start_spawn(state, req).await
         }

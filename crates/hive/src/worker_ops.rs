@@ -49,6 +49,10 @@ pub struct SpawnRequest {
     /// `https://...`, `file:/...`) and download it first, in the same job (default true).
     #[serde(default = "yes")]
     pub pull: bool,
+    /// Stop the worker after this many seconds without a request (default: the hive's
+    /// `--worker-idle-ttl-secs`; 0: never).
+    #[serde(default)]
+    pub idle_ttl_secs: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -139,6 +143,13 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
         device: req.device,
         binary: binary.path.clone(),
         binary_id: binary.id.clone(),
+        idle_ttl: match req
+            .idle_ttl_secs
+            .unwrap_or(state.config.worker_idle_ttl_secs)
+        {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        },
         log_path: state
             .home
             .join("logs")
@@ -402,4 +413,60 @@ pub async fn stop(state: &SharedState, id: &str) -> Result<Value, ApiError> {
         Some(record) => Ok(json!(record)),
         None => Err(ApiError::not_found(format!("no worker {id:?}"))),
     }
+}
+
+/// What a load request asks for.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadRequest {
+    /// The model: a catalog id, or a reference to pull first.
+    pub id: String,
+    /// `cpu`, `cuda` or `metal` (default `cpu`).
+    #[serde(default = "default_worker")]
+    pub worker: String,
+    /// The device index (default 0).
+    #[serde(default)]
+    pub device: u32,
+    /// Stop the worker after this many seconds without a request (0: never).
+    #[serde(default)]
+    pub idle_ttl_secs: Option<u64>,
+}
+
+/// Makes sure a worker serves the model: answers with a live one, else spawns one.
+pub async fn start_load(state: &SharedState, req: LoadRequest) -> Result<Arc<Job>, ApiError> {
+    let wtype = worker_type(&req.worker)?;
+    let serving = state.workers.list().into_iter().find(|w| {
+        w.model_ref == req.id
+            && w.backend == wtype.backend()
+            && w.device == req.device
+            && w.state.is_live()
+    });
+    if let Some(w) = serving {
+        let record = json!(w);
+        return Ok(state.jobs.spawn("model_load", move |job| async move {
+            job.narrate("load", "a worker already serves the model");
+            Ok(record)
+        }));
+    }
+    start_spawn(
+        state,
+        SpawnRequest {
+            model: req.id,
+            worker: req.worker,
+            device: req.device,
+            force: false,
+            pull: true,
+            idle_ttl_secs: req.idle_ttl_secs,
+        },
+    )
+    .await
+}
+
+/// Stops every worker serving the model; answers with their ids (none is not an error).
+pub async fn unload(state: &SharedState, id: &str) -> Result<Value, ApiError> {
+    let ids = state.workers.using_model(id);
+    for w in &ids {
+        state.workers.stop(w).await;
+    }
+    Ok(json!({"id": id, "stopped": ids}))
 }

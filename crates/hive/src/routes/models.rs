@@ -23,6 +23,8 @@ pub fn router() -> Router<SharedState> {
         .route("/v1/models/download", post(download))
         .route("/v1/models/import", post(import))
         .route("/v1/models/verify", post(verify))
+        .route("/v1/models/load", post(load))
+        .route("/v1/models/unload", post(unload))
         .route("/v1/models/{*id}", get(get_one).delete(delete))
 }
 
@@ -133,6 +135,36 @@ pub async fn download(
     )
     .await?;
     Ok(accepted(&job))
+}
+
+/// Makes sure a ready worker serves the model (spawns one, pulling the model first if
+/// it is a reference not in the catalog), as a job whose result is the worker.
+#[utoipa::path(post, path = "/v1/models/load", tag = "models", request_body = crate::worker_ops::LoadRequest, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::openapi::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+pub async fn load(
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<crate::worker_ops::LoadRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let job = crate::worker_ops::start_load(&state, body).await?;
+    Ok(accepted(&job))
+}
+
+/// Which model to unload.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnloadBody {
+    /// The model's catalog id.
+    pub id: String,
+}
+
+/// Stops every worker serving the model.
+#[utoipa::path(post, path = "/v1/models/unload", tag = "models", request_body = UnloadBody, responses((status = 200, description = "The stopped workers", body = Object), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+pub async fn unload(
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<UnloadBody>,
+) -> Result<ApiJson<Value>, ApiError> {
+    crate::worker_ops::unload(&state, &body.id)
+        .await
+        .map(ApiJson)
 }
 
 /// What to check.

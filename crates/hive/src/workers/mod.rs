@@ -116,6 +116,8 @@ pub struct WorkerRecord {
     pub started_at: DateTime<Utc>,
     /// Its stdout and stderr.
     pub log_path: PathBuf,
+    /// Stopped after this many seconds without a request, when set.
+    pub idle_ttl_secs: Option<u64>,
 }
 
 /// How workers are supervised.
@@ -160,6 +162,8 @@ pub struct SpawnPlan {
     pub binary_id: String,
     /// Its log file.
     pub log_path: PathBuf,
+    /// Stop it after this long without a request.
+    pub idle_ttl: Option<Duration>,
 }
 
 /// A lifecycle event, on the heartbeat stream and the spawn job.
@@ -323,6 +327,7 @@ impl Registry {
             slots_available: None,
             started_at: Utc::now(),
             log_path: plan.log_path.clone(),
+            idle_ttl_secs: plan.idle_ttl.map(|d| d.as_secs()),
         };
         let entry = Arc::new(Entry {
             record: Mutex::new(record),
@@ -514,7 +519,8 @@ impl Registry {
                         let _ = tx.send(Ok(lock(&entry.record).clone()));
                     }
                     port_failures = 0;
-                    self.monitor(&id, &entry, &mut child, &url).await
+                    self.monitor(&id, &entry, &mut child, &url, plan.idle_ttl)
+                        .await
                 }
                 Err(why) => {
                     let tail = process::log_tail(&plan.log_path, 8);
@@ -539,6 +545,10 @@ impl Registry {
                     .await;
                 self.release_port(port);
                 self.finish_stopped(&id, &entry, &mut first);
+                if failure == "idle" {
+                    // Nobody asked for this stop: the worker leaves the registry itself.
+                    self.forget(&id);
+                }
                 return;
             }
             // Dead, hung or never ready: clean up the process, then restart or give up.
@@ -591,6 +601,7 @@ impl Registry {
         entry: &Entry,
         child: &mut tokio::process::Child,
         url: &str,
+        idle_ttl: Option<Duration>,
     ) -> String {
         let mut tick = tokio::time::interval(self.supervision.health_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -612,6 +623,19 @@ impl Registry {
                         Ok(r) => r.status().is_success(),
                         Err(_) => false,
                     };
+                    if let Some(ttl) = idle_ttl {
+                        let idle = self
+                            .get(id)
+                            .and_then(|r| r.last_activity)
+                            .and_then(|t| (Utc::now() - t).to_std().ok());
+                        if idle.is_some_and(|idle| idle >= ttl) {
+                            let why = format!("idle for {}s: stopped (its idle TTL)", ttl.as_secs());
+                            self.update(id, |r| r.reason = Some(why.clone()));
+                            self.emit(id, "idle", why);
+                            entry.stop.cancel();
+                            return "idle".into();
+                        }
+                    }
                     if healthy {
                         if failed > 0 {
                             self.emit(id, "ready", "healthy again".into());

@@ -477,3 +477,47 @@ async fn spawning_a_reference_pulls_it_first_in_the_same_job() {
     assert_eq!(models[0]["status"]["state"], "available");
     assert_eq!(worker["model_ref"], models[0]["id"]);
 }
+
+#[tokio::test]
+async fn load_reuses_a_worker_unload_stops_it_and_an_idle_ttl_ends_it() {
+    let Some(model) = smollm2() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    install_cpu_worker(&h).await;
+    let model_id = import(&h, &model).await;
+
+    let load = async |body: Value| {
+        let (status, job) = post(&h, "/v1/models/load", body).await;
+        assert_eq!(status, 202, "{job}");
+        let (state, worker, ev) = finish(&h, &job).await;
+        assert_eq!(state, "completed", "{ev:?}");
+        worker
+    };
+    let first = load(json!({"id": model_id})).await;
+    let again = load(json!({"id": model_id})).await;
+    assert_eq!(
+        first["id"], again["id"],
+        "a second load finds the same worker"
+    );
+    let (status, v) = post(&h, "/v1/models/unload", json!({"id": model_id})).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["stopped"], json!([first["id"]]));
+    assert!(!alive(first["pid"].as_u64().unwrap()));
+    let (_, v) = post(&h, "/v1/models/unload", json!({"id": model_id})).await;
+    assert_eq!(
+        v["stopped"],
+        json!([]),
+        "unloading what is not loaded is no error"
+    );
+
+    // An idle TTL: with no request for 2 s the worker goes by itself.
+    let w = load(json!({"id": model_id, "idle_ttl_secs": 2})).await;
+    assert_eq!(w["idle_ttl_secs"], 2);
+    let pid = w["pid"].as_u64().unwrap();
+    wait_for("the idle worker to go", async || {
+        get(&h, "/v1/workers").await.1["workers"] == json!([])
+    })
+    .await;
+    wait_for("its process to end", async || !alive(pid)).await;
+    assert!(processes_under(home.path()).is_empty());
+}
