@@ -44,6 +44,7 @@ pub struct Accepted {
         routes::models::download,
         routes::models::import,
         routes::models::verify,
+        routes::models::download_batch,
         routes::models::load,
         routes::models::unload,
         routes::jobs::list,
@@ -54,6 +55,7 @@ pub struct Accepted {
         routes::workers::list,
         routes::workers::get_one,
         routes::workers::spawn,
+        routes::workers::spawn_batch,
         routes::workers::stop,
         routes::workers::heartbeat,
         routes::workers::logs,
@@ -65,7 +67,7 @@ pub struct Accepted {
         crate::metrics::render,
         document,
     ),
-    components(schemas(ErrorBody, ErrorDetail, Accepted, crate::ops::Operation, routes::models::DownloadBody, routes::models::ImportBody, routes::models::VerifyBody, routes::models::UnloadBody, crate::worker_ops::LoadRequest, crate::worker_ops::SpawnRequest, crate::worker_ops::InstallRequest)),
+    components(schemas(ErrorBody, ErrorDetail, Accepted, crate::ops::Operation, routes::models::DownloadBody, routes::models::ImportBody, routes::models::VerifyBody, routes::models::UnloadBody, routes::models::DownloadBatchBody, routes::workers::SpawnBatchBody, crate::worker_ops::LoadRequest, crate::worker_ops::SpawnRequest, crate::worker_ops::InstallRequest)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -58,6 +58,16 @@ pub enum Operation {
         #[serde(default)]
         rehash: bool,
     },
+    /// Fetch several models; one parent job, a child job each.
+    ModelDownloadBatch {
+        /// The references.
+        model_refs: Vec<String>,
+    },
+    /// Start several workers; one parent job, a child job each.
+    WorkerSpawnBatch {
+        /// What to spawn, each as `POST /v1/workers/spawn` takes it.
+        workers: Vec<crate::worker_ops::SpawnRequest>,
+    },
     /// Make sure a ready worker serves a model (spawn one, pulling the model, if needed).
     ModelLoad {
         /// The model's catalog id, or a reference.
@@ -148,6 +158,8 @@ impl Operation {
             Self::ModelDelete { .. } => "model_delete",
             Self::ModelVerify { .. } => "model_verify",
             Self::ModelLoad { .. } => "model_load",
+            Self::ModelDownloadBatch { .. } => "model_download_batch",
+            Self::WorkerSpawnBatch { .. } => "worker_spawn_batch",
             Self::ModelUnload { .. } => "model_unload",
             Self::WorkerInstall { .. } => "worker_install",
             Self::WorkerRemove { .. } => "worker_remove",
@@ -214,6 +226,37 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
             Ok(state.jobs.spawn(name, move |_| async move {
                 model_delete(&s, &id).await.map_err(err)
             }))
+        }
+        Operation::ModelDownloadBatch { model_refs } => {
+            let items = model_refs
+                .into_iter()
+                .map(|r| {
+                    let op = Operation::ModelDownload {
+                        model_ref: r.clone(),
+                        sha256: None,
+                    };
+                    (r, op)
+                })
+                .collect();
+            crate::batch::start(state, name, items)
+        }
+        Operation::WorkerSpawnBatch { workers } => {
+            let items = workers
+                .into_iter()
+                .map(|w| {
+                    let label = format!("{} on {} {}", w.model, w.worker, w.device);
+                    let op = Operation::WorkerSpawn {
+                        model: w.model,
+                        worker: w.worker,
+                        device: w.device,
+                        force: w.force,
+                        pull: w.pull,
+                        idle_ttl_secs: w.idle_ttl_secs,
+                    };
+                    (label, op)
+                })
+                .collect();
+            crate::batch::start(state, name, items)
         }
         Operation::ModelLoad {
             id,

@@ -23,6 +23,7 @@ pub fn router() -> Router<SharedState> {
         .route("/v1/models/download", post(download))
         .route("/v1/models/import", post(import))
         .route("/v1/models/verify", post(verify))
+        .route("/v1/models/download-batch", post(download_batch))
         .route("/v1/models/load", post(load))
         .route("/v1/models/unload", post(unload))
         .route("/v1/models/{*id}", get(get_one).delete(delete))
@@ -145,6 +146,28 @@ pub async fn load(
     ApiJson(body): ApiJson<crate::worker_ops::LoadRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let job = crate::worker_ops::start_load(&state, body).await?;
+    Ok(accepted(&job))
+}
+
+/// What to download, several at once.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadBatchBody {
+    /// The references, 1 to 100.
+    pub model_refs: Vec<String>,
+}
+
+/// Downloads several models: one parent job whose narration names each child job,
+/// and whose result lists each outcome; one failure does not stop the others.
+#[utoipa::path(post, path = "/v1/models/download-batch", tag = "models", request_body = DownloadBatchBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+pub async fn download_batch(
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<DownloadBatchBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let op = Operation::ModelDownloadBatch {
+        model_refs: body.model_refs,
+    };
+    let job = ops::start(&state, op).await?;
     Ok(accepted(&job))
 }
 

@@ -24,6 +24,7 @@ pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/v1/workers", get(list))
         .route("/v1/workers/spawn", post(spawn))
+        .route("/v1/workers/spawn-batch", post(spawn_batch))
         .route("/v1/workers/{id}", get(get_one).delete(stop))
         .route("/v1/workers/{id}/heartbeat", post(heartbeat))
         .route("/v1/workers/{id}/logs", get(logs))
@@ -62,6 +63,28 @@ pub async fn spawn(
     ApiJson(req): ApiJson<SpawnRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let job = worker_ops::start_spawn(&state, req).await?;
+    Ok(accepted(&job))
+}
+
+/// Several workers to start.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnBatchBody {
+    /// Each as `POST /v1/workers/spawn` takes it, 1 to 100.
+    pub workers: Vec<SpawnRequest>,
+}
+
+/// Starts several workers: one parent job, a child job each; one failure does not stop
+/// the others.
+#[utoipa::path(post, path = "/v1/workers/spawn-batch", tag = "workers", request_body = SpawnBatchBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+pub async fn spawn_batch(
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<SpawnBatchBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let op = crate::ops::Operation::WorkerSpawnBatch {
+        workers: body.workers,
+    };
+    let job = crate::ops::start(&state, op).await?;
     Ok(accepted(&job))
 }
 

@@ -4,6 +4,7 @@
 
 mod api;
 mod audit;
+mod batch;
 mod integrity;
 mod restart;
 mod workers;

@@ -1,0 +1,109 @@
+//! Batch operations: one parent job that starts one child job per item and waits for
+//! them all. The parent's narration names each child's job id; a failed or refused
+//! item does not stop the others; cancelling the parent cancels every child. Download
+//! concurrency stays bounded by the daemon's `--max-concurrent-downloads`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::jobs::Job;
+use crate::ops::Operation;
+use crate::state::SharedState;
+
+/// The most items one batch takes.
+pub const MAX_ITEMS: usize = 100;
+
+type Started = Pin<Box<dyn Future<Output = Result<Arc<Job>, ApiError>> + Send>>;
+
+/// Waits for a job's `done`; returns its state and its result or error.
+pub async fn wait_job(job: &Job) -> (String, Value) {
+    let (mut seen, mut rx) = job.subscribe();
+    loop {
+        if let Some(done) = seen.iter().find(|e| e.kind == "done") {
+            let state = done.data["state"].as_str().unwrap_or("failed").to_owned();
+            let payload = seen
+                .iter()
+                .rev()
+                .find(|e| e.kind == "result" || e.kind == "error")
+                .map_or(Value::Null, |e| e.data.clone());
+            return (state, payload);
+        }
+        match rx.recv().await {
+            Ok(e) => seen.push(e),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                seen = job.subscribe().0;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return ("failed".into(), Value::Null);
+            }
+        }
+    }
+}
+
+/// Checks the batch's size and starts the parent job over `items` (label, operation).
+pub fn start(
+    state: &SharedState,
+    operation: &'static str,
+    items: Vec<(String, Operation)>,
+) -> Result<Arc<Job>, ApiError> {
+    if items.is_empty() || items.len() > MAX_ITEMS {
+        return Err(ApiError::bad_request(
+            "invalid_batch",
+            format!("a batch takes 1 to {MAX_ITEMS} items, got {}", items.len()),
+        ));
+    }
+    let s = Arc::clone(state);
+    Ok(state.jobs.spawn(operation, move |job| async move {
+        let mut children: Vec<(String, Result<Arc<Job>, (&'static str, String)>)> = Vec::new();
+        for (label, op) in items {
+            let started: Started = Box::pin({
+                let s = Arc::clone(&s);
+                async move { crate::ops::start(&s, op).await }
+            });
+            let child = started.await.map_err(ApiError::parts);
+            match &child {
+                Ok(c) => job.narrate("child", &format!("{label}: job {}", c.info().job_id)),
+                Err((_, message)) => job.narrate("child", &format!("{label}: refused: {message}")),
+            }
+            children.push((label, child));
+        }
+        // Cancelling the parent cancels every child.
+        let tokens: Vec<_> = children
+            .iter()
+            .filter_map(|(_, c)| c.as_ref().ok().map(|c| c.cancel.clone()))
+            .collect();
+        let parent = job.cancel.clone();
+        let watcher = tokio::spawn(async move {
+            parent.cancelled().await;
+            for t in tokens {
+                t.cancel();
+            }
+        });
+        let mut outcomes = Vec::new();
+        let mut failed = 0;
+        for (label, child) in children {
+            let outcome = match child {
+                Ok(c) => {
+                    let (state, payload) = wait_job(&c).await;
+                    job.narrate("child", &format!("{label}: {state}"));
+                    if state != "completed" {
+                        failed += 1;
+                    }
+                    let key = if state == "completed" { "result" } else { "error" };
+                    json!({"item": label, "job_id": c.info().job_id, "state": state, key: payload})
+                }
+                Err((code, message)) => {
+                    failed += 1;
+                    json!({"item": label, "state": "refused", "error": {"code": code, "message": message}})
+                }
+            };
+            outcomes.push(outcome);
+        }
+        watcher.abort();
+        Ok(json!({"items": outcomes, "failed": failed}))
+    }))
+}
