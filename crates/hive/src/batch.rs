@@ -18,6 +18,8 @@ use crate::state::SharedState;
 pub const MAX_ITEMS: usize = 100;
 
 type Started = Pin<Box<dyn Future<Output = Result<Arc<Job>, ApiError>> + Send>>;
+/// A child job, or why it was refused (code, message).
+type Child = Result<Arc<Job>, (&'static str, String)>;
 
 /// Waits for a job's `done`; returns its state and its result or error.
 pub async fn wait_job(job: &Job) -> (String, Value) {
@@ -58,7 +60,7 @@ pub fn start(
     }
     let s = Arc::clone(state);
     Ok(state.jobs.spawn(operation, move |job| async move {
-        let mut children: Vec<(String, Result<Arc<Job>, (&'static str, String)>)> = Vec::new();
+        let mut children: Vec<(String, Child)> = Vec::new();
         for (label, op) in items {
             let started: Started = Box::pin({
                 let s = Arc::clone(&s);
