@@ -33,6 +33,25 @@ pub enum ModelsCommand {
         /// The model's id
         id: String,
     },
+    /// Make sure a worker serves the model (spawns one, pulling the model if needed)
+    Load {
+        /// The model's id, or a reference to pull
+        id: String,
+        /// cpu, cuda or metal
+        #[arg(long, default_value = "cpu")]
+        worker: String,
+        /// The device index
+        #[arg(long, default_value_t = 0)]
+        device: u32,
+        /// Stop the worker after this many seconds without a request (0: never)
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Stop the workers serving the model
+    Unload {
+        /// The model's id
+        id: String,
+    },
     /// Check that every model's files are there, whole; failures mark the model failed
     Verify {
         /// Also hash every file again (reads every byte)
@@ -69,6 +88,44 @@ pub fn print_json(v: &Value) -> anyhow::Result<()> {
 pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
     let client = Client::new(args)?;
     match cmd {
+        ModelsCommand::Load {
+            id,
+            worker,
+            device,
+            ttl,
+        } => {
+            let mut body = json!({"id": id, "worker": worker, "device": device});
+            if let Some(ttl) = ttl {
+                body["idle_ttl_secs"] = json!(ttl);
+            }
+            let started = client
+                .call(Method::POST, "/v1/models/load", Some(body))
+                .await?;
+            follow_job(&client, &started, args.json, "cancelled", |w| {
+                format!(
+                    "{} serves it at {}",
+                    w["id"].as_str().unwrap_or("?"),
+                    w["url"].as_str().unwrap_or("?")
+                )
+            })
+            .await
+        }
+        ModelsCommand::Unload { id } => {
+            let v = client
+                .call(Method::POST, "/v1/models/unload", Some(json!({"id": id})))
+                .await?;
+            if args.json {
+                return print_json(&v);
+            }
+            let stopped = v["stopped"].as_array().cloned().unwrap_or_default();
+            if stopped.is_empty() {
+                println!("no worker served {id}");
+            }
+            for w in stopped {
+                println!("stopped {}", w.as_str().unwrap_or("?"));
+            }
+            Ok(())
+        }
         ModelsCommand::Verify { rehash } => {
             let started = client
                 .call(

@@ -245,6 +245,26 @@ async fn worker_binaries_and_workers_from_the_command_line() {
         !ok && err.trim().lines().count() == 1 && err.contains("no worker"),
         "{err}"
     );
+    // load starts a worker, unload stops it.
+    let (ok, out, err) = rbee(&d, &["models", "load", &id]);
+    assert!(
+        ok && out.contains("serves it at http://127.0.0.1:"),
+        "{out} {err}"
+    );
+    let (ok, out, _) = rbee(&d, &["models", "unload", &id]);
+    assert!(ok && out.contains("stopped worker-"), "{out}");
+    let (ok, out, _) = rbee(&d, &["models", "unload", &id]);
+    assert!(ok && out.contains("no worker served"), "{out}");
+    let (ok, out, _) = rbee(&d, &["models", "verify"]);
+    assert!(
+        ok && out.contains("1 checked") && out.contains("no problems"),
+        "{out}"
+    );
+    let (ok, out, _) = rbee(&d, &["hive", "audit"]);
+    assert!(
+        ok && out.contains("worker_spawn") && out.contains("model_unload"),
+        "{out}"
+    );
     let (ok, out, _) = rbee(
         &d,
         &["worker-binaries", "rm", "llm-worker-rbee-cpu-v0.1.0-linux"],
