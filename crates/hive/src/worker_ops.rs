@@ -180,6 +180,12 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
         loop {
             tokio::select! {
                 outcome = &mut first => {
+                    // The events sent before the outcome go on the stream first.
+                    while let Ok(e) = events.try_recv() {
+                        if e.worker_id == id {
+                            job.narrate(e.event, &e.message);
+                        }
+                    }
                     return match outcome {
                         Ok(Ok(record)) => Ok(json!(record)),
                         Ok(Err(reason)) => Err(("worker_failed", reason)),
