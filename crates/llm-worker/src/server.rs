@@ -349,10 +349,6 @@ fn start(
     rx
 }
 
-fn created() -> u64 {
-    unix_now()
-}
-
 fn request_id(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rand::random::<u64>())
 }
@@ -496,36 +492,15 @@ async fn completions(
     let prompt = req.prompt()?.to_string();
     let model = ready_model(&worker)?;
     // OpenAI's default for completions is 16 tokens.
-    let job = prepare(&model, &prompt, &checked, Some(16))?;
-    let prompt_tokens = job.prompt.len();
-    let permit = acquire_slot(&worker).await?;
-    let rx = start(&worker, model.clone(), job, permit);
-    let meta = StreamMeta {
-        kind: Kind::Completion,
-        id: request_id("cmpl"),
-        model: model.name.clone(),
-        created: created(),
-        prompt_tokens,
-        include_usage: checked.include_usage,
-    };
-    if checked.stream {
-        return Ok(sse(meta, rx).into_response());
-    }
-    let (text, generated) = collect(rx).await?;
-    Ok(Json(json!({
-        "id": meta.id,
-        "object": "text_completion",
-        "created": meta.created,
-        "model": meta.model,
-        "choices": [{
-            "index": 0,
-            "text": text,
-            "logprobs": null,
-            "finish_reason": generated.finish.as_str(),
-        }],
-        "usage": Usage::new(prompt_tokens, generated.completion_tokens),
-    }))
-    .into_response())
+    answer(
+        &worker,
+        model,
+        Kind::Completion,
+        &prompt,
+        &checked,
+        Some(16),
+    )
+    .await
 }
 
 async fn chat(
@@ -541,15 +516,32 @@ async fn chat(
         message: e.to_string(),
         param: Some("messages"),
     })?;
-    let job = prepare(&model, &prompt, &checked, None)?;
+    answer(&worker, model, Kind::Chat, &prompt, &checked, None).await
+}
+
+/// Runs one generation for either endpoint and answers in its shape: a stream of
+/// chunks, or one object.
+async fn answer(
+    worker: &Arc<Worker>,
+    model: Arc<Model>,
+    kind: Kind,
+    prompt: &str,
+    checked: &Checked,
+    default_max: Option<usize>,
+) -> Result<Response, ApiError> {
+    let job = prepare(&model, prompt, checked, default_max)?;
     let prompt_tokens = job.prompt.len();
-    let permit = acquire_slot(&worker).await?;
-    let rx = start(&worker, model.clone(), job, permit);
+    let permit = acquire_slot(worker).await?;
+    let rx = start(worker, Arc::clone(&model), job, permit);
+    let (prefix, object) = match kind {
+        Kind::Completion => ("cmpl", "text_completion"),
+        Kind::Chat => ("chatcmpl", "chat.completion"),
+    };
     let meta = StreamMeta {
-        kind: Kind::Chat,
-        id: request_id("chatcmpl"),
+        kind,
+        id: request_id(prefix),
         model: model.name.clone(),
-        created: created(),
+        created: unix_now(),
         prompt_tokens,
         include_usage: checked.include_usage,
     };
@@ -557,17 +549,21 @@ async fn chat(
         return Ok(sse(meta, rx).into_response());
     }
     let (text, generated) = collect(rx).await?;
+    let mut choice = json!({
+        "index": 0,
+        "logprobs": null,
+        "finish_reason": generated.finish.as_str(),
+    });
+    match kind {
+        Kind::Completion => choice["text"] = json!(text),
+        Kind::Chat => choice["message"] = json!({"role": "assistant", "content": text}),
+    }
     Ok(Json(json!({
         "id": meta.id,
-        "object": "chat.completion",
+        "object": object,
         "created": meta.created,
         "model": meta.model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "logprobs": null,
-            "finish_reason": generated.finish.as_str(),
-        }],
+        "choices": [choice],
         "usage": Usage::new(prompt_tokens, generated.completion_tokens),
     }))
     .into_response())
