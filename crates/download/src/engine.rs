@@ -31,6 +31,9 @@ use crate::{
 const WRITE_BLOCK: usize = 1 << 20;
 /// Stalls in a row on one part before it counts as a failure.
 const MAX_STALLS: u32 = 20;
+/// The end of a segment whose length the server did not say: the stream's own end
+/// is the file's end.
+const OPEN_END: u64 = u64::MAX;
 
 /// The partial file and state for a destination: named by a hash of the destination
 /// path, so that a restart finds them whatever URL the file now comes from.
@@ -623,7 +626,7 @@ impl Job {
                 Some(Ok(None)) => {
                     t.flush(seg, buf_at, &mut buf).await.map_err(fatal)?;
                     let s = seg.lock();
-                    if s.written >= s.end {
+                    if s.written >= s.end || s.end == OPEN_END {
                         return Ok(());
                     }
                     return Err(PartError::Failure(Failure::Retry {
@@ -677,7 +680,8 @@ impl Job {
         }
     }
 
-    /// No ranges: one stream from byte 0, started over on failure.
+    /// No ranges: one stream from byte 0, started over on failure. Nothing of it is
+    /// kept when it fails or is cancelled: it could only be fetched again whole.
     async fn whole(
         &self,
         first: Response,
@@ -689,6 +693,23 @@ impl Job {
         );
         let (part_path, state_path) = partial_paths(&self.request.work_dir, &self.request.dest);
         let _ = fs_err::remove_file(&state_path);
+        let outcome = self
+            .whole_stream(first, total, etag, &part_path, &state_path)
+            .await;
+        if outcome.is_err() {
+            let _ = fs_err::remove_file(&part_path);
+        }
+        outcome
+    }
+
+    async fn whole_stream(
+        &self,
+        first: Response,
+        total: Option<u64>,
+        etag: Option<String>,
+        part_path: &Path,
+        state_path: &Path,
+    ) -> Result<DownloadOutcome, DownloadError> {
         let mut backoff = self.backoff();
         let mut attempts = 0;
         let mut next_response = Some(first);
@@ -720,18 +741,18 @@ impl Job {
                 .truncate(true)
                 .read(true)
                 .write(true)
-                .open(&part_path)
-                .map_err(|e| self.io("cannot open", &part_path, e))?
+                .open(part_path)
+                .map_err(|e| self.io("cannot open", part_path, e))?
                 .into_parts()
                 .0;
             if let Some(total) = total {
-                self.reserve(&file, &part_path, total, 0)?;
+                self.reserve(&file, part_path, total, 0)?;
             }
             let file = Arc::new(file);
-            let end = total.unwrap_or(u64::MAX);
+            let end = total.unwrap_or(OPEN_END);
             let t = Arc::new(Transfer {
                 file: Arc::clone(&file),
-                part_path: part_path.clone(),
+                part_path: part_path.to_path_buf(),
                 done: Mutex::new(RangeSet::default()),
                 bytes_done: AtomicU64::new(0),
                 hasher: self.hasher(&file),
@@ -771,25 +792,25 @@ impl Job {
                 Ok(()) => {
                     // Without a length, the end of the stream is the end of the file.
                     let size = match total {
-                        Some(t) if written != t => {
-                            return Err(DownloadError::Protocol {
-                                url: self.url().to_owned(),
-                                message: format!("only {written} of {t} bytes arrived"),
-                            });
-                        }
-                        _ => written,
+                        Some(t) if written != t => Err(DownloadError::Protocol {
+                            url: self.url().to_owned(),
+                            message: format!("only {written} of {t} bytes arrived"),
+                        }),
+                        _ => self.check_size(written).map(|()| written),
                     };
+                    let size = size?;
                     let Ok(transfer) = Arc::try_unwrap(t) else {
                         return Err(DownloadError::Invalid("the stream is still running".into()));
                     };
                     return self
-                        .finish(transfer, size, 0, etag, false, &state_path)
+                        .finish(transfer, size, 0, etag, false, state_path)
                         .await;
                 }
-                Err(DownloadError::Cancelled) => return Err(DownloadError::Cancelled),
-                Err(e @ (DownloadError::DiskFull { .. } | DownloadError::Io { .. })) => {
-                    return Err(e);
-                }
+                Err(
+                    e @ (DownloadError::Cancelled
+                    | DownloadError::DiskFull { .. }
+                    | DownloadError::Io { .. }),
+                ) => return Err(e),
                 Err(error) => {
                     attempts += 1;
                     self.retry_wait(

@@ -57,7 +57,7 @@ pub enum DownloadError {
         available: String,
     },
 
-    #[error("the disk at {path} is full ({source}); the partial download is kept")]
+    #[error("the disk at {path} is full ({source})")]
     DiskFull {
         path: PathBuf,
         #[source]
@@ -71,7 +71,7 @@ pub enum DownloadError {
         source: Arc<std::io::Error>,
     },
 
-    #[error("cancelled; the partial download is kept for resuming")]
+    #[error("cancelled")]
     Cancelled,
 
     #[error("invalid download request: {0}")]

@@ -346,6 +346,16 @@ pub fn partial_paths(work_dir: &Path, dest: &Path) -> (PathBuf, PathBuf) {
     engine::partial_paths(work_dir, dest)
 }
 
+/// The bytes a resumed download to `dest` would not fetch again: what its resume
+/// state records as on disk; `None` when there is no partial to resume.
+pub fn resumable_bytes(work_dir: &Path, dest: &Path) -> Option<u64> {
+    let (part, state) = engine::partial_paths(work_dir, dest);
+    if !part.is_file() {
+        return None;
+    }
+    ResumeState::load(&state).map(|s| s.done.covered())
+}
+
 /// Free bytes on the filesystem holding `path`.
 pub fn available_space(path: &Path) -> std::io::Result<u64> {
     fs4::available_space(path)

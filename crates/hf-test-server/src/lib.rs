@@ -3,7 +3,8 @@
 //! clamped like the hub's CDN, an optional redirect of LFS files to a second "CDN"
 //! server, gated and missing repos with the hub's `X-Error-Code`s, and faults on
 //! demand: dropped connections, 500s, 429 with `Retry-After`, stalls, corrupt bytes, a
-//! lying `Content-Length`, no range support, throttling. It counts the bytes it sends.
+//! lying `Content-Length`, no range support, a mirror that sends no length and ignores
+//! ranges, throttling. It counts the bytes it sends.
 #![allow(
     missing_docs,
     missing_debug_implementations,
@@ -111,6 +112,9 @@ pub struct Faults {
     pub lie_count: AtomicU64,
     /// Ignore `Range` and send every file whole, without `Accept-Ranges`.
     pub no_ranges: AtomicBool,
+    /// Answer like a plain mirror of the hub: `Range` ignored, the whole file in a
+    /// chunked body with no `Content-Length`, and no `X-Linked-*` headers.
+    pub mirror: AtomicBool,
     /// Send at most this many bytes per second on each response (0: unlimited).
     pub throttle_bytes_per_sec: AtomicU64,
 }
@@ -465,9 +469,16 @@ fn serve(
 ) -> Response {
     let size = data.len() as u64;
     let f = &state.faults;
-    let no_ranges = f.no_ranges.load(Ordering::SeqCst);
+    let mirror = f.mirror.load(Ordering::SeqCst);
+    let no_ranges = mirror || f.no_ranges.load(Ordering::SeqCst);
+    if mirror {
+        out.remove("x-linked-etag");
+        out.remove("x-linked-size");
+    }
     if method == Method::HEAD {
-        out.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        if !mirror {
+            out.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        }
         if !no_ranges {
             out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         }
@@ -530,7 +541,10 @@ fn serve(
     if take(&f.lie_count) {
         len += 100;
     }
-    out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if !mirror {
+        // without it, the body goes out chunked
+        out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
     let cut = take(&f.drop_count).then(|| f.drop_after_bytes.load(Ordering::SeqCst));
     let stall = take(&f.stall_count).then(|| f.stall_after_bytes.load(Ordering::SeqCst));
     let throttle = f.throttle_bytes_per_sec.load(Ordering::SeqCst);

@@ -238,6 +238,40 @@ async fn without_ranges_one_stream() {
     assert!(out.verified);
 }
 
+/// A mirror of the hub: a chunked body with no length, `Range` ignored, no
+/// `X-Linked-*` headers. The end of the stream is the end of the file, and the sha256
+/// given with the request is the judge.
+#[tokio::test]
+async fn a_stream_of_unknown_length_is_read_to_its_end() {
+    let (server, file) = server_with(3 << 20, false).await;
+    server.faults().mirror.store(true, Ordering::SeqCst);
+    let d = dirs();
+    let mut req = request(&server, &d, Some(file.sha256()));
+    req.size = Some(3 << 20);
+    let (r, rec) = fetch(fast_config(), req).await;
+    let out = r.unwrap();
+    assert_eq!(out.size, 3 << 20);
+    assert!(out.verified && !out.resumable);
+    assert_eq!(fs_err::read(&d.dest).unwrap(), file.data.to_vec());
+    assert!(rec.said("does not support ranges"));
+    // one whole stream, plus the probe's answer (also whole) that became it
+    assert_eq!(server.bytes_sent(), 3 << 20);
+    assert!(leftovers(&d.work).is_empty(), "{:?}", leftovers(&d.work));
+
+    // a body that ends early is caught by the size the tree API gave, and by the sha256
+    let d = dirs();
+    let mut req = request(&server, &d, Some(file.sha256()));
+    req.size = Some((3 << 20) + 1);
+    let err = fetch(fast_config(), req).await.0.unwrap_err();
+    assert!(err.to_string().contains("expected"), "{err}");
+    assert!(!d.dest.exists());
+    let d = dirs();
+    let req = request(&server, &d, Some("0".repeat(64)));
+    let err = fetch(fast_config(), req).await.0.unwrap_err();
+    assert!(matches!(err, DownloadError::Sha256Mismatch { .. }), "{err}");
+    assert!(!d.dest.exists());
+}
+
 #[tokio::test]
 async fn the_bandwidth_cap_holds() {
     let (server, file) = server_with(3 << 20, false).await;

@@ -253,3 +253,39 @@ async fn a_full_disk_is_refused_before_downloading() {
         server.bytes_sent()
     );
 }
+
+#[tokio::test]
+async fn a_cancelled_stream_without_ranges_keeps_nothing() {
+    let (server, file) = server_with(8 << 20, false).await;
+    server.faults().mirror.store(true, Ordering::SeqCst);
+    server
+        .faults()
+        .throttle_bytes_per_sec
+        .store(2 << 20, Ordering::SeqCst);
+    let d = dirs();
+    let dl = Downloader::new(fast_config()).unwrap();
+    let cancel = CancellationToken::new();
+    let task = {
+        let (dl, req, cancel) = (
+            dl.clone(),
+            request(&server, &d, Some(file.sha256())),
+            cancel.clone(),
+        );
+        tokio::spawn(async move {
+            dl.download(req, Arc::new(Recorder::default()), cancel)
+                .await
+        })
+    };
+    wait_until("some bytes", || server.bytes_sent() > 1 << 20).await;
+    cancel.cancel();
+    let err = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, DownloadError::Cancelled), "{err}");
+    // a server that cannot resume: the partial would only be fetched again whole
+    let (part, state) = Downloader::partial_paths(&request(&server, &d, None));
+    assert!(!part.exists() && !state.exists());
+    assert!(!d.dest.exists());
+}
