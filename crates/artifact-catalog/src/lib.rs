@@ -106,6 +106,8 @@ pub enum ArtifactStatus {
     Available,
     /// Being fetched; not usable yet.
     Downloading,
+    /// A fetch stopped on purpose with its partial kept: fetching it again resumes.
+    Paused,
     /// Not usable, for the reason given.
     Failed {
         /// What went wrong.
@@ -114,11 +116,12 @@ pub enum ArtifactStatus {
 }
 
 impl ArtifactStatus {
-    /// The state's name: `available`, `downloading` or `failed`.
+    /// The state's name: `available`, `downloading`, `paused` or `failed`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Available => "available",
             Self::Downloading => "downloading",
+            Self::Paused => "paused",
             Self::Failed { .. } => "failed",
         }
     }

@@ -20,6 +20,11 @@ pub trait ProvisionReporter: Send + Sync {
         bytes_per_sec: f64,
         eta_secs: Option<f64>,
     );
+    /// Work that is not bytes, such as a build: `done` of `total` `unit`s (`crates`),
+    /// and what runs now. Reporters that show only bytes may ignore it.
+    fn step(&self, done: u64, total: Option<u64>, unit: &str, current: &str) {
+        let _ = (done, total, unit, current);
+    }
 }
 
 /// A reporter that drops everything.
@@ -94,7 +99,7 @@ pub enum ProvisionError {
     Invalid(String),
     #[error("{message}")]
     Download { code: &'static str, message: String },
-    #[error("cancelled; the partial download is kept for resuming")]
+    #[error("cancelled")]
     Cancelled,
     #[error("{0}")]
     Io(String),

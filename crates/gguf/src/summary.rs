@@ -40,6 +40,29 @@ pub struct Summary {
     pub tokenizer_model: Option<String>,
     /// Bytes of tensor data: what the weights take in memory.
     pub tensor_data_size: u64,
+    /// Bytes an f16 KV cache takes per token of context, over every layer; `None`
+    /// when the header lacks the attention shape (or for a summary made before this
+    /// was recorded).
+    #[serde(default)]
+    pub kv_cache_bytes_per_token: Option<u64>,
+}
+
+impl Summary {
+    /// Memory to run the model with `context_length` tokens of context, as
+    /// [`Gguf::memory_estimate`] gives it.
+    pub fn memory_estimate(&self, context_length: u64) -> MemoryEstimate {
+        let kv_cache_bytes = self
+            .kv_cache_bytes_per_token
+            .map(|b| b.saturating_mul(context_length));
+        MemoryEstimate {
+            context_length,
+            weights_bytes: self.tensor_data_size,
+            kv_cache_bytes,
+            total_bytes: self
+                .tensor_data_size
+                .saturating_add(kv_cache_bytes.unwrap_or(0)),
+        }
+    }
 }
 
 /// What running the model takes in memory, at one context length.
@@ -115,6 +138,7 @@ impl Gguf {
             has_chat_template: self.get("tokenizer.chat_template").is_some(),
             tokenizer_model: string("tokenizer.ggml.model"),
             tensor_data_size: self.tensor_data_size(),
+            kv_cache_bytes_per_token: self.kv_cache_bytes(1),
         }
     }
 

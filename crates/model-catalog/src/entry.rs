@@ -23,8 +23,13 @@ pub struct ModelEntry {
     pub status: ArtifactStatus,
     /// The sha256 of the file, lowercase hex: the one the vendor gave, else ours.
     pub sha256: Option<String>,
-    /// Whether the bytes were checked against a sha256 the vendor gave.
+    /// Whether the bytes matched a sha256 the source published (the hub's LFS oid,
+    /// a `--sha256` given with the pull); our own hash of a file makes it `false`.
     pub verified: bool,
+    /// When the file's bytes were last hashed and matched `sha256` (at download,
+    /// import or `verify --rehash`).
+    #[serde(default)]
+    pub hashed_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The vendor's revision: a Hugging Face commit, an HTTP ETag.
     pub revision: Option<String>,
     /// Where the bytes came from.
@@ -37,7 +42,8 @@ pub struct ModelEntry {
     /// A note given by the user.
     #[serde(default)]
     pub notes: Option<String>,
-    /// How far a download has come, while `Downloading`.
+    /// How far a download has come, while `Downloading`; what is on disk, while
+    /// `Paused`.
     #[serde(default)]
     pub progress: Option<DownloadProgress>,
     /// The files of a split model (`*-00001-of-00003.gguf`), first one included;
@@ -84,6 +90,7 @@ impl ModelEntry {
             status: ArtifactStatus::Downloading,
             sha256: None,
             verified: false,
+            hashed_at: None,
             revision: None,
             source_url: None,
             gguf: None,
@@ -125,7 +132,7 @@ impl Artifact for ModelEntry {
     }
 
     fn set_status(&mut self, status: ArtifactStatus) {
-        if status != ArtifactStatus::Downloading {
+        if !matches!(status, ArtifactStatus::Downloading | ArtifactStatus::Paused) {
             self.progress = None;
         }
         self.status = status;

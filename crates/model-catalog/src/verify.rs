@@ -101,12 +101,14 @@ impl ModelCatalog {
             };
             let mut problem = None;
             let mut hashed_any = false;
+            let mut hashed = 0;
             for (path, size, sha256) in &files {
                 let found = check_file(path, *size, sha256.as_deref(), rehash);
                 hashed_any |= rehash;
                 match found {
-                    FileCheck::Ok => {}
+                    FileCheck::Ok => hashed += usize::from(rehash),
                     FileCheck::Hashed(actual) => {
+                        hashed += 1;
                         if entry.shards.is_empty() {
                             self.modify(&entry.id, &mut |e| {
                                 e.artifact.sha256 = Some(actual.clone())
@@ -121,6 +123,10 @@ impl ModelCatalog {
             }
             if hashed_any {
                 report.hashed += 1;
+            }
+            if problem.is_none() && hashed == files.len() && rehash {
+                let now = artifact_catalog::now();
+                self.modify(&entry.id, &mut |e| e.artifact.hashed_at = Some(now))?;
             }
             if let Some(reason) = problem {
                 self.set_status(

@@ -31,8 +31,13 @@ fn llama_q4_0() {
             has_chat_template: false,
             tokenizer_model: Some("llama".into()),
             tensor_data_size: s.tensor_data_size,
+            // 2 layers × 2 kv heads × (16 + 16) of K and V, 2 bytes each
+            kv_cache_bytes_per_token: Some(2 * 2 * 32 * 2),
         }
     );
+    // the summary's estimate is the header's
+    let g = parse("llama-q4_0.gguf", &ReadOptions::default());
+    assert_eq!(s.memory_estimate(2048), g.memory_estimate(2048));
 }
 
 #[test]
