@@ -37,6 +37,14 @@ pub struct Sampling {
     pub temperature: Option<f64>,
     /// (0, 1].
     pub top_p: Option<f64>,
+    /// Keep the k most likely tokens (0: all), as llama.cpp's server takes it.
+    pub top_k: Option<i64>,
+    /// [0, 1]: drop tokens less likely than this fraction of the most likely one.
+    pub min_p: Option<f64>,
+    /// Above 0; 1 is off.
+    pub repeat_penalty: Option<f64>,
+    /// The recent tokens the penalty looks at (0: none).
+    pub repeat_last_n: Option<i64>,
     /// A seed makes sampling repeatable.
     pub seed: Option<u64>,
     /// Up to 4 texts that end the generation.
@@ -122,10 +130,18 @@ impl Invalid {
 pub struct Checked {
     /// `max_tokens`, when given.
     pub max_tokens: Option<usize>,
-    /// `temperature`; 1 when not given, as OpenAI's default.
-    pub temperature: f64,
+    /// `temperature`; the model's default when not given.
+    pub temperature: Option<f64>,
     /// `top_p`.
     pub top_p: Option<f64>,
+    /// `top_k`.
+    pub top_k: Option<usize>,
+    /// `min_p`.
+    pub min_p: Option<f64>,
+    /// `repeat_penalty`.
+    pub repeat_penalty: Option<f32>,
+    /// `repeat_last_n`.
+    pub repeat_last_n: Option<usize>,
     /// `seed`.
     pub seed: Option<u64>,
     /// `stop`.
@@ -156,11 +172,12 @@ impl Sampling {
             }
             (None, None) => None,
         };
-        let temperature = self.temperature.unwrap_or(1.0);
-        if !(0.0..=2.0).contains(&temperature) {
+        if let Some(t) = self.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
             return Err(Invalid::new(
                 "temperature",
-                format!("temperature must be between 0 and 2, got {temperature}"),
+                format!("temperature must be between 0 and 2, got {t}"),
             ));
         }
         if let Some(p) = self.top_p
@@ -171,6 +188,35 @@ impl Sampling {
                 format!("top_p must be in (0, 1], got {p}"),
             ));
         }
+        if let Some(p) = self.min_p
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(Invalid::new(
+                "min_p",
+                format!("min_p must be in [0, 1], got {p}"),
+            ));
+        }
+        let count = |v: Option<i64>, param: &'static str| match v {
+            Some(n) if n < 0 => Err(Invalid::new(
+                param,
+                format!("{param} must be 0 or more, got {n}"),
+            )),
+            Some(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+            None => Ok(None),
+        };
+        let top_k = count(self.top_k, "top_k")?;
+        let repeat_last_n = count(self.repeat_last_n, "repeat_last_n")?;
+        let repeat_penalty = match self.repeat_penalty {
+            Some(p) if !(p > 0.0 && p <= 10.0) => {
+                return Err(Invalid::new(
+                    "repeat_penalty",
+                    format!("repeat_penalty must be in (0, 10], got {p}"),
+                ));
+            }
+            #[allow(clippy::cast_possible_truncation)]
+            Some(p) => Some(p as f32),
+            None => None,
+        };
         let stop = match &self.stop {
             None => Vec::new(),
             Some(OneOrMany::One(s)) => vec![s.clone()],
@@ -184,8 +230,12 @@ impl Sampling {
         }
         Ok(Checked {
             max_tokens,
-            temperature,
+            temperature: self.temperature,
             top_p: self.top_p,
+            top_k,
+            min_p: self.min_p,
+            repeat_penalty,
+            repeat_last_n,
             seed: self.seed,
             stop,
             stream: self.stream,
@@ -318,6 +368,21 @@ mod tests {
         assert!(sampling(json!({"max_tokens": 0})).is_err());
         assert!(sampling(json!({"n": 2})).is_err());
         assert!(sampling(json!({"stop": ["a", "b", "c", "d", "e"]})).is_err());
+        assert!(sampling(json!({"top_k": -1})).is_err());
+        assert!(sampling(json!({"min_p": 1.5})).is_err());
+        assert!(sampling(json!({"repeat_penalty": 0})).is_err());
+        assert!(sampling(json!({"repeat_last_n": -2})).is_err());
+        let llama = sampling(json!({"top_k": 20, "min_p": 0.1, "repeat_penalty": 1.2}))
+            .expect("llama.cpp's own fields");
+        assert_eq!(
+            (
+                llama.top_k,
+                llama.min_p,
+                llama.repeat_penalty,
+                llama.temperature
+            ),
+            (Some(20), Some(0.1), Some(1.2), None)
+        );
         let ok = sampling(json!({"max_tokens": 5, "temperature": 0, "stop": "x", "seed": 3}))
             .expect("valid");
         assert_eq!(ok.max_tokens, Some(5));

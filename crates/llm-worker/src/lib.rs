@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod model;
+pub mod sampler;
 pub mod server;
 pub mod template;
 pub mod tokenizer;

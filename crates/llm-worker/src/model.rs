@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{DType, Device, Tensor};
-use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
 use gguf::{ReadOptions, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::sampler::{Sampler, SamplerSettings};
 use crate::template::{CHATML, ChatTemplate};
 use crate::tokenizer::{TokenizerError, Vocab};
 
@@ -133,6 +133,11 @@ pub struct Model {
     /// The most positions a sequence may use: the model's context, capped by what
     /// candle's implementation supports.
     pub max_positions: usize,
+    /// The context the model's file says it was trained for.
+    pub context_length: usize,
+    /// How to sample when a request does not say: the file's recommendation, else
+    /// llama.cpp's defaults.
+    pub sampling: SamplerSettings,
     path: PathBuf,
     options: LoadOptions,
     first: std::sync::Mutex<Option<Weights>>,
@@ -221,6 +226,13 @@ impl Model {
             "llama" => context.min(quantized_llama::MAX_SEQ_LEN),
             _ => context,
         };
+        if max_positions < context {
+            tracing::warn!(
+                "the model's context is {context} tokens; this worker serves {max_positions} \
+                 (the most candle's {architecture} implementation holds)"
+            );
+        }
+        let sampling = SamplerSettings::for_model(&header);
 
         drop(reader);
         let weights = read_weights(path, &architecture, &device, options)?;
@@ -242,6 +254,8 @@ impl Model {
             vocab,
             template,
             max_positions,
+            context_length: context,
+            sampling,
             path: path.to_path_buf(),
             options: *options,
             first: std::sync::Mutex::new(Some(weights)),
@@ -414,10 +428,8 @@ fn load_weights<R: std::io::Read + Seek>(
 pub struct GenerateParams {
     /// The most tokens to generate.
     pub max_tokens: usize,
-    /// 0 is greedy.
-    pub temperature: f64,
-    /// Nucleus sampling: keep the smallest set of tokens whose probability reaches this.
-    pub top_p: Option<f64>,
+    /// How to choose each token.
+    pub sampler: SamplerSettings,
     /// The random seed.
     pub seed: u64,
     /// Texts that end the generation; they are not part of the output.
@@ -539,20 +551,8 @@ pub fn generate(
     mut emit: impl FnMut(&str) -> bool,
 ) -> candle_core::Result<Generated> {
     let started = Instant::now();
-    let sampling = if params.temperature <= 0.0 {
-        Sampling::ArgMax
-    } else {
-        match params.top_p {
-            Some(p) if p < 1.0 => Sampling::TopP {
-                p,
-                temperature: params.temperature,
-            },
-            _ => Sampling::All {
-                temperature: params.temperature,
-            },
-        }
-    };
-    let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
+    let mut sampler = Sampler::new(params.sampler, params.seed);
+    let mut history: Vec<u32> = prompt.to_vec();
 
     let mut logits = None;
     for (i, chunk) in prompt.chunks(PROMPT_CHUNK).enumerate() {
@@ -587,8 +587,9 @@ pub fn generate(
             finish = Finish::Cancelled;
             break;
         }
-        let step = logits.squeeze(0)?.to_dtype(DType::F32)?;
-        let next = sampler.sample(&step)?;
+        let mut step = logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let next = sampler.sample(&mut step, &history);
+        history.push(next);
         generated.push(next);
         if model.vocab.is_end_of_generation(next) {
             finish = Finish::Stop;

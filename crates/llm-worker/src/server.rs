@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ChatRequest, Checked, CompletionRequest, Invalid, Usage, error_body};
 use crate::model::{GenerateParams, Generated, Model, Weights, generate};
+use crate::sampler::SamplerSettings;
 
 /// Everything the routes share.
 #[derive(Debug)]
@@ -272,14 +273,18 @@ fn prepare(
         .into());
     }
     if prompt.len() >= model.max_positions {
+        let why = if model.max_positions < model.context_length {
+            format!(
+                "this worker holds {} positions for this model (its file says {}, but candle's {} implementation stops at {})",
+                model.max_positions, model.context_length, model.architecture, model.max_positions
+            )
+        } else {
+            format!("this model's context holds {}", model.max_positions)
+        };
         return Err(ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "context_length_exceeded",
-            message: format!(
-                "the prompt is {} tokens; this model's context holds {}",
-                prompt.len(),
-                model.max_positions
-            ),
+            message: format!("the prompt is {} tokens; {why}", prompt.len()),
             param: Some("messages"),
         });
     }
@@ -289,12 +294,23 @@ fn prepare(
         prompt,
         params: GenerateParams {
             max_tokens,
-            temperature: checked.temperature,
-            top_p: checked.top_p,
+            sampler: sampler_settings(model.sampling, checked),
             seed: checked.seed.unwrap_or_else(rand::random),
             stop: checked.stop.clone(),
         },
     })
+}
+
+/// The model's sampling defaults with what the request sets in their place.
+fn sampler_settings(defaults: SamplerSettings, c: &Checked) -> SamplerSettings {
+    SamplerSettings {
+        temperature: c.temperature.unwrap_or(defaults.temperature),
+        top_k: c.top_k.unwrap_or(defaults.top_k),
+        top_p: c.top_p.unwrap_or(defaults.top_p),
+        min_p: c.min_p.unwrap_or(defaults.min_p),
+        repeat_penalty: c.repeat_penalty.unwrap_or(defaults.repeat_penalty),
+        repeat_last_n: c.repeat_last_n.unwrap_or(defaults.repeat_last_n),
+    }
 }
 
 /// Starts the generation on a blocking thread; pieces arrive on the receiver.

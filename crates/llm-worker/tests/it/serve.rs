@@ -74,6 +74,11 @@ async fn greedy_completion_knows_the_capital_of_france() {
     let (_, a) = post(&w, "/v1/completions", body.clone()).await;
     let (_, b) = post(&w, "/v1/completions", body).await;
     assert_eq!(a["choices"][0]["text"], b["choices"][0]["text"]);
+    // and so does the default sampling (llama.cpp's chain), with nothing but a seed
+    let body = json!({"prompt": "The capital of France is", "max_tokens": 8, "seed": 11});
+    let (_, a) = post(&w, "/v1/completions", body.clone()).await;
+    let (_, b) = post(&w, "/v1/completions", body).await;
+    assert_eq!(a["choices"][0]["text"], b["choices"][0]["text"], "{a}");
 }
 
 #[tokio::test]
@@ -235,10 +240,24 @@ async fn bad_requests_are_400s_with_a_reason() {
     let (status, v) = post(&w, "/v1/completions", json!({"prompt": long})).await;
     assert_eq!(status, 400);
     assert_eq!(v["error"]["code"], "context_length_exceeded");
+    // SmolLM2's file says 8192; candle's llama stops at 4096, and the message says so
+    let message = v["error"]["message"].as_str().unwrap();
     assert!(
-        v["error"]["message"].as_str().unwrap().contains("4096"),
+        message.contains("holds 4096") && message.contains("its file says 8192"),
         "{v}"
     );
+    for (field, bad) in [
+        ("top_k", json!(-1)),
+        ("min_p", json!(2)),
+        ("repeat_penalty", json!(0)),
+    ] {
+        let (status, v) = post(&w, "/v1/completions", json!({"prompt": "x", field: bad})).await;
+        assert_eq!(
+            (status, v["error"]["param"].as_str()),
+            (400, Some(field)),
+            "{v}"
+        );
+    }
 
     let r = client
         .post(format!("{}/v1/completions", w.url))
