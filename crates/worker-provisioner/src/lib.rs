@@ -13,6 +13,8 @@
 //! worker catalog.
 #![deny(missing_docs)]
 
+mod build_progress;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -263,17 +265,26 @@ impl VendorSource<WorkerBinary> for LocalBuildVendor {
         ctx: &ProvisionContext,
     ) -> Result<WorkerBinary, ProvisionError> {
         let plan = resolved.plan;
-        let mut cmd = tokio::process::Command::new(
-            std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
-        );
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let features = cargo_features(plan.worker_type);
+        let total = {
+            let (cargo, dir) = (cargo.clone(), self.source_dir.clone());
+            tokio::task::spawn_blocking(move || {
+                build_progress::planned_crates(&cargo, &dir, "llm-worker", features)
+            })
+            .await
+            .ok()
+            .flatten()
+        };
+        let mut cmd = tokio::process::Command::new(&cargo);
         cmd.current_dir(&self.source_dir)
             .args(["build", "--locked", "--profile", &self.profile])
             .args(["-p", "llm-worker", "--bin", CARGO_BINARY])
+            .arg("--message-format=json-render-diagnostics")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let features = cargo_features(plan.worker_type);
         if !features.is_empty() {
             cmd.args(["--features", &features.join(",")]);
         }
@@ -282,37 +293,55 @@ impl VendorSource<WorkerBinary> for LocalBuildVendor {
         ctx.reporter.narrate(
             "build",
             &format!(
-                "building {} with cargo ({} profile) in {}",
+                "building {} with cargo ({} profile) in {}{}",
                 plan.id,
                 self.profile,
-                self.source_dir.display()
+                self.source_dir.display(),
+                total.map_or_else(String::new, |t| format!(": {t} crates"))
             ),
         );
         let mut child = cmd
             .spawn()
             .map_err(|e| io_error("cannot run cargo (is it installed?)", e))?;
         let mut tail: Vec<String> = Vec::new();
-        if let Some(stderr) = child.stderr.take() {
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            loop {
-                tokio::select! {
-                    line = lines.next_line() => match line {
-                        Ok(Some(line)) => {
-                            let line = line.trim().to_owned();
-                            if line.starts_with("Compiling") || line.starts_with("Finished") {
-                                ctx.reporter.narrate("build", &line);
-                            }
-                            tail.push(line);
-                            if tail.len() > 20 {
-                                tail.remove(0);
-                            }
+        let mut counter = build_progress::BuildCounter::default();
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(io_error(
+                "cargo's output",
+                std::io::Error::other("not piped"),
+            ));
+        };
+        let mut messages = tokio::io::BufReader::new(stdout).lines();
+        let mut text = tokio::io::BufReader::new(stderr).lines();
+        let (mut messages_open, mut text_open) = (true, true);
+        ctx.reporter.step(0, total, "crates", "");
+        while messages_open || text_open {
+            tokio::select! {
+                line = messages.next_line(), if messages_open => match line {
+                    Ok(Some(line)) => {
+                        if let Some((done, name)) = counter.line(&line) {
+                            let total = total.map(|t| t.max(done));
+                            ctx.reporter.step(done, total, "crates", &name);
                         }
-                        _ => break,
-                    },
-                    () = ctx.cancel.cancelled() => {
-                        let _ = child.kill().await;
-                        return Err(ProvisionError::Cancelled);
                     }
+                    _ => messages_open = false,
+                },
+                line = text.next_line(), if text_open => match line {
+                    Ok(Some(line)) => {
+                        let line = line.trim().to_owned();
+                        if line.starts_with("Finished") {
+                            ctx.reporter.narrate("build", &line);
+                        }
+                        tail.push(line);
+                        if tail.len() > 20 {
+                            tail.remove(0);
+                        }
+                    }
+                    _ => text_open = false,
+                },
+                () = ctx.cancel.cancelled() => {
+                    let _ = child.kill().await;
+                    return Err(ProvisionError::Cancelled);
                 }
             }
         }
