@@ -64,7 +64,7 @@ impl JobState {
 pub struct Event {
     /// Its place in the job's stream, from 0.
     pub seq: u64,
-    /// `narration`, `progress`, `result`, `error` or `done`.
+    /// `narration`, `progress`, `step`, `result`, `error` or `done`.
     pub kind: &'static str,
     /// The payload.
     pub data: Value,
@@ -135,10 +135,10 @@ impl Job {
         };
         inner.next_seq += 1;
         match kind {
-            "progress" => {
+            "progress" | "step" => {
                 inner.info.progress = Some(event.data.clone());
                 // a late subscriber needs only the newest progress
-                if inner.history.last().is_some_and(|e| e.kind == "progress") {
+                if inner.history.last().is_some_and(|e| e.kind == kind) {
                     inner.history.pop();
                 }
             }
@@ -175,6 +175,14 @@ impl Job {
         self.push(
             "progress",
             json!({"bytes_done": bytes_done, "bytes_total": bytes_total, "bytes_per_sec": bytes_per_sec, "eta_secs": eta_secs}),
+        );
+    }
+
+    /// Work counted in steps rather than bytes (`crates` of a build).
+    pub fn step(&self, done: u64, total: Option<u64>, unit: &str, current: &str) {
+        self.push(
+            "step",
+            json!({"done": done, "total": total, "unit": unit, "current": current}),
         );
     }
 
@@ -306,13 +314,16 @@ impl Jobs {
                     tokio::select! {
                         outcome = &mut fut => outcome,
                         () = tokio::time::sleep_until(at) => {
-                            // The work stops the way a cancel stops it (partials kept).
+                            // The work stops the way a cancel stops it, and says what
+                            // it kept.
                             j.cancel.cancel();
-                            let _ = fut.await;
+                            let said = match fut.await {
+                                Err((_, message)) => message,
+                                Ok(_) => "the work had just finished".to_owned(),
+                            };
                             Err((
                                 "deadline_exceeded",
-                                "the request's deadline passed: the work was cancelled (a partial download is kept)"
-                                    .to_owned(),
+                                format!("the request's deadline passed: {said}"),
                             ))
                         }
                     }

@@ -238,7 +238,7 @@ pub async fn resume_downloads(state: &SharedState) -> anyhow::Result<usize> {
         .collect();
     for entry in &pending {
         tracing::info!(id = %entry.id, "resuming a download the last run left unfinished");
-        ops::fetch_job(state, "model_download", entry.clone());
+        ops::fetch_job(state, "model_download", entry.clone(), false);
     }
     Ok(pending.len())
 }

@@ -209,15 +209,23 @@ pub async fn track(State(state): State<SharedState>, request: Request, next: Nex
     response
 }
 
-/// `GET /metrics`.
-#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn render(State(state): State<SharedState>) -> Result<Response, ApiError> {
+/// The content type of the Prometheus text format, what `/metrics` serves by default.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of OpenMetrics, served when the scraper asks for it.
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `GET /metrics`: the Prometheus text format, or OpenMetrics when `Accept` names it.
+#[utoipa::path(get, operation_id = "metrics", path = "/metrics", tag = "system", responses((status = 200, description = "The Prometheus text format (version 0.0.4), or OpenMetrics 1.0 when `Accept` asks for `application/openmetrics-text`", content((String = "text/plain"), (String = "application/openmetrics-text")))))]
+pub async fn render(
+    State(state): State<SharedState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
     let catalog = Arc::clone(&state.catalog);
     let records = tokio::task::spawn_blocking(move || catalog.list())
         .await
         .map_err(ApiError::internal)??;
     let m = &state.metrics;
-    for s in ["available", "downloading", "failed"] {
+    for s in ["available", "downloading", "paused", "failed"] {
         let n = records
             .iter()
             .filter(|r| r.artifact.status.name() == s)
@@ -248,12 +256,70 @@ pub async fn render(State(state): State<SharedState>) -> Result<Response, ApiErr
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &m.registry)
         .map_err(ApiError::internal)?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    Ok(if openmetrics {
+        ([(header::CONTENT_TYPE, OPENMETRICS_TEXT)], text).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+            to_prometheus_text(&text),
+        )
+            .into_response()
+    })
+}
+
+/// OpenMetrics text as the Prometheus text format (0.0.4) has it: a counter's
+/// `# HELP` and `# TYPE` name its `_total` samples, `unknown` is `untyped`, and there
+/// are no `# UNIT` or `# EOF` lines. Samples are the same in both.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                let name = if counters.contains(name) {
+                    format!("{name}_total")
+                } else {
+                    name.to_owned()
+                };
+                let text = if prefix == "# TYPE " && text == "unknown" {
+                    "untyped"
+                } else {
+                    text
+                };
+                out.push_str(&format!("{prefix}{name} {text}\n"));
+            }
+            None if line.starts_with("# UNIT ") || line == "# EOF" => {}
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_prometheus_text;
+
+    #[test]
+    fn counters_are_named_by_their_samples() {
+        let om = "# HELP rbee_downloads Finished downloads.\n# TYPE rbee_downloads counter\nrbee_downloads_total{result=\"failed\"} 0\n# HELP rbee_jobs Jobs.\n# TYPE rbee_jobs gauge\nrbee_jobs 2\n# TYPE rbee_x unknown\nrbee_x 1\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP rbee_downloads_total Finished downloads.\n# TYPE rbee_downloads_total counter\nrbee_downloads_total{result=\"failed\"} 0\n# HELP rbee_jobs Jobs.\n# TYPE rbee_jobs gauge\nrbee_jobs 2\n# TYPE rbee_x untyped\nrbee_x 1\n"
+        );
+    }
 }

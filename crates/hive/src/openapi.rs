@@ -68,7 +68,7 @@ pub struct Accepted {
         document,
     ),
     components(schemas(ErrorBody, ErrorDetail, Accepted, crate::ops::Operation, routes::models::DownloadBody, routes::models::ImportBody, routes::models::VerifyBody, routes::models::UnloadBody, routes::models::DownloadBatchBody, routes::workers::SpawnBatchBody, crate::worker_ops::LoadRequest, crate::worker_ops::SpawnRequest, crate::worker_ops::InstallRequest)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
     security(("bearer" = []))
 )]
 struct ApiDoc;
@@ -86,13 +86,62 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The answers every route can give, added to each operation that lacks them: 400
+/// for a malformed parameter, 401 for a missing or wrong token (every route but
+/// `/health`), and for a request body 413 (too large), 415 (not JSON) and 422 (JSON
+/// of the wrong shape).
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                )
+                .build()
+        };
+        for (path, item) in &mut openapi.paths.paths {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let mut common = vec![("400", "Malformed request")];
+                if path != "/health" {
+                    common.push(("401", "Missing or wrong token"));
+                }
+                if op.request_body.is_some() {
+                    common.extend([
+                        ("413", "Body too large"),
+                        ("415", "The body is not JSON"),
+                        ("422", "JSON of the wrong shape"),
+                    ]);
+                }
+                for (code, description) in common {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+        }
+    }
+}
+
 /// The API's OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
 /// `GET /openapi.json`.
-#[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, description = "This document")))]
+#[utoipa::path(get, operation_id = "openapi_document", path = "/openapi.json", tag = "system", responses((status = 200, description = "This document", body = Object)))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi())
 }

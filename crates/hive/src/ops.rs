@@ -551,7 +551,7 @@ async fn start_provision(
                 Ok(record)
             }))
         }
-        Recorded::ToFetch(plan) => Ok(fetch_job(state, operation, *plan)),
+        Recorded::ToFetch { plan, new_entry } => Ok(fetch_job(state, operation, *plan, new_entry)),
     }
 }
 
@@ -561,7 +561,12 @@ pub enum Recorded {
     /// Already there and available.
     Available(Box<artifact_catalog::ArtifactMetadata<ModelEntry>>),
     /// Recorded as downloading: fetch it.
-    ToFetch(Box<ModelEntry>),
+    ToFetch {
+        /// The entry as recorded.
+        plan: Box<ModelEntry>,
+        /// Whether this call added it (it was not in the catalog before).
+        new_entry: bool,
+    },
 }
 
 /// Resolves a reference (a bad one is a 4xx) and records the model as downloading,
@@ -602,15 +607,25 @@ pub async fn resolve_and_record(
         Some(r) if r.artifact.status == ArtifactStatus::Available => {
             Ok(Recorded::Available(Box::new(r)))
         }
-        _ => Ok(Recorded::ToFetch(Box::new(resolved.plan))),
+        other => Ok(Recorded::ToFetch {
+            plan: Box::new(resolved.plan),
+            new_entry: other.is_none(),
+        }),
     }
 }
 
 /// A job that fetches a model recorded as downloading, and records the outcome.
-pub fn fetch_job(state: &SharedState, operation: &str, plan: ModelEntry) -> Arc<Job> {
+/// `new_entry`: the entry was recorded for this fetch (and goes again if it fails
+/// before anything is on disk).
+pub fn fetch_job(
+    state: &SharedState,
+    operation: &str,
+    plan: ModelEntry,
+    new_entry: bool,
+) -> Arc<Job> {
     let s = Arc::clone(state);
     state.jobs.spawn(operation, move |job| async move {
-        fetch_model(&s, &job, plan).await
+        fetch_model(&s, &job, plan, new_entry).await
     })
 }
 
@@ -620,6 +635,7 @@ pub async fn fetch_model(
     s: &SharedState,
     job: &Arc<Job>,
     plan: ModelEntry,
+    new_entry: bool,
 ) -> Result<Value, (&'static str, String)> {
     {
         let id = plan.id.clone();
@@ -629,7 +645,7 @@ pub async fn fetch_model(
                 job.narrate("queue", "waiting for a download slot");
                 tokio::select! {
                     p = Arc::clone(&s.download_slots).acquire_owned() => p.map_err(|e| ("internal", e.to_string()))?,
-                    () = job.cancel.cancelled() => return Err(finish_failed(s, &id, "cancelled", "cancelled before it started".into()).await),
+                    () = job.cancel.cancelled() => return Err(record_failure(s, &id, new_entry, "cancelled", "cancelled before it started".into()).await),
                 }
             }
         };
@@ -658,7 +674,11 @@ pub async fn fetch_model(
             Err(_) => "failed",
         });
         match outcome {
-            Ok(entry) => {
+            Ok(mut entry) => {
+                // every vendor hashes what it fetched or imported
+                if entry.sha256.is_some() {
+                    entry.hashed_at = Some(artifact_catalog::now());
+                }
                 let catalog = Arc::clone(&s.catalog);
                 let s2 = Arc::clone(s);
                 let record = blocking(move || {
@@ -671,37 +691,100 @@ pub async fn fetch_model(
                 job.narrate("done", &format!("{id} is available"));
                 Ok(record)
             }
-            Err(e) => {
-                let code = e.code();
-                let message = if code == "cancelled" {
-                    "cancelled; the partial download is kept, pull again to resume".to_owned()
-                } else {
-                    e.to_string()
-                };
-                Err(finish_failed(s, &id, code, message).await)
-            }
+            Err(e) => Err(record_failure(s, &id, new_entry, e.code(), e.to_string()).await),
         }
     }
 }
 
-/// Marks the model failed (a cancelled download too: it resumes when pulled again,
-/// not by itself at the next start).
-async fn finish_failed(
+/// Records a fetch that did not finish, by what it left on disk:
+/// - the daemon is shutting down: still `Downloading`, resumed at the next start;
+/// - a partial that can be resumed: `Paused` when cancelled, `Failed` otherwise, and
+///   the message says how much is kept;
+/// - nothing on disk, for an entry this pull created: the entry and its folder are
+///   removed, so a bad reference changes nothing;
+/// - else `Failed`.
+async fn record_failure(
     s: &SharedState,
     id: &str,
+    new_entry: bool,
     code: &'static str,
-    message: String,
+    error: String,
 ) -> (&'static str, String) {
-    let catalog = Arc::clone(&s.catalog);
+    let cancelled = code == "cancelled";
+    if cancelled && s.jobs.shutdown.is_cancelled() {
+        return (
+            code,
+            "the hive is shutting down: the download resumes at its next start".into(),
+        );
+    }
     let s2 = Arc::clone(s);
-    let (id2, m2) = (id.to_owned(), message.clone());
-    let _ = blocking(move || {
-        catalog.set_status(&id2, ArtifactStatus::Failed { error: m2 })?;
+    let id2 = id.to_owned();
+    let recorded = blocking(move || {
+        let catalog = &s2.catalog;
+        let Some(record) = catalog.get(&id2)? else {
+            return Ok(error);
+        };
+        let entry = &record.artifact;
+        let downloads = s2.home.join("downloads");
+        let kept: Option<u64> = entry
+            .files()
+            .iter()
+            .filter_map(|f| download::resumable_bytes(&downloads, f))
+            .reduce(|a, b| a + b);
+        let complete_files = entry.files().iter().filter(|f| f.is_file()).count();
+        let total = Some(entry.size).filter(|&n| n > 0);
+        let message = match (kept, cancelled) {
+            (Some(bytes), _) => {
+                let of =
+                    total.map_or_else(String::new, |t| format!(" of {}", download::human_bytes(t)));
+                let head = if cancelled {
+                    "cancelled"
+                } else {
+                    error.as_str()
+                };
+                format!(
+                    "{head}; {}{of} kept: pull again to resume",
+                    download::human_bytes(bytes)
+                )
+            }
+            (None, true) => {
+                "cancelled; nothing was kept (this server cannot resume a download)".into()
+            }
+            (None, false) => error,
+        };
+        if kept.is_none() && complete_files == 0 && new_entry {
+            catalog.remove(&id2)?;
+            let dir = catalog.model_dir(&id2)?;
+            if dir.starts_with(catalog.models_dir()) && dir.exists() {
+                fs_err::remove_dir_all(&dir).map_err(ApiError::internal)?;
+            }
+        } else if let (Some(bytes), true) = (kept, cancelled) {
+            catalog.modify(&id2, &mut |e| {
+                artifact_catalog::Artifact::set_status(&mut e.artifact, ArtifactStatus::Paused);
+                e.artifact.progress = Some(model_catalog::DownloadProgress {
+                    bytes_done: bytes,
+                    bytes_total: total,
+                });
+            })?;
+        } else {
+            catalog.set_status(
+                &id2,
+                ArtifactStatus::Failed {
+                    error: message.clone(),
+                },
+            )?;
+        }
         s2.models_changed();
-        Ok(())
+        Ok(message)
     })
     .await;
-    (code, message)
+    match recorded {
+        Ok(message) => (code, message),
+        Err(e) => (
+            code,
+            format!("{}; and recording it failed: {}", id, e.parts().1),
+        ),
+    }
 }
 
 /// Feeds a download's reports to its job, and now and then to the catalog.

@@ -99,6 +99,15 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
                         format!("model {:?} is still downloading", req.model),
                     ));
                 }
+                ArtifactStatus::Paused => {
+                    return Err(conflict(
+                        "model_not_ready",
+                        format!(
+                            "model {:?} is a paused download: pull it again to finish it",
+                            req.model
+                        ),
+                    ));
+                }
                 ArtifactStatus::Failed { error } => {
                     return Err(conflict(
                         "model_not_ready",
@@ -106,7 +115,7 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
                     ));
                 }
             }
-            (record.artifact, false)
+            (record.artifact, None)
         }
         None if !req.pull => {
             return Err(ApiError::not_found(format!(
@@ -124,13 +133,13 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
                 )));
             }
             match crate::ops::resolve_and_record(state, request).await? {
-                crate::ops::Recorded::Available(r) => (r.artifact, false),
-                crate::ops::Recorded::ToFetch(plan) => (*plan, true),
+                crate::ops::Recorded::Available(r) => (r.artifact, None),
+                crate::ops::Recorded::ToFetch { plan, new_entry } => (*plan, Some(new_entry)),
             }
         }
     };
 
-    if !req.force && !fetch {
+    if !req.force && fetch.is_none() {
         check_memory(&entry.path, wtype, req.device).await?;
     }
 
@@ -159,12 +168,12 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
     let s = Arc::clone(state);
     let (force, device) = (req.force, req.device);
     Ok(state.jobs.spawn("worker_spawn", move |job| async move {
-        if fetch {
+        if let Some(new_entry) = fetch {
             job.narrate(
                 "pull",
                 &format!("{} is not here yet: downloading it first", entry.id),
             );
-            crate::ops::fetch_model(&s, &job, entry.clone()).await?;
+            crate::ops::fetch_model(&s, &job, entry.clone(), new_entry).await?;
             if !force {
                 check_memory(&entry.path, wtype, device)
                     .await
@@ -350,6 +359,10 @@ impl ProvisionReporter for JobNarrator {
     fn progress(&self, done: u64, total: Option<u64>, per_sec: f64, eta: Option<f64>) {
         self.0.progress(done, total, per_sec, eta);
     }
+
+    fn step(&self, done: u64, total: Option<u64>, unit: &str, current: &str) {
+        self.0.step(done, total, unit, current);
+    }
 }
 
 /// Every worker binary, as JSON.
@@ -448,9 +461,28 @@ pub async fn start_load(state: &SharedState, req: LoadRequest) -> Result<Arc<Job
             && w.state.is_live()
     });
     if let Some(w) = serving {
-        let record = json!(w);
+        // The load's TTL (when it gives one) replaces the live worker's.
+        let (record, said) = match req.idle_ttl_secs {
+            Some(secs) => {
+                let before = w.idle_ttl_secs;
+                let now = state.workers.set_idle_ttl(&w.id, Some(secs)).unwrap_or(w);
+                let ttl = |t: Option<u64>| t.map_or_else(|| "none".to_owned(), |s| format!("{s}s"));
+                let said = format!(
+                    "{} already serves the model; its idle TTL is now {} (was {})",
+                    now.id,
+                    ttl(now.idle_ttl_secs),
+                    ttl(before)
+                );
+                (now, said)
+            }
+            None => {
+                let said = format!("{} already serves the model", w.id);
+                (w, said)
+            }
+        };
+        let record = json!(record);
         return Ok(state.jobs.spawn("model_load", move |job| async move {
-            job.narrate("load", "a worker already serves the model");
+            job.narrate("load", &said);
             Ok(record)
         }));
     }

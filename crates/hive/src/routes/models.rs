@@ -59,6 +59,7 @@ pub fn accepted(job: &crate::jobs::Job) -> impl IntoResponse + use<> {
 
 /// Which page of the list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
     /// Entries to skip (default 0).
     #[serde(default)]
@@ -75,7 +76,7 @@ fn default_limit() -> usize {
 /// The models in the catalog, in id order, downloading ones with their progress:
 /// a page of them; `X-Total-Count` says how many there are, and `Link: rel="next"`
 /// where the next page is.
-#[utoipa::path(get, path = "/v1/models", tag = "models", params(Page), responses((status = 200, description = "Catalog entries", body = Vec<Object>), (status = 400, description = "Bad page", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "models_list", path = "/v1/models", tag = "models", params(Page), responses((status = 200, description = "Catalog entries", body = Vec<Object>), (status = 400, description = "Bad page", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<SharedState>,
     page: Result<Query<Page>, QueryRejection>,
@@ -104,7 +105,7 @@ pub async fn list(
 }
 
 /// One model.
-#[utoipa::path(get, path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), responses((status = 200, description = "The entry", body = Object), (status = 404, description = "Not in the catalog", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "models_get_one", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), responses((status = 200, description = "The entry", body = Object), (status = 404, description = "Not in the catalog", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
 pub async fn get_one(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -113,7 +114,7 @@ pub async fn get_one(
 }
 
 /// Removes a model's entry and files.
-#[utoipa::path(delete, path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), responses((status = 200, description = "Removed", body = Object), (status = 404, description = "Not in the catalog", body = crate::openapi::ErrorBody), (status = 409, description = "Downloading or in use", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(delete, operation_id = "models_delete", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), responses((status = 200, description = "Removed", body = Object), (status = 404, description = "Not in the catalog", body = crate::openapi::ErrorBody), (status = 409, description = "Downloading or in use", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
 pub async fn delete(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -122,7 +123,7 @@ pub async fn delete(
 }
 
 /// Starts downloading a model; a bad or unknown reference is answered at once.
-#[utoipa::path(post, path = "/v1/models/download", tag = "models", request_body = DownloadBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody), (status = 404, description = "No such repo, file or quant", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_download", path = "/v1/models/download", tag = "models", request_body = DownloadBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody), (status = 404, description = "No such repo, file or quant", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
 pub async fn download(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<DownloadBody>,
@@ -140,7 +141,7 @@ pub async fn download(
 
 /// Makes sure a ready worker serves the model (spawns one, pulling the model first if
 /// it is a reference not in the catalog), as a job whose result is the worker.
-#[utoipa::path(post, path = "/v1/models/load", tag = "models", request_body = crate::worker_ops::LoadRequest, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::openapi::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_load", path = "/v1/models/load", tag = "models", request_body = crate::worker_ops::LoadRequest, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::openapi::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
 pub async fn load(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<crate::worker_ops::LoadRequest>,
@@ -159,7 +160,7 @@ pub struct DownloadBatchBody {
 
 /// Downloads several models: one parent job whose narration names each child job,
 /// and whose result lists each outcome; one failure does not stop the others.
-#[utoipa::path(post, path = "/v1/models/download-batch", tag = "models", request_body = DownloadBatchBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_download_batch", path = "/v1/models/download-batch", tag = "models", request_body = DownloadBatchBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
 pub async fn download_batch(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<DownloadBatchBody>,
@@ -180,7 +181,7 @@ pub struct UnloadBody {
 }
 
 /// Stops every worker serving the model.
-#[utoipa::path(post, path = "/v1/models/unload", tag = "models", request_body = UnloadBody, responses((status = 200, description = "The stopped workers", body = Object), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_unload", path = "/v1/models/unload", tag = "models", request_body = UnloadBody, responses((status = 200, description = "The stopped workers", body = Object), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
 pub async fn unload(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<UnloadBody>,
@@ -200,7 +201,7 @@ pub struct VerifyBody {
 }
 
 /// Checks every available model's files; problems mark the model failed.
-#[utoipa::path(post, path = "/v1/models/verify", tag = "models", request_body = VerifyBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_verify", path = "/v1/models/verify", tag = "models", request_body = VerifyBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
 pub async fn verify(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<VerifyBody>,
@@ -216,7 +217,7 @@ pub async fn verify(
 }
 
 /// Registers a local GGUF file (hard link, else copy).
-#[utoipa::path(post, path = "/v1/models/import", tag = "models", request_body = ImportBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody), (status = 404, description = "No such file", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_import", path = "/v1/models/import", tag = "models", request_body = ImportBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody), (status = 404, description = "No such file", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
 pub async fn import(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<ImportBody>,

@@ -18,13 +18,13 @@ pub fn router() -> Router<SharedState> {
 }
 
 /// Whether the daemon is up; needs no token.
-#[utoipa::path(get, path = "/health", tag = "system", security(()), responses((status = 200, description = "`{\"status\": \"ok\", \"version\"}`", body = Object)))]
+#[utoipa::path(get, operation_id = "system_health", path = "/health", tag = "system", security(()), responses((status = 200, description = "`{\"status\": \"ok\", \"version\"}`", body = Object)))]
 pub async fn health() -> ApiJson<Value> {
     ApiJson(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
 /// CPU, RAM, GPUs and free disk.
-#[utoipa::path(get, path = "/v1/capabilities", tag = "system", responses((status = 200, description = "What this machine has", body = Object)))]
+#[utoipa::path(get, operation_id = "system_capabilities", path = "/v1/capabilities", tag = "system", responses((status = 200, description = "What this machine has", body = Object)))]
 pub async fn capabilities(State(state): State<SharedState>) -> Result<ApiJson<Value>, ApiError> {
     let home = state.home.clone();
     crate::ops::blocking(move || Ok(ApiJson(crate::capabilities::capabilities(&home)))).await
@@ -32,6 +32,7 @@ pub async fn capabilities(State(state): State<SharedState>) -> Result<ApiJson<Va
 
 /// Which audit entries.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Entries at or after this time (RFC 3339).
     #[param(value_type = Option<String>, format = DateTime)]
@@ -41,7 +42,7 @@ pub struct AuditQuery {
 }
 
 /// The audit log: one entry per mutating request, oldest first.
-#[utoipa::path(get, path = "/v1/audit", tag = "system", params(AuditQuery), responses((status = 200, description = "Audit entries", body = Object), (status = 400, description = "Bad query", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "system_audit", path = "/v1/audit", tag = "system", params(AuditQuery), responses((status = 200, description = "Audit entries, oldest first", body = Vec<Object>), (status = 400, description = "Bad query", body = crate::openapi::ErrorBody)))]
 pub async fn audit(
     State(state): State<SharedState>,
     query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,

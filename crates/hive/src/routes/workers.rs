@@ -38,13 +38,25 @@ pub fn router() -> Router<SharedState> {
 }
 
 /// The worker processes.
-#[utoipa::path(get, path = "/v1/workers", tag = "workers", responses((status = 200, description = "Every worker", body = Object)))]
+#[utoipa::path(get, operation_id = "workers_list", path = "/v1/workers", tag = "workers", responses((status = 200, description = "Every worker", body = Object)))]
 pub async fn list(State(state): State<SharedState>) -> ApiJson<Value> {
-    ApiJson(json!({"workers": state.workers.list()}))
+    let workers = state.workers.list();
+    let mut sys = sysinfo::System::new();
+    let telemetry = crate::workers::telemetry(&workers, &mut sys);
+    let with_memory: Vec<Value> = workers
+        .iter()
+        .zip(telemetry)
+        .map(|(w, t)| {
+            let mut v = json!(w);
+            v["rss_bytes"] = t["rss_bytes"].clone();
+            v
+        })
+        .collect();
+    ApiJson(json!({"workers": with_memory}))
 }
 
 /// One worker.
-#[utoipa::path(get, path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)), responses((status = 200, description = "The worker", body = Object), (status = 404, description = "No such worker", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "workers_get_one", path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)), responses((status = 200, description = "The worker", body = Object), (status = 404, description = "No such worker", body = crate::openapi::ErrorBody)))]
 pub async fn get_one(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -57,7 +69,7 @@ pub async fn get_one(
 }
 
 /// Starts a worker for an available model; a job that ends when it is ready.
-#[utoipa::path(post, path = "/v1/workers/spawn", tag = "workers", request_body = SpawnRequest, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::openapi::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "workers_spawn", path = "/v1/workers/spawn", tag = "workers", request_body = SpawnRequest, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::openapi::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
 pub async fn spawn(
     State(state): State<SharedState>,
     ApiJson(req): ApiJson<SpawnRequest>,
@@ -76,7 +88,7 @@ pub struct SpawnBatchBody {
 
 /// Starts several workers: one parent job, a child job each; one failure does not stop
 /// the others.
-#[utoipa::path(post, path = "/v1/workers/spawn-batch", tag = "workers", request_body = SpawnBatchBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "workers_spawn_batch", path = "/v1/workers/spawn-batch", tag = "workers", request_body = SpawnBatchBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
 pub async fn spawn_batch(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<SpawnBatchBody>,
@@ -89,7 +101,7 @@ pub async fn spawn_batch(
 }
 
 /// Stops a worker: SIGTERM, the grace period, SIGKILL.
-#[utoipa::path(delete, path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)), responses((status = 200, description = "Stopped", body = Object), (status = 404, description = "No such worker", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(delete, operation_id = "workers_stop", path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)), responses((status = 200, description = "Stopped", body = Object), (status = 404, description = "No such worker", body = crate::openapi::ErrorBody)))]
 pub async fn stop(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -98,7 +110,7 @@ pub async fn stop(
 }
 
 /// A worker's heartbeat.
-#[utoipa::path(post, path = "/v1/workers/{id}/heartbeat", tag = "workers", params(("id" = String, Path)), request_body = Object, responses((status = 204, description = "Recorded"), (status = 404, description = "No such worker", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "workers_heartbeat", path = "/v1/workers/{id}/heartbeat", tag = "workers", params(("id" = String, Path)), request_body = Object, responses((status = 204, description = "Recorded"), (status = 404, description = "No such worker", body = crate::openapi::ErrorBody)))]
 pub async fn heartbeat(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -113,6 +125,7 @@ pub async fn heartbeat(
 
 /// Which part of a log.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// Bytes to skip (to follow: the `x-log-offset` of the last answer).
     pub offset: Option<u64>,
@@ -121,7 +134,7 @@ pub struct LogQuery {
 }
 
 /// A worker's stdout and stderr; `x-log-offset` is where the next read starts.
-#[utoipa::path(get, path = "/v1/workers/{id}/logs", tag = "workers", params(("id" = String, Path), LogQuery), responses((status = 200, description = "The log", content_type = "text/plain"), (status = 404, description = "No such log", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "workers_logs", path = "/v1/workers/{id}/logs", tag = "workers", params(("id" = String, Path), LogQuery), responses((status = 200, description = "The log", content_type = "text/plain"), (status = 404, description = "No such log", body = crate::openapi::ErrorBody)))]
 pub async fn logs(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -174,13 +187,13 @@ pub async fn logs(
 }
 
 /// The installed worker binaries.
-#[utoipa::path(get, path = "/v1/worker-binaries", tag = "worker-binaries", responses((status = 200, description = "Every binary", body = Object)))]
+#[utoipa::path(get, operation_id = "workers_binaries", path = "/v1/worker-binaries", tag = "worker-binaries", responses((status = 200, description = "Every binary", body = Vec<Object>)))]
 pub async fn binaries(State(state): State<SharedState>) -> Result<ApiJson<Value>, ApiError> {
     Ok(ApiJson(worker_ops::binary_list(&state).await?))
 }
 
 /// One worker binary.
-#[utoipa::path(get, path = "/v1/worker-binaries/{id}", tag = "worker-binaries", params(("id" = String, Path)), responses((status = 200, description = "The binary", body = Object), (status = 404, description = "Not installed", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "workers_binary", path = "/v1/worker-binaries/{id}", tag = "worker-binaries", params(("id" = String, Path)), responses((status = 200, description = "The binary", body = Object), (status = 404, description = "Not installed", body = crate::openapi::ErrorBody)))]
 pub async fn binary(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -189,7 +202,7 @@ pub async fn binary(
 }
 
 /// Builds or downloads a worker binary, as a job.
-#[utoipa::path(post, path = "/v1/worker-binaries/install", tag = "worker-binaries", request_body = InstallRequest, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 404, description = "No source to build from", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "workers_install", path = "/v1/worker-binaries/install", tag = "worker-binaries", request_body = InstallRequest, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 404, description = "No source to build from", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
 pub async fn install(
     State(state): State<SharedState>,
     ApiJson(req): ApiJson<InstallRequest>,
@@ -199,7 +212,7 @@ pub async fn install(
 }
 
 /// Removes a worker binary; 409 while a worker runs it.
-#[utoipa::path(delete, path = "/v1/worker-binaries/{id}", tag = "worker-binaries", params(("id" = String, Path)), responses((status = 200, description = "Removed", body = Object), (status = 404, description = "Not installed", body = crate::openapi::ErrorBody), (status = 409, description = "In use", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(delete, operation_id = "workers_remove_binary", path = "/v1/worker-binaries/{id}", tag = "worker-binaries", params(("id" = String, Path)), responses((status = 200, description = "Removed", body = Object), (status = 404, description = "Not installed", body = crate::openapi::ErrorBody), (status = 409, description = "In use", body = crate::openapi::ErrorBody)))]
 pub async fn remove_binary(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -209,7 +222,7 @@ pub async fn remove_binary(
 
 /// Telemetry every 2 s (`heartbeat`: the hive and each worker's state, pid, RSS and
 /// CPU) and each worker lifecycle event as it happens (`worker`).
-#[utoipa::path(get, path = "/v1/heartbeats/stream", tag = "workers", responses((status = 200, description = "Server-sent events", content_type = "text/event-stream")))]
+#[utoipa::path(get, operation_id = "workers_heartbeats", path = "/v1/heartbeats/stream", tag = "workers", responses((status = 200, description = "Server-sent events", content_type = "text/event-stream")))]
 pub async fn heartbeats(
     State(state): State<SharedState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

@@ -360,13 +360,32 @@ impl Registry {
         futures_util::future::join_all(stops).await;
     }
 
+    /// Changes a live worker's idle TTL (`None` or 0: never stopped for idling);
+    /// its supervisor reads it at every health check, and the idle time counts from
+    /// now. The record as it is now.
+    pub fn set_idle_ttl(&self, id: &str, secs: Option<u64>) -> Option<WorkerRecord> {
+        self.update(id, |r| {
+            r.idle_ttl_secs = secs.filter(|&s| s > 0);
+            r.last_activity = Some(Utc::now());
+        });
+        self.get(id)
+    }
+
     /// Forgets a failed worker.
     pub fn forget(&self, id: &str) {
         lock(&self.workers).remove(id);
     }
 
-    fn take_port(&self) -> std::io::Result<u16> {
+    /// A port for a worker: `again` (the port it had, still held for it) when that
+    /// binds now, else another free one.
+    fn take_port(&self, again: Option<u16>) -> std::io::Result<u16> {
         let mut ports = lock(&self.ports);
+        if let Some(port) = again {
+            if process::port_is_free(port) {
+                return Ok(port);
+            }
+            ports.remove(&port);
+        }
         let port = process::free_port(self.supervision.ports, &ports)?;
         ports.insert(port);
         Ok(port)
@@ -403,9 +422,16 @@ impl Registry {
         }
     }
 
-    /// Starts the process once: a port, the process, the run record.
-    fn start_process(&self, plan: &SpawnPlan) -> Result<(tokio::process::Child, u32, u16), String> {
-        let port = self.take_port().map_err(|e| format!("no free port: {e}"))?;
+    /// Starts the process once: a port (`again` when it is free), the process, the
+    /// run record.
+    fn start_process(
+        &self,
+        plan: &SpawnPlan,
+        again: Option<u16>,
+    ) -> Result<(tokio::process::Child, u32, u16), String> {
+        let port = self
+            .take_port(again)
+            .map_err(|e| format!("no free port: {e}"))?;
         match process::spawn(&self.launch(plan, port)) {
             Ok(child) => {
                 let pid = child.id().unwrap_or(0);
@@ -478,9 +504,11 @@ impl Registry {
         let mut first = Some(first);
         let mut restarts = 0u32;
         let mut port_failures = 0u32;
+        // A restarted worker keeps its URL when its port is still free.
+        let mut again: Option<u16> = None;
         loop {
             self.update(&id, |r| r.state = WorkerState::Starting);
-            let (mut child, pid, port) = match self.start_process(&plan) {
+            let (mut child, pid, port) = match self.start_process(&plan, again.take()) {
                 Ok(started) => started,
                 Err(reason) => {
                     self.give_up(&id, &entry, &mut first, reason);
@@ -519,8 +547,7 @@ impl Registry {
                         let _ = tx.send(Ok(lock(&entry.record).clone()));
                     }
                     port_failures = 0;
-                    self.monitor(&id, &entry, &mut child, &url, plan.idle_ttl)
-                        .await
+                    self.monitor(&id, &entry, &mut child, &url).await
                 }
                 Err(why) => {
                     let tail = process::log_tail(&plan.log_path, 8);
@@ -554,8 +581,8 @@ impl Registry {
             // Dead, hung or never ready: clean up the process, then restart or give up.
             self.terminate(&mut child, pid, Duration::from_secs(2))
                 .await;
-            self.release_port(port);
             if restarts >= self.supervision.max_restarts {
+                self.release_port(port);
                 self.give_up(
                     &id,
                     &entry,
@@ -584,8 +611,9 @@ impl Registry {
                 format!("restart {restarts} in {}ms: {failure}", backoff.as_millis()),
             );
             tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(backoff) => again = Some(port),
                 () = entry.stop.cancelled() => {
+                    self.release_port(port);
                     self.finish_stopped(&id, &entry, &mut first);
                     return;
                 }
@@ -601,7 +629,6 @@ impl Registry {
         entry: &Entry,
         child: &mut tokio::process::Child,
         url: &str,
-        idle_ttl: Option<Duration>,
     ) -> String {
         let mut tick = tokio::time::interval(self.supervision.health_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -623,9 +650,15 @@ impl Registry {
                         Ok(r) => r.status().is_success(),
                         Err(_) => false,
                     };
+                    // read each time: a load may change a live worker's TTL
+                    let record = self.get(id);
+                    let idle_ttl = record
+                        .as_ref()
+                        .and_then(|r| r.idle_ttl_secs)
+                        .filter(|&s| s > 0)
+                        .map(Duration::from_secs);
                     if let Some(ttl) = idle_ttl {
-                        let idle = self
-                            .get(id)
+                        let idle = record
                             .and_then(|r| r.last_activity)
                             .and_then(|t| (Utc::now() - t).to_std().ok());
                         if idle.is_some_and(|idle| idle >= ttl) {

@@ -42,6 +42,18 @@ pub fn free_port(range: Option<(u16, u16)>, reserved: &HashSet<u16>) -> std::io:
     }
 }
 
+/// Whether `port` on loopback can be bound now by a server that sets `SO_REUSEADDR`
+/// (as workers do): connections of an earlier process left in TIME_WAIT do not hold it.
+pub fn port_is_free(port: u16) -> bool {
+    let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+        return false;
+    };
+    socket.set_reuseaddr(true).is_ok()
+        && socket
+            .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .is_ok()
+}
+
 /// What is needed to start one worker process.
 #[derive(Debug, Clone)]
 pub struct Launch {

@@ -6,6 +6,7 @@ mod api;
 mod audit;
 mod batch;
 mod integrity;
+mod pulls;
 mod restart;
 mod workers;
 

@@ -62,12 +62,18 @@ async fn delete_cancels_and_a_new_pull_resumes() {
     let err = &ev[ev.len() - 2];
     assert_eq!(err.0, "error");
     assert!(
-        err.1["message"].as_str().unwrap().contains("partial"),
+        err.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("kept: pull again to resume"),
         "{}",
         err.1
     );
+    // paused, with what is on disk: not failed
     let (_, m) = get(&h, &format!("/v1/models/{}", enc(ID))).await;
-    assert_eq!(m["status"]["state"], "failed");
+    assert_eq!(m["status"]["state"], "paused", "{m}");
+    assert!(m["progress"]["bytes_done"].as_u64().unwrap() > 0, "{m}");
+    assert_eq!(m["progress"]["bytes_total"], data.len(), "{m}");
 
     let sent = hf.bytes_sent();
     hf.faults()
@@ -245,7 +251,7 @@ async fn a_deadline_fails_the_job_and_keeps_the_partial() {
     assert_eq!(error["code"], "deadline_exceeded", "{ev:?}");
     assert_eq!(ev.last().unwrap().1["state"], "failed");
     let (_, m) = get(&h, &format!("/v1/models/{}", enc(ID))).await;
-    assert_eq!(m["status"]["state"], "failed", "{m}");
+    assert_eq!(m["status"]["state"], "paused", "{m}");
     let partials: Vec<_> = fs_err::read_dir(home.path().join("downloads"))
         .unwrap()
         .flatten()

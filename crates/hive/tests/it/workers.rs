@@ -178,6 +178,18 @@ async fn a_worker_serves_restarts_after_kill_9_and_stops_cleanly() {
     let w = get(&h, &format!("/v1/workers/{id}")).await.1;
     assert_eq!(w["restart_count"], 1);
     assert!(w["reason"].as_str().unwrap().contains("SIGKILL"), "{w}");
+    assert_eq!(
+        w["url"].as_str(),
+        Some(url.as_str()),
+        "a restarted worker keeps its URL: {w}"
+    );
+    let r = crate::client()
+        .post(format!("{url}/v1/completions"))
+        .json(&json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the URL printed at spawn still answers");
     assert!(!alive(pid));
     let metrics = crate::client()
         .get(format!("{}/metrics", h.url))
@@ -510,9 +522,28 @@ async fn load_reuses_a_worker_unload_stops_it_and_an_idle_ttl_ends_it() {
         "unloading what is not loaded is no error"
     );
 
-    // An idle TTL: with no request for 2 s the worker goes by itself.
-    let w = load(json!({"id": model_id, "idle_ttl_secs": 2})).await;
-    assert_eq!(w["idle_ttl_secs"], 2);
+    // An idle TTL: with no request for 2 s the worker goes by itself. A load with a
+    // TTL on a model that already has a worker gives that worker the new TTL.
+    let w = load(json!({"id": model_id})).await;
+    assert_eq!(w["idle_ttl_secs"], Value::Null);
+    let (status, job) = post(
+        &h,
+        "/v1/models/load",
+        json!({"id": model_id, "idle_ttl_secs": 2}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (_, w2, ev) = finish(&h, &job).await;
+    assert_eq!(w2["id"], w["id"], "the same worker");
+    assert_eq!(w2["idle_ttl_secs"], 2, "{w2}");
+    assert!(
+        ev.iter().any(|(k, d)| k == "narration"
+            && d["message"]
+                .as_str()
+                .unwrap()
+                .contains("idle TTL is now 2s (was none)")),
+        "{ev:?}"
+    );
     let pid = w["pid"].as_u64().unwrap();
     wait_for("the idle worker to go", async || {
         get(&h, "/v1/workers").await.1["workers"] == json!([])

@@ -1,0 +1,141 @@
+//! Pulls as a user meets them: a mirror that sends no length and ignores ranges, a
+//! URL that does not exist, a cancelled pull that can or cannot resume.
+
+use std::sync::atomic::Ordering;
+
+use hf_test_server::{HfServer, Repo, RepoFile};
+use serde_json::{Value, json};
+
+use crate::{big_gguf, enc, events, get, post, start, wait_for};
+
+const REPO: &str = "org/Mirror-GGUF";
+const FILE: &str = "Mirror-Q4_0.gguf";
+
+async fn mirror(len: usize) -> (HfServer, RepoFile) {
+    let file = RepoFile::lfs(FILE, big_gguf(len));
+    let hf = HfServer::start(vec![Repo::new(REPO, vec![file.clone()])], None, false).await;
+    hf.faults().mirror.store(true, Ordering::SeqCst);
+    (hf, file)
+}
+
+/// What a user sees of the home: the catalog and the folders under `models/` and
+/// `downloads/`.
+async fn home_state(h: &crate::Hive, home: &std::path::Path) -> (Value, Vec<String>) {
+    let (_, models) = get(h, "/v1/models").await;
+    let mut files = Vec::new();
+    for dir in ["models", "downloads"] {
+        if let Ok(rd) = fs_err::read_dir(home.join(dir)) {
+            files.extend(rd.map(|e| format!("{dir}/{}", e.unwrap().file_name().to_string_lossy())));
+        }
+    }
+    files.sort();
+    (models, files)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_without_length_or_ranges_pulls_and_the_lfs_sha256_judges() {
+    let (hf, file) = mirror(3 << 20).await;
+    let home = tempfile::tempdir().unwrap();
+    let h = start(home.path(), &hf.url(), &[]);
+    let (s, started) = post(
+        &h,
+        "/v1/models/download",
+        json!({"model_ref": format!("hf:{REPO}")}),
+    )
+    .await;
+    assert_eq!(s, 202, "{started}");
+    let ev = events(&h, started["job_id"].as_str().unwrap()).await;
+    assert_eq!(
+        ev.last().unwrap().1,
+        json!({"state": "completed"}),
+        "{ev:?}"
+    );
+    let m = &ev[ev.len() - 2].1;
+    assert_eq!(m["status"]["state"], "available");
+    assert_eq!(m["sha256"], file.sha256());
+    assert_eq!(
+        m["verified"], true,
+        "the tree's LFS oid is the published sha256"
+    );
+    assert_eq!(m["size"], file.data.len());
+    assert_eq!(
+        fs_err::read(m["path"].as_str().unwrap()).unwrap(),
+        file.data.to_vec()
+    );
+    // once, whole: the probe's answer is the stream
+    assert_eq!(hf.bytes_sent(), file.data.len() as u64);
+    assert!(
+        ev.iter().any(|(k, d)| k == "narration"
+            && d["message"]
+                .as_str()
+                .unwrap()
+                .contains("does not support ranges")),
+        "{ev:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_pull_from_a_server_without_ranges_promises_no_resume() {
+    let (hf, _) = mirror(16 << 20).await;
+    hf.faults()
+        .throttle_bytes_per_sec
+        .store(2 << 20, Ordering::SeqCst);
+    let home = tempfile::tempdir().unwrap();
+    let h = start(home.path(), &hf.url(), &[]);
+    let (_, started) = post(
+        &h,
+        "/v1/models/download",
+        json!({"model_ref": format!("hf:{REPO}")}),
+    )
+    .await;
+    let job = started["job_id"].as_str().unwrap();
+    wait_for("bytes", async || hf.bytes_sent() > 1 << 20).await;
+    crate::client()
+        .delete(format!("{}/v1/jobs/{job}", h.url))
+        .send()
+        .await
+        .unwrap();
+    let ev = events(&h, job).await;
+    assert_eq!(ev.last().unwrap().1, json!({"state": "cancelled"}));
+    let message = ev[ev.len() - 2].1["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("nothing was kept"), "{message}");
+    assert!(!message.contains("pull again"), "{message}");
+    // the pull left nothing: no entry, no partial, no empty folder
+    let (models, files) = home_state(&h, home.path()).await;
+    assert_eq!(models, json!([]));
+    assert_eq!(files, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_of_a_missing_url_changes_nothing() {
+    let (hf, _) = mirror(1 << 10).await;
+    let home = tempfile::tempdir().unwrap();
+    let h = start(home.path(), &hf.url(), &[]);
+    // something there before, to see that it stays as it was
+    let (_, ok) = post(
+        &h,
+        "/v1/models/download",
+        json!({"model_ref": format!("hf:{REPO}")}),
+    )
+    .await;
+    events(&h, ok["job_id"].as_str().unwrap()).await;
+    let before = home_state(&h, home.path()).await;
+    assert_eq!(before.0.as_array().unwrap().len(), 1);
+
+    let url = format!("{}/nope.gguf", hf.url());
+    let (s, started) = post(&h, "/v1/models/download", json!({"model_ref": url})).await;
+    if s == 202 {
+        let ev = events(&h, started["job_id"].as_str().unwrap()).await;
+        assert_eq!(ev.last().unwrap().1, json!({"state": "failed"}), "{ev:?}");
+        let error = &ev[ev.len() - 2].1;
+        assert!(
+            error["message"].as_str().unwrap().contains("404"),
+            "{error}"
+        );
+    } else {
+        assert_eq!(s, 404, "{started}");
+    }
+    assert_eq!(home_state(&h, home.path()).await, before);
+    let (s, _) = get(&h, &format!("/v1/models/{}", enc(&url))).await;
+    assert_eq!(s, 404);
+}
