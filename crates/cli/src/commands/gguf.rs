@@ -179,7 +179,8 @@ fn readable(g: &Gguf, file_size: u64) -> String {
     out
 }
 
-fn human_count(n: u64) -> String {
+/// A count with a unit (`134.5M`, `7.24B`).
+pub fn human_count(n: u64) -> String {
     #[allow(clippy::cast_precision_loss)]
     let f = n as f64;
     match n {

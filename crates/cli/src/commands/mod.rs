@@ -2,5 +2,7 @@
 
 pub mod client;
 pub mod gguf;
+pub mod job;
 pub mod models;
+pub mod progress;
 pub mod workers;

@@ -1,15 +1,13 @@
 //! `rbee models ...` and `rbee hive status`.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::commands::client::{Client, HiveArgs, encode_id};
-use crate::commands::gguf::human_bytes;
+use crate::commands::gguf::{human_bytes, human_count};
+use crate::commands::job::{follow_job, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
@@ -80,11 +78,6 @@ pub enum HiveCommand {
     },
 }
 
-pub fn print_json(v: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
 pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
     let client = Client::new(args)?;
     match cmd {
@@ -101,7 +94,7 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             let started = client
                 .call(Method::POST, "/v1/models/load", Some(body))
                 .await?;
-            follow_job(&client, &started, args.json, "cancelled", |w| {
+            follow_job(&client, &started, args.json, |w| {
                 format!(
                     "{} serves it at {}",
                     w["id"].as_str().unwrap_or("?"),
@@ -134,7 +127,7 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
                     Some(json!({"rehash": rehash})),
                 )
                 .await?;
-            follow_job(&client, &started, args.json, "cancelled", |r| {
+            follow_job(&client, &started, args.json, |r| {
                 let mut text = format!("{} checked, {} hashed", r["checked"], r["hashed"]);
                 let problems = r["problems"].as_array().cloned().unwrap_or_default();
                 if problems.is_empty() {
@@ -190,7 +183,7 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
                 println!(
                     "{:<60} {:>10} {:<8} {:<12} {}",
                     m["id"].as_str().unwrap_or("?"),
-                    human_bytes(m["size"].as_u64().unwrap_or(0)),
+                    size_text(&m),
                     m["gguf"]["quantization"].as_str().unwrap_or("-"),
                     m["gguf"]["architecture"].as_str().unwrap_or("-"),
                     status_text(&m),
@@ -205,28 +198,8 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             if args.json {
                 return print_json(&m);
             }
-            let g = &m["gguf"];
-            for (k, v) in [
-                ("id", m["id"].clone()),
-                ("name", m["name"].clone()),
-                ("status", json!(status_text(&m))),
-                ("path", m["path"].clone()),
-                ("size", json!(human_bytes(m["size"].as_u64().unwrap_or(0)))),
-                ("sha256", m["sha256"].clone()),
-                ("verified", m["verified"].clone()),
-                ("revision", m["revision"].clone()),
-                ("architecture", g["architecture"].clone()),
-                ("quantization", g["quantization"].clone()),
-                ("parameters", g["parameter_count"].clone()),
-                ("context length", g["context_length"].clone()),
-                ("added", m["added_at"].clone()),
-            ] {
-                let shown = match v {
-                    Value::String(s) => s,
-                    Value::Null => "-".into(),
-                    other => other.to_string(),
-                };
-                println!("{k:<15} {shown}");
+            for (k, v) in show_rows(&m) {
+                println!("{k:<15} {v}");
             }
             Ok(())
         }
@@ -272,97 +245,109 @@ async fn all_models(client: &Client) -> anyhow::Result<Value> {
 }
 
 fn status_text(m: &Value) -> String {
+    let done = m["progress"]["bytes_done"].as_u64();
+    let total = m["progress"]["bytes_total"].as_u64();
+    let amount = match (done, total) {
+        (Some(d), Some(t)) if t > 0 => format!(
+            "{}% ({} of {})",
+            d.saturating_mul(100) / t,
+            human_bytes(d),
+            human_bytes(t)
+        ),
+        (Some(d), _) => human_bytes(d),
+        (None, _) => String::new(),
+    };
     match m["status"]["state"].as_str() {
-        Some("downloading") => match (
-            m["progress"]["bytes_done"].as_u64(),
-            m["progress"]["bytes_total"].as_u64(),
-        ) {
-            (Some(d), Some(t)) if t > 0 => format!("downloading {}%", d * 100 / t),
-            _ => "downloading".into(),
-        },
+        Some("downloading") if amount.is_empty() => "downloading".into(),
+        Some("downloading") => format!("downloading {amount}"),
+        Some("paused") => format!("paused at {amount}: pull again to resume"),
         Some("failed") => format!("failed: {}", m["status"]["error"].as_str().unwrap_or("")),
         Some(s) => s.to_owned(),
         None => "?".into(),
     }
 }
 
-/// Follows a model download or import; Ctrl-C cancels it and says the partial is kept.
-async fn follow_pull(client: &Client, started: &Value, json_out: bool) -> anyhow::Result<()> {
-    follow_job(
-        client,
-        started,
-        json_out,
-        "cancelled; the partial download is kept: pull again to resume",
-        |result| {
+/// `models show`: every field a person asks about, formatted as `gguf inspect` does.
+fn show_rows(m: &Value) -> Vec<(&'static str, String)> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let g = &m["gguf"];
+    let parameters = g["parameter_count"]
+        .as_u64()
+        .map_or_else(|| "-".to_owned(), |n| format!("{} ({n})", human_count(n)));
+    let verified = if m["verified"].as_bool() == Some(true) {
+        "yes: the bytes matched the sha256 the source published"
+    } else if m["sha256"].is_string() {
+        "no: the source published no sha256; the one shown is our own hash of the file"
+    } else {
+        "no: no sha256 is known"
+    };
+    let hashed = m["hashed_at"].as_str().map_or_else(
+        || "never (rbee models verify --rehash)".to_owned(),
+        |t| format!("{t}, matched"),
+    );
+    let mut rows = vec![
+        ("id", text(&m["id"])),
+        ("name", text(&m["name"])),
+        ("status", status_text(m)),
+        ("path", text(&m["path"])),
+        ("size", size_text(m)),
+        ("sha256", text(&m["sha256"])),
+        ("verified", verified.to_owned()),
+        ("last hashed", hashed),
+        ("revision", text(&m["revision"])),
+        ("architecture", text(&g["architecture"])),
+        ("quantization", text(&g["quantization"])),
+        ("parameters", parameters),
+        ("context length", text(&g["context_length"])),
+    ];
+    if let Some(summary) = g
+        .as_object()
+        .and_then(|_| serde_json::from_value::<gguf::Summary>(g.clone()).ok())
+    {
+        let ctx = summary.context_length.unwrap_or(4096);
+        let est = summary.memory_estimate(ctx);
+        rows.push((
+            "memory",
             format!(
-                "{} is available ({}, {})",
-                result["id"].as_str().unwrap_or("the model"),
-                human_bytes(result["size"].as_u64().unwrap_or(0)),
-                result["gguf"]["quantization"].as_str().unwrap_or("?")
-            )
-        },
-    )
-    .await
+                "{} at {ctx} tokens (weights {}, KV cache {})",
+                human_bytes(est.total_bytes),
+                human_bytes(est.weights_bytes),
+                est.kv_cache_bytes
+                    .map_or_else(|| "unknown".to_owned(), human_bytes)
+            ),
+        ));
+    }
+    rows.push(("added", text(&m["added_at"])));
+    rows.push(("last used", text(&m["last_accessed"])));
+    rows
 }
 
-/// Follows a job with a progress bar and its narration; Ctrl-C cancels it. On success
-/// prints `summary(result)` (or the result as JSON).
-pub async fn follow_job(
-    client: &Client,
-    started: &Value,
-    json_out: bool,
-    cancelled: &str,
-    summary: impl Fn(&Value) -> String,
-) -> anyhow::Result<()> {
-    let job_id = started["job_id"]
-        .as_str()
-        .context("the hive gave no job id")?
-        .to_owned();
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+/// The size column: the file's, else what a download has on disk.
+fn size_text(m: &Value) -> String {
+    match m["size"].as_u64() {
+        Some(n) if n > 0 => human_bytes(n),
+        _ => m["progress"]["bytes_total"]
+            .as_u64()
+            .map_or_else(|| "-".to_owned(), human_bytes),
+    }
+}
+
+/// Follows a model download or import; Ctrl-C cancels it, and the hive says what
+/// it kept.
+async fn follow_pull(client: &Client, started: &Value, json_out: bool) -> anyhow::Result<()> {
+    follow_job(client, started, json_out, |result| {
+        format!(
+            "{} is available ({}, {})",
+            result["id"].as_str().unwrap_or("the model"),
+            human_bytes(result["size"].as_u64().unwrap_or(0)),
+            result["gguf"]["quantization"].as_str().unwrap_or("?")
         )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    if json_out {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let mut result = Value::Null;
-    let mut error = Value::Null;
-    let follow = client.follow(&job_id, |kind, data| match kind {
-        "progress" => {
-            if let Some(t) = data["bytes_total"].as_u64() {
-                bar.set_length(t);
-            }
-            bar.set_position(data["bytes_done"].as_u64().unwrap_or(0));
-        }
-        "narration" => bar.println(data["message"].as_str().unwrap_or("")),
-        "result" => result = data.clone(),
-        "error" => error = data.clone(),
-        _ => {}
-    });
-    let done = tokio::select! {
-        d = follow => d?,
-        _ = tokio::signal::ctrl_c() => {
-            bar.abandon();
-            let _ = client.call(Method::DELETE, &format!("/v1/jobs/{job_id}"), None).await;
-            anyhow::bail!("{cancelled}");
-        }
-    };
-    bar.finish_and_clear();
-    match done["state"].as_str() {
-        Some("completed") => {
-            if json_out {
-                print_json(&result)
-            } else {
-                println!("{}", summary(&result));
-                Ok(())
-            }
-        }
-        _ => anyhow::bail!("{}", error["message"].as_str().unwrap_or("the job failed")),
-    }
+    })
+    .await
 }
 
 pub async fn hive(cmd: HiveCommand, args: &HiveArgs) -> anyhow::Result<()> {
@@ -400,42 +385,137 @@ pub async fn hive(cmd: HiveCommand, args: &HiveArgs) -> anyhow::Result<()> {
         HiveCommand::Status => {
             let health = client.call(Method::GET, "/health", None).await?;
             let caps = client.call(Method::GET, "/v1/capabilities", None).await?;
-            let count = all_models(&client).await?.as_array().map_or(0, Vec::len);
+            let models = all_models(&client).await?;
+            let workers = client.call(Method::GET, "/v1/workers", None).await?;
+            let binaries = client
+                .call(Method::GET, "/v1/worker-binaries", None)
+                .await?;
             if args.json {
-                return print_json(
-                    &json!({"health": health, "capabilities": caps, "models": count}),
-                );
+                return print_json(&json!({
+                    "health": health,
+                    "capabilities": caps,
+                    "models": models,
+                    "workers": workers["workers"],
+                    "worker_binaries": binaries,
+                }));
             }
-            println!(
-                "hive        {} (version {})",
-                args.hive_url,
-                health["version"].as_str().unwrap_or("?")
+            print!(
+                "{}",
+                status_screen(&args.hive_url, &health, &caps, &models, &workers, &binaries)
             );
-            println!(
-                "cpu         {} ({} cores)",
-                caps["cpu"]["model"].as_str().unwrap_or("?"),
-                caps["cpu"]["logical_cores"]
-            );
-            println!(
-                "ram         {} free of {}",
-                human_bytes(caps["ram"]["available_bytes"].as_u64().unwrap_or(0)),
-                human_bytes(caps["ram"]["total_bytes"].as_u64().unwrap_or(0))
-            );
-            println!(
-                "disk        {} free",
-                human_bytes(caps["disk"]["free_bytes"].as_u64().unwrap_or(0))
-            );
-            for gpu in caps["gpus"].as_array().into_iter().flatten() {
-                println!(
-                    "gpu {}       {} ({} free of {})",
-                    gpu["index"],
-                    gpu["name"].as_str().unwrap_or("?"),
-                    human_bytes(gpu["memory_free_bytes"].as_u64().unwrap_or(0)),
-                    human_bytes(gpu["memory_total_bytes"].as_u64().unwrap_or(0))
-                );
-            }
-            println!("models      {count}");
             Ok(())
         }
     }
+}
+
+/// `hive status`: the machine, the models, the worker binaries and the workers on
+/// one screen.
+fn status_screen(
+    url: &str,
+    health: &Value,
+    caps: &Value,
+    models: &Value,
+    workers: &Value,
+    binaries: &Value,
+) -> String {
+    use std::fmt::Write as _;
+    let bytes = |v: &Value| human_bytes(v.as_u64().unwrap_or(0));
+    let models = models.as_array().cloned().unwrap_or_default();
+    let workers = workers["workers"].as_array().cloned().unwrap_or_default();
+    let binaries = binaries.as_array().cloned().unwrap_or_default();
+    let live: Vec<&Value> = workers
+        .iter()
+        .filter(|w| !matches!(w["state"].as_str(), Some("stopped" | "failed")))
+        .collect();
+    let worker_rss: u64 = live.iter().filter_map(|w| w["rss_bytes"].as_u64()).sum();
+    let model_bytes: u64 = models
+        .iter()
+        .filter(|m| m["status"]["state"] == "available")
+        .filter_map(|m| m["size"].as_u64())
+        .sum();
+    let mut by_state = std::collections::BTreeMap::<String, usize>::new();
+    for m in &models {
+        *by_state
+            .entry(m["status"]["state"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    let states = by_state
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "hive        {url} (version {})",
+        health["version"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        out,
+        "cpu         {} ({} cores)",
+        caps["cpu"]["model"].as_str().unwrap_or("?"),
+        caps["cpu"]["logical_cores"]
+    );
+    let _ = writeln!(
+        out,
+        "ram         {} free of {}; {} workers use {}",
+        bytes(&caps["ram"]["available_bytes"]),
+        bytes(&caps["ram"]["total_bytes"]),
+        live.len(),
+        human_bytes(worker_rss)
+    );
+    for gpu in caps["gpus"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "gpu {:<7} {} ({} free of {})",
+            gpu["index"],
+            gpu["name"].as_str().unwrap_or("?"),
+            bytes(&gpu["memory_free_bytes"]),
+            bytes(&gpu["memory_total_bytes"])
+        );
+    }
+    let _ = writeln!(
+        out,
+        "disk        {} free; models use {}",
+        bytes(&caps["disk"]["free_bytes"]),
+        human_bytes(model_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "models      {}{}",
+        models.len(),
+        if states.is_empty() {
+            String::new()
+        } else {
+            format!(" ({states})")
+        }
+    );
+    for m in models.iter().filter(|m| {
+        matches!(
+            m["status"]["state"].as_str(),
+            Some("downloading" | "paused")
+        )
+    }) {
+        let _ = writeln!(
+            out,
+            "  {} {}",
+            m["id"].as_str().unwrap_or("?"),
+            status_text(m)
+        );
+    }
+    let _ = writeln!(out, "binaries    {}", binaries.len());
+    for b in &binaries {
+        let _ = writeln!(
+            out,
+            "  {} ({}, {})",
+            b["id"].as_str().unwrap_or("?"),
+            b["status"]["state"].as_str().unwrap_or("?"),
+            bytes(&b["size"])
+        );
+    }
+    let _ = writeln!(out, "workers     {} live", live.len());
+    if !workers.is_empty() {
+        out.push_str(&crate::commands::workers::workers_table(&workers));
+    }
+    out
 }

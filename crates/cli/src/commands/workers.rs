@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::commands::client::{Client, HiveArgs, encode_id};
 use crate::commands::gguf::human_bytes;
-use crate::commands::models::{follow_job, print_json};
+use crate::commands::job::{follow_job, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum WorkersCommand {
@@ -77,6 +77,58 @@ fn column(v: &Value) -> String {
     }
 }
 
+/// The workers as a table, as `ollama ps` shows them: where each serves, its memory,
+/// its slots (`1 of 1 free`), and when it stops for idling.
+pub fn workers_table(workers: &[Value]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{:<17} {:<10} {:<8} {:<24} {:>9} {:<12} {:<14} {:<8} MODEL\n",
+        "ID", "STATE", "PID", "URL", "MEMORY", "SLOTS", "IDLE STOP", "RESTARTS"
+    );
+    for w in workers {
+        let slots = match (w["slots_available"].as_u64(), w["slots_total"].as_u64()) {
+            (Some(a), Some(t)) => format!("{a} of {t} free"),
+            _ => "-".into(),
+        };
+        let memory = w["rss_bytes"]
+            .as_u64()
+            .map_or_else(|| "-".to_owned(), human_bytes);
+        let _ = writeln!(
+            out,
+            "{:<17} {:<10} {:<8} {:<24} {:>9} {:<12} {:<14} {:<8} {}",
+            column(&w["id"]),
+            column(&w["state"]),
+            column(&w["pid"]),
+            column(&w["url"]),
+            memory,
+            slots,
+            idle_stop(w),
+            column(&w["restart_count"]),
+            column(&w["model_ref"])
+        );
+        if w["state"] == "failed" {
+            let _ = writeln!(out, "  reason: {}", column(&w["reason"]));
+        }
+    }
+    out
+}
+
+/// When an idle worker stops: `in 4m05s` (its idle TTL less its idle time), or
+/// `never`.
+fn idle_stop(w: &Value) -> String {
+    let Some(ttl) = w["idle_ttl_secs"].as_i64().filter(|&t| t > 0) else {
+        return "never".into();
+    };
+    let idle = w["last_activity"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0, |t| {
+            (chrono::Utc::now() - t.to_utc()).num_seconds().max(0)
+        });
+    let left = (ttl - idle).max(0);
+    format!("in {}m{:02}s idle", left / 60, left % 60)
+}
+
 pub async fn workers(cmd: WorkersCommand, args: &HiveArgs) -> anyhow::Result<()> {
     let client = Client::new(args)?;
     match cmd {
@@ -90,29 +142,7 @@ pub async fn workers(cmd: WorkersCommand, args: &HiveArgs) -> anyhow::Result<()>
                 println!("no workers: start one with `rbee workers spawn MODEL_ID`");
                 return Ok(());
             }
-            println!(
-                "{:<17} {:<10} {:<8} {:<24} {:<9} {:<6} MODEL",
-                "ID", "STATE", "PID", "URL", "RESTARTS", "SLOTS"
-            );
-            for w in workers {
-                let slots = match (w["slots_available"].as_u64(), w["slots_total"].as_u64()) {
-                    (Some(a), Some(t)) => format!("{a}/{t}"),
-                    _ => "-".into(),
-                };
-                println!(
-                    "{:<17} {:<10} {:<8} {:<24} {:<9} {:<6} {}",
-                    column(&w["id"]),
-                    column(&w["state"]),
-                    column(&w["pid"]),
-                    column(&w["url"]),
-                    column(&w["restart_count"]),
-                    slots,
-                    column(&w["model_ref"])
-                );
-                if w["state"] == "failed" {
-                    println!("  reason: {}", column(&w["reason"]));
-                }
-            }
+            print!("{}", workers_table(&workers));
             Ok(())
         }
         WorkersCommand::Spawn {
@@ -130,20 +160,14 @@ pub async fn workers(cmd: WorkersCommand, args: &HiveArgs) -> anyhow::Result<()>
                     ),
                 )
                 .await?;
-            follow_job(
-                &client,
-                &started,
-                args.json,
-                "cancelled: the worker was stopped",
-                |w| {
-                    format!(
-                        "{} is ready at {} (pid {})",
-                        column(&w["id"]),
-                        column(&w["url"]),
-                        column(&w["pid"])
-                    )
-                },
-            )
+            follow_job(&client, &started, args.json, |w| {
+                format!(
+                    "{} is ready at {} (pid {})",
+                    column(&w["id"]),
+                    column(&w["url"]),
+                    column(&w["pid"])
+                )
+            })
             .await
         }
         WorkersCommand::Stop { id } => {
@@ -226,7 +250,7 @@ pub async fn binaries(cmd: WorkerBinariesCommand, args: &HiveArgs) -> anyhow::Re
             let started = client
                 .call(Method::POST, "/v1/worker-binaries/install", Some(body))
                 .await?;
-            follow_job(&client, &started, args.json, "cancelled", |b| {
+            follow_job(&client, &started, args.json, |b| {
                 format!(
                     "{} is installed ({})",
                     column(&b["id"]),

@@ -105,6 +105,23 @@ async fn pull_list_show_import_remove() {
         ok && out.contains("Tiny Qwen2 Test") && out.contains("32768"),
         "{out}"
     );
+    // formatted as `gguf inspect` formats them, with what `verified` means
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row in {out}"))
+            .to_owned()
+    };
+    assert!(row("parameters").contains("K ("), "{out}");
+    assert!(row("memory").contains("at 32768 tokens (weights"), "{out}");
+    assert!(
+        row("verified").contains("matched the sha256 the source published"),
+        "{out}"
+    );
+    assert!(
+        !row("last hashed").contains("never"),
+        "hashed at download: {out}"
+    );
     let (ok, out, _) = rbee(&d, &["models", "show", id, "--json"]);
     assert!(ok);
     assert_eq!(
@@ -118,7 +135,11 @@ async fn pull_list_show_import_remove() {
     assert!(out.contains("llama-q4_0.gguf"), "{out}");
 
     let (ok, out, _) = rbee(&d, &["hive", "status"]);
-    assert!(ok && out.contains("models      2"), "{out}");
+    assert!(ok && out.contains("models      2 (2 available)"), "{out}");
+    assert!(
+        out.contains("workers     0 live") && out.contains("binaries    0"),
+        "{out}"
+    );
     let (ok, out, _) = rbee(&d, &["hive", "status", "--json"]);
     assert!(ok);
     assert_eq!(
@@ -137,6 +158,72 @@ async fn pull_list_show_import_remove() {
             .unwrap()
             .len(),
         1
+    );
+}
+
+/// Piped, as under `| tee`: progress comes as plain lines while the pull runs, not
+/// all at the end; Ctrl-C (SIGINT) cancels, and the hive says what it kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_output_shows_progress_as_it_happens() {
+    let mut data = fs_err::read(gguf_fixtures().join("llama-q4_0.gguf")).unwrap();
+    data.extend_from_slice(&hf_test_server::test_bytes(24 << 20, 3));
+    let hf = HfServer::start(
+        vec![Repo::new(
+            "org/Slow-GGUF",
+            vec![RepoFile::lfs("Slow-Q4_0.gguf", data)],
+        )],
+        None,
+        false,
+    )
+    .await;
+    // about 2 MiB/s over the daemon's connections
+    hf.faults()
+        .throttle_bytes_per_sec
+        .store(512 << 10, std::sync::atomic::Ordering::SeqCst);
+    let home = tempfile::tempdir().unwrap();
+    let d = start(home.path(), &hf.url());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rbee"))
+        .args(["models", "pull", "hf:org/Slow-GGUF"])
+        .env("RBEE_HIVE_URL", &d.1)
+        .env_remove("RBEE_API_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let progress = loop {
+        let line = lines.next().expect("a line before the end").unwrap();
+        seen.push(line.clone());
+        if line.starts_with("downloading ") {
+            break line;
+        }
+    };
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the line came while the pull ran: {seen:?}"
+    );
+    assert!(
+        progress.contains("% (") && progress.contains("/s"),
+        "{progress}"
+    );
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let last = rest.last().cloned().unwrap_or_default();
+    assert!(
+        last.contains("cancelled") && last.contains("kept: pull again to resume"),
+        "{rest:?}"
+    );
+    let (ok, out, _) = rbee(&d, &["models", "ls"]);
+    assert!(
+        ok && out.contains("paused at") && out.contains(" of "),
+        "{out}"
     );
 }
 
@@ -199,6 +286,12 @@ async fn worker_binaries_and_workers_from_the_command_line() {
     assert!(ok && out.contains("no worker binaries"), "{out}");
     let (ok, out, err) = rbee(&d, &["worker-binaries", "install", "cpu"]);
     assert!(ok, "{err}");
+    // piped: a build shows crates, never a byte bar
+    assert!(err.contains(" crates"), "{err}");
+    assert!(
+        !err.contains("0 B/0 B") && !err.contains("partial download"),
+        "{err}"
+    );
     assert!(
         out.contains("llm-worker-rbee-cpu-v0.1.0-linux is installed"),
         "{out}"
@@ -226,6 +319,21 @@ async fn worker_binaries_and_workers_from_the_command_line() {
     assert!(!worker.is_empty());
     let (ok, out, _) = rbee(&d, &["workers", "ls"]);
     assert!(ok && out.contains(&wid) && out.contains("ready"), "{out}");
+    let (ok, out, _) = rbee(&d, &["hive", "status"]);
+    assert!(
+        ok && out.contains("workers     1 live")
+            && out.contains(&wid)
+            && out.contains("llm-worker-rbee-cpu-v0.1.0-linux (available"),
+        "{out}"
+    );
+    let memory = out
+        .lines()
+        .find(|l| l.starts_with("ram"))
+        .unwrap_or_default();
+    assert!(
+        memory.contains("1 workers use") && !memory.ends_with(" 0 B"),
+        "{out}"
+    );
     let (ok, out, _) = rbee(&d, &["workers", "logs", &wid, "--tail", "20"]);
     assert!(ok && out.contains("listening on"), "{out}");
 
