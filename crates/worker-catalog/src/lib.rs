@@ -1,8 +1,9 @@
 //! The catalog of inference-worker binaries on this machine.
 //!
-//! A [`WorkerBinary`] is one executable of one [`WorkerType`] (CPU, CUDA or Metal)
-//! for one [`Platform`], at one version. [`WorkerCatalog`] keeps them on either
-//! catalog backend and answers which binary to run for a type and platform: the
+//! A [`WorkerBinary`] is one executable of one [`Engine`] (our `llm-worker-rbee`,
+//! llama.cpp's `llama-server`) and one [`WorkerType`] (CPU, CUDA or Metal) for one
+//! [`Platform`], at one version. [`WorkerCatalog`] keeps them on either catalog
+//! backend and answers which binary to run for an engine, type and platform: the
 //! highest available version.
 //!
 //! It knows nothing of how binaries are built or fetched.
@@ -80,6 +81,66 @@ impl FromStr for WorkerType {
     }
 }
 
+/// The inference engine a binary is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Engine {
+    /// Our own `llm-worker-rbee` (candle).
+    #[default]
+    #[serde(rename = "rbee")]
+    Rbee,
+    /// llama.cpp's `llama-server`.
+    #[serde(rename = "llama.cpp")]
+    LlamaCpp,
+}
+
+impl Engine {
+    /// Both engines.
+    pub const ALL: [Engine; 2] = [Self::Rbee, Self::LlamaCpp];
+
+    /// `rbee` or `llama.cpp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rbee => "rbee",
+            Self::LlamaCpp => "llama.cpp",
+        }
+    }
+
+    /// The executable this engine ships as, without the platform's extension.
+    pub fn executable(self) -> &'static str {
+        match self {
+            Self::Rbee => "llm-worker-rbee",
+            Self::LlamaCpp => "llama-server",
+        }
+    }
+
+    /// How a version of this engine is written: `0.1.0`, or llama.cpp's build
+    /// number `b6123` (kept as the major version).
+    pub fn version_text(self, version: &Version) -> String {
+        match self {
+            Self::Rbee => version.to_string(),
+            Self::LlamaCpp => format!("b{}", version.major),
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Engine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "rbee" | "llm-worker-rbee" | "candle" => Ok(Self::Rbee),
+            "llama.cpp" | "llamacpp" | "llama-cpp" | "llama-server" => Ok(Self::LlamaCpp),
+            other => Err(format!("unknown engine {other:?}: use rbee or llama.cpp")),
+        }
+    }
+}
+
 /// An operating system a binary runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -146,8 +207,12 @@ impl FromStr for Platform {
 /// One installed worker executable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerBinary {
-    /// `{binary}-v{version}-{platform}`, such as `llm-worker-rbee-cpu-v0.1.0-linux`.
+    /// `{binary}-v{version}-{platform}`, such as `llm-worker-rbee-cpu-v0.1.0-linux`
+    /// or `llama-server-cpu-b6123-linux`.
     pub id: String,
+    /// Which engine it is (`rbee` for entries made before engines existed).
+    #[serde(default)]
+    pub engine: Engine,
     /// What it runs on.
     pub worker_type: WorkerType,
     /// The platform it was built for.
@@ -162,7 +227,8 @@ pub struct WorkerBinary {
     pub status: ArtifactStatus,
     /// The sha256 of the executable, lowercase hex, when known.
     pub sha256: Option<String>,
-    /// How it got here: `local-build`, a release URL.
+    /// How it got here: `local-build`, a release URL, `file:` for a binary registered
+    /// where it lies (never moved or deleted by the hive).
     pub source: Option<String>,
 }
 
@@ -170,6 +236,32 @@ impl WorkerBinary {
     /// The id of a binary: `{binary}-v{version}-{platform}`.
     pub fn make_id(worker_type: WorkerType, version: &Version, platform: Platform) -> String {
         format!("{}-v{version}-{platform}", worker_type.binary_name())
+    }
+
+    /// The id of a binary of any engine: as [`Self::make_id`] for `rbee`,
+    /// `llama-server-{backend}-b{build}-{platform}` for llama.cpp.
+    pub fn make_engine_id(
+        engine: Engine,
+        worker_type: WorkerType,
+        version: &Version,
+        platform: Platform,
+    ) -> String {
+        match engine {
+            Engine::Rbee => Self::make_id(worker_type, version, platform),
+            Engine::LlamaCpp => format!(
+                "llama-server-{}-{}-{platform}",
+                worker_type.backend(),
+                engine.version_text(version)
+            ),
+        }
+    }
+
+    /// Whether the hive only points at this file (registered where it lies): it is
+    /// never moved or deleted, only forgotten.
+    pub fn is_registered(&self) -> bool {
+        self.source
+            .as_deref()
+            .is_some_and(|s| s.starts_with("file:"))
     }
 
     /// A new, available binary at `path`.
@@ -182,6 +274,7 @@ impl WorkerBinary {
     ) -> Self {
         Self {
             id: Self::make_id(worker_type, &version, platform),
+            engine: Engine::Rbee,
             worker_type,
             platform,
             version,
@@ -265,10 +358,21 @@ impl WorkerCatalog {
             .join(artifact_catalog::encode_dir_name(id)?))
     }
 
-    /// The available binary to run for this type on this platform: the highest
-    /// version (semver order, so `0.10.0` beats `0.9.0`).
+    /// The available `rbee` binary to run for this type on this platform: the
+    /// highest version (semver order, so `0.10.0` beats `0.9.0`).
     pub fn find_by_type_and_platform(
         &self,
+        worker_type: WorkerType,
+        platform: Platform,
+    ) -> Result<Option<WorkerBinary>> {
+        self.find(Engine::Rbee, worker_type, platform)
+    }
+
+    /// The available binary of this engine to run for this type on this platform:
+    /// the highest version.
+    pub fn find(
+        &self,
+        engine: Engine,
         worker_type: WorkerType,
         platform: Platform,
     ) -> Result<Option<WorkerBinary>> {
@@ -278,7 +382,8 @@ impl WorkerCatalog {
             .into_iter()
             .map(|r| r.artifact)
             .filter(|b| {
-                b.worker_type == worker_type
+                b.engine == engine
+                    && b.worker_type == worker_type
                     && b.platform == platform
                     && b.status == ArtifactStatus::Available
             })

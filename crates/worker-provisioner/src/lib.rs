@@ -14,6 +14,9 @@
 #![deny(missing_docs)]
 
 mod build_progress;
+mod existing;
+
+pub use existing::{ExistingBinaryVendor, parse_devices, parse_version, sha256_of};
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -565,17 +568,22 @@ impl VendorSource<WorkerBinary> for ReleaseVendor {
     }
 }
 
-/// Both vendors: a reference goes to the one that supports it; a resolved binary
+/// Every vendor: a reference goes to the one that supports it; a resolved binary
 /// goes back to the one that resolved it (its `source` says which).
 #[derive(Debug, Clone)]
 pub struct WorkerProvisioner {
     local: LocalBuildVendor,
     release: ReleaseVendor,
+    existing: ExistingBinaryVendor,
 }
 
-/// Both vendors, as one provisioner.
+/// Every vendor, as one provisioner.
 pub fn worker_provisioner(local: LocalBuildVendor, release: ReleaseVendor) -> WorkerProvisioner {
-    WorkerProvisioner { local, release }
+    WorkerProvisioner {
+        local,
+        release,
+        existing: ExistingBinaryVendor,
+    }
 }
 
 impl WorkerProvisioner {
@@ -587,10 +595,17 @@ impl WorkerProvisioner {
             Ok(&self.local)
         } else if self.release.supports(reference) {
             Ok(&self.release)
+        } else if self.existing.supports(reference) {
+            Ok(&self.existing)
         } else {
             Err(ProvisionError::Unsupported {
                 reference: reference.to_owned(),
-                known: format!("{}, or {}", self.local.forms(), self.release.forms()),
+                known: format!(
+                    "{}, {}, or {}",
+                    self.local.forms(),
+                    self.release.forms(),
+                    self.existing.forms()
+                ),
             })
         }
     }
@@ -616,13 +631,11 @@ impl ArtifactProvisioner<WorkerBinary> for WorkerProvisioner {
         resolved: Resolved<WorkerBinary>,
         ctx: &ProvisionContext,
     ) -> Result<WorkerBinary, ProvisionError> {
-        let local = resolved
-            .plan
-            .source
-            .as_deref()
-            .is_some_and(|s| s.starts_with("local-build:"));
-        if local {
+        let source = resolved.plan.source.as_deref().unwrap_or("");
+        if source.starts_with("local-build:") {
             self.local.fetch(resolved, ctx).await
+        } else if source.starts_with("file:") {
+            self.existing.fetch(resolved, ctx).await
         } else {
             self.release.fetch(resolved, ctx).await
         }

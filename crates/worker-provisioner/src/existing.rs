@@ -1,0 +1,244 @@
+//! Registering a worker binary that is already on the machine (`file:/usr/bin/llama-server`,
+//! `file:/src/rbee/target/release/llm-worker-rbee`): it is asked for its version, hashed,
+//! and recorded where it lies. The hive never moves or deletes it; removing it only
+//! forgets it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use artifact_catalog::ArtifactStatus;
+use artifact_catalog::provision::{
+    ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorSource,
+};
+use async_trait::async_trait;
+use semver::Version;
+use worker_catalog::{Engine, Platform, WorkerBinary, WorkerType};
+
+/// How long `--version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Registers executables already on the machine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExistingBinaryVendor;
+
+/// What a binary says of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfReport {
+    /// Which engine it is.
+    pub engine: Engine,
+    /// Its version (llama.cpp: the build number as the major version).
+    pub version: Version,
+}
+
+/// Reads `--version` output (stdout and stderr together): `llm-worker-rbee 0.1.0`, or
+/// llama.cpp's `version: 6123 (1a2b3c4)`.
+pub fn parse_version(output: &str) -> Option<SelfReport> {
+    for line in output.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("llm-worker-rbee ") {
+            let version = Version::parse(rest.split_whitespace().next()?).ok()?;
+            return Some(SelfReport {
+                engine: Engine::Rbee,
+                version,
+            });
+        }
+        if let Some(rest) = line.strip_prefix("version: ") {
+            let build: u64 = rest.split_whitespace().next()?.parse().ok()?;
+            return Some(SelfReport {
+                engine: Engine::LlamaCpp,
+                version: Version::new(build, 0, 0),
+            });
+        }
+    }
+    None
+}
+
+/// The backend of a llama.cpp build from `--list-devices`: a CUDA or Metal device
+/// makes it that backend; none, the CPU.
+pub fn parse_devices(output: &str) -> WorkerType {
+    let has = |prefix: &str| {
+        output
+            .lines()
+            .map(str::trim)
+            .any(|l| l.starts_with(prefix) && l.contains(':'))
+    };
+    if has("CUDA") {
+        WorkerType::CudaLlm
+    } else if has("Metal") || has("MTL") {
+        WorkerType::MetalLlm
+    } else {
+        WorkerType::CpuLlm
+    }
+}
+
+async fn run(path: &Path, arg: &str) -> Result<String, ProvisionError> {
+    let mut cmd = tokio::process::Command::new(path);
+    cmd.arg(arg)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(VERSION_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| {
+            ProvisionError::Invalid(format!(
+                "{} {arg} did not answer within {}s",
+                path.display(),
+                VERSION_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| ProvisionError::Invalid(format!("cannot run {}: {e}", path.display())))?;
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        return Err(ProvisionError::Invalid(format!(
+            "{} {arg} failed ({}): {}",
+            path.display(),
+            out.status,
+            text.trim().lines().last().unwrap_or("")
+        )));
+    }
+    Ok(text)
+}
+
+fn path_of(reference: &str) -> Result<PathBuf, ProvisionError> {
+    let path = PathBuf::from(reference.trim().strip_prefix("file:").unwrap_or(reference));
+    if !path.is_absolute() {
+        return Err(ProvisionError::InvalidReference {
+            reference: reference.to_owned(),
+            reason: "the path must be absolute".into(),
+        });
+    }
+    Ok(path)
+}
+
+#[async_trait]
+impl VendorSource<WorkerBinary> for ExistingBinaryVendor {
+    fn name(&self) -> &'static str {
+        "existing"
+    }
+
+    fn forms(&self) -> &'static str {
+        "file:/path/to/llama-server or file:/path/to/llm-worker-rbee"
+    }
+
+    fn supports(&self, reference: &str) -> bool {
+        reference.trim().starts_with("file:")
+    }
+
+    async fn resolve(
+        &self,
+        request: &ProvisionRequest,
+    ) -> Result<Resolved<WorkerBinary>, ProvisionError> {
+        let path = path_of(&request.reference)?;
+        let meta = fs_err::metadata(&path)
+            .map_err(|e| ProvisionError::NotFound(format!("{}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Err(ProvisionError::Invalid(format!(
+                "{} is not a file",
+                path.display()
+            )));
+        }
+        let said = run(&path, "--version").await?;
+        let report = parse_version(&said).ok_or_else(|| {
+            ProvisionError::Invalid(format!(
+                "{} --version does not name llm-worker-rbee or llama.cpp: {:?}",
+                path.display(),
+                said.trim().lines().next().unwrap_or("")
+            ))
+        })?;
+        let worker_type = match report.engine {
+            Engine::LlamaCpp => parse_devices(&run(&path, "--list-devices").await?),
+            Engine::Rbee => WorkerType::CpuLlm,
+        };
+        let platform = Platform::current();
+        let mut plan = WorkerBinary::new(worker_type, platform, report.version, &path, meta.len());
+        plan.engine = report.engine;
+        plan.id = WorkerBinary::make_engine_id(report.engine, worker_type, &plan.version, platform);
+        plan.status = ArtifactStatus::Downloading;
+        plan.source = Some(format!("file:{}", path.display()));
+        Ok(Resolved {
+            id: plan.id.clone(),
+            plan,
+        })
+    }
+
+    async fn fetch(
+        &self,
+        resolved: Resolved<WorkerBinary>,
+        ctx: &ProvisionContext,
+    ) -> Result<WorkerBinary, ProvisionError> {
+        let mut binary = resolved.plan;
+        let path = binary.path.clone();
+        let sha = tokio::task::spawn_blocking(move || sha256_of(&path))
+            .await
+            .map_err(|e| ProvisionError::Io(e.to_string()))?
+            .map_err(|e| ProvisionError::Io(format!("hashing {}: {e}", binary.path.display())))?;
+        ctx.reporter.narrate(
+            "register",
+            &format!(
+                "{} is {} {} for {}, sha256 {sha}; it stays at {}",
+                binary.id,
+                binary.engine,
+                binary.engine.version_text(&binary.version),
+                binary.worker_type.backend(),
+                binary.path.display()
+            ),
+        );
+        binary.sha256 = Some(sha);
+        binary.status = ArtifactStatus::Available;
+        Ok(binary)
+    }
+}
+
+/// The sha256 of a file, lowercase hex.
+pub fn sha256_of(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut file = fs_err::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_of_both_engines() {
+        assert_eq!(
+            parse_version("llm-worker-rbee 0.1.0\n"),
+            Some(SelfReport {
+                engine: Engine::Rbee,
+                version: Version::new(0, 1, 0),
+            })
+        );
+        let llama = "load_backend: loaded CPU backend\nversion: 6123 (1a2b3c4d)\nbuilt with cc (Debian 12.2.0-14) 12.2.0 for x86_64-linux-gnu\n";
+        assert_eq!(
+            parse_version(llama).map(|r| (r.engine, r.version)),
+            Some((Engine::LlamaCpp, Version::new(6123, 0, 0)))
+        );
+        assert_eq!(parse_version("Python 3.11.7"), None);
+        assert_eq!(parse_version("version: unknown"), None);
+    }
+
+    #[test]
+    fn devices_give_the_backend() {
+        assert_eq!(parse_devices("Available devices:\n"), WorkerType::CpuLlm);
+        assert_eq!(
+            parse_devices("Available devices:\n  CUDA0: NVIDIA H200 (143 GiB, 142 GiB free)\n"),
+            WorkerType::CudaLlm
+        );
+        assert_eq!(
+            parse_devices("Available devices:\n  Metal: Apple M2 (21845 MiB, 21845 MiB free)\n"),
+            WorkerType::MetalLlm
+        );
+    }
+}
