@@ -75,6 +75,9 @@ pub enum Operation {
         /// `cpu`, `cuda` or `metal`.
         #[serde(default = "default_worker")]
         worker: String,
+        /// `rbee` or `llama.cpp` (default: llama.cpp when installed, else rbee).
+        #[serde(default)]
+        engine: Option<String>,
         /// The device index.
         #[serde(default)]
         device: u32,
@@ -117,6 +120,9 @@ pub enum Operation {
         /// `cpu`, `cuda` or `metal`.
         #[serde(default = "default_worker")]
         worker: String,
+        /// `rbee` or `llama.cpp` (default: llama.cpp when installed, else rbee).
+        #[serde(default)]
+        engine: Option<String>,
         /// The device index.
         #[serde(default)]
         device: u32,
@@ -248,6 +254,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
                     let op = Operation::WorkerSpawn {
                         model: w.model,
                         worker: w.worker,
+                        engine: w.engine,
                         device: w.device,
                         force: w.force,
                         pull: w.pull,
@@ -261,12 +268,14 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
         Operation::ModelLoad {
             id,
             worker,
+            engine,
             device,
             idle_ttl_secs,
         } => {
             let req = crate::worker_ops::LoadRequest {
                 id,
                 worker,
+                engine,
                 device,
                 idle_ttl_secs,
             };
@@ -335,6 +344,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
         Operation::WorkerSpawn {
             model,
             worker,
+            engine,
             device,
             force,
             pull,
@@ -343,6 +353,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
             let req = crate::worker_ops::SpawnRequest {
                 model,
                 worker,
+                engine,
                 device,
                 force,
                 pull,

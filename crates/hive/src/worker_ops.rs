@@ -10,7 +10,7 @@ use artifact_catalog::provision::{
 };
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use worker_catalog::{Platform, WorkerType};
+use worker_catalog::{Engine, Platform, WorkerBinary, WorkerType};
 
 use crate::error::ApiError;
 use crate::jobs::Job;
@@ -26,6 +26,65 @@ fn worker_type(s: &str) -> Result<WorkerType, ApiError> {
         .map_err(|e: String| ApiError::bad_request("invalid_worker_type", e))
 }
 
+/// The architectures `llm-worker-rbee` runs (as `llm_worker::SUPPORTED_ARCHITECTURES`).
+const RBEE_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3"];
+
+fn llm_worker_runs(architecture: &str) -> bool {
+    RBEE_ARCHITECTURES.contains(&architecture)
+}
+
+/// The binary a spawn runs: of the engine asked for, else llama.cpp when one is
+/// installed for the type, else our own. A registered binary whose file changed
+/// since it was added is refused.
+async fn choose_binary(
+    state: &SharedState,
+    engine: Option<Engine>,
+    wtype: WorkerType,
+) -> Result<WorkerBinary, ApiError> {
+    let workers = Arc::clone(&state.worker_catalog);
+    let binary = blocking(move || {
+        let platform = Platform::current();
+        let found = match engine {
+            Some(e) => workers.find(e, wtype, platform)?,
+            None => match workers.find(Engine::LlamaCpp, wtype, platform)? {
+                Some(b) => Some(b),
+                None => workers.find(Engine::Rbee, wtype, platform)?,
+            },
+        };
+        found.ok_or_else(|| {
+            let which = engine.map_or_else(String::new, |e| format!("{e} "));
+            ApiError::not_found(format!(
+                "no {which}{wtype} worker binary is installed for {platform}: install one first (rbee worker-binaries install {wtype}, or rbee worker-binaries add /path/to/llama-server)"
+            ))
+        })
+    })
+    .await?;
+    if binary.is_registered() {
+        let (path, recorded) = (binary.path.clone(), binary.sha256.clone());
+        let now = blocking(move || {
+            worker_provisioner::sha256_of(&path).map_err(|e| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "binary_changed",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })
+        })
+        .await?;
+        if recorded.as_deref() != Some(now.as_str()) {
+            return Err(conflict(
+                "binary_changed",
+                format!(
+                    "{} changed since it was added (sha256 {now}): add it again (rbee worker-binaries add {})",
+                    binary.path.display(),
+                    binary.path.display()
+                ),
+            ));
+        }
+    }
+    Ok(binary)
+}
+
 fn conflict(code: &'static str, message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, code, message)
 }
@@ -39,6 +98,9 @@ pub struct SpawnRequest {
     /// `cpu`, `cuda` or `metal` (default `cpu`).
     #[serde(default = "default_worker")]
     pub worker: String,
+    /// `rbee` or `llama.cpp` (default: llama.cpp when one is installed, else rbee).
+    #[serde(default)]
+    pub engine: Option<String>,
     /// The device index (default 0).
     #[serde(default)]
     pub device: u32,
@@ -74,18 +136,13 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
         ));
     }
     // The binary first: a spawn that cannot run records nothing.
-    let workers = Arc::clone(&state.worker_catalog);
-    let binary = blocking(move || {
-        workers
-            .find_by_type_and_platform(wtype, Platform::current())?
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "no {wtype} worker binary is installed for {}: install one first (rbee worker-binaries install {wtype})",
-                    Platform::current()
-                ))
-            })
-    })
-    .await?;
+    let engine = req
+        .engine
+        .as_deref()
+        .map(str::parse::<Engine>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_engine", e))?;
+    let binary = choose_binary(state, engine, wtype).await?;
     let catalog = Arc::clone(&state.catalog);
     let model_id = req.model.clone();
     let found = blocking(move || Ok(catalog.get(&model_id)?)).await?;
@@ -139,9 +196,27 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
         }
     };
 
+    if binary.engine == Engine::Rbee
+        && let Some(arch) = entry.gguf.as_ref().and_then(|g| g.architecture.as_deref())
+        && !llm_worker_runs(arch)
+    {
+        return Err(ApiError::bad_request(
+            "unsupported_architecture",
+            format!(
+                "llm-worker-rbee does not run architecture `{arch}` (it runs {}); llama.cpp does: rbee worker-binaries add /path/to/llama-server",
+                RBEE_ARCHITECTURES.join(", ")
+            ),
+        ));
+    }
     if !req.force && fetch.is_none() {
         check_memory(&entry.path, wtype, req.device).await?;
     }
+    let context = entry
+        .gguf
+        .as_ref()
+        .and_then(|g| g.context_length)
+        .unwrap_or(SPAWN_CONTEXT)
+        .min(SPAWN_CONTEXT);
 
     let id = new_id();
     let plan = SpawnPlan {
@@ -149,6 +224,8 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
         model_ref: entry.id.clone(),
         model_path: entry.path.clone(),
         backend: wtype.backend().to_owned(),
+        engine: binary.engine,
+        context,
         device: req.device,
         binary: binary.path.clone(),
         binary_id: binary.id.clone(),
@@ -302,7 +379,18 @@ pub async fn start_install(state: &SharedState, req: InstallRequest) -> Result<A
         )
     })?
     .map_err(ApiError::from)?;
-    if resolved.plan.worker_type != wtype {
+    let mut resolved = resolved;
+    if request.reference.starts_with("file:") {
+        // our own binary does not say its backend: the request's word is taken; a
+        // llama.cpp build that lists no GPU now may still be one
+        if resolved.plan.engine == Engine::Rbee || wtype != WorkerType::CpuLlm {
+            let plan = &mut resolved.plan;
+            plan.worker_type = wtype;
+            plan.id =
+                WorkerBinary::make_engine_id(plan.engine, wtype, &plan.version, plan.platform);
+            resolved.id.clone_from(&plan.id);
+        }
+    } else if resolved.plan.worker_type != wtype {
         return Err(ApiError::bad_request(
             "invalid_reference",
             format!(
@@ -443,6 +531,9 @@ pub struct LoadRequest {
     /// `cpu`, `cuda` or `metal` (default `cpu`).
     #[serde(default = "default_worker")]
     pub worker: String,
+    /// `rbee` or `llama.cpp` (default: llama.cpp when installed, else rbee).
+    #[serde(default)]
+    pub engine: Option<String>,
     /// The device index (default 0).
     #[serde(default)]
     pub device: u32,
@@ -454,8 +545,15 @@ pub struct LoadRequest {
 /// Makes sure a worker serves the model: answers with a live one, else spawns one.
 pub async fn start_load(state: &SharedState, req: LoadRequest) -> Result<Arc<Job>, ApiError> {
     let wtype = worker_type(&req.worker)?;
+    let engine = req
+        .engine
+        .as_deref()
+        .map(str::parse::<Engine>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_engine", e))?;
     let serving = state.workers.list().into_iter().find(|w| {
         w.model_ref == req.id
+            && engine.is_none_or(|e| e == w.engine)
             && w.backend == wtype.backend()
             && w.device == req.device
             && w.state.is_live()
@@ -491,6 +589,7 @@ pub async fn start_load(state: &SharedState, req: LoadRequest) -> Result<Arc<Job
         SpawnRequest {
             model: req.id,
             worker: req.worker,
+            engine: req.engine,
             device: req.device,
             force: false,
             pull: true,

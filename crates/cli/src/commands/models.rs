@@ -38,6 +38,9 @@ pub enum ModelsCommand {
         /// cpu, cuda or metal
         #[arg(long, default_value = "cpu")]
         worker: String,
+        /// rbee or llama.cpp (default: llama.cpp when one is installed)
+        #[arg(long)]
+        engine: Option<String>,
         /// The device index
         #[arg(long, default_value_t = 0)]
         device: u32,
@@ -84,10 +87,14 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
         ModelsCommand::Load {
             id,
             worker,
+            engine,
             device,
             ttl,
         } => {
             let mut body = json!({"id": id, "worker": worker, "device": device});
+            if let Some(e) = engine {
+                body["engine"] = json!(e);
+            }
             if let Some(ttl) = ttl {
                 body["idle_ttl_secs"] = json!(ttl);
             }

@@ -22,6 +22,9 @@ pub enum WorkersCommand {
         /// cpu, cuda or metal
         #[arg(long, default_value = "cpu")]
         worker: String,
+        /// rbee or llama.cpp (default: llama.cpp when one is installed)
+        #[arg(long)]
+        engine: Option<String>,
         /// The device index
         #[arg(long, default_value_t = 0)]
         device: u32,
@@ -62,11 +65,30 @@ pub enum WorkerBinariesCommand {
         #[arg(long)]
         sha256: Option<String>,
     },
-    /// Remove a worker binary
+    /// Register a worker binary already on this machine, where it lies:
+    /// llama.cpp's llama-server, or an llm-worker-rbee you built
+    Add {
+        /// The executable
+        path: std::path::PathBuf,
+        /// cpu, cuda or metal (llama-server's own device list decides when it names a GPU)
+        #[arg(long, default_value = "cpu")]
+        worker: String,
+    },
+    /// Remove a worker binary (one that was added is only forgotten)
     Rm {
         /// The binary's id
         id: String,
     },
+}
+
+/// A binary's version as its engine writes it: `0.1.0`, or llama.cpp's `b6123`.
+fn version_text(b: &Value) -> String {
+    let v = column(&b["version"]);
+    if b["engine"] == "llama.cpp" {
+        format!("b{}", v.split('.').next().unwrap_or(&v))
+    } else {
+        v
+    }
 }
 
 fn column(v: &Value) -> String {
@@ -82,8 +104,8 @@ fn column(v: &Value) -> String {
 pub fn workers_table(workers: &[Value]) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
-        "{:<17} {:<10} {:<8} {:<24} {:>9} {:<12} {:<14} {:<8} MODEL\n",
-        "ID", "STATE", "PID", "URL", "MEMORY", "SLOTS", "IDLE STOP", "RESTARTS"
+        "{:<17} {:<10} {:<10} {:<8} {:<24} {:>9} {:<12} {:<14} {:<8} MODEL\n",
+        "ID", "STATE", "ENGINE", "PID", "URL", "MEMORY", "SLOTS", "IDLE STOP", "RESTARTS"
     );
     for w in workers {
         let slots = match (w["slots_available"].as_u64(), w["slots_total"].as_u64()) {
@@ -95,9 +117,10 @@ pub fn workers_table(workers: &[Value]) -> String {
             .map_or_else(|| "-".to_owned(), human_bytes);
         let _ = writeln!(
             out,
-            "{:<17} {:<10} {:<8} {:<24} {:>9} {:<12} {:<14} {:<8} {}",
+            "{:<17} {:<10} {:<10} {:<8} {:<24} {:>9} {:<12} {:<14} {:<8} {}",
             column(&w["id"]),
             column(&w["state"]),
+            column(&w["engine"]),
             column(&w["pid"]),
             column(&w["url"]),
             memory,
@@ -148,17 +171,17 @@ pub async fn workers(cmd: WorkersCommand, args: &HiveArgs) -> anyhow::Result<()>
         WorkersCommand::Spawn {
             model,
             worker,
+            engine,
             device,
             force,
         } => {
+            let mut body =
+                json!({"model": model, "worker": worker, "device": device, "force": force});
+            if let Some(e) = engine {
+                body["engine"] = json!(e);
+            }
             let started = client
-                .call(
-                    Method::POST,
-                    "/v1/workers/spawn",
-                    Some(
-                        json!({"model": model, "worker": worker, "device": device, "force": force}),
-                    ),
-                )
+                .call(Method::POST, "/v1/workers/spawn", Some(body))
                 .await?;
             follow_job(&client, &started, args.json, |w| {
                 format!(
@@ -223,11 +246,17 @@ pub async fn binaries(cmd: WorkerBinariesCommand, args: &HiveArgs) -> anyhow::Re
                 println!("no worker binaries: install one with `rbee worker-binaries install cpu`");
                 return Ok(());
             }
-            println!("{:<36} {:<10} {:>10}  SOURCE", "ID", "STATE", "SIZE");
+            println!(
+                "{:<36} {:<10} {:<10} {:<8} {:<8} {:>10}  SOURCE",
+                "ID", "ENGINE", "VERSION", "BACKEND", "STATE", "SIZE"
+            );
             for b in list {
                 println!(
-                    "{:<36} {:<10} {:>10}  {}",
+                    "{:<36} {:<10} {:<10} {:<8} {:<8} {:>10}  {}",
                     column(&b["id"]),
+                    column(&b["engine"]),
+                    version_text(&b),
+                    column(&b["worker_type"]).trim_end_matches("_llm"),
                     column(&b["status"]["state"]),
                     human_bytes(b["size"].as_u64().unwrap_or(0)),
                     column(&b["source"])
@@ -255,6 +284,24 @@ pub async fn binaries(cmd: WorkerBinariesCommand, args: &HiveArgs) -> anyhow::Re
                     "{} is installed ({})",
                     column(&b["id"]),
                     human_bytes(b["size"].as_u64().unwrap_or(0))
+                )
+            })
+            .await
+        }
+        WorkerBinariesCommand::Add { path, worker } => {
+            let path = std::path::absolute(&path).context("bad path")?;
+            let body = json!({"worker": worker, "source": format!("file:{}", path.display())});
+            let started = client
+                .call(Method::POST, "/v1/worker-binaries/install", Some(body))
+                .await?;
+            follow_job(&client, &started, args.json, |b| {
+                format!(
+                    "{} is added ({} {}, {}); it stays at {}",
+                    column(&b["id"]),
+                    column(&b["engine"]),
+                    version_text(b),
+                    human_bytes(b["size"].as_u64().unwrap_or(0)),
+                    column(&b["path"])
                 )
             })
             .await

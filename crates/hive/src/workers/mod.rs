@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
+use worker_catalog::Engine;
 
 use crate::workers::process::{Launch, RunRecord};
 
@@ -90,6 +91,8 @@ pub struct WorkerRecord {
     pub device: u32,
     /// The worker binary's catalog id.
     pub binary_id: String,
+    /// The engine it runs: `rbee` or `llama.cpp`.
+    pub engine: Engine,
     /// Where it stands.
     pub state: WorkerState,
     /// Why it failed or was last restarted.
@@ -154,6 +157,10 @@ pub struct SpawnPlan {
     pub model_path: PathBuf,
     /// `cpu`, `cuda` or `metal`.
     pub backend: String,
+    /// Which engine the binary is: it decides the command line and readiness.
+    pub engine: Engine,
+    /// The context to allocate (llama.cpp's `-c`).
+    pub context: u64,
     /// The device.
     pub device: u32,
     /// The binary.
@@ -314,6 +321,7 @@ impl Registry {
             backend: plan.backend.clone(),
             device: plan.device,
             binary_id: plan.binary_id.clone(),
+            engine: plan.engine,
             state: WorkerState::Starting,
             reason: None,
             pid: None,
@@ -396,20 +404,26 @@ impl Registry {
     }
 
     fn launch(&self, plan: &SpawnPlan, port: u16) -> Launch {
-        let mut args = vec![
-            "--worker-id".to_owned(),
-            plan.id.clone(),
-            "--model".to_owned(),
-            plan.model_path.display().to_string(),
-            "--port".to_owned(),
-            port.to_string(),
-            "--device".to_owned(),
-            plan.device.to_string(),
-        ];
-        if let Some(hive) = self.hive_url.get() {
-            args.push("--hive-url".to_owned());
-            args.push(hive.clone());
-        }
+        let args = match plan.engine {
+            Engine::Rbee => {
+                let mut args = vec![
+                    "--worker-id".to_owned(),
+                    plan.id.clone(),
+                    "--model".to_owned(),
+                    plan.model_path.display().to_string(),
+                    "--port".to_owned(),
+                    port.to_string(),
+                    "--device".to_owned(),
+                    plan.device.to_string(),
+                ];
+                if let Some(hive) = self.hive_url.get() {
+                    args.push("--hive-url".to_owned());
+                    args.push(hive.clone());
+                }
+                args
+            }
+            Engine::LlamaCpp => llama_server_args(plan, port),
+        };
         let mut env = vec![("NO_COLOR".to_owned(), "1".to_owned())];
         if let Some(t) = &self.supervision.api_token {
             env.push(("RBEE_API_TOKEN".to_owned(), t.clone()));
@@ -450,6 +464,7 @@ impl Registry {
         &self,
         child: &mut tokio::process::Child,
         url: &str,
+        engine: Engine,
         stop: &CancellationToken,
     ) -> Result<(), String> {
         let deadline = Instant::now() + self.supervision.ready_timeout;
@@ -457,11 +472,22 @@ impl Registry {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!("exited before it was ready ({status})"));
             }
-            if let Ok(r) = self.http.get(format!("{url}/health")).send().await
-                && let Ok(v) = r.json::<Value>().await
-                && v["status"] == "ready"
-            {
-                return Ok(());
+            if let Ok(r) = self.http.get(format!("{url}/health")).send().await {
+                // llama-server answers 503 while it loads, 200 once ready; our
+                // worker says `ready`
+                let ok = r.status().is_success();
+                let ready = match engine {
+                    Engine::LlamaCpp => ok,
+                    Engine::Rbee => {
+                        ok && r
+                            .json::<Value>()
+                            .await
+                            .is_ok_and(|v| v["status"] == "ready")
+                    }
+                };
+                if ready {
+                    return Ok(());
+                }
             }
             if Instant::now() >= deadline {
                 return Err(format!(
@@ -527,7 +553,9 @@ impl Registry {
                 format!("pid {pid}, port {port}: loading {}", plan.model_ref),
             );
 
-            let ready = self.wait_ready(&mut child, &url, &entry.stop).await;
+            let ready = self
+                .wait_ready(&mut child, &url, plan.engine, &entry.stop)
+                .await;
             if entry.stop.is_cancelled() {
                 self.terminate(&mut child, pid, self.supervision.stop_grace)
                     .await;
@@ -732,6 +760,48 @@ impl Registry {
         }
         entry.done.cancel();
     }
+}
+
+/// llama-server's command line: the model, loopback and the port, the context, one
+/// slot, every layer on the GPU for a GPU backend (none on the CPU), the device, the
+/// model's id as its alias, metrics and the model's own chat template.
+fn llama_server_args(plan: &SpawnPlan, port: u16) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-m",
+        &plan.model_path.display().to_string(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "-c",
+        &plan.context.to_string(),
+        "-np",
+        "1",
+        "--alias",
+        &plan.model_ref,
+        "--metrics",
+        "--jinja",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    match plan.backend.as_str() {
+        "cpu" => args.extend(["-ngl".to_owned(), "0".to_owned()]),
+        gpu => {
+            let device = match gpu {
+                "cuda" => format!("CUDA{}", plan.device),
+                "metal" => format!("MTL{}", plan.device),
+                _ => format!("{}{}", gpu.to_ascii_uppercase(), plan.device),
+            };
+            args.extend([
+                "-ngl".to_owned(),
+                "999".to_owned(),
+                "-dev".to_owned(),
+                device,
+            ]);
+        }
+    }
+    args
 }
 
 /// A new worker id: `worker-` and 8 hex digits.

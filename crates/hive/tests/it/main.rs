@@ -5,6 +5,7 @@
 mod api;
 mod audit;
 mod batch;
+mod engines;
 mod integrity;
 mod pulls;
 mod restart;

@@ -15,7 +15,7 @@ fn workspace() -> PathBuf {
 }
 
 /// A hive whose local builds use the dev profile (the test build's own binary).
-fn hive(home: &Path, extra: &[&str]) -> Hive {
+pub fn hive(home: &Path, extra: &[&str]) -> Hive {
     let mut args = vec![
         "--worker-build-profile",
         "dev",
@@ -31,7 +31,7 @@ fn hive(home: &Path, extra: &[&str]) -> Hive {
 }
 
 /// Runs a job to its end; returns its last (result or error) payload and state.
-async fn finish(h: &Hive, job: &Value) -> (String, Value, Vec<(String, Value)>) {
+pub async fn finish(h: &Hive, job: &Value) -> (String, Value, Vec<(String, Value)>) {
     let id = job["job_id"]
         .as_str()
         .unwrap_or_else(|| panic!("no job: {job}"));
@@ -55,7 +55,7 @@ async fn install_cpu_worker(h: &Hive) -> Value {
     result
 }
 
-async fn import(h: &Hive, path: &Path) -> String {
+pub async fn import(h: &Hive, path: &Path) -> String {
     let (status, job) = post(h, "/v1/models/import", json!({"path": path})).await;
     assert_eq!(status, 202, "{job}");
     let (state, result, ev) = finish(h, &job).await;
@@ -71,7 +71,7 @@ async fn spawn(h: &Hive, model: &str) -> Value {
     result
 }
 
-fn alive(pid: u64) -> bool {
+pub fn alive(pid: u64) -> bool {
     // A zombie is dead: it only waits to be reaped.
     fs_err::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         s.rsplit_once(')')

@@ -1,0 +1,253 @@
+//! Worker binaries registered where they lie (`worker-binaries add`), and the
+//! llama.cpp engine: a real `llama-server` spawned and supervised by the hive.
+//!
+//! The llama.cpp tests need a built `llama-server` (`scripts/fetch-llama-server.sh`
+//! builds one into `~/.cache/rbee-test`, or set `RBEE_LLAMA_SERVER`); without one
+//! they say so and skip.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::workers::{alive, finish, hive, import};
+use crate::{Hive, get, post, wait_for};
+
+use hf_test_server::test_model as smollm2;
+
+/// The `llm-worker-rbee` the workspace build made beside `rbee-hive`.
+fn our_worker() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rbee-hive")).with_file_name("llm-worker-rbee")
+}
+
+/// A built `llama-server`, when this machine has one.
+fn llama_server() -> Option<PathBuf> {
+    let found = std::env::var_os("RBEE_LLAMA_SERVER")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let home = std::env::var_os("HOME")?;
+            let cache = std::env::var_os("RBEE_TEST_MODEL_DIR")
+                .map_or_else(|| Path::new(&home).join(".cache/rbee-test"), PathBuf::from);
+            Some(cache.join("llama.cpp-0.3.36/build/bin/llama-server"))
+        })
+        .filter(|p| p.is_file());
+    if found.is_none() {
+        eprintln!("skipped: no llama-server (scripts/fetch-llama-server.sh builds one)");
+    }
+    found
+}
+
+async fn add(h: &Hive, path: &Path, worker: &str) -> (u16, Value) {
+    let (status, v) = post(
+        h,
+        "/v1/worker-binaries/install",
+        json!({"worker": worker, "source": format!("file:{}", path.display())}),
+    )
+    .await;
+    if status != 202 {
+        return (status, v);
+    }
+    let (state, result, ev) = finish(h, &v).await;
+    assert_eq!(state, "completed", "{ev:?}");
+    (200, result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_binary_is_registered_where_it_lies_and_bad_ones_are_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    let worker = our_worker();
+    assert!(
+        worker.is_file(),
+        "{} is built with the workspace",
+        worker.display()
+    );
+
+    // Bad ones: a clear 4xx, nothing recorded.
+    let scratch = tempfile::tempdir().unwrap();
+    let failing = scratch.path().join("fails");
+    fs_err::write(&failing, "#!/bin/sh\necho 'no such option' >&2\nexit 3\n").unwrap();
+    let other = scratch.path().join("other");
+    fs_err::write(&other, "#!/bin/sh\necho 'other-tool 1.2.3'\n").unwrap();
+    for f in [&failing, &other] {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs_err::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for (path, status, words) in [
+        (PathBuf::from("relative/llama-server"), 400, "absolute"),
+        (scratch.path().join("missing"), 404, "missing"),
+        (scratch.path().to_path_buf(), 400, "not a file"),
+        (failing.clone(), 400, "failed (exit status: 3)"),
+        (
+            other.clone(),
+            400,
+            "does not name llm-worker-rbee or llama.cpp",
+        ),
+    ] {
+        let (s, v) = post(
+            &h,
+            "/v1/worker-binaries/install",
+            json!({"worker": "cpu", "source": format!("file:{}", path.display())}),
+        )
+        .await;
+        assert_eq!(s, status, "{} → {v}", path.display());
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{} → {v}", path.display());
+    }
+    assert_eq!(get(&h, "/v1/worker-binaries").await.1, json!([]));
+
+    // Our own worker, as the README's build left it: recorded in place, hashed.
+    let copy = scratch.path().join("llm-worker-rbee");
+    fs_err::copy(&worker, &copy).unwrap();
+    let (s, b) = add(&h, &copy, "cpu").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["id"], "llm-worker-rbee-cpu-v0.1.0-linux");
+    assert_eq!(b["engine"], "rbee");
+    assert_eq!(b["path"], copy.display().to_string());
+    assert_eq!(b["source"], format!("file:{}", copy.display()));
+    assert_eq!(b["sha256"].as_str().unwrap().len(), 64);
+    assert!(
+        fs_err::read_dir(home.path().join("workers"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing copied into the home"
+    );
+
+    // A file that changed after it was added is not run.
+    if let Some(model) = smollm2() {
+        let model_id = import(&h, &model).await;
+        let mut bytes = fs_err::read(&copy).unwrap();
+        bytes.push(0);
+        fs_err::write(&copy, bytes).unwrap();
+        let (s, v) = post(&h, "/v1/workers/spawn", json!({"model": model_id})).await;
+        assert_eq!(s, 409, "{v}");
+        assert_eq!(v["error"]["code"], "binary_changed", "{v}");
+    }
+
+    // Removing it forgets it; the file stays.
+    let r = crate::client()
+        .delete(format!(
+            "{}/v1/worker-binaries/llm-worker-rbee-cpu-v0.1.0-linux",
+            h.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(copy.is_file());
+    assert_eq!(get(&h, "/v1/worker-binaries").await.1, json!([]));
+}
+
+/// Every live `llama-server` whose command line names this home.
+fn llama_servers_under(home: &Path) -> Vec<u64> {
+    let needle = home.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for entry in fs_err::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        if let Ok(cmd) = fs_err::read(format!("/proc/{pid}/cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.contains(&needle) && cmd.contains("llama-server") && alive(pid) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+async fn complete(url: &str, prompt: &str) -> String {
+    let r = crate::client()
+        .post(format!("{url}/v1/completions"))
+        .json(&json!({"prompt": prompt, "max_tokens": 16, "temperature": 0, "seed": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["choices"][0]["text"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_llama_server_worker_answers_as_the_same_binary_by_hand_and_leaves_nothing() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    let (s, b) = add(&h, &server, "cpu").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["engine"], "llama.cpp");
+    assert!(
+        b["id"].as_str().unwrap().starts_with("llama-server-cpu-b"),
+        "{b}"
+    );
+    // the model sits in the home, so its path marks the worker's command line
+    let local = home.path().join("SmolLM2.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    let model_id = import(&h, &local).await;
+
+    // llama.cpp is the default engine once installed
+    let (status, job) = post(&h, "/v1/workers/spawn", json!({"model": model_id})).await;
+    assert_eq!(status, 202, "{job}");
+    let (state, w, ev) = finish(&h, &job).await;
+    assert_eq!(state, "completed", "{ev:?}");
+    assert_eq!(w["engine"], "llama.cpp", "{w}");
+    let url = w["url"].as_str().unwrap().to_owned();
+    let prompt = "The capital of France is";
+    let through_hive = complete(&url, prompt).await;
+
+    // the same binary by hand, the same command line but the port
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut by_hand = Command::new(&server)
+        .args(["-m", local.to_str().unwrap(), "--host", "127.0.0.1"])
+        .args(["--port", &port.to_string(), "-c", "4096", "-np", "1"])
+        .args(["--alias", &model_id, "--metrics", "--jinja", "-ngl", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let hand_url = format!("http://127.0.0.1:{port}");
+    wait_for("llama-server by hand", async || {
+        crate::client()
+            .get(format!("{hand_url}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let by_hand_text = complete(&hand_url, prompt).await;
+    by_hand.kill().unwrap();
+    by_hand.wait().unwrap();
+    assert_eq!(through_hive, by_hand_text);
+    assert!(!through_hive.is_empty());
+
+    // kill -9: restarted on the same port, answering again
+    let pid = w["pid"].as_u64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let id = w["id"].as_str().unwrap().to_owned();
+    wait_for("the restart", async || {
+        let w = get(&h, &format!("/v1/workers/{id}")).await.1;
+        w["state"] == "ready" && w["pid"].as_u64() != Some(pid)
+    })
+    .await;
+    let again = get(&h, &format!("/v1/workers/{id}")).await.1;
+    assert_eq!(again["url"].as_str(), Some(url.as_str()));
+    assert_eq!(complete(&url, prompt).await, through_hive);
+
+    // unload stops it; nothing is left
+    let (s, v) = post(&h, "/v1/models/unload", json!({"id": model_id})).await;
+    assert_eq!((s, &v["stopped"]), (200, &json!([id])));
+    wait_for("no llama-server left", async || {
+        llama_servers_under(home.path()).is_empty()
+    })
+    .await;
+}
