@@ -245,20 +245,40 @@ async fn a_worker_that_keeps_dying_is_given_up_with_the_reason() {
         &["--max-restarts", "2", "--restart-backoff-ms", "50"],
     );
     install_cpu_worker(&h).await;
-    // A valid GGUF the catalog takes, of an architecture the worker cannot run.
-    let bad = home.path().join("gemma.gguf");
-    fs_err::write(&bad, crate::fixture("gemma-q8_0-align64.gguf")).unwrap();
+    // An architecture our worker does not run is refused before anything starts.
+    let gemma = home.path().join("gemma.gguf");
+    fs_err::write(&gemma, crate::fixture("gemma-q8_0-align64.gguf")).unwrap();
+    let gemma_id = import(&h, &gemma).await;
+    let (status, v) = post(&h, "/v1/workers/spawn", json!({"model": gemma_id})).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "unsupported_architecture", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("llama.cpp does"),
+        "{v}"
+    );
+    assert_eq!(get(&h, "/v1/workers").await.1["workers"], json!([]));
+    // A llama GGUF the catalog took whole, cut short afterwards: every start fails.
+    let bad = home.path().join("llama.gguf");
+    let whole = crate::fixture("llama-q4_0.gguf");
+    fs_err::write(&bad, &whole).unwrap();
     let model_id = import(&h, &bad).await;
+    let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&model_id))).await;
+    fs_err::OpenOptions::new()
+        .write(true)
+        .open(m["path"].as_str().unwrap())
+        .unwrap()
+        .set_len(whole.len() as u64 - 100)
+        .unwrap();
     let (status, job) = post(&h, "/v1/workers/spawn", json!({"model": model_id})).await;
     assert_eq!(status, 202);
     let (state, error, ev) = finish(&h, &job).await;
     assert_eq!(state, "failed", "{ev:?}");
     let message = error["message"].as_str().unwrap();
     assert!(message.contains("gave up after 2 restarts"), "{message}");
-    assert!(
-        message.contains("architecture `gemma` is not supported"),
-        "{message}"
-    );
+    assert!(message.contains("tensor data is truncated"), "{message}");
     let restarts = ev
         .iter()
         .filter(|(_, v)| v["action"] == "restarting")
