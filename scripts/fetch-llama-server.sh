@@ -10,7 +10,9 @@ sha=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 url=https://files.pythonhosted.org/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/llama_cpp_python-$version.tar.gz
 dir="${RBEE_TEST_MODEL_DIR:-$HOME/.cache/rbee-test}/llama.cpp-$version"
 bin="$dir/build/bin/llama-server"
-if [ -x "$bin" ] && "$bin" --version >/dev/null 2>&1; then
+stamp="$dir/build/rbee-build-flags"
+flags="avx2-v1"
+if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$flags" ] && "$bin" --version >/dev/null 2>&1; then
   echo "$bin"
   exit 0
 fi
@@ -22,13 +24,18 @@ if ! echo "$sha  $sdist" | sha256sum -c --status 2>/dev/null; then
   echo "$sha  $sdist.part" | sha256sum -c --status || { echo "bad sha256 for $url" >&2; exit 1; }
   mv "$sdist.part" "$sdist"
 fi
-rm -rf "$dir/src"
+rm -rf "$dir/src" "$dir/build"
 mkdir -p "$dir/src"
 tar xzf "$sdist" -C "$dir/src" --strip-components=3 "llama_cpp_python-$version/vendor/llama.cpp"
 started=$(date +%s)
-cmake -S "$dir/src" -B "$dir/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+# AVX2 rather than -march=native: the same cached build runs on any x86-64 machine of
+# this kind, and a CPU that reports AMX inside a VM that does not grant it (seen
+# here: SIGILL at the first matrix product) is not asked to use it.
+cmake -S "$dir/src" -B "$dir/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF \
+  -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
   -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF >&2
 cmake --build "$dir/build" --target llama-server -j "$(nproc)" >&2
+echo "$flags" > "$stamp"
 echo "built llama-server in $(( $(date +%s) - started )) s" >&2
 "$bin" --version >&2
 echo "$bin"

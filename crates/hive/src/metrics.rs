@@ -36,6 +36,13 @@ struct HttpLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
+    engine: String,
+    model: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
     method: String,
     route: String,
@@ -60,6 +67,8 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
     workers: Family<StateLabel, Gauge>,
+    worker_slots_busy: Family<WorkerLabels, Gauge>,
+    worker_tokens_per_second: Family<WorkerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     integrity_checks: Counter,
     integrity_problems: Gauge,
     /// Counters the worker supervisors share.
@@ -135,6 +144,19 @@ impl Default for Metrics {
         let workers = Family::<StateLabel, Gauge>::default();
         let worker = WorkerMetrics::default();
         registry.register("workers", "Worker processes by state", workers.clone());
+        let worker_slots_busy = Family::<WorkerLabels, Gauge>::default();
+        registry.register(
+            "worker_slots_busy",
+            "Slots of each live worker serving a request now",
+            worker_slots_busy.clone(),
+        );
+        let worker_tokens_per_second =
+            Family::<WorkerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "worker_tokens_per_second",
+            "Average generation speed each live worker reports",
+            worker_tokens_per_second.clone(),
+        );
         registry.register(
             "worker_restarts",
             "Workers started again after they died or hung",
@@ -161,6 +183,8 @@ impl Default for Metrics {
             http_requests,
             http_latency,
             workers,
+            worker_slots_busy,
+            worker_tokens_per_second,
             integrity_checks,
             integrity_problems,
             worker,
@@ -252,6 +276,29 @@ pub async fn render(
         m.workers
             .get_or_create(&StateLabel { state: s.into() })
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    // workers come and go: the per-worker families hold the live ones only
+    m.worker_slots_busy.clear();
+    m.worker_tokens_per_second.clear();
+    for w in state
+        .workers
+        .list()
+        .into_iter()
+        .filter(|w| w.state.is_live())
+    {
+        let labels = WorkerLabels {
+            worker: w.id.clone(),
+            engine: w.engine.to_string(),
+            model: w.model_ref.clone(),
+        };
+        if let (Some(total), Some(free)) = (w.slots_total, w.slots_available) {
+            m.worker_slots_busy
+                .get_or_create(&labels)
+                .set(i64::try_from(total.saturating_sub(free)).unwrap_or(0));
+        }
+        if let Some(tps) = w.tokens_per_second {
+            m.worker_tokens_per_second.get_or_create(&labels).set(tps);
+        }
     }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &m.registry)

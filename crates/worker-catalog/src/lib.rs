@@ -114,11 +114,15 @@ impl Engine {
     }
 
     /// How a version of this engine is written: `0.1.0`, or llama.cpp's build
-    /// number `b6123` (kept as the major version).
+    /// number `b6123` (kept as the major version; a build without one keeps its
+    /// own version, `v0.5.0-dev`).
     pub fn version_text(self, version: &Version) -> String {
+        let build_number =
+            version.minor == 0 && version.patch == 0 && version.pre.is_empty() && version.major > 0;
         match self {
+            Self::LlamaCpp if build_number => format!("b{}", version.major),
+            Self::LlamaCpp => format!("v{version}"),
             Self::Rbee => version.to_string(),
-            Self::LlamaCpp => format!("b{}", version.major),
         }
     }
 }

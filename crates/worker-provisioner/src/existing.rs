@@ -42,14 +42,31 @@ pub fn parse_version(output: &str) -> Option<SelfReport> {
             });
         }
         if let Some(rest) = line.strip_prefix("version: ") {
-            let build: u64 = rest.split_whitespace().next()?.parse().ok()?;
-            return Some(SelfReport {
+            return llama_version(rest).map(|version| SelfReport {
                 engine: Engine::LlamaCpp,
-                version: Version::new(build, 0, 0),
+                version,
             });
         }
     }
     None
+}
+
+/// llama.cpp's version line after `version: `: a build number and commit (`6123
+/// (1a2b3c4)`), or a version with them (`0.5.0-dev (build 6123, commit 1a2b3c4)`). The
+/// build number is the version where there is one (as its major); a build made from a
+/// tree without git history says build 0, and keeps its own version.
+fn llama_version(rest: &str) -> Option<Version> {
+    let first = rest.split_whitespace().next()?;
+    if let Ok(build) = first.parse::<u64>() {
+        return Some(Version::new(build, 0, 0));
+    }
+    let version = Version::parse(first).ok()?;
+    let build = rest
+        .split_once("build ")
+        .and_then(|(_, b)| b.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|b| b.parse::<u64>().ok())
+        .filter(|&b| b > 0);
+    Some(build.map_or(version, |b| Version::new(b, 0, 0)))
 }
 
 /// The backend of a llama.cpp build from `--list-devices`: a CUDA or Metal device
@@ -224,6 +241,16 @@ mod tests {
         assert_eq!(
             parse_version(llama).map(|r| (r.engine, r.version)),
             Some((Engine::LlamaCpp, Version::new(6123, 0, 0)))
+        );
+        let newer = "version: 0.5.0-dev (build 7012, commit 9f8e7d6)\n";
+        assert_eq!(
+            parse_version(newer).map(|r| r.version),
+            Some(Version::new(7012, 0, 0))
+        );
+        let from_a_tarball = "version: 0.5.0-dev (build 0, commit unknown)\n";
+        assert_eq!(
+            parse_version(from_a_tarball).map(|r| r.version.to_string()),
+            Some("0.5.0-dev".to_owned())
         );
         assert_eq!(parse_version("Python 3.11.7"), None);
         assert_eq!(parse_version("version: unknown"), None);

@@ -84,10 +84,9 @@ pub enum WorkerBinariesCommand {
 /// A binary's version as its engine writes it: `0.1.0`, or llama.cpp's `b6123`.
 fn version_text(b: &Value) -> String {
     let v = column(&b["version"]);
-    if b["engine"] == "llama.cpp" {
-        format!("b{}", v.split('.').next().unwrap_or(&v))
-    } else {
-        v
+    match (b["engine"].as_str(), v.strip_suffix(".0.0")) {
+        (Some("llama.cpp"), Some(build)) if build != "0" => format!("b{build}"),
+        _ => v,
     }
 }
 

@@ -6,6 +6,7 @@
 //! worker runs in its own process group, which is what is signalled; on Linux a
 //! worker gets SIGKILL when the hive dies.
 
+pub mod llama;
 pub mod process;
 
 use std::collections::{HashMap, HashSet};
@@ -115,6 +116,8 @@ pub struct WorkerRecord {
     pub slots_total: Option<u64>,
     /// Its free slots.
     pub slots_available: Option<u64>,
+    /// Its average generation speed, as a llama.cpp worker reports it.
+    pub tokens_per_second: Option<f64>,
     /// When it was first started.
     pub started_at: DateTime<Utc>,
     /// Its stdout and stderr.
@@ -333,6 +336,7 @@ impl Registry {
             last_heartbeat: None,
             slots_total: None,
             slots_available: None,
+            tokens_per_second: None,
             started_at: Utc::now(),
             log_path: plan.log_path.clone(),
             idle_ttl_secs: plan.idle_ttl.map(|d| d.as_secs()),
@@ -422,7 +426,7 @@ impl Registry {
                 }
                 args
             }
-            Engine::LlamaCpp => llama_server_args(plan, port),
+            Engine::LlamaCpp => llama::server_args(plan, port),
         };
         let mut env = vec![("NO_COLOR".to_owned(), "1".to_owned())];
         if let Some(t) = &self.supervision.api_token {
@@ -662,6 +666,7 @@ impl Registry {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         let mut failed = 0u32;
+        let mut tokens_seen: Option<f64> = None;
         loop {
             tokio::select! {
                 status = child.wait() => {
@@ -678,6 +683,9 @@ impl Registry {
                         Ok(r) => r.status().is_success(),
                         Err(_) => false,
                     };
+                    if healthy && self.get(id).is_some_and(|r| r.engine == Engine::LlamaCpp) {
+                        self.scrape_llama(id, url, &mut tokens_seen).await;
+                    }
                     // read each time: a load may change a live worker's TTL
                     let record = self.get(id);
                     let idle_ttl = record
@@ -723,6 +731,31 @@ impl Registry {
         }
     }
 
+    /// llama-server reports no heartbeats: its `/metrics` gives the slots in use and
+    /// the speed, and a change in its token counts is activity (for the idle TTL).
+    async fn scrape_llama(&self, id: &str, url: &str, tokens_seen: &mut Option<f64>) {
+        let Ok(r) = self.http.get(format!("{url}/metrics")).send().await else {
+            return;
+        };
+        let Ok(text) = r.text().await else { return };
+        let m = llama::parse_metrics(&text);
+        let used = m.processing.is_some_and(|p| p > 0.0)
+            || (tokens_seen.is_some() && m.tokens_total != *tokens_seen);
+        *tokens_seen = m.tokens_total;
+        self.update(id, |r| {
+            r.slots_total = Some(1);
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let busy = m.processing.unwrap_or(0.0).clamp(0.0, 1.0) as u64;
+            r.slots_available = Some(1 - busy);
+            if m.tokens_per_second.is_some() {
+                r.tokens_per_second = m.tokens_per_second;
+            }
+            if used {
+                r.last_activity = Some(Utc::now());
+            }
+        });
+    }
+
     fn give_up(
         &self,
         id: &str,
@@ -762,48 +795,6 @@ impl Registry {
     }
 }
 
-/// llama-server's command line: the model, loopback and the port, the context, one
-/// slot, every layer on the GPU for a GPU backend (none on the CPU), the device, the
-/// model's id as its alias, metrics and the model's own chat template.
-fn llama_server_args(plan: &SpawnPlan, port: u16) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "-m",
-        &plan.model_path.display().to_string(),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "-c",
-        &plan.context.to_string(),
-        "-np",
-        "1",
-        "--alias",
-        &plan.model_ref,
-        "--metrics",
-        "--jinja",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    match plan.backend.as_str() {
-        "cpu" => args.extend(["-ngl".to_owned(), "0".to_owned()]),
-        gpu => {
-            let device = match gpu {
-                "cuda" => format!("CUDA{}", plan.device),
-                "metal" => format!("MTL{}", plan.device),
-                _ => format!("{}{}", gpu.to_ascii_uppercase(), plan.device),
-            };
-            args.extend([
-                "-ngl".to_owned(),
-                "999".to_owned(),
-                "-dev".to_owned(),
-                device,
-            ]);
-        }
-    }
-    args
-}
-
 /// A new worker id: `worker-` and 8 hex digits.
 pub fn new_id() -> String {
     format!("worker-{:08x}", rand::random::<u32>())
@@ -839,6 +830,8 @@ pub fn telemetry(workers: &[WorkerRecord], sys: &mut sysinfo::System) -> Vec<Val
                 "cpu_percent": p.map(sysinfo::Process::cpu_usage),
                 "slots_total": w.slots_total,
                 "slots_available": w.slots_available,
+                "tokens_per_second": w.tokens_per_second,
+                "engine": w.engine,
                 "restart_count": w.restart_count,
                 "last_heartbeat": w.last_heartbeat,
             })

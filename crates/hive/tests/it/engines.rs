@@ -180,7 +180,7 @@ async fn a_llama_server_worker_answers_as_the_same_binary_by_hand_and_leaves_not
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["engine"], "llama.cpp");
     assert!(
-        b["id"].as_str().unwrap().starts_with("llama-server-cpu-b"),
+        b["id"].as_str().unwrap().starts_with("llama-server-cpu-"),
         "{b}"
     );
     // the model sits in the home, so its path marks the worker's command line
@@ -243,11 +243,88 @@ async fn a_llama_server_worker_answers_as_the_same_binary_by_hand_and_leaves_not
     assert_eq!(again["url"].as_str(), Some(url.as_str()));
     assert_eq!(complete(&url, prompt).await, through_hive);
 
-    // unload stops it; nothing is left
+    // what it reports reaches the worker's record and the hive's metrics
+    wait_for("its speed from /metrics", async || {
+        let w = get(&h, &format!("/v1/workers/{id}")).await.1;
+        w["slots_total"] == 1 && w["tokens_per_second"].as_f64().is_some_and(|t| t > 0.0)
+    })
+    .await;
+    let metrics = crate::client()
+        .get(format!("{}/metrics", h.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("rbee_worker_tokens_per_second{")
+                && l.contains("engine=\"llama.cpp\"")),
+        "{metrics}"
+    );
+
+    // an idle TTL ends it as it ends ours
+    let (s, job) = post(
+        &h,
+        "/v1/models/load",
+        json!({"id": model_id, "idle_ttl_secs": 2}),
+    )
+    .await;
+    assert_eq!(s, 202);
+    let (_, w2, _) = finish(&h, &job).await;
+    assert_eq!(
+        (w2["id"].as_str(), &w2["idle_ttl_secs"]),
+        (Some(id.as_str()), &json!(2))
+    );
+    wait_for("the idle worker to go", async || {
+        get(&h, "/v1/workers").await.1["workers"] == json!([])
+    })
+    .await;
+    wait_for("its process to end", async || {
+        llama_servers_under(home.path()).is_empty()
+    })
+    .await;
+
+    // a load starts one again; unload stops it; nothing is left
+    let (s, job) = post(&h, "/v1/models/load", json!({"id": model_id})).await;
+    assert_eq!(s, 202);
+    let (state, w3, ev) = finish(&h, &job).await;
+    assert_eq!(state, "completed", "{ev:?}");
     let (s, v) = post(&h, "/v1/models/unload", json!({"id": model_id})).await;
-    assert_eq!((s, &v["stopped"]), (200, &json!([id])));
+    assert_eq!((s, &v["stopped"]), (200, &json!([w3["id"]])));
     wait_for("no llama-server left", async || {
         llama_servers_under(home.path()).is_empty()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_the_hive_stops_its_llama_servers() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let mut h = hive(home.path(), &[]);
+    add(&h, &server, "cpu").await;
+    let local = home.path().join("SmolLM2.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    let model_id = import(&h, &local).await;
+    let (_, job) = post(
+        &h,
+        "/v1/workers/spawn",
+        json!({"model": model_id, "engine": "llama.cpp"}),
+    )
+    .await;
+    let (state, w, ev) = finish(&h, &job).await;
+    assert_eq!(state, "completed", "{ev:?}");
+    assert!(alive(w["pid"].as_u64().unwrap()));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(h.child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(h.child.wait().unwrap().success());
+    assert!(llama_servers_under(home.path()).is_empty());
 }
