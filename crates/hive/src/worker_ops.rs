@@ -225,6 +225,7 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
         model_path: entry.path.clone(),
         backend: wtype.backend().to_owned(),
         engine: binary.engine,
+        engine_version: binary.engine.version_text(&binary.version),
         context,
         device: req.device,
         binary: binary.path.clone(),

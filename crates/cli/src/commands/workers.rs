@@ -103,7 +103,7 @@ fn column(v: &Value) -> String {
 pub fn workers_table(workers: &[Value]) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
-        "{:<17} {:<10} {:<10} {:<8} {:<24} {:>9} {:<12} {:<14} {:<8} MODEL\n",
+        "{:<17} {:<10} {:<20} {:<8} {:<24} {:>9} {:<12} {:<14} {:<8} MODEL\n",
         "ID", "STATE", "ENGINE", "PID", "URL", "MEMORY", "SLOTS", "IDLE STOP", "RESTARTS"
     );
     for w in workers {
@@ -116,10 +116,10 @@ pub fn workers_table(workers: &[Value]) -> String {
             .map_or_else(|| "-".to_owned(), human_bytes);
         let _ = writeln!(
             out,
-            "{:<17} {:<10} {:<10} {:<8} {:<24} {:>9} {:<12} {:<14} {:<8} {}",
+            "{:<17} {:<10} {:<20} {:<8} {:<24} {:>9} {:<12} {:<14} {:<8} {}",
             column(&w["id"]),
             column(&w["state"]),
-            column(&w["engine"]),
+            format!("{} {}", column(&w["engine"]), column(&w["engine_version"])),
             column(&w["pid"]),
             column(&w["url"]),
             memory,

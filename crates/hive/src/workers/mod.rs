@@ -94,6 +94,8 @@ pub struct WorkerRecord {
     pub binary_id: String,
     /// The engine it runs: `rbee` or `llama.cpp`.
     pub engine: Engine,
+    /// That engine's version as it writes it (`0.1.0`, `b6123`).
+    pub engine_version: String,
     /// Where it stands.
     pub state: WorkerState,
     /// Why it failed or was last restarted.
@@ -162,6 +164,8 @@ pub struct SpawnPlan {
     pub backend: String,
     /// Which engine the binary is: it decides the command line and readiness.
     pub engine: Engine,
+    /// The engine's version as it writes it (`0.1.0`, `b6123`).
+    pub engine_version: String,
     /// The context to allocate (llama.cpp's `-c`).
     pub context: u64,
     /// The device.
@@ -325,6 +329,7 @@ impl Registry {
             device: plan.device,
             binary_id: plan.binary_id.clone(),
             engine: plan.engine,
+            engine_version: plan.engine_version.clone(),
             state: WorkerState::Starting,
             reason: None,
             pid: None,

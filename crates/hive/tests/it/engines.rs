@@ -20,21 +20,43 @@ fn our_worker() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rbee-hive")).with_file_name("llm-worker-rbee")
 }
 
-/// A built `llama-server`, when this machine has one.
+/// Where the fetch scripts keep what the tests need.
+fn test_cache() -> Option<PathBuf> {
+    std::env::var_os("RBEE_TEST_MODEL_DIR")
+        .map(PathBuf::from)
+        .or_else(|| Some(Path::new(&std::env::var_os("HOME")?).join(".cache/rbee-test")))
+}
+
+/// What a llama.cpp test needs, when this machine has it; with
+/// `RBEE_REQUIRE_LLAMA_TESTS=1` (as CI sets) a missing one fails the test.
+fn required(what: &str, found: Option<PathBuf>, how: &str) -> Option<PathBuf> {
+    let found = found.filter(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("RBEE_REQUIRE_LLAMA_TESTS").is_none(),
+            "{what} is missing: {how}"
+        );
+        eprintln!("skipped: no {what} ({how})");
+    }
+    found
+}
+
+/// A built `llama-server`.
 fn llama_server() -> Option<PathBuf> {
     let found = std::env::var_os("RBEE_LLAMA_SERVER")
         .map(PathBuf::from)
-        .or_else(|| {
-            let home = std::env::var_os("HOME")?;
-            let cache = std::env::var_os("RBEE_TEST_MODEL_DIR")
-                .map_or_else(|| Path::new(&home).join(".cache/rbee-test"), PathBuf::from);
-            Some(cache.join("llama.cpp-0.3.36/build/bin/llama-server"))
-        })
-        .filter(|p| p.is_file());
-    if found.is_none() {
-        eprintln!("skipped: no llama-server (scripts/fetch-llama-server.sh builds one)");
-    }
-    found
+        .or_else(|| Some(test_cache()?.join("llama.cpp-0.3.36/build/bin/llama-server")));
+    required(
+        "llama-server",
+        found,
+        "scripts/fetch-llama-server.sh builds one",
+    )
+}
+
+/// Gemma 3 270M, an architecture our own worker does not run.
+fn gemma() -> Option<PathBuf> {
+    let found = test_cache().map(|d| d.join("gemma-3-270m-q4_k_m.gguf"));
+    required("Gemma 3 270M", found, "scripts/fetch-gemma.sh fetches it")
 }
 
 async fn add(h: &Hive, path: &Path, worker: &str) -> (u16, Value) {
@@ -327,4 +349,52 @@ async fn sigterm_to_the_hive_stops_its_llama_servers() {
     .unwrap();
     assert!(h.child.wait().unwrap().success());
     assert!(llama_servers_under(home.path()).is_empty());
+}
+
+/// The README's path for a model our worker cannot run: add llama-server, import
+/// the Gemma file, spawn it (llama.cpp by default), chat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemma_runs_on_llama_cpp_and_answers_a_chat() {
+    let (Some(server), Some(model)) = (llama_server(), gemma()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    let local = home.path().join("gemma.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    let model_id = import(&h, &local).await;
+    let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&model_id))).await;
+    assert_eq!(m["gguf"]["architecture"], "gemma3", "{m}");
+    // without llama.cpp: refused, not a crash loop
+    let (s, v) = post(&h, "/v1/workers/spawn", json!({"model": model_id})).await;
+    assert_eq!(s, 404, "no worker binary at all yet: {v}");
+    let (s, b) = add(&h, &server, "cpu").await;
+    assert_eq!(s, 200, "{b}");
+    let (status, job) = post(&h, "/v1/workers/spawn", json!({"model": model_id})).await;
+    assert_eq!(status, 202, "{job}");
+    let (state, w, ev) = finish(&h, &job).await;
+    assert_eq!(state, "completed", "{ev:?}");
+    let r = crate::client()
+        .post(format!(
+            "{}/v1/chat/completions",
+            w["url"].as_str().unwrap()
+        ))
+        .json(&json!({
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 24,
+            "temperature": 0
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let answer = v["choices"][0]["message"]["content"].as_str().unwrap_or("");
+    assert!(answer.contains("Paris"), "{v}");
+    let (s, _) = post(&h, "/v1/models/unload", json!({"id": model_id})).await;
+    assert_eq!(s, 200);
+    wait_for("no llama-server left", async || {
+        llama_servers_under(home.path()).is_empty()
+    })
+    .await;
 }
