@@ -30,30 +30,7 @@ llama_server() {
 }
 
 measure() { # name url
-  python3 - "$1" "$2" <<'PY'
-import json, statistics, sys, time, urllib.request
-name, url = sys.argv[1], sys.argv[2]
-def complete(prompt, n):
-    body = json.dumps({"prompt": prompt, "max_tokens": n, "temperature": 0,
-                       "cache_prompt": False, "ignore_eos": True}).encode()
-    req = urllib.request.Request(url + "/v1/completions", body, {"content-type": "application/json"})
-    t = time.perf_counter()
-    with urllib.request.urlopen(req) as r:
-        v = json.load(r)
-    return time.perf_counter() - t, v["usage"]
-long_prompt = " ".join(f"Item {i} is a small red box." for i in range(60))
-count = "1, 2, 3, 4, 5, 6, 7, 8,"
-complete(count, 4)  # warm up
-runs = []
-for _ in range(3):
-    t_prompt, u_prompt = complete(long_prompt, 1)
-    t1, _ = complete(count, 1)
-    t64, u64 = complete(count, 64)
-    runs.append((u_prompt["prompt_tokens"] / t_prompt, (u64["completion_tokens"] - 1) / (t64 - t1), u64["completion_tokens"], u_prompt["prompt_tokens"]))
-pp = statistics.median(r[0] for r in runs)
-tg = statistics.median(r[1] for r in runs)
-print(f"{name:<37} prompt {pp:8.1f} tok/s ({runs[0][3]}-token prompt)   generation {tg:6.1f} tok/s ({runs[0][2]} tokens, greedy)")
-PY
+  python3 benches/completion_speed.py "$1" "$2"
 }
 
 wait_ready() {

@@ -85,6 +85,12 @@ async fn choose_binary(
     Ok(binary)
 }
 
+fn engine(s: Option<&str>) -> Result<Option<Engine>, ApiError> {
+    s.map(str::parse::<Engine>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_engine", e))
+}
+
 fn conflict(code: &'static str, message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, code, message)
 }
@@ -136,12 +142,7 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
         ));
     }
     // The binary first: a spawn that cannot run records nothing.
-    let engine = req
-        .engine
-        .as_deref()
-        .map(str::parse::<Engine>)
-        .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_engine", e))?;
+    let engine = engine(req.engine.as_deref())?;
     let binary = choose_binary(state, engine, wtype).await?;
     let catalog = Arc::clone(&state.catalog);
     let model_id = req.model.clone();
@@ -546,12 +547,7 @@ pub struct LoadRequest {
 /// Makes sure a worker serves the model: answers with a live one, else spawns one.
 pub async fn start_load(state: &SharedState, req: LoadRequest) -> Result<Arc<Job>, ApiError> {
     let wtype = worker_type(&req.worker)?;
-    let engine = req
-        .engine
-        .as_deref()
-        .map(str::parse::<Engine>)
-        .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_engine", e))?;
+    let engine = engine(req.engine.as_deref())?;
     let serving = state.workers.list().into_iter().find(|w| {
         w.model_ref == req.id
             && engine.is_none_or(|e| e == w.engine)

@@ -19,6 +19,32 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Starts a download, cancels it once the server sent `after` bytes, and returns
+/// the error it ended with.
+async fn cancel_after(
+    server: &hf_test_server::HfServer,
+    d: &crate::Dirs,
+    sha256: Option<String>,
+    after: u64,
+) -> DownloadError {
+    let dl = Downloader::new(fast_config()).unwrap();
+    let cancel = CancellationToken::new();
+    let task = {
+        let (req, cancel) = (request(server, d, sha256), cancel.clone());
+        tokio::spawn(async move {
+            dl.download(req, Arc::new(Recorder::default()), cancel)
+                .await
+        })
+    };
+    wait_until("some bytes", || server.bytes_sent() > after).await;
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn cancel_keeps_the_partial_and_resume_fetches_the_rest() {
     let (server, file) = server_with(8 << 20, false).await;
@@ -27,26 +53,7 @@ async fn cancel_keeps_the_partial_and_resume_fetches_the_rest() {
         .throttle_bytes_per_sec
         .store(2 << 20, Ordering::SeqCst);
     let d = dirs();
-    let dl = Downloader::new(fast_config()).unwrap();
-    let cancel = CancellationToken::new();
-    let task = {
-        let (dl, req, cancel) = (
-            dl.clone(),
-            request(&server, &d, Some(file.sha256())),
-            cancel.clone(),
-        );
-        tokio::spawn(async move {
-            dl.download(req, Arc::new(Recorder::default()), cancel)
-                .await
-        })
-    };
-    wait_until("some bytes", || server.bytes_sent() > 2 << 20).await;
-    cancel.cancel();
-    let err = tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
+    let err = cancel_after(&server, &d, Some(file.sha256()), 2 << 20).await;
     assert!(matches!(err, DownloadError::Cancelled), "{err}");
     // the last caller to cancel returns once the partial and its state are saved
     let (part, state) = Downloader::partial_paths(&request(&server, &d, None));
@@ -263,26 +270,7 @@ async fn a_cancelled_stream_without_ranges_keeps_nothing() {
         .throttle_bytes_per_sec
         .store(2 << 20, Ordering::SeqCst);
     let d = dirs();
-    let dl = Downloader::new(fast_config()).unwrap();
-    let cancel = CancellationToken::new();
-    let task = {
-        let (dl, req, cancel) = (
-            dl.clone(),
-            request(&server, &d, Some(file.sha256())),
-            cancel.clone(),
-        );
-        tokio::spawn(async move {
-            dl.download(req, Arc::new(Recorder::default()), cancel)
-                .await
-        })
-    };
-    wait_until("some bytes", || server.bytes_sent() > 1 << 20).await;
-    cancel.cancel();
-    let err = tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
+    let err = cancel_after(&server, &d, Some(file.sha256()), 1 << 20).await;
     assert!(matches!(err, DownloadError::Cancelled), "{err}");
     // a server that cannot resume: the partial would only be fetched again whole
     let (part, state) = Downloader::partial_paths(&request(&server, &d, None));

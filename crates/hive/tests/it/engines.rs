@@ -271,14 +271,7 @@ async fn a_llama_server_worker_answers_as_the_same_binary_by_hand_and_leaves_not
         w["slots_total"] == 1 && w["tokens_per_second"].as_f64().is_some_and(|t| t > 0.0)
     })
     .await;
-    let metrics = crate::client()
-        .get(format!("{}/metrics", h.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::get_text(&h, "/metrics").await;
     assert!(
         metrics
             .lines()

@@ -74,14 +74,7 @@ async fn a_damaged_model_is_marked_failed_and_its_file_kept() {
         "{report}"
     );
     assert!(pb.exists());
-    let metrics = crate::client()
-        .get(format!("{}/metrics", h.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::get_text(&h, "/metrics").await;
     assert!(metrics.contains("rbee_integrity_problems 1"), "{metrics}");
     assert!(
         metrics.contains("rbee_models{state=\"failed\"} 2"),

@@ -88,6 +88,18 @@ pub async fn get(h: &Hive, path: &str) -> (u16, Value) {
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A text answer, such as `/metrics`.
+pub async fn get_text(h: &Hive, path: &str) -> String {
+    client()
+        .get(format!("{}{path}", h.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Reads a job's whole SSE stream: (event, data) pairs up to `done`.
 pub async fn events(h: &Hive, job: &str) -> Vec<(String, Value)> {
     let text = client()

@@ -191,14 +191,7 @@ async fn a_worker_serves_restarts_after_kill_9_and_stops_cleanly() {
         .unwrap();
     assert_eq!(r.status(), 200, "the URL printed at spawn still answers");
     assert!(!alive(pid));
-    let metrics = crate::client()
-        .get(format!("{}/metrics", h.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::get_text(&h, "/metrics").await;
     assert!(
         metrics.contains("rbee_worker_restarts_total 1"),
         "{metrics}"
