@@ -123,6 +123,9 @@ pub enum Operation {
         /// `rbee` or `llama.cpp` (default: llama.cpp when installed, else rbee).
         #[serde(default)]
         engine: Option<String>,
+        /// More arguments for llama.cpp (none may change host, port, model, API key).
+        #[serde(default)]
+        engine_args: Vec<String>,
         /// The device index.
         #[serde(default)]
         device: u32,
@@ -255,6 +258,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
                         model: w.model,
                         worker: w.worker,
                         engine: w.engine,
+                        engine_args: w.engine_args,
                         device: w.device,
                         force: w.force,
                         pull: w.pull,
@@ -345,6 +349,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
             model,
             worker,
             engine,
+            engine_args,
             device,
             force,
             pull,
@@ -354,6 +359,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
                 model,
                 worker,
                 engine,
+                engine_args,
                 device,
                 force,
                 pull,

@@ -85,6 +85,55 @@ async fn choose_binary(
     Ok(binary)
 }
 
+/// The flags of llama-server that the hive sets itself and a spawn may not change:
+/// where it listens, what it serves, who may call it.
+const OWN_LLAMA_FLAGS: &[&str] = &[
+    "-m",
+    "--model",
+    "-mu",
+    "--model-url",
+    "-hf",
+    "-hfr",
+    "--hf-repo",
+    "-hff",
+    "--hf-file",
+    "-dr",
+    "--docker-repo",
+    "--host",
+    "--port",
+    "--path",
+    "--api-key",
+    "--api-key-file",
+    "--alias",
+    "-a",
+];
+
+/// Refuses extra arguments that would change what the hive set (host, port, model,
+/// API key), and any for our own worker, which takes none.
+fn check_engine_args(engine: Engine, args: &[String]) -> Result<(), ApiError> {
+    if args.is_empty() {
+        return Ok(());
+    }
+    if engine == Engine::Rbee {
+        return Err(ApiError::bad_request(
+            "invalid_engine_args",
+            "llm-worker-rbee takes no extra arguments; engine_args are for llama.cpp".to_owned(),
+        ));
+    }
+    for arg in args {
+        let flag = arg.split_once('=').map_or(arg.as_str(), |(f, _)| f);
+        if OWN_LLAMA_FLAGS.contains(&flag) || arg.contains('\0') {
+            return Err(ApiError::bad_request(
+                "invalid_engine_args",
+                format!(
+                    "engine argument {arg:?} would change what the hive sets (host, port, model, API key); the hive refuses it"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn engine(s: Option<&str>) -> Result<Option<Engine>, ApiError> {
     s.map(str::parse::<Engine>)
         .transpose()
@@ -107,6 +156,10 @@ pub struct SpawnRequest {
     /// `rbee` or `llama.cpp` (default: llama.cpp when one is installed, else rbee).
     #[serde(default)]
     pub engine: Option<String>,
+    /// More arguments for the engine (llama.cpp only), such as `["--temp", "0.7"]`;
+    /// none may change the host, the port, the model or the API key.
+    #[serde(default)]
+    pub engine_args: Vec<String>,
     /// The device index (default 0).
     #[serde(default)]
     pub device: u32,
@@ -144,6 +197,7 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
     // The binary first: a spawn that cannot run records nothing.
     let engine = engine(req.engine.as_deref())?;
     let binary = choose_binary(state, engine, wtype).await?;
+    check_engine_args(binary.engine, &req.engine_args)?;
     let catalog = Arc::clone(&state.catalog);
     let model_id = req.model.clone();
     let found = blocking(move || Ok(catalog.get(&model_id)?)).await?;
@@ -227,6 +281,7 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
         backend: wtype.backend().to_owned(),
         engine: binary.engine,
         engine_version: binary.engine.version_text(&binary.version),
+        engine_args: req.engine_args.clone(),
         context,
         device: req.device,
         binary: binary.path.clone(),
@@ -587,6 +642,7 @@ pub async fn start_load(state: &SharedState, req: LoadRequest) -> Result<Arc<Job
             model: req.id,
             worker: req.worker,
             engine: req.engine,
+            engine_args: Vec::new(),
             device: req.device,
             force: false,
             pull: true,

@@ -42,6 +42,7 @@ pub fn server_args(plan: &SpawnPlan, port: u16) -> Vec<String> {
             ]);
         }
     }
+    args.extend(plan.engine_args.iter().cloned());
     args
 }
 

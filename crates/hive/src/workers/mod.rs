@@ -166,6 +166,8 @@ pub struct SpawnPlan {
     pub engine: Engine,
     /// The engine's version as it writes it (`0.1.0`, `b6123`).
     pub engine_version: String,
+    /// More arguments for the engine, checked by the spawn.
+    pub engine_args: Vec<String>,
     /// The context to allocate (llama.cpp's `-c`).
     pub context: u64,
     /// The device.

@@ -293,6 +293,8 @@ async fn bad_spawn_requests_are_4xx() {
         (json!({"model": "x", "worker": "tpu"}), 400),
         (json!({"model": "x", "device": 3}), 400),
         (json!({"model": 5}), 422),
+        (json!({"model": "x", "engine": "vllm"}), 400),
+        (json!({"model": "x", "engine_args": "--port 9"}), 422),
         (json!({"mdl": "x"}), 422),
     ] {
         let (s, v) = post(&h, "/v1/workers/spawn", body.clone()).await;
