@@ -6,24 +6,25 @@
 #   usage: benches/engines.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x target/release/rbee-hive ] || cargo build -q --release -p hive -p cli
+bin="${RBEE_BIN_DIR:-target/release}"   # the hive only spawns: its own build does not matter
+[ -x "$bin/rbee-hive" ] || cargo build -q --release -p hive -p cli
 server="${RBEE_LLAMA_SERVER:-$(scripts/fetch-llama-server.sh)}"
 smollm2="$(scripts/fetch-test-model.sh)"
 gemma="$(scripts/fetch-gemma.sh)"
 home=$(mktemp -d)
 trap 'kill $hive 2>/dev/null || true; rm -rf "$home"' EXIT
-RBEE_HOME="$home" target/release/rbee-hive --port 17999 >/dev/null 2>&1 &
+RBEE_HOME="$home" "$bin/rbee-hive" --port 17999 >/dev/null 2>&1 &
 hive=$!
 export RBEE_HIVE_URL=http://127.0.0.1:17999
 for _ in $(seq 100); do curl -sf "$RBEE_HIVE_URL/health" >/dev/null && break; sleep 0.1; done
-target/release/rbee worker-binaries add "$server" >/dev/null
+"$bin/rbee" worker-binaries add "$server" >/dev/null
 "$server" --version 2>&1 | grep '^version' || true
 for model in "$smollm2" "$gemma"; do
   name=$(basename "$model" .gguf)
-  id=$(target/release/rbee --json models import "$model" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-  url=$(target/release/rbee --json workers spawn "$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
+  id=$("$bin/rbee" --json models import "$model" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  url=$("$bin/rbee" --json workers spawn "$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
   python3 benches/completion_speed.py "$name: hive-spawned" "$url"
-  target/release/rbee models unload "$id" >/dev/null
+  "$bin/rbee" models unload "$id" >/dev/null
   port=18767
   "$server" -m "$model" --host 127.0.0.1 --port $port -c 4096 -np 1 --alias "$id" --metrics --jinja -ngl 0 >/dev/null 2>&1 &
   pid=$!
