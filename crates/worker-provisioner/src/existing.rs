@@ -193,14 +193,7 @@ impl VendorSource<WorkerBinary> for ExistingBinaryVendor {
             .map_err(|e| ProvisionError::Io(format!("hashing {}: {e}", binary.path.display())))?;
         ctx.reporter.narrate(
             "register",
-            &format!(
-                "{} is {} {} for {}, sha256 {sha}; it stays at {}",
-                binary.id,
-                binary.engine,
-                binary.engine.version_text(&binary.version),
-                binary.worker_type.backend(),
-                binary.path.display()
-            ),
+            &format!("{}: sha256 {sha}", binary.path.display()),
         );
         binary.sha256 = Some(sha);
         binary.status = ArtifactStatus::Available;

@@ -86,6 +86,7 @@ fn version_text(b: &Value) -> String {
     let v = column(&b["version"]);
     match (b["engine"].as_str(), v.strip_suffix(".0.0")) {
         (Some("llama.cpp"), Some(build)) if build != "0" => format!("b{build}"),
+        (Some("llama.cpp"), _) => format!("v{v}"),
         _ => v,
     }
 }
