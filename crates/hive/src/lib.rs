@@ -197,25 +197,17 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
     Ok((state, lock))
 }
 
-/// The worker binaries folder, as found at start: an entry whose executable is gone
-/// or changed size is marked failed (and never run); one left installing by a hive
+/// The worker binaries folder, as found at start: an entry whose executable is gone,
+/// changed size or (where recorded) was modified is marked failed (and never run); one left installing by a hive
 /// that died is failed too (install it again).
 fn check_worker_binaries(catalog: &worker_catalog::WorkerCatalog) {
     let Ok(records) = catalog.list() else { return };
     for r in records {
         let b = &r.artifact;
-        let problem = match fs_err::metadata(&b.path) {
-            _ if b.status == ArtifactStatus::Downloading => {
-                Some("the install was interrupted".to_owned())
-            }
-            Err(e) => Some(format!("{} is gone: {e}", b.path.display())),
-            Ok(m) if m.len() != b.size => Some(format!(
-                "{} is {} bytes, {} were installed",
-                b.path.display(),
-                m.len(),
-                b.size
-            )),
-            Ok(_) => None,
+        let problem = if b.status == ArtifactStatus::Downloading {
+            Some("the install was interrupted".to_owned())
+        } else {
+            b.file_changed()
         };
         if let Some(problem) = problem
             && !matches!(b.status, ArtifactStatus::Failed { .. })

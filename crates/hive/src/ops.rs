@@ -498,13 +498,19 @@ pub async fn model_delete(state: &SharedState, id: &str) -> Result<Value, ApiErr
                 }
             }
         }
-        let dir = catalog.model_dir(&id)?;
-        if dir.starts_with(catalog.models_dir()) && dir.exists() {
-            fs_err::remove_dir_all(&dir).map_err(ApiError::internal)?;
-        }
+        remove_model_dir(&catalog, &id)?;
         Ok(json!({"id": id, "removed": true, "bytes_freed": freed}))
     })
     .await
+}
+
+/// Removes a model's folder under `models/` (never anything outside it).
+fn remove_model_dir(catalog: &model_catalog::ModelCatalog, id: &str) -> Result<(), ApiError> {
+    let dir = catalog.model_dir(id)?;
+    if dir.starts_with(catalog.models_dir()) && dir.exists() {
+        fs_err::remove_dir_all(&dir).map_err(ApiError::internal)?;
+    }
+    Ok(())
 }
 
 /// Runs the catalog's integrity check and records what it found in the metrics.
@@ -771,10 +777,7 @@ async fn record_failure(
         };
         if kept.is_none() && complete_files == 0 && new_entry {
             catalog.remove(&id2)?;
-            let dir = catalog.model_dir(&id2)?;
-            if dir.starts_with(catalog.models_dir()) && dir.exists() {
-                fs_err::remove_dir_all(&dir).map_err(ApiError::internal)?;
-            }
+            remove_model_dir(catalog, &id2)?;
         } else if let (Some(bytes), true) = (kept, cancelled) {
             catalog.modify(&id2, &mut |e| {
                 artifact_catalog::Artifact::set_status(&mut e.artifact, ArtifactStatus::Paused);

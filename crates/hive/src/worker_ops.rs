@@ -34,8 +34,8 @@ fn llm_worker_runs(architecture: &str) -> bool {
 }
 
 /// The binary a spawn runs: of the engine asked for, else llama.cpp when one is
-/// installed for the type, else our own. A registered binary whose file changed
-/// since it was added is refused.
+/// installed for the type, else our own. One whose file changed since it was
+/// recorded is refused.
 async fn choose_binary(
     state: &SharedState,
     engine: Option<Engine>,
@@ -59,28 +59,18 @@ async fn choose_binary(
         })
     })
     .await?;
-    if binary.is_registered() {
-        let (path, recorded) = (binary.path.clone(), binary.sha256.clone());
-        let now = blocking(move || {
-            worker_provisioner::sha256_of(&path).map_err(|e| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "binary_changed",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })
-        })
-        .await?;
-        if recorded.as_deref() != Some(now.as_str()) {
-            return Err(conflict(
-                "binary_changed",
-                format!(
-                    "{} changed since it was added (sha256 {now}): add it again (rbee worker-binaries add {})",
-                    binary.path.display(),
-                    binary.path.display()
-                ),
-            ));
-        }
+    // its size and modification time, as recorded: cheap enough for every spawn
+    let checked = binary.clone();
+    if let Some(change) = blocking(move || Ok(checked.file_changed())).await? {
+        let again = if binary.is_registered() {
+            format!("rbee worker-binaries add {}", binary.path.display())
+        } else {
+            format!("rbee worker-binaries install {wtype}")
+        };
+        return Err(conflict(
+            "binary_changed",
+            format!("{change}: it is not run; {again} records it again"),
+        ));
     }
     Ok(binary)
 }
@@ -477,7 +467,7 @@ pub async fn start_install(state: &SharedState, req: InstallRequest) -> Result<A
         let outcome = s.worker_provisioner.fetch(resolved, &ctx).await;
         let catalog = Arc::clone(&s.worker_catalog);
         match outcome {
-            Ok(binary) => blocking(move || Ok(json!(catalog.update(binary)?)))
+            Ok(binary) => blocking(move || Ok(binary_json(&catalog.update(binary)?)))
                 .await
                 .map_err(|e| e.parts()),
             Err(e) => {
@@ -510,10 +500,24 @@ impl ProvisionReporter for JobNarrator {
     }
 }
 
+/// A worker binary as the API shows it: the catalog entry, and its engine's version
+/// as that engine writes it (`0.1.0`, llama.cpp's `b6123`).
+fn binary_json(record: &artifact_catalog::ArtifactMetadata<WorkerBinary>) -> Value {
+    let b = &record.artifact;
+    let mut v = json!(record);
+    v["engine_version"] = json!(b.engine.version_text(&b.version));
+    v
+}
+
 /// Every worker binary, as JSON.
 pub async fn binary_list(state: &SharedState) -> Result<Value, ApiError> {
     let catalog = Arc::clone(&state.worker_catalog);
-    blocking(move || Ok(json!(catalog.list()?))).await
+    blocking(move || {
+        Ok(Value::Array(
+            catalog.list()?.iter().map(binary_json).collect(),
+        ))
+    })
+    .await
 }
 
 /// One worker binary; 404 when absent.
@@ -521,7 +525,7 @@ pub async fn binary_get(state: &SharedState, id: &str) -> Result<Value, ApiError
     let catalog = Arc::clone(&state.worker_catalog);
     let id = id.to_owned();
     blocking(move || match catalog.get(&id)? {
-        Some(r) => Ok(json!(r)),
+        Some(r) => Ok(binary_json(&r)),
         None => Err(ApiError::not_found(format!(
             "worker binary {id:?} is not installed"
         ))),

@@ -234,6 +234,10 @@ pub struct WorkerBinary {
     /// How it got here: `local-build`, a release URL, `file:` for a binary registered
     /// where it lies (never moved or deleted by the hive).
     pub source: Option<String>,
+    /// When the file was last modified, as recorded when it was installed or added:
+    /// with the size, how a change to it is noticed without reading it.
+    #[serde(default)]
+    pub modified: Option<std::time::SystemTime>,
 }
 
 impl WorkerBinary {
@@ -257,6 +261,24 @@ impl WorkerBinary {
                 worker_type.backend(),
                 engine.version_text(version)
             ),
+        }
+    }
+
+    /// What changed about the executable since it was recorded: gone, another size,
+    /// or (when recorded) another modification time; `None` when it is as recorded.
+    pub fn file_changed(&self) -> Option<String> {
+        let shown = self.path.display();
+        match fs_err::metadata(&self.path) {
+            Err(e) => Some(format!("{shown} is gone: {e}")),
+            Ok(m) if m.len() != self.size => Some(format!(
+                "{shown} is {} bytes, {} were recorded",
+                m.len(),
+                self.size
+            )),
+            Ok(m) if self.modified.is_some() && m.modified().ok() != self.modified => {
+                Some(format!("{shown} was modified since it was recorded"))
+            }
+            Ok(_) => None,
         }
     }
 
@@ -287,6 +309,7 @@ impl WorkerBinary {
             status: ArtifactStatus::Available,
             sha256: None,
             source: None,
+            modified: None,
         }
     }
 

@@ -170,6 +170,7 @@ impl VendorSource<WorkerBinary> for ExistingBinaryVendor {
         };
         let platform = Platform::current();
         let mut plan = WorkerBinary::new(worker_type, platform, report.version, &path, meta.len());
+        plan.modified = meta.modified().ok();
         plan.engine = report.engine;
         plan.id = WorkerBinary::make_engine_id(report.engine, worker_type, &plan.version, platform);
         plan.status = ArtifactStatus::Downloading;
@@ -202,7 +203,7 @@ impl VendorSource<WorkerBinary> for ExistingBinaryVendor {
 }
 
 /// The sha256 of a file, lowercase hex.
-pub fn sha256_of(path: &Path) -> std::io::Result<String> {
+fn sha256_of(path: &Path) -> std::io::Result<String> {
     use sha2::Digest as _;
     use std::io::Read as _;
     let mut file = fs_err::File::open(path)?;

@@ -16,7 +16,7 @@
 mod build_progress;
 mod existing;
 
-pub use existing::{ExistingBinaryVendor, parse_devices, parse_version, sha256_of};
+pub use existing::{ExistingBinaryVendor, parse_devices, parse_version};
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -51,7 +51,7 @@ fn io_error(context: &str, e: impl std::fmt::Display) -> ProvisionError {
 }
 
 /// Copies `from` into `dir/<file name>` through a temporary file, sets the executable
-/// bit, and fills in the binary's path, size and sha256.
+/// bit, and fills in the binary's path, size, sha256 and modification time.
 pub fn install(
     from: &Path,
     binary: WorkerBinary,
@@ -72,6 +72,7 @@ fn place(
     let tmp = dir.join(format!(".{}.installing", binary.file_name()));
     let (size, sha) = copy_hashing(src, &tmp)?;
     fs_err::rename(&tmp, &dest).map_err(|e| io_error("installing the worker", e))?;
+    binary.modified = fs_err::metadata(&dest).and_then(|m| m.modified()).ok();
     binary.path = dest;
     binary.size = size;
     binary.sha256 = Some(sha);

@@ -311,10 +311,7 @@ fn show_rows(m: &Value) -> Vec<(&'static str, String)> {
         ("parameters", parameters),
         ("context length", text(&g["context_length"])),
     ];
-    if let Some(summary) = g
-        .as_object()
-        .and_then(|_| serde_json::from_value::<gguf::Summary>(g.clone()).ok())
-    {
+    if let Ok(summary) = serde_json::from_value::<gguf::Summary>(g.clone()) {
         let ctx = summary.context_length.unwrap_or(4096);
         let est = summary.memory_estimate(ctx);
         rows.push((

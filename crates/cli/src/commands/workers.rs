@@ -81,16 +81,6 @@ pub enum WorkerBinariesCommand {
     },
 }
 
-/// A binary's version as its engine writes it: `0.1.0`, or llama.cpp's `b6123`.
-fn version_text(b: &Value) -> String {
-    let v = column(&b["version"]);
-    match (b["engine"].as_str(), v.strip_suffix(".0.0")) {
-        (Some("llama.cpp"), Some(build)) if build != "0" => format!("b{build}"),
-        (Some("llama.cpp"), _) => format!("v{v}"),
-        _ => v,
-    }
-}
-
 fn column(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
@@ -255,7 +245,7 @@ pub async fn binaries(cmd: WorkerBinariesCommand, args: &HiveArgs) -> anyhow::Re
                     "{:<36} {:<10} {:<10} {:<8} {:<8} {:>10}  {}",
                     column(&b["id"]),
                     column(&b["engine"]),
-                    version_text(&b),
+                    column(&b["engine_version"]),
                     column(&b["worker_type"]).trim_end_matches("_llm"),
                     column(&b["status"]["state"]),
                     human_bytes(b["size"].as_u64().unwrap_or(0)),
@@ -299,7 +289,7 @@ pub async fn binaries(cmd: WorkerBinariesCommand, args: &HiveArgs) -> anyhow::Re
                     "{} is added ({} {}, {}); it stays at {}",
                     column(&b["id"]),
                     column(&b["engine"]),
-                    version_text(b),
+                    column(&b["engine_version"]),
                     human_bytes(b["size"].as_u64().unwrap_or(0)),
                     column(&b["path"])
                 )

@@ -3,6 +3,9 @@
 
 use crate::workers::SpawnPlan;
 
+/// The parallel slots a llama-server worker gets (`-np`).
+pub const SLOTS: u64 = 1;
+
 /// llama-server's command line: the model, loopback and the port, the context, one
 /// slot, every layer on the GPU for a GPU backend (none on the CPU), the device, the
 /// model's id as its alias, metrics and the model's own chat template.
@@ -17,7 +20,7 @@ pub fn server_args(plan: &SpawnPlan, port: u16) -> Vec<String> {
         "-c",
         &plan.context.to_string(),
         "-np",
-        "1",
+        &SLOTS.to_string(),
         "--alias",
         &plan.model_ref,
         "--metrics",

@@ -586,7 +586,8 @@ impl Registry {
                         let _ = tx.send(Ok(lock(&entry.record).clone()));
                     }
                     port_failures = 0;
-                    self.monitor(&id, &entry, &mut child, &url).await
+                    self.monitor(&id, &entry, &mut child, &url, plan.engine)
+                        .await
                 }
                 Err(why) => {
                     let tail = process::log_tail(&plan.log_path, 8);
@@ -668,6 +669,7 @@ impl Registry {
         entry: &Entry,
         child: &mut tokio::process::Child,
         url: &str,
+        engine: Engine,
     ) -> String {
         let mut tick = tokio::time::interval(self.supervision.health_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -690,7 +692,7 @@ impl Registry {
                         Ok(r) => r.status().is_success(),
                         Err(_) => false,
                     };
-                    if healthy && self.get(id).is_some_and(|r| r.engine == Engine::LlamaCpp) {
+                    if healthy && engine == Engine::LlamaCpp {
                         self.scrape_llama(id, url, &mut tokens_seen).await;
                     }
                     // read each time: a load may change a live worker's TTL
@@ -750,10 +752,14 @@ impl Registry {
             || (tokens_seen.is_some() && m.tokens_total != *tokens_seen);
         *tokens_seen = m.tokens_total;
         self.update(id, |r| {
-            r.slots_total = Some(1);
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let busy = m.processing.unwrap_or(0.0).clamp(0.0, 1.0) as u64;
-            r.slots_available = Some(1 - busy);
+            r.slots_total = Some(llama::SLOTS);
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
+            let busy = m.processing.unwrap_or(0.0).clamp(0.0, llama::SLOTS as f64) as u64;
+            r.slots_available = Some(llama::SLOTS - busy);
             if m.tokens_per_second.is_some() {
                 r.tokens_per_second = m.tokens_per_second;
             }

@@ -67,3 +67,38 @@ fn highest_available_version_wins() {
         assert_eq!(c.len().unwrap(), 6);
     }
 }
+
+#[test]
+fn a_changed_executable_is_noticed_by_size_or_modification_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llama-server");
+    fs_err::write(&path, b"#!/bin/sh\n").unwrap();
+    let meta = fs_err::metadata(&path).unwrap();
+    let mut b = WorkerBinary::new(
+        WorkerType::CpuLlm,
+        Platform::Linux,
+        Version::new(1, 0, 0),
+        &path,
+        meta.len(),
+    );
+    assert_eq!(
+        b.file_changed(),
+        None,
+        "without a recorded time, the size decides"
+    );
+    b.modified = Some(meta.modified().unwrap());
+    assert_eq!(b.file_changed(), None);
+    // the same size, written again later
+    let later = meta.modified().unwrap() + std::time::Duration::from_secs(60);
+    fs_err::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    assert!(b.file_changed().unwrap().contains("modified"));
+    fs_err::write(&path, b"#!/bin/sh\nexit 1\n").unwrap();
+    assert!(b.file_changed().unwrap().contains("bytes"));
+    fs_err::remove_file(&path).unwrap();
+    assert!(b.file_changed().unwrap().contains("gone"));
+}
