@@ -9,10 +9,16 @@ version=0.3.36
 sha=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 url=https://files.pythonhosted.org/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/llama_cpp_python-$version.tar.gz
 dir="${RBEE_TEST_MODEL_DIR:-$HOME/.cache/rbee-test}/llama.cpp-$version"
-bin="$dir/build/bin/llama-server"
-stamp="$dir/build/rbee-build-flags"
-flags="avx2-v1"
-if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$flags" ] && "$bin" --version >/dev/null 2>&1; then
+# The build folder and the configure line are the ones `rbee worker-binaries install
+# llama.cpp:cpu --source "$dir/src"` uses (crates/worker-provisioner/src/cmake_build.rs),
+# with these settings after its defaults; they are written beside the build, so the
+# tests can run that install against this tree and find nothing left to compile.
+extra=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON)
+build="$dir/src/build-rbee-cpu"
+bin="$build/bin/llama-server"
+stamp="$build/rbee-cmake-args"
+if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$(printf '%s\n' "${extra[@]}")" ] \
+    && "$bin" --version >/dev/null 2>&1; then
   echo "$bin"
   exit 0
 fi
@@ -31,11 +37,11 @@ started=$(date +%s)
 # AVX2 rather than -march=native: the same cached build runs on any x86-64 machine of
 # this kind, and a CPU that reports AMX inside a VM that does not grant it (seen
 # here: SIGILL at the first matrix product) is not asked to use it.
-cmake -S "$dir/src" -B "$dir/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF \
-  -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-  -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF >&2
-cmake --build "$dir/build" --target llama-server -j "$(nproc)" >&2
-echo "$flags" > "$stamp"
+cmake -S "$dir/src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+  -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+  "${extra[@]}" >&2
+cmake --build "$build" --config Release --target llama-server -j "$(nproc)" >&2
+printf '%s\n' "${extra[@]}" > "$stamp"
 echo "built llama-server in $(( $(date +%s) - started )) s" >&2
 "$bin" --version >&2
 echo "$bin"

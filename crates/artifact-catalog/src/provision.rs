@@ -43,6 +43,9 @@ pub struct ProvisionRequest {
     pub reference: String,
     /// The sha256 the artifact must have, when the caller knows it.
     pub sha256: Option<String>,
+    /// More arguments for a vendor that builds (cmake's `-D...` for a llama.cpp
+    /// build); others refuse any.
+    pub build_args: Vec<String>,
 }
 
 impl ProvisionRequest {
@@ -51,7 +54,15 @@ impl ProvisionRequest {
         Self {
             reference: reference.into(),
             sha256: None,
+            build_args: Vec::new(),
         }
+    }
+
+    /// The same request, expecting `sha256`.
+    #[must_use]
+    pub fn with_sha256(mut self, sha256: Option<String>) -> Self {
+        self.sha256 = sha256;
+        self
     }
 }
 

@@ -31,6 +31,10 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE UNIQUE INDEX artifacts_source ON artifacts (kind, provider, reference)
         WHERE provider IS NOT NULL;",
+    // 2: worker binaries name their engine; every one recorded before engines
+    // existed is our own worker
+    "UPDATE artifacts SET data = json_set(data, '$.engine', 'rbee')
+        WHERE kind = 'worker' AND json_type(data, '$.engine') IS NULL;",
 ];
 
 /// How long a writer waits for another process's write before giving up.

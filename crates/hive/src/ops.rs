@@ -92,14 +92,18 @@ pub enum Operation {
     },
     /// Build or download a worker binary.
     WorkerInstall {
-        /// `cpu`, `cuda` or `metal`.
+        /// The backend, optionally after its engine: `cpu`, `llama.cpp:cuda`.
         worker: String,
-        /// `local` (build from source, the default) or a release archive's URL.
+        /// `local` (build our worker, the default), a release archive's URL,
+        /// `file:/path` of a binary, or a llama.cpp source tree's absolute path.
         #[serde(default)]
         source: Option<String>,
         /// The release archive's sha256 (required for a URL).
         #[serde(default)]
         sha256: Option<String>,
+        /// More cmake settings for a llama.cpp build.
+        #[serde(default)]
+        cmake_args: Vec<String>,
     },
     /// Remove a worker binary.
     WorkerRemove {
@@ -138,6 +142,9 @@ pub enum Operation {
         /// Stop the worker after this many idle seconds (0: never).
         #[serde(default)]
         idle_ttl_secs: Option<u64>,
+        /// CPU threads (default: the physical cores).
+        #[serde(default)]
+        threads: Option<u32>,
     },
     /// Stop a worker.
     WorkerStop {
@@ -202,10 +209,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
             start_provision(
                 state,
                 name,
-                ProvisionRequest {
-                    reference: model_ref,
-                    sha256,
-                },
+                ProvisionRequest::new(model_ref).with_sha256(sha256),
             )
             .await
         }
@@ -263,6 +267,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
                         force: w.force,
                         pull: w.pull,
                         idle_ttl_secs: w.idle_ttl_secs,
+                        threads: w.threads,
                     };
                     (label, op)
                 })
@@ -319,12 +324,14 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
             worker,
             source,
             sha256,
+            cmake_args,
         } => {
             check_sha256(sha256.as_deref())?;
             let req = crate::worker_ops::InstallRequest {
                 worker,
                 source,
                 sha256,
+                cmake_args,
             };
             crate::worker_ops::start_install(state, req).await
         }
@@ -354,6 +361,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
             force,
             pull,
             idle_ttl_secs,
+            threads,
         } => {
             let req = crate::worker_ops::SpawnRequest {
                 model,
@@ -364,6 +372,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
                 force,
                 pull,
                 idle_ttl_secs,
+                threads,
             };
             crate::worker_ops::start_spawn(state, req).await
         }

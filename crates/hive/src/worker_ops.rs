@@ -164,6 +164,26 @@ pub struct SpawnRequest {
     /// `--worker-idle-ttl-secs`; 0: never).
     #[serde(default)]
     pub idle_ttl_secs: Option<u64>,
+    /// CPU threads for the engine (default: the machine's physical cores, as
+    /// llama.cpp itself chooses).
+    #[serde(default)]
+    pub threads: Option<u32>,
+}
+
+/// The threads a worker computes with: asked for, else one per physical core.
+fn threads(asked: Option<u32>) -> Result<u32, ApiError> {
+    match asked {
+        Some(0) => Err(ApiError::bad_request(
+            "invalid_threads",
+            "threads must be at least 1".to_owned(),
+        )),
+        Some(n) => Ok(n),
+        None => Ok(sysinfo::System::physical_core_count()
+            .or_else(|| std::thread::available_parallelism().ok().map(Into::into))
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(1)
+            .max(1)),
+    }
 }
 
 fn yes() -> bool {
@@ -178,6 +198,7 @@ fn default_worker() -> String {
 /// worker in a job that ends when it is ready, or failed for good.
 pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<Job>, ApiError> {
     let wtype = worker_type(&req.worker)?;
+    let threads = threads(req.threads)?;
     if wtype == WorkerType::CpuLlm && req.device != 0 {
         return Err(ApiError::bad_request(
             "invalid_device",
@@ -275,7 +296,9 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
         context,
         device: req.device,
         binary: binary.path.clone(),
+        library_dir: binary.library_dir().map(std::path::Path::to_path_buf),
         binary_id: binary.id.clone(),
+        threads,
         idle_ttl: match req
             .idle_ttl_secs
             .unwrap_or(state.config.worker_idle_ttl_secs)
@@ -362,6 +385,8 @@ async fn check_memory(
                 Some(free) => (free, format!("free VRAM on GPU {device}")),
                 None => return Ok(()),
             },
+            // their memory is not one this hive reads yet
+            WorkerType::VulkanLlm | WorkerType::RocmLlm => return Ok(()),
             _ => {
                 let mut sys = sysinfo::System::new();
                 sys.refresh_memory();
@@ -389,29 +414,66 @@ async fn check_memory(
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstallRequest {
-    /// `cpu`, `cuda` or `metal`.
+    /// The backend, `cpu`, `cuda`, `metal`, `vulkan` or `rocm`, optionally after its
+    /// engine: `llama.cpp:cpu`, `rbee:cuda`.
     pub worker: String,
-    /// `local` (build from source, the default) or a release archive's URL.
+    /// `local` (build our worker from this workspace, the default), a release
+    /// archive's URL, `file:/path` of a binary to register, or the absolute path of a
+    /// llama.cpp source tree to build with cmake.
     #[serde(default)]
     pub source: Option<String>,
     /// The release archive's sha256 (required for a URL).
     #[serde(default)]
     pub sha256: Option<String>,
+    /// More cmake settings for a llama.cpp build (`-DGGML_NATIVE=OFF`), after the
+    /// defaults.
+    #[serde(default)]
+    pub cmake_args: Vec<String>,
+}
+
+/// The engine and backend an install names: `cpu`, `llama.cpp:cpu`, `rbee:cuda`.
+fn engine_and_type(worker: &str) -> Result<(Option<Engine>, WorkerType), ApiError> {
+    match worker.rsplit_once(':') {
+        Some((engine_name, backend)) => Ok((engine(Some(engine_name))?, worker_type(backend)?)),
+        None => Ok((None, worker_type(worker)?)),
+    }
+}
+
+/// The provisioning reference of an install.
+fn install_reference(
+    engine: Option<Engine>,
+    wtype: WorkerType,
+    source: &str,
+) -> Result<String, ApiError> {
+    let tree = std::path::Path::new(source);
+    Ok(match (engine, source) {
+        (Some(Engine::LlamaCpp), "local") => {
+            return Err(ApiError::bad_request(
+                "invalid_reference",
+                "llama.cpp is built from its own source tree: pass it as the source (rbee worker-binaries install llama.cpp:cpu --source /path/to/llama.cpp), or a release URL, or add a built llama-server".to_owned(),
+            ));
+        }
+        (_, "local") => format!("local:{}", wtype.backend()),
+        (Some(Engine::Rbee), _) if tree.is_absolute() => {
+            return Err(ApiError::bad_request(
+                "invalid_reference",
+                "our worker builds from this workspace (source local), or is added with file:/path/to/llm-worker-rbee".to_owned(),
+            ));
+        }
+        (_, _) if tree.is_absolute() => format!("llama.cpp:{}@{source}", wtype.backend()),
+        (_, other) => other.to_owned(),
+    })
 }
 
 /// Resolves an install (a bad source is a 4xx), records the binary as installing,
 /// and builds or downloads it in a job.
 pub async fn start_install(state: &SharedState, req: InstallRequest) -> Result<Arc<Job>, ApiError> {
-    let wtype = worker_type(&req.worker)?;
+    let (wanted_engine, wtype) = engine_and_type(&req.worker)?;
     let source = req.source.unwrap_or_else(|| "local".into());
-    let reference = if source == "local" {
-        format!("local:{}", wtype.backend())
-    } else {
-        source
-    };
     let request = ProvisionRequest {
-        reference,
-        sha256: req.sha256,
+        build_args: req.cmake_args,
+        ..ProvisionRequest::new(install_reference(wanted_engine, wtype, &source)?)
+            .with_sha256(req.sha256)
     };
     let resolved = tokio::time::timeout(
         Duration::from_secs(30),
@@ -446,6 +508,14 @@ pub async fn start_install(state: &SharedState, req: InstallRequest) -> Result<A
             ),
         ));
     }
+    if let Some(e) = wanted_engine
+        && e != resolved.plan.engine
+    {
+        return Err(ApiError::bad_request(
+            "invalid_reference",
+            format!("{} is {}, not {e}", request.reference, resolved.plan.engine),
+        ));
+    }
     let catalog = Arc::clone(&state.worker_catalog);
     let plan = resolved.plan.clone();
     blocking(move || {
@@ -467,9 +537,18 @@ pub async fn start_install(state: &SharedState, req: InstallRequest) -> Result<A
         let outcome = s.worker_provisioner.fetch(resolved, &ctx).await;
         let catalog = Arc::clone(&s.worker_catalog);
         match outcome {
-            Ok(binary) => blocking(move || Ok(binary_json(&catalog.update(binary)?)))
-                .await
-                .map_err(|e| e.parts()),
+            Ok(binary) => blocking(move || {
+                // a build learns its version, and so its id, only once it is built
+                if binary.id != id {
+                    catalog.remove(&id)?;
+                    if catalog.get(&binary.id)?.is_none() {
+                        return Ok(binary_json(&catalog.add(binary)?));
+                    }
+                }
+                Ok(binary_json(&catalog.update(binary)?))
+            })
+            .await
+            .map_err(|e| e.parts()),
             Err(e) => {
                 let (code, message) = (e.code(), e.to_string());
                 let m2 = message.clone();
@@ -651,6 +730,7 @@ pub async fn start_load(state: &SharedState, req: LoadRequest) -> Result<Arc<Job
             force: false,
             pull: true,
             idle_ttl_secs: req.idle_ttl_secs,
+            threads: None,
         },
     )
     .await

@@ -542,7 +542,23 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 /// Runs the prompt through the network and generates until an end-of-generation
 /// token, a stop string, `max_tokens`, the end of the context, or `cancel`. `emit`
 /// gets the text as it becomes final; it returns false when nobody listens anymore.
+///
+/// It runs inside the device's context: on the CPU, candle's own thread pool stays
+/// installed for the whole request instead of being entered at every kernel.
 pub fn generate(
+    model: &Model,
+    weights: &mut Weights,
+    prompt: &[u32],
+    params: &GenerateParams,
+    cancel: &CancellationToken,
+    emit: impl FnMut(&str) -> bool + Send,
+) -> candle_core::Result<Generated> {
+    model
+        .device
+        .with_context(|| generate_in_context(model, weights, prompt, params, cancel, emit))
+}
+
+fn generate_in_context(
     model: &Model,
     weights: &mut Weights,
     prompt: &[u32],

@@ -20,6 +20,16 @@ pub use artifact_catalog::{
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
+/// The variable that tells the dynamic loader where else to look for shared
+/// libraries: how an installed binary finds the libraries unpacked beside it.
+pub const LIBRARY_PATH_VAR: &str = if cfg!(target_os = "macos") {
+    "DYLD_LIBRARY_PATH"
+} else if cfg!(windows) {
+    "PATH"
+} else {
+    "LD_LIBRARY_PATH"
+};
+
 /// The result of a catalog operation.
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
@@ -33,11 +43,21 @@ pub enum WorkerType {
     CudaLlm,
     /// LLM inference on Apple GPUs.
     MetalLlm,
+    /// LLM inference through Vulkan (llama.cpp only).
+    VulkanLlm,
+    /// LLM inference on AMD GPUs through ROCm/HIP (llama.cpp only).
+    RocmLlm,
 }
 
 impl WorkerType {
     /// Every worker type.
-    pub const ALL: [WorkerType; 3] = [Self::CpuLlm, Self::CudaLlm, Self::MetalLlm];
+    pub const ALL: [WorkerType; 5] = [
+        Self::CpuLlm,
+        Self::CudaLlm,
+        Self::MetalLlm,
+        Self::VulkanLlm,
+        Self::RocmLlm,
+    ];
 
     /// The executable's name, without the platform's extension.
     pub fn binary_name(self) -> &'static str {
@@ -45,16 +65,25 @@ impl WorkerType {
             Self::CpuLlm => "llm-worker-rbee-cpu",
             Self::CudaLlm => "llm-worker-rbee-cuda",
             Self::MetalLlm => "llm-worker-rbee-metal",
+            Self::VulkanLlm => "llm-worker-rbee-vulkan",
+            Self::RocmLlm => "llm-worker-rbee-rocm",
         }
     }
 
-    /// The compute backend: `cpu`, `cuda` or `metal`.
+    /// The compute backend: `cpu`, `cuda`, `metal`, `vulkan` or `rocm`.
     pub fn backend(self) -> &'static str {
         match self {
             Self::CpuLlm => "cpu",
             Self::CudaLlm => "cuda",
             Self::MetalLlm => "metal",
+            Self::VulkanLlm => "vulkan",
+            Self::RocmLlm => "rocm",
         }
+    }
+
+    /// Whether it computes on a GPU, which is then chosen by a device index.
+    pub fn is_gpu(self) -> bool {
+        self != Self::CpuLlm
     }
 }
 
@@ -77,7 +106,9 @@ impl FromStr for WorkerType {
                     || s == format!("{}_llm", t.backend())
                     || s == t.binary_name().replace('-', "_")
             })
-            .ok_or_else(|| format!("unknown worker type {s:?}: use cpu, cuda or metal"))
+            .ok_or_else(|| {
+                format!("unknown worker type {s:?}: use cpu, cuda, metal, vulkan or rocm")
+            })
     }
 }
 
@@ -141,6 +172,20 @@ impl FromStr for Engine {
             "rbee" | "llm-worker-rbee" | "candle" => Ok(Self::Rbee),
             "llama.cpp" | "llamacpp" | "llama-cpp" | "llama-server" => Ok(Self::LlamaCpp),
             other => Err(format!("unknown engine {other:?}: use rbee or llama.cpp")),
+        }
+    }
+}
+
+impl Engine {
+    /// Whether this engine has builds for `worker_type`: llama.cpp for every one, our
+    /// own worker for the CPU, CUDA and Metal.
+    pub fn builds_for(self, worker_type: WorkerType) -> bool {
+        match self {
+            Self::LlamaCpp => true,
+            Self::Rbee => matches!(
+                worker_type,
+                WorkerType::CpuLlm | WorkerType::CudaLlm | WorkerType::MetalLlm
+            ),
         }
     }
 }
@@ -238,6 +283,9 @@ pub struct WorkerBinary {
     /// with the size, how a change to it is noticed without reading it.
     #[serde(default)]
     pub modified: Option<std::time::SystemTime>,
+    /// The arguments it was built with beyond the defaults (cmake's `-D...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub build_args: Vec<String>,
 }
 
 impl WorkerBinary {
@@ -290,6 +338,17 @@ impl WorkerBinary {
             .is_some_and(|s| s.starts_with("file:"))
     }
 
+    /// The folder of shared libraries installed beside the executable, which the
+    /// loader must be told of: an installed llama.cpp build's. `None` for our own
+    /// worker and for a binary registered where it lies, which finds its own.
+    pub fn library_dir(&self) -> Option<&Path> {
+        if self.engine == Engine::LlamaCpp && !self.is_registered() {
+            self.path.parent()
+        } else {
+            None
+        }
+    }
+
     /// A new, available binary at `path`.
     pub fn new(
         worker_type: WorkerType,
@@ -310,16 +369,18 @@ impl WorkerBinary {
             sha256: None,
             source: None,
             modified: None,
+            build_args: Vec::new(),
         }
     }
 
-    /// The executable's file name on its platform.
+    /// The executable's file name on its platform: `llm-worker-rbee-cpu`, or
+    /// `llama-server` (the name its shared libraries and tools expect).
     pub fn file_name(&self) -> String {
-        format!(
-            "{}{}",
-            self.worker_type.binary_name(),
-            self.platform.extension()
-        )
+        let name = match self.engine {
+            Engine::Rbee => self.worker_type.binary_name(),
+            Engine::LlamaCpp => Engine::LlamaCpp.executable(),
+        };
+        format!("{name}{}", self.platform.extension())
     }
 }
 
@@ -448,12 +509,24 @@ mod tests {
         ] {
             assert_eq!(s.parse::<WorkerType>(), Ok(t), "{s}");
         }
+        assert_eq!("rocm".parse::<WorkerType>(), Ok(WorkerType::RocmLlm));
         assert!(
-            "rocm"
+            "tpu"
                 .parse::<WorkerType>()
                 .unwrap_err()
-                .contains("cpu, cuda or metal")
+                .contains("cpu, cuda, metal, vulkan or rocm")
         );
+        assert!(!Engine::Rbee.builds_for(WorkerType::VulkanLlm));
+        assert!(Engine::LlamaCpp.builds_for(WorkerType::VulkanLlm));
+        let mut l = WorkerBinary::new(
+            WorkerType::VulkanLlm,
+            Platform::Linux,
+            Version::new(6123, 0, 0),
+            Path::new("x"),
+            1,
+        );
+        l.engine = Engine::LlamaCpp;
+        assert_eq!(l.file_name(), "llama-server");
         assert_eq!("darwin".parse::<Platform>(), Ok(Platform::Macos));
         assert_eq!(
             Platform::current().extension(),

@@ -69,8 +69,8 @@ fn llama_version(rest: &str) -> Option<Version> {
     Some(build.map_or(version, |b| Version::new(b, 0, 0)))
 }
 
-/// The backend of a llama.cpp build from `--list-devices`: a CUDA or Metal device
-/// makes it that backend; none, the CPU.
+/// The backend of a llama.cpp build from `--list-devices`: a CUDA, ROCm, Vulkan or
+/// Metal device makes it that backend; none, the CPU.
 pub fn parse_devices(output: &str) -> WorkerType {
     let has = |prefix: &str| {
         output
@@ -80,6 +80,10 @@ pub fn parse_devices(output: &str) -> WorkerType {
     };
     if has("CUDA") {
         WorkerType::CudaLlm
+    } else if has("ROCm") || has("HIP") {
+        WorkerType::RocmLlm
+    } else if has("Vulkan") {
+        WorkerType::VulkanLlm
     } else if has("Metal") || has("MTL") {
         WorkerType::MetalLlm
     } else {
@@ -87,11 +91,35 @@ pub fn parse_devices(output: &str) -> WorkerType {
     }
 }
 
-async fn run(path: &Path, arg: &str) -> Result<String, ProvisionError> {
+/// Runs `path --version` and reads what it says; `libraries`, the folder its shared
+/// libraries are in when they are not where the system looks.
+pub(crate) async fn version_of(
+    path: &Path,
+    libraries: Option<&Path>,
+) -> Result<SelfReport, ProvisionError> {
+    let said = run(path, "--version", libraries).await?;
+    parse_version(&said).ok_or_else(|| {
+        ProvisionError::Invalid(format!(
+            "{} --version does not name llm-worker-rbee or llama.cpp: {:?}",
+            path.display(),
+            said.trim().lines().next().unwrap_or("")
+        ))
+    })
+}
+
+/// Runs `path arg`, within [`VERSION_TIMEOUT`], for its output.
+pub(crate) async fn run(
+    path: &Path,
+    arg: &str,
+    libraries: Option<&Path>,
+) -> Result<String, ProvisionError> {
     let mut cmd = tokio::process::Command::new(path);
     cmd.arg(arg)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
+    if let Some(dir) = libraries {
+        cmd.env(worker_catalog::LIBRARY_PATH_VAR, dir);
+    }
     let out = tokio::time::timeout(VERSION_TIMEOUT, cmd.output())
         .await
         .map_err(|_| {
@@ -108,11 +136,17 @@ async fn run(path: &Path, arg: &str) -> Result<String, ProvisionError> {
         String::from_utf8_lossy(&out.stderr)
     );
     if !out.status.success() {
+        // the last lines say why: a missing library, an unknown option
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         return Err(ProvisionError::Invalid(format!(
             "{} {arg} failed ({}): {}",
             path.display(),
             out.status,
-            text.trim().lines().last().unwrap_or("")
+            lines[lines.len().saturating_sub(3)..].join(" / ")
         )));
     }
     Ok(text)
@@ -156,16 +190,15 @@ impl VendorSource<WorkerBinary> for ExistingBinaryVendor {
                 path.display()
             )));
         }
-        let said = run(&path, "--version").await?;
-        let report = parse_version(&said).ok_or_else(|| {
-            ProvisionError::Invalid(format!(
-                "{} --version does not name llm-worker-rbee or llama.cpp: {:?}",
-                path.display(),
-                said.trim().lines().next().unwrap_or("")
-            ))
-        })?;
+        if !request.build_args.is_empty() {
+            return Err(ProvisionError::InvalidReference {
+                reference: request.reference.clone(),
+                reason: "registering a binary takes no build arguments".into(),
+            });
+        }
+        let report = version_of(&path, None).await?;
         let worker_type = match report.engine {
-            Engine::LlamaCpp => parse_devices(&run(&path, "--list-devices").await?),
+            Engine::LlamaCpp => parse_devices(&run(&path, "--list-devices", None).await?),
             Engine::Rbee => WorkerType::CpuLlm,
         };
         let platform = Platform::current();
@@ -188,7 +221,7 @@ impl VendorSource<WorkerBinary> for ExistingBinaryVendor {
     ) -> Result<WorkerBinary, ProvisionError> {
         let mut binary = resolved.plan;
         let path = binary.path.clone();
-        let sha = tokio::task::spawn_blocking(move || sha256_of(&path))
+        let sha = tokio::task::spawn_blocking(move || crate::install::sha256_of(&path))
             .await
             .map_err(|e| ProvisionError::Io(e.to_string()))?
             .map_err(|e| ProvisionError::Io(format!("hashing {}: {e}", binary.path.display())))?;
@@ -199,22 +232,6 @@ impl VendorSource<WorkerBinary> for ExistingBinaryVendor {
         binary.sha256 = Some(sha);
         binary.status = ArtifactStatus::Available;
         Ok(binary)
-    }
-}
-
-/// The sha256 of a file, lowercase hex.
-fn sha256_of(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest as _;
-    use std::io::Read as _;
-    let mut file = fs_err::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
     }
 }
 
@@ -260,6 +277,18 @@ mod tests {
         assert_eq!(
             parse_devices("Available devices:\n  Metal: Apple M2 (21845 MiB, 21845 MiB free)\n"),
             WorkerType::MetalLlm
+        );
+        assert_eq!(
+            parse_devices(
+                "Available devices:\n  Vulkan0: AMD Radeon RX 7900 XTX (RADV NAVI31) (24560 MiB, 24560 MiB free)\n"
+            ),
+            WorkerType::VulkanLlm
+        );
+        assert_eq!(
+            parse_devices(
+                "Available devices:\n  ROCm0: AMD Radeon RX 7900 XTX (24560 MiB, 24484 MiB free)\n"
+            ),
+            WorkerType::RocmLlm
         );
     }
 }

@@ -19,7 +19,7 @@ pub enum WorkersCommand {
     Spawn {
         /// The model's id (see `rbee models ls`)
         model: String,
-        /// cpu, cuda or metal
+        /// cpu, cuda, metal, vulkan or rocm
         #[arg(long, default_value = "cpu")]
         worker: String,
         /// rbee or llama.cpp (default: llama.cpp when one is installed)
@@ -28,6 +28,9 @@ pub enum WorkersCommand {
         /// The device index
         #[arg(long, default_value_t = 0)]
         device: u32,
+        /// CPU threads (default: one per physical core)
+        #[arg(short, long)]
+        threads: Option<u32>,
         /// Start even when the model looks too big for the free memory
         #[arg(long)]
         force: bool,
@@ -54,23 +57,34 @@ pub enum WorkersCommand {
 pub enum WorkerBinariesCommand {
     /// List the installed worker binaries
     Ls,
-    /// Build a worker from source (the default) or download a release archive
+    /// Build a worker from source or download a release archive:
+    /// `install cpu` builds our worker from this workspace;
+    /// `install llama.cpp:cpu --source /path/to/llama.cpp` builds llama-server with cmake;
+    /// `install llama.cpp:cpu --source https://.../llama-b6123-bin-ubuntu-x64.zip --sha256 ...`
+    /// downloads a llama.cpp release
     Install {
-        /// cpu, cuda or metal
+        /// The backend (cpu, cuda, metal, vulkan, rocm), optionally after its engine:
+        /// llama.cpp:cuda
         worker: String,
-        /// `local`, or the URL of a `llm-worker-rbee-<type>-v<version>-<platform>.tar.gz`
+        /// `local` (our worker, from this workspace), a llama.cpp source tree, or a
+        /// release archive's URL
         #[arg(long, default_value = "local")]
         source: String,
         /// The archive's sha256 (required with a URL)
         #[arg(long)]
         sha256: Option<String>,
+        /// A cmake setting for a llama.cpp build, after the defaults (repeatable):
+        /// --cmake-arg=-DGGML_NATIVE=OFF
+        #[arg(long = "cmake-arg", allow_hyphen_values = true)]
+        cmake_args: Vec<String>,
     },
     /// Register a worker binary already on this machine, where it lies:
     /// llama.cpp's llama-server, or an llm-worker-rbee you built
     Add {
         /// The executable
         path: std::path::PathBuf,
-        /// cpu, cuda or metal (llama-server's own device list decides when it names a GPU)
+        /// cpu, cuda, metal, vulkan or rocm (llama-server's own device list decides
+        /// when it names a GPU)
         #[arg(long, default_value = "cpu")]
         worker: String,
     },
@@ -163,12 +177,16 @@ pub async fn workers(cmd: WorkersCommand, args: &HiveArgs) -> anyhow::Result<()>
             worker,
             engine,
             device,
+            threads,
             force,
         } => {
             let mut body =
                 json!({"model": model, "worker": worker, "device": device, "force": force});
             if let Some(e) = engine {
                 body["engine"] = json!(e);
+            }
+            if let Some(t) = threads {
+                body["threads"] = json!(t);
             }
             let started = client
                 .call(Method::POST, "/v1/workers/spawn", Some(body))
@@ -261,8 +279,19 @@ pub async fn binaries(cmd: WorkerBinariesCommand, args: &HiveArgs) -> anyhow::Re
             worker,
             source,
             sha256,
+            cmake_args,
         } => {
-            let mut body = json!({"worker": worker, "source": source});
+            // a source tree is named as the hive will see it: absolute
+            let path = std::path::Path::new(&source);
+            let source = if source != "local" && !source.contains("://") && path.exists() {
+                std::path::absolute(path)
+                    .context("bad path")?
+                    .display()
+                    .to_string()
+            } else {
+                source
+            };
+            let mut body = json!({"worker": worker, "source": source, "cmake_args": cmake_args});
             if let Some(s) = sha256 {
                 body["sha256"] = json!(s);
             }

@@ -19,6 +19,10 @@ pub fn server_args(plan: &SpawnPlan, port: u16) -> Vec<String> {
         &port.to_string(),
         "-c",
         &plan.context.to_string(),
+        "-t",
+        &plan.threads.to_string(),
+        "-tb",
+        &plan.threads.to_string(),
         "-np",
         &SLOTS.to_string(),
         "--alias",
@@ -35,6 +39,8 @@ pub fn server_args(plan: &SpawnPlan, port: u16) -> Vec<String> {
             let device = match gpu {
                 "cuda" => format!("CUDA{}", plan.device),
                 "metal" => format!("MTL{}", plan.device),
+                "vulkan" => format!("Vulkan{}", plan.device),
+                "rocm" => format!("ROCm{}", plan.device),
                 _ => format!("{}{}", gpu.to_ascii_uppercase(), plan.device),
             };
             args.extend([

@@ -174,8 +174,12 @@ pub struct SpawnPlan {
     pub device: u32,
     /// The binary.
     pub binary: PathBuf,
+    /// The folder of shared libraries installed beside the binary, for the loader.
+    pub library_dir: Option<PathBuf>,
     /// The binary's catalog id.
     pub binary_id: String,
+    /// CPU threads.
+    pub threads: u32,
     /// Its log file.
     pub log_path: PathBuf,
     /// Stop it after this long without a request.
@@ -426,6 +430,8 @@ impl Registry {
                     port.to_string(),
                     "--device".to_owned(),
                     plan.device.to_string(),
+                    "--threads".to_owned(),
+                    plan.threads.to_string(),
                 ];
                 if let Some(hive) = self.hive_url.get() {
                     args.push("--hive-url".to_owned());
@@ -436,6 +442,12 @@ impl Registry {
             Engine::LlamaCpp => llama::server_args(plan, port),
         };
         let mut env = vec![("NO_COLOR".to_owned(), "1".to_owned())];
+        if let Some(dir) = &plan.library_dir {
+            env.push((
+                worker_catalog::LIBRARY_PATH_VAR.to_owned(),
+                dir.display().to_string(),
+            ));
+        }
         if let Some(t) = &self.supervision.api_token {
             env.push(("RBEE_API_TOKEN".to_owned(), t.clone()));
         }

@@ -45,7 +45,9 @@ fn required(what: &str, found: Option<PathBuf>, how: &str) -> Option<PathBuf> {
 fn llama_server() -> Option<PathBuf> {
     let found = std::env::var_os("RBEE_LLAMA_SERVER")
         .map(PathBuf::from)
-        .or_else(|| Some(test_cache()?.join("llama.cpp-0.3.36/build/bin/llama-server")));
+        .or_else(|| {
+            Some(test_cache()?.join("llama.cpp-0.3.36/src/build-rbee-cpu/bin/llama-server"))
+        });
     required(
         "llama-server",
         found,
@@ -236,7 +238,12 @@ async fn a_llama_server_worker_answers_as_the_same_binary_by_hand_and_leaves_not
     assert_eq!(get(&h, "/v1/workers").await.1["workers"], json!([]));
 
     // llama.cpp is the default engine once installed
-    let (status, job) = post(&h, "/v1/workers/spawn", json!({"model": model_id})).await;
+    let (status, job) = post(
+        &h,
+        "/v1/workers/spawn",
+        json!({"model": model_id, "threads": 2}),
+    )
+    .await;
     assert_eq!(status, 202, "{job}");
     let (state, w, ev) = finish(&h, &job).await;
     assert_eq!(state, "completed", "{ev:?}");
@@ -252,7 +259,17 @@ async fn a_llama_server_worker_answers_as_the_same_binary_by_hand_and_leaves_not
     };
     let mut by_hand = Command::new(&server)
         .args(["-m", local.to_str().unwrap(), "--host", "127.0.0.1"])
-        .args(["--port", &port.to_string(), "-c", "4096", "-np", "1"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "-c",
+            "4096",
+            "-t",
+            "2",
+            "-tb",
+            "2",
+        ])
+        .args(["-np", "1"])
         .args(["--alias", &model_id, "--metrics", "--jinja", "-ngl", "0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -396,6 +413,125 @@ async fn gemma_runs_on_llama_cpp_and_answers() {
     // model of 270M parameters continues on the subject
     let text = complete(w["url"].as_str().unwrap(), "The capital of France is").await;
     assert!(text.contains("France"), "{text:?}");
+    let (s, _) = post(&h, "/v1/models/unload", json!({"id": model_id})).await;
+    assert_eq!(s, 200);
+    wait_for("no llama-server left", async || {
+        llama_servers_under(home.path()).is_empty()
+    })
+    .await;
+}
+
+/// The README's path from source: the hive builds llama-server from a llama.cpp tree
+/// with cmake (the tree the fetch script built, so nothing is left to compile), then
+/// Gemma is imported, spawned on it, and answers a chat completion. Bad installs
+/// first: each a clear 4xx, nothing recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_server_built_by_the_hive_from_source_serves_gemma() {
+    let (Some(server), Some(model)) = (llama_server(), gemma()) else {
+        return;
+    };
+    let build_dir = server.parent().unwrap().parent().unwrap();
+    let tree = build_dir.parent().unwrap();
+    let Ok(args) = fs_err::read_to_string(build_dir.join("rbee-cmake-args")) else {
+        assert!(
+            std::env::var_os("RBEE_REQUIRE_LLAMA_TESTS").is_none(),
+            "{} is not a tree built by scripts/fetch-llama-server.sh",
+            tree.display()
+        );
+        return;
+    };
+    let cmake_args: Vec<&str> = args.lines().collect();
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    let empty = tempfile::tempdir().unwrap();
+    for (body, status, words) in [
+        (json!({"worker": "llama.cpp:cpu"}), 400, "source tree"),
+        (
+            json!({"worker": "llama.cpp:cpu", "source": empty.path()}),
+            404,
+            "no CMakeLists.txt",
+        ),
+        (
+            json!({"worker": "rbee:vulkan", "source": "local"}),
+            400,
+            "no vulkan build",
+        ),
+        (
+            json!({"worker": "llama.cpp:tpu", "source": tree}),
+            400,
+            "tpu",
+        ),
+        (
+            json!({"worker": "llama.cpp:cpu", "source": tree, "cmake_args": ["--fresh"]}),
+            400,
+            "-DNAME=VALUE",
+        ),
+    ] {
+        let (s, v) = post(&h, "/v1/worker-binaries/install", body.clone()).await;
+        assert_eq!(s, status, "{body} → {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{body} → {v}");
+    }
+    assert_eq!(get(&h, "/v1/worker-binaries").await.1, json!([]));
+
+    let (s, job) = post(
+        &h,
+        "/v1/worker-binaries/install",
+        json!({"worker": "llama.cpp:cpu", "source": tree, "cmake_args": cmake_args}),
+    )
+    .await;
+    assert_eq!(s, 202, "{job}");
+    let (state, b, ev) = finish(&h, &job).await;
+    assert_eq!(state, "completed", "{ev:?}");
+    assert_eq!(b["engine"], "llama.cpp", "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("llama-server-cpu-v"), "{b}");
+    assert!(
+        b["path"]
+            .as_str()
+            .unwrap()
+            .starts_with(&home.path().display().to_string()),
+        "installed into the home: {b}"
+    );
+    let said = format!("{ev:?}");
+    assert!(
+        said.contains("cmake -S"),
+        "the configure line is narrated: {said}"
+    );
+    // the placeholder it was recorded under while building is gone
+    let all = get(&h, "/v1/worker-binaries").await.1;
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(all[0]["id"], id.as_str());
+
+    let local = home.path().join("gemma.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    let model_id = import(&h, &local).await;
+    let (status, job) = post(&h, "/v1/workers/spawn", json!({"model": model_id})).await;
+    assert_eq!(status, 202, "{job}");
+    let (state, w, ev) = finish(&h, &job).await;
+    assert_eq!(state, "completed", "{ev:?}");
+    assert_eq!(w["engine"], "llama.cpp", "{w}");
+    assert_eq!(w["binary_id"], id.as_str(), "{w}");
+    let r = crate::client()
+        .post(format!(
+            "{}/v1/chat/completions",
+            w["url"].as_str().unwrap()
+        ))
+        .json(&json!({
+            "model": model_id,
+            "messages": [{"role": "user", "content": "Name a colour."}],
+            "max_tokens": 8,
+            "temperature": 0
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["choices"][0]["message"]["content"].is_string(),
+        "an answer: {v}"
+    );
     let (s, _) = post(&h, "/v1/models/unload", json!({"id": model_id})).await;
     assert_eq!(s, 200);
     wait_for("no llama-server left", async || {

@@ -165,10 +165,7 @@ async fn http_urls_with_and_without_sha256() {
     let good_sha = server.repo("o/r").files[0].sha256();
     let e = p
         .provision(
-            &ProvisionRequest {
-                reference: format!("{url}#frag"),
-                sha256: Some(good_sha.clone()),
-            },
+            &ProvisionRequest::new(format!("{url}#frag")).with_sha256(Some(good_sha.clone())),
             &ctx().0,
         )
         .await
@@ -182,10 +179,7 @@ async fn http_urls_with_and_without_sha256() {
     let p2 = provisioner(home2.path(), "http://127.0.0.1:9", None, false);
     let err = p2
         .provision(
-            &ProvisionRequest {
-                reference: url.clone(),
-                sha256: Some("0".repeat(64)),
-            },
+            &ProvisionRequest::new(url.clone()).with_sha256(Some("0".repeat(64))),
             &ctx().0,
         )
         .await

@@ -2,6 +2,8 @@
 //! the `tar` crate; the local-build vendor's checks that need no build.
 #![allow(clippy::unwrap_used)]
 
+mod llama;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -77,10 +79,7 @@ async fn install(
     sha256: Option<String>,
 ) -> Result<worker_catalog::WorkerBinary, ProvisionError> {
     let resolved = p
-        .resolve(&ProvisionRequest {
-            reference: url.to_owned(),
-            sha256,
-        })
+        .resolve(&ProvisionRequest::new(url.to_owned()).with_sha256(sha256))
         .await?;
     p.fetch(resolved, &ProvisionContext::default()).await
 }
