@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # llama-server spawned by the hive against the same binary started by hand with the
 # same command line, on SmolLM2-135M (llama) and Gemma 3 270M, one server at a time,
-# same requests (benches/completion_speed.py). llama-server is the one
+# same requests (benches/completion_speed.py), 2 threads each, in the order hive, by
+# hand, by hand, hive, so that neither always runs first. llama-server is the one
 # scripts/fetch-llama-server.sh builds (or $RBEE_LLAMA_SERVER).
 #   usage: benches/engines.sh
 set -euo pipefail
@@ -19,16 +20,26 @@ export RBEE_HIVE_URL=http://127.0.0.1:17999
 for _ in $(seq 100); do curl -sf "$RBEE_HIVE_URL/health" >/dev/null && break; sleep 0.1; done
 "$bin/rbee" worker-binaries add "$server" >/dev/null
 "$server" --version 2>&1 | grep '^version' || true
+hive_run() { # name id
+  local url
+  url=$("$bin/rbee" --json workers spawn "$2" --threads 2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
+  python3 benches/completion_speed.py "$1: hive-spawned" "$url"
+  "$bin/rbee" models unload "$2" >/dev/null
+}
+hand_run() { # name id model
+  local port=18767 pid
+  "$server" -m "$3" --host 127.0.0.1 --port $port -c 4096 -t 2 -tb 2 -np 1 --alias "$2" \
+    --metrics --jinja -ngl 0 >/dev/null 2>&1 &
+  pid=$!
+  for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+  python3 benches/completion_speed.py "$1: by hand" "http://127.0.0.1:$port"
+  kill $pid; wait $pid 2>/dev/null || true
+}
 for model in "$smollm2" "$gemma"; do
   name=$(basename "$model" .gguf)
   id=$("$bin/rbee" --json models import "$model" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-  url=$("$bin/rbee" --json workers spawn "$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
-  python3 benches/completion_speed.py "$name: hive-spawned" "$url"
-  "$bin/rbee" models unload "$id" >/dev/null
-  port=18767
-  "$server" -m "$model" --host 127.0.0.1 --port $port -c 4096 -np 1 --alias "$id" --metrics --jinja -ngl 0 >/dev/null 2>&1 &
-  pid=$!
-  for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
-  python3 benches/completion_speed.py "$name: by hand" "http://127.0.0.1:$port"
-  kill $pid; wait $pid 2>/dev/null || true
+  hive_run "$name" "$id"
+  hand_run "$name" "$id" "$model"
+  hand_run "$name" "$id" "$model"
+  hive_run "$name" "$id"
 done

@@ -539,3 +539,52 @@ async fn llama_server_built_by_the_hive_from_source_serves_gemma() {
     })
     .await;
 }
+
+/// A model llama-server cannot load (a file cut short after it was imported): the
+/// spawn fails with llama-server's own last log lines, after the few restarts it is
+/// allowed, and no process is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_llama_cpp_cannot_load_fails_with_its_log_and_stops_restarting() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(
+        home.path(),
+        &["--max-restarts", "1", "--restart-backoff-ms", "50"],
+    );
+    add(&h, &server, "cpu").await;
+    let local = home.path().join("cut.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    let model_id = import(&h, &local).await;
+    let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&model_id))).await;
+    let path = m["path"].as_str().unwrap().to_owned();
+    let len = fs_err::metadata(&path).unwrap().len();
+    fs_err::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let (status, job) = post(
+        &h,
+        "/v1/workers/spawn",
+        json!({"model": model_id, "force": true}),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let (state, error, ev) = finish(&h, &job).await;
+    assert_eq!(state, "failed", "{ev:?}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("gave up after 1 restarts"), "{message}");
+    assert!(
+        message.contains("llama_model_load") || message.contains("error loading model"),
+        "llama-server's own words: {message}"
+    );
+    let restarts = ev
+        .iter()
+        .filter(|(_, v)| v["action"] == "restarting")
+        .count();
+    assert_eq!(restarts, 1, "{ev:?}");
+    assert!(llama_servers_under(home.path()).is_empty());
+}
