@@ -172,6 +172,8 @@ fn describe(method: &Method, route: &str, path: &str, body: &Value) -> (String, 
         ),
         ("DELETE", "/v1/worker-binaries/{id}") => ("worker_remove".into(), last),
         ("DELETE", "/v1/jobs/{id}") => ("job_cancel".into(), last),
+        ("POST", "/api/pull") => ("model_download".into(), field("model").or(field("name"))),
+        ("DELETE", "/api/delete") => ("model_delete".into(), field("model").or(field("name"))),
         ("POST", "/v1/jobs") => {
             let op = field("operation").unwrap_or_else(|| "job".into());
             let target = ["model_ref", "path", "id", "model", "worker"]
@@ -200,7 +202,18 @@ pub async fn record(State(state): State<SharedState>, request: Request, next: Ne
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    if !mutating || route == "/v1/workers/{id}/heartbeat" {
+    // asking a model is not a change (a load it causes is a job of its own)
+    let inference = matches!(
+        route.as_str(),
+        "/openai/v1/chat/completions"
+            | "/openai/v1/completions"
+            | "/openai/v1/embeddings"
+            | "/api/chat"
+            | "/api/generate"
+            | "/api/embed"
+            | "/api/show"
+    );
+    if !mutating || inference || route == "/v1/workers/{id}/heartbeat" {
         return next.run(request).await;
     }
     let client = request

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod capabilities;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod jobs;
 pub mod metrics;
 pub mod openapi;
@@ -50,6 +51,8 @@ pub fn app(state: SharedState) -> Router {
         .merge(routes::models::router())
         .merge(routes::jobs::router())
         .merge(routes::workers::router())
+        .merge(gateway::openai::router())
+        .merge(gateway::ollama::router())
         .route("/metrics", axum::routing::get(metrics::render))
         .route("/openapi.json", axum::routing::get(openapi::document))
         .fallback(|| async { ApiError::not_found("no such route") })
@@ -193,6 +196,7 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
         worker_provisioner: Arc::new(worker_provisioner),
         workers,
         audit,
+        gateway: gateway::Gateway::default(),
     });
     Ok((state, lock))
 }

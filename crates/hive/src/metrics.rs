@@ -42,6 +42,13 @@ struct WorkerLabels {
     model: String,
 }
 
+/// The model a request through the one endpoint named.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabel {
+    /// Its catalog id.
+    pub model: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
     method: String,
@@ -73,6 +80,12 @@ pub struct Metrics {
     integrity_problems: Gauge,
     /// Counters the worker supervisors share.
     pub worker: WorkerMetrics,
+    /// Requests through the one endpoint, by model.
+    pub gateway_requests: Family<ModelLabel, Counter>,
+    /// Workers the one endpoint started for a request.
+    pub gateway_loads: Counter,
+    /// Idle workers stopped to make room for another model.
+    pub evictions: Counter,
 }
 
 /// Counters of the worker supervisors.
@@ -167,6 +180,24 @@ impl Default for Metrics {
             "Worker health checks that failed",
             worker.health_check_failures.clone(),
         );
+        let gateway_requests = Family::<ModelLabel, Counter>::default();
+        let gateway_loads = Counter::default();
+        let evictions = Counter::default();
+        registry.register(
+            "gateway_requests",
+            "Requests through the one endpoint, by model",
+            gateway_requests.clone(),
+        );
+        registry.register(
+            "gateway_loads",
+            "Workers the one endpoint started for a request",
+            gateway_loads.clone(),
+        );
+        registry.register(
+            "evictions",
+            "Idle workers stopped to make room for another model",
+            evictions.clone(),
+        );
         for result in ["completed", "failed", "cancelled"] {
             let _ = downloads.get_or_create(&ResultLabel {
                 result: result.into(),
@@ -188,6 +219,9 @@ impl Default for Metrics {
             integrity_checks,
             integrity_problems,
             worker,
+            gateway_requests,
+            gateway_loads,
+            evictions,
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub workers: Arc<crate::workers::Registry>,
     /// The audit log.
     pub audit: Arc<crate::audit::AuditLog>,
+    /// The one endpoint's shared loads.
+    pub gateway: crate::gateway::Gateway,
 }
 
 impl AppState {

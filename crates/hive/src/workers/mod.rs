@@ -126,6 +126,9 @@ pub struct WorkerRecord {
     pub log_path: PathBuf,
     /// Stopped after this many seconds without a request, when set.
     pub idle_ttl_secs: Option<u64>,
+    /// Requests the hive's endpoint is proxying to it now: while any is, it is
+    /// neither stopped for idling nor evicted.
+    pub requests_in_flight: u64,
 }
 
 /// How workers are supervised.
@@ -228,6 +231,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A request in flight to a worker; see [`Registry::begin_request`].
+#[derive(Debug)]
+pub struct RequestGuard {
+    registry: Arc<Registry>,
+    id: String,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.registry.update(&self.id, |r| {
+            r.requests_in_flight = r.requests_in_flight.saturating_sub(1);
+            r.last_activity = Some(Utc::now());
+        });
+    }
+}
+
 /// How a first start ended, for the spawn job.
 pub type StartOutcome = Result<WorkerRecord, String>;
 
@@ -301,6 +320,19 @@ impl Registry {
         }
     }
 
+    /// Counts a request the hive proxies to the worker until the guard is dropped;
+    /// the end of each is activity for its idle TTL.
+    pub fn begin_request(self: &Arc<Self>, id: &str) -> RequestGuard {
+        self.update(id, |r| {
+            r.requests_in_flight += 1;
+            r.last_activity = Some(Utc::now());
+        });
+        RequestGuard {
+            registry: Arc::clone(self),
+            id: id.to_owned(),
+        }
+    }
+
     /// Records a heartbeat; false for an unknown worker.
     pub fn heartbeat(&self, id: &str, body: &Value) -> bool {
         let now = Utc::now();
@@ -351,6 +383,7 @@ impl Registry {
             started_at: Utc::now(),
             log_path: plan.log_path.clone(),
             idle_ttl_secs: plan.idle_ttl.map(|d| d.as_secs()),
+            requests_in_flight: 0,
         };
         let entry = Arc::new(Entry {
             record: Mutex::new(record),
@@ -714,7 +747,8 @@ impl Registry {
                         .and_then(|r| r.idle_ttl_secs)
                         .filter(|&s| s > 0)
                         .map(Duration::from_secs);
-                    if let Some(ttl) = idle_ttl {
+                    let busy = record.as_ref().is_some_and(|r| r.requests_in_flight > 0);
+                    if let Some(ttl) = idle_ttl.filter(|_| !busy) {
                         let idle = record
                             .and_then(|r| r.last_activity)
                             .and_then(|t| (Utc::now() - t).to_std().ok());

@@ -42,7 +42,7 @@ fn required(what: &str, found: Option<PathBuf>, how: &str) -> Option<PathBuf> {
 }
 
 /// A built `llama-server`.
-fn llama_server() -> Option<PathBuf> {
+pub(crate) fn llama_server() -> Option<PathBuf> {
     let found = std::env::var_os("RBEE_LLAMA_SERVER")
         .map(PathBuf::from)
         .or_else(|| {
@@ -61,7 +61,7 @@ fn gemma() -> Option<PathBuf> {
     required("Gemma 3 270M", found, "scripts/fetch-gemma.sh fetches it")
 }
 
-async fn add(h: &Hive, path: &Path, worker: &str) -> (u16, Value) {
+pub(crate) async fn add(h: &Hive, path: &Path, worker: &str) -> (u16, Value) {
     let (status, v) = post(
         h,
         "/v1/worker-binaries/install",
@@ -164,7 +164,7 @@ async fn an_existing_binary_is_registered_where_it_lies_and_bad_ones_are_refused
 }
 
 /// Every live `llama-server` whose command line names this home.
-fn llama_servers_under(home: &Path) -> Vec<u64> {
+pub(crate) fn llama_servers_under(home: &Path) -> Vec<u64> {
     let needle = home.to_string_lossy().into_owned();
     let mut out = Vec::new();
     for entry in fs_err::read_dir("/proc").unwrap().flatten() {

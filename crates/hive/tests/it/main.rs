@@ -6,6 +6,7 @@ mod api;
 mod audit;
 mod batch;
 mod engines;
+mod gateway;
 mod integrity;
 mod pulls;
 mod restart;

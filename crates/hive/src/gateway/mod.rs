@@ -1,0 +1,250 @@
+//! The one endpoint: OpenAI-compatible routes under `/openai/v1` and Ollama's own
+//! routes under `/api`, for every model in the catalog. A request names a model by
+//! catalog id or alias; the gateway finds a ready worker serving it, or loads one
+//! (as `model_load` does, one load per model however many requests wait for it),
+//! then proxies the request to it, streams passing through chunk by chunk.
+//!
+//! - `names.rs`: model names and aliases;
+//! - `proxy.rs`: forwarding to a worker, streams included;
+//! - `openai.rs`, `ollama.rs`: the two route families, each with its error shape.
+
+pub mod names;
+pub mod ollama;
+pub mod openai;
+pub mod proxy;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use model_catalog::ModelEntry;
+use serde_json::Value;
+
+use crate::state::SharedState;
+use crate::workers::{WorkerRecord, WorkerState};
+
+/// How long a request waits for its model's worker to be ready.
+const LOAD_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Why a gateway request could not be served; each route family renders it in its
+/// own shape.
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A short machine-readable code.
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl GatewayError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::error::ApiError> for GatewayError {
+    fn from(e: crate::error::ApiError) -> Self {
+        let status = e.status_code();
+        let (code, message) = e.parts();
+        // a load that does not fit is the gateway's "try later", not a conflict
+        let status = if code == "insufficient_memory" {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            status
+        };
+        Self::new(status, code, message)
+    }
+}
+
+/// The loads in progress, one lock per model: concurrent requests for a cold model
+/// share its one load.
+#[derive(Debug, Default)]
+pub struct Gateway {
+    loads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The client requests go to workers with: no overall timeout, as a stream may
+    /// run for minutes.
+    pub http: reqwest::Client,
+}
+
+impl Gateway {
+    fn lock_for(&self, model_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut loads = self.loads.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(loads.entry(model_id.to_owned()).or_default())
+    }
+}
+
+/// The ready worker serving a model, the least busy first.
+fn ready_worker(state: &SharedState, model_id: &str) -> Option<WorkerRecord> {
+    state
+        .workers
+        .list()
+        .into_iter()
+        .filter(|w| w.model_ref == model_id && w.state == WorkerState::Ready && w.url.is_some())
+        .min_by_key(|w| w.requests_in_flight)
+}
+
+/// A ready worker for the model: a live one, else one loaded now (the request waits,
+/// within [`LOAD_DEADLINE`]). `keep_alive` (seconds; 0 for none) becomes its idle TTL.
+pub async fn ensure_worker(
+    state: &SharedState,
+    model: &ModelEntry,
+    keep_alive: Option<u64>,
+) -> Result<WorkerRecord, GatewayError> {
+    let lock = state.gateway.lock_for(&model.id);
+    let _one_load = lock.lock().await;
+    if let Some(w) = ready_worker(state, &model.id) {
+        if let Some(secs) = keep_alive {
+            return Ok(state.workers.set_idle_ttl(&w.id, Some(secs)).unwrap_or(w));
+        }
+        return Ok(w);
+    }
+    let job = loop {
+        let started = crate::worker_ops::start_load(
+            state,
+            crate::worker_ops::LoadRequest {
+                id: model.id.clone(),
+                worker: "cpu".into(),
+                engine: None,
+                device: 0,
+                idle_ttl_secs: keep_alive,
+            },
+        )
+        .await
+        .map_err(GatewayError::from);
+        match started {
+            Ok(job) => {
+                state.metrics.gateway_loads.inc();
+                break job;
+            }
+            Err(e) if e.code == "insufficient_memory" => {
+                // what is idle longest goes first; a worker with a request in flight never
+                let Some(victim) = least_recently_used_idle(state, &model.id) else {
+                    return Err(GatewayError::new(
+                        e.status,
+                        &e.code,
+                        format!("{}; no idle worker is left to stop", e.message),
+                    ));
+                };
+                tracing::info!(worker = %victim.id, model = %victim.model_ref, "evicting an idle worker for {}", model.id);
+                state.metrics.evictions.inc();
+                let _ = crate::worker_ops::stop(state, &victim.id).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let outcome = tokio::time::timeout(LOAD_DEADLINE, wait_job(&job))
+        .await
+        .map_err(|_| {
+            GatewayError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "load_timeout",
+                format!(
+                    "{} did not get a ready worker within {}s",
+                    model.id,
+                    LOAD_DEADLINE.as_secs()
+                ),
+            )
+        })?;
+    let record = outcome.map_err(|(code, message)| {
+        GatewayError::new(StatusCode::SERVICE_UNAVAILABLE, &code, message)
+    })?;
+    let id = record["id"].as_str().unwrap_or_default().to_owned();
+    // the load may have found a worker still starting: wait for it to be ready
+    let mut events = state.workers.events.subscribe();
+    let waited = tokio::time::timeout(LOAD_DEADLINE, async {
+        loop {
+            match state.workers.get(&id) {
+                Some(w) if w.state == WorkerState::Ready && w.url.is_some() => return Ok(w),
+                Some(w) if w.state.is_live() => {}
+                Some(w) => {
+                    return Err(GatewayError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "worker_failed",
+                        format!(
+                            "the worker for {} is {}: {}",
+                            model.id,
+                            w.state.name(),
+                            w.reason.unwrap_or_default()
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(GatewayError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "worker_failed",
+                        format!("the worker for {} is gone", model.id),
+                    ));
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), events.recv()).await;
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|_| {
+        Err(GatewayError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "load_timeout",
+            format!("the worker for {} never became ready", model.id),
+        ))
+    })
+}
+
+/// The live worker of another model with no request in flight that was used least
+/// recently.
+fn least_recently_used_idle(state: &SharedState, model_id: &str) -> Option<WorkerRecord> {
+    state
+        .workers
+        .list()
+        .into_iter()
+        .filter(|w| w.model_ref != model_id && w.state.is_live() && w.requests_in_flight == 0)
+        .min_by_key(|w| w.last_activity.unwrap_or(w.started_at))
+}
+
+/// The job's result, or its error's code and message, once it ends.
+async fn wait_job(job: &crate::jobs::Job) -> Result<Value, (String, String)> {
+    let (history, mut rx) = job.subscribe();
+    let mut last = history;
+    loop {
+        for e in &last {
+            match e.kind {
+                "result" => return Ok(e.data.clone()),
+                "error" => {
+                    return Err((
+                        e.data["code"].as_str().unwrap_or("failed").to_owned(),
+                        e.data["message"].as_str().unwrap_or_default().to_owned(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        match rx.recv().await {
+            Ok(e) => last = vec![e],
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                let info = job.info();
+                if let Some(v) = info.result {
+                    return Ok(v);
+                }
+                last = Vec::new();
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                let info = job.info();
+                return match (info.result, info.error) {
+                    (Some(v), _) => Ok(v),
+                    (_, Some(e)) => Err((
+                        e["code"].as_str().unwrap_or("failed").to_owned(),
+                        e["message"].as_str().unwrap_or_default().to_owned(),
+                    )),
+                    _ => Err(("failed".into(), "the load ended without a result".into())),
+                };
+            }
+        }
+    }
+}

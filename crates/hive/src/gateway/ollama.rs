@@ -1,0 +1,711 @@
+//! Ollama's routes at Ollama's own paths, so that `OLLAMA_HOST=http://127.0.0.1:7835`
+//! works: `/api/version`, `/api/tags`, `/api/show`, `/api/ps`, `/api/chat`,
+//! `/api/generate`, `/api/embed`, `/api/delete` and `/api/pull`, in Ollama's request
+//! and response shapes, streams as NDJSON. Models are named by alias
+//! (`smollm2-135m-instruct:q4_1`) or catalog id. `keep_alive` has Ollama's meaning:
+//! a duration (`"5m"`, `300`), negative for forever, `0` to unload after the answer.
+//! Errors are Ollama's `{"error": "..."}`.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use futures_util::StreamExt as _;
+use model_catalog::ModelEntry;
+use serde_json::{Value, json};
+
+use super::{GatewayError, ensure_worker, names, proxy};
+use crate::state::SharedState;
+
+/// The routes.
+pub fn router() -> Router<SharedState> {
+    Router::new()
+        .route("/api/version", get(version))
+        .route("/api/tags", get(tags))
+        .route("/api/ps", get(ps))
+        .route("/api/show", post(show))
+        .route("/api/chat", post(chat))
+        .route("/api/generate", post(generate))
+        .route("/api/embed", post(embed))
+        .route("/api/delete", axum::routing::delete(delete))
+        .route("/api/pull", post(pull))
+}
+
+/// Ollama's error shape.
+struct OllamaError(GatewayError);
+
+impl From<GatewayError> for OllamaError {
+    fn from(e: GatewayError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for OllamaError {
+    fn into_response(self) -> Response {
+        (self.0.status, axum::Json(json!({"error": self.0.message}))).into_response()
+    }
+}
+
+type Answer = Result<Response, OllamaError>;
+
+fn bad(message: impl Into<String>) -> OllamaError {
+    OllamaError(GatewayError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_body",
+        message,
+    ))
+}
+
+/// The request's model name: Ollama's `model`, or the older `name`.
+fn model_name(body: &Value) -> Result<String, OllamaError> {
+    match body.get("model").or_else(|| body.get("name")) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        None | Some(Value::Null) => Err(bad("model is required")),
+        Some(other) => Err(bad(format!("model must be a string, got {other}"))),
+    }
+}
+
+fn parse(bytes: &[u8]) -> Result<Value, OllamaError> {
+    let v: Value =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(bad("the body must be a JSON object"))
+    }
+}
+
+/// `keep_alive` in seconds: `None` when absent (the hive's default), `Some(0)` to
+/// unload after the answer, `Some(u64::MAX)` for forever.
+fn keep_alive(body: &Value) -> Result<Option<u64>, OllamaError> {
+    let forever = Some(u64::MAX);
+    match body.get("keep_alive") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(s) if s < 0.0 => Ok(forever),
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Some(s) => Ok(Some(s as u64)),
+            None => Err(bad("keep_alive must be a duration")),
+        },
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            if s.starts_with('-') {
+                return Ok(forever);
+            }
+            if let Ok(secs) = s.parse::<f64>() {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                return Ok(Some(secs as u64));
+            }
+            go_duration(s)
+                .map(|secs| {
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    Some(secs as u64)
+                })
+                .ok_or_else(|| {
+                    bad(format!(
+                        "keep_alive {s:?} is not a duration (such as 30s, 5m, 1h30m, or -1)"
+                    ))
+                })
+        }
+        Some(other) => Err(bad(format!("keep_alive must be a duration, got {other}"))),
+    }
+}
+
+/// Seconds in a Go duration, as Ollama takes them: `300ms`, `1.5h`, `2h45m10s`.
+fn go_duration(s: &str) -> Option<f64> {
+    let mut rest = s;
+    let mut total = 0.0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = &rest[unit..];
+    }
+    Some(total)
+}
+
+/// The worker's idle TTL for a `keep_alive`: forever is none.
+fn ttl(keep_alive: Option<u64>) -> Option<u64> {
+    keep_alive.map(|s| if s == u64::MAX { 0 } else { s.max(1) })
+}
+
+/// Ollama's `options` as OpenAI fields.
+fn options(body: &Value, out: &mut Value) -> Result<(), OllamaError> {
+    let Some(opts) = body.get("options").filter(|o| !o.is_null()) else {
+        return Ok(());
+    };
+    let Some(opts) = opts.as_object() else {
+        return Err(bad(format!("options must be an object, got {opts}")));
+    };
+    for (from, to) in [
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("top_k", "top_k"),
+        ("min_p", "min_p"),
+        ("seed", "seed"),
+        ("num_predict", "max_tokens"),
+        ("repeat_penalty", "repeat_penalty"),
+        ("repeat_last_n", "repeat_last_n"),
+        ("presence_penalty", "presence_penalty"),
+        ("frequency_penalty", "frequency_penalty"),
+        ("stop", "stop"),
+    ] {
+        if let Some(v) = opts.get(from) {
+            let ok = if from == "stop" {
+                v.is_array() || v.is_string()
+            } else {
+                v.is_number()
+            };
+            if !ok {
+                return Err(bad(format!("options.{from} has the wrong type: {v}")));
+            }
+            // Ollama's -1 means "until the end", which is no limit here
+            if from == "num_predict" && v.as_i64().is_some_and(|n| n < 0) {
+                continue;
+            }
+            out[to] = v.clone();
+        }
+    }
+    Ok(())
+}
+
+fn stream_flag(body: &Value) -> Result<bool, OllamaError> {
+    match body.get("stream") {
+        None | Some(Value::Null) => Ok(true),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(bad(format!("stream must be true or false, got {other}"))),
+    }
+}
+
+fn details(e: &ModelEntry) -> Value {
+    let g = e.gguf.as_ref();
+    let arch = g.and_then(|g| g.architecture.clone()).unwrap_or_default();
+    json!({
+        "format": "gguf",
+        "family": arch,
+        "families": [arch],
+        "parameter_size": g.map(|g| parameter_size(g.parameter_count)).unwrap_or_default(),
+        "quantization_level": g.and_then(|g| g.quantization.clone()).unwrap_or_default(),
+    })
+}
+
+/// `135M`, `7.2B`, as Ollama writes parameter counts.
+#[allow(clippy::cast_precision_loss)]
+fn parameter_size(n: u64) -> String {
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.1}B", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.0}M", n / 1e6)
+    } else {
+        format!("{n}")
+    }
+}
+
+fn digest(e: &ModelEntry) -> String {
+    e.sha256.clone().unwrap_or_default()
+}
+
+async fn version() -> Response {
+    axum::Json(json!({"version": env!("CARGO_PKG_VERSION")})).into_response()
+}
+
+async fn available(
+    state: &SharedState,
+) -> Result<Vec<(ModelEntry, chrono::DateTime<Utc>)>, OllamaError> {
+    let catalog = std::sync::Arc::clone(&state.catalog);
+    let list = crate::ops::blocking(move || Ok(catalog.list()?))
+        .await
+        .map_err(GatewayError::from)?;
+    Ok(list
+        .into_iter()
+        .filter(|r| r.artifact.status == artifact_catalog::ArtifactStatus::Available)
+        .map(|r| (r.artifact, r.added_at))
+        .collect())
+}
+
+async fn tags(State(state): State<SharedState>) -> Answer {
+    let models: Vec<Value> = available(&state)
+        .await?
+        .iter()
+        .map(|(e, added)| {
+            let name = names::alias_of(e);
+            json!({
+                "name": name, "model": name, "modified_at": added.to_rfc3339(),
+                "size": e.size, "digest": digest(e), "details": details(e),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({"models": models})).into_response())
+}
+
+async fn ps(State(state): State<SharedState>) -> Answer {
+    let models = available(&state).await?;
+    let mut out = Vec::new();
+    for w in state
+        .workers
+        .list()
+        .into_iter()
+        .filter(|w| w.state.is_live())
+    {
+        let Some((e, _)) = models.iter().find(|(e, _)| e.id == w.model_ref) else {
+            continue;
+        };
+        let name = names::alias_of(e);
+        let expires = w.idle_ttl_secs.map_or_else(
+            || "0001-01-01T00:00:00Z".to_owned(),
+            |s| {
+                let from = w.last_activity.unwrap_or(w.started_at);
+                (from + chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2)))
+                    .to_rfc3339()
+            },
+        );
+        let vram = if w.backend == "cpu" { 0 } else { e.size };
+        out.push(json!({
+            "name": name, "model": name, "size": e.size, "digest": digest(e),
+            "details": details(e), "expires_at": expires, "size_vram": vram,
+        }));
+    }
+    Ok(axum::Json(json!({"models": out})).into_response())
+}
+
+async fn show(State(state): State<SharedState>, bytes: Bytes) -> Answer {
+    let body = parse(&bytes)?;
+    let e = names::resolve(&state, &model_name(&body)?).await?;
+    let g = e.gguf.as_ref();
+    let arch = g.and_then(|g| g.architecture.clone()).unwrap_or_default();
+    let mut info = json!({
+        "general.architecture": arch,
+        "general.parameter_count": g.map_or(0, |g| g.parameter_count),
+    });
+    if let Some(ctx) = g.and_then(|g| g.context_length) {
+        info[format!("{arch}.context_length")] = json!(ctx);
+    }
+    if let Some(name) = g.and_then(|g| g.name.clone()) {
+        info["general.name"] = json!(name);
+    }
+    // the template is in the file's header, not the summary
+    let path = e.path.clone();
+    let template = crate::ops::blocking(move || {
+        let file = fs_err::File::open(&path).map_err(crate::error::ApiError::internal)?;
+        let g = gguf::read(std::io::BufReader::new(file), &gguf::ReadOptions::default())
+            .map_err(crate::error::ApiError::internal)?;
+        Ok(g.get("tokenizer.chat_template")
+            .and_then(gguf::Value::as_str)
+            .unwrap_or("")
+            .to_owned())
+    })
+    .await
+    .unwrap_or_default();
+    Ok(axum::Json(json!({
+        "modelfile": format!("FROM {}\n", e.path.display()),
+        "parameters": "",
+        "template": template,
+        "details": details(&e),
+        "model_info": info,
+        "capabilities": ["completion"],
+        "modified_at": Utc::now().to_rfc3339(),
+    }))
+    .into_response())
+}
+
+/// After the answer: `keep_alive: 0` unloads the model now.
+async fn unload_if_asked(state: &SharedState, model_id: &str, keep_alive: Option<u64>) {
+    if keep_alive == Some(0) {
+        let _ = crate::worker_ops::unload(state, model_id).await;
+    }
+}
+
+fn ndjson(line: &Value) -> Bytes {
+    let mut s = line.to_string();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn nanos(secs: f64) -> u64 {
+    (secs * 1e9) as u64
+}
+
+/// `/api/chat` and `/api/generate`: the OpenAI route of the worker, translated.
+async fn converse(state: SharedState, bytes: Bytes, chat: bool) -> Answer {
+    let started = Instant::now();
+    let body = parse(&bytes)?;
+    let name = model_name(&body)?;
+    let keep = keep_alive(&body)?;
+    let stream = stream_flag(&body)?;
+    let mut upstream_body = json!({"stream": stream});
+    options(&body, &mut upstream_body)?;
+    let empty = if chat {
+        let Some(messages) = body.get("messages").filter(|m| !m.is_null()) else {
+            return Err(bad("messages is required"));
+        };
+        if !messages.is_array() {
+            return Err(bad(format!("messages must be an array, got {messages}")));
+        }
+        upstream_body["messages"] = messages.clone();
+        messages.as_array().is_some_and(Vec::is_empty)
+    } else {
+        let prompt = match body.get("prompt") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => return Err(bad(format!("prompt must be a string, got {other}"))),
+        };
+        let system = body.get("system").and_then(Value::as_str).unwrap_or("");
+        upstream_body["prompt"] = json!(if system.is_empty() {
+            prompt.clone()
+        } else {
+            format!("{system}\n\n{prompt}")
+        });
+        prompt.is_empty()
+    };
+    let model = names::resolve(&state, &name).await?;
+    let load_started = Instant::now();
+    // an empty request only loads (or, with keep_alive 0, unloads) the model
+    if empty && keep == Some(0) {
+        unload_if_asked(&state, &model.id, keep).await;
+        let mut done = json!({"model": name, "created_at": Utc::now().to_rfc3339(), "done": true, "done_reason": "unload"});
+        if chat {
+            done["message"] = json!({"role": "assistant", "content": ""});
+        } else {
+            done["response"] = json!("");
+        }
+        return Ok(axum::Json(done).into_response());
+    }
+    let worker = ensure_worker(&state, &model, ttl(keep)).await?;
+    let load_secs = load_started.elapsed().as_secs_f64();
+    if empty {
+        let mut done = json!({"model": name, "created_at": Utc::now().to_rfc3339(), "done": true, "done_reason": "load"});
+        if chat {
+            done["message"] = json!({"role": "assistant", "content": ""});
+        } else {
+            done["response"] = json!("");
+        }
+        return Ok(axum::Json(done).into_response());
+    }
+    upstream_body["model"] = json!(model.id);
+    if stream {
+        upstream_body["stream_options"] = json!({"include_usage": true});
+    }
+    let path = if chat {
+        "/v1/chat/completions"
+    } else {
+        "/v1/completions"
+    };
+    let upstream = proxy::post(&state, &worker, path, &upstream_body).await?;
+    if !upstream.status.is_success() {
+        let status = upstream.status;
+        let v = upstream.json().await.unwrap_or(Value::Null);
+        let message = v["error"]["message"]
+            .as_str()
+            .map_or_else(|| v.to_string(), str::to_owned);
+        return Err(OllamaError(GatewayError::new(
+            status,
+            "worker_error",
+            message,
+        )));
+    }
+    let t = Translate {
+        name,
+        chat,
+        load_secs,
+        started,
+    };
+    if !stream {
+        let v = upstream.json().await?;
+        let done = t.done(&t.piece(&v), &v["usage"], &reason_of(&v));
+        unload_if_asked(&state, &model.id, keep).await;
+        return Ok(axum::Json(done).into_response());
+    }
+    let events: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Value, String>> + Send>> =
+        Box::pin(upstream.events());
+    let run = Run {
+        events,
+        t,
+        usage: Value::Null,
+        reason: "stop".to_owned(),
+        state,
+        model_id: model.id.clone(),
+        keep,
+    };
+    let out = futures_util::stream::unfold(Some(run), |run| async move {
+        let mut run = run?;
+        loop {
+            match run.events.next().await {
+                Some(Ok(v)) => {
+                    if v["choices"][0]["finish_reason"].is_string() {
+                        run.reason = reason_of(&v);
+                    }
+                    if v.get("usage").is_some_and(|u| !u.is_null()) {
+                        run.usage = v["usage"].clone();
+                    }
+                    let text = run.t.piece(&v);
+                    if !text.is_empty() {
+                        let line = ndjson(&run.t.line(&text));
+                        return Some((Ok::<_, std::io::Error>(line), Some(run)));
+                    }
+                }
+                Some(Err(e)) => return Some((Ok(ndjson(&json!({"error": e}))), None)),
+                None => {
+                    unload_if_asked(&run.state, &run.model_id, run.keep).await;
+                    let done = run.t.done("", &run.usage, &run.reason);
+                    return Some((Ok(ndjson(&done)), None));
+                }
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(out))
+        .map_err(|e| {
+            OllamaError(GatewayError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                e.to_string(),
+            ))
+        })
+}
+
+fn reason_of(v: &Value) -> String {
+    match v["choices"][0]["finish_reason"].as_str() {
+        Some("length") => "length".to_owned(),
+        _ => "stop".to_owned(),
+    }
+}
+
+/// One streamed answer being translated.
+struct Run {
+    events: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Value, String>> + Send>>,
+    t: Translate,
+    usage: Value,
+    reason: String,
+    state: SharedState,
+    model_id: String,
+    keep: Option<u64>,
+}
+
+/// OpenAI's answer in Ollama's words.
+struct Translate {
+    name: String,
+    chat: bool,
+    load_secs: f64,
+    started: Instant,
+}
+
+impl Translate {
+    /// The text of one OpenAI chunk or answer.
+    fn piece(&self, v: &Value) -> String {
+        let c = &v["choices"][0];
+        let text = if self.chat {
+            c["delta"]["content"]
+                .as_str()
+                .or_else(|| c["message"]["content"].as_str())
+        } else {
+            c["text"].as_str()
+        };
+        text.unwrap_or("").to_owned()
+    }
+
+    /// A line with some text.
+    fn line(&self, text: &str) -> Value {
+        let mut v =
+            json!({"model": self.name, "created_at": Utc::now().to_rfc3339(), "done": false});
+        if self.chat {
+            v["message"] = json!({"role": "assistant", "content": text});
+        } else {
+            v["response"] = json!(text);
+        }
+        v
+    }
+
+    /// The last line: the reason and the counts.
+    fn done(&self, text: &str, usage: &Value, reason: &str) -> Value {
+        let mut v = self.line(text);
+        v["done"] = json!(true);
+        v["done_reason"] = json!(reason);
+        v["total_duration"] = json!(nanos(self.started.elapsed().as_secs_f64()));
+        v["load_duration"] = json!(nanos(self.load_secs));
+        v["prompt_eval_count"] = json!(usage["prompt_tokens"].as_u64().unwrap_or(0));
+        v["eval_count"] = json!(usage["completion_tokens"].as_u64().unwrap_or(0));
+        v
+    }
+}
+
+async fn chat(State(state): State<SharedState>, body: Bytes) -> Answer {
+    converse(state, body, true).await
+}
+
+async fn generate(State(state): State<SharedState>, body: Bytes) -> Answer {
+    converse(state, body, false).await
+}
+
+/// `/api/embed`: llama.cpp's `/v1/embeddings`, as `{"embeddings": [[...]]}`.
+async fn embed(State(state): State<SharedState>, bytes: Bytes) -> Answer {
+    let body = parse(&bytes)?;
+    let name = model_name(&body)?;
+    let input = match body.get("input") {
+        Some(Value::String(s)) => json!([s]),
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => json!(a),
+        _ => return Err(bad("input must be a string or an array of strings")),
+    };
+    let keep = keep_alive(&body)?;
+    let model = names::resolve(&state, &name).await?;
+    let worker = ensure_worker(&state, &model, ttl(keep)).await?;
+    if worker.engine == worker_catalog::Engine::Rbee {
+        return Err(bad(
+            "llm-worker-rbee has no embeddings; llama.cpp's server does",
+        ));
+    }
+    let upstream = proxy::post(
+        &state,
+        &worker,
+        "/v1/embeddings",
+        &json!({"model": model.id, "input": input}),
+    )
+    .await?;
+    let status = upstream.status;
+    let v = upstream.json().await?;
+    if !status.is_success() {
+        let message = v["error"]["message"]
+            .as_str()
+            .map_or_else(|| v.to_string(), str::to_owned);
+        return Err(OllamaError(GatewayError::new(
+            status,
+            "worker_error",
+            message,
+        )));
+    }
+    let embeddings: Vec<Value> = v["data"]
+        .as_array()
+        .map(|d| d.iter().map(|e| e["embedding"].clone()).collect())
+        .unwrap_or_default();
+    unload_if_asked(&state, &model.id, keep).await;
+    Ok(axum::Json(json!({"model": name, "embeddings": embeddings})).into_response())
+}
+
+/// `/api/delete`: removes the model from the catalog (its file too, unless it was
+/// registered where it lies).
+async fn delete(State(state): State<SharedState>, bytes: Bytes) -> Answer {
+    let body = parse(&bytes)?;
+    let model = names::resolve(&state, &model_name(&body)?).await?;
+    crate::ops::model_delete(&state, &model.id)
+        .await
+        .map_err(GatewayError::from)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `/api/pull`: the hive's download job of a reference, its progress as Ollama's
+/// status lines.
+async fn pull(State(state): State<SharedState>, bytes: Bytes) -> Answer {
+    let body = parse(&bytes)?;
+    let reference = model_name(&body)?;
+    let stream = stream_flag(&body)?;
+    let job = crate::ops::start(
+        &state,
+        crate::ops::Operation::ModelDownload {
+            model_ref: reference.clone(),
+            sha256: None,
+        },
+    )
+    .await
+    .map_err(GatewayError::from)?;
+    let (history, rx) = job.subscribe();
+    let live =
+        tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(|e| async move { e.ok() });
+    let events = futures_util::stream::iter(history).chain(live);
+    let lines = events
+        .take_while(|e| futures_util::future::ready(e.kind != "done"))
+        .filter_map(move |e| {
+            let reference = reference.clone();
+            async move {
+                match e.kind {
+                    "progress" => Some(json!({
+                        "status": format!("pulling {reference}"),
+                        "digest": reference,
+                        "total": e.data["bytes_total"],
+                        "completed": e.data["bytes_done"],
+                    })),
+                    "narration" => Some(json!({"status": e.data["message"]})),
+                    "result" => Some(json!({"status": "success"})),
+                    "error" => Some(json!({"error": e.data["message"]})),
+                    _ => None,
+                }
+            }
+        });
+    if !stream {
+        let all: Vec<Value> = lines.collect().await;
+        let last = all.last().cloned().unwrap_or(Value::Null);
+        if let Some(e) = last.get("error").and_then(Value::as_str) {
+            return Err(OllamaError(GatewayError::new(
+                StatusCode::BAD_GATEWAY,
+                "pull_failed",
+                e,
+            )));
+        }
+        return Ok(axum::Json(json!({"status": "success"})).into_response());
+    }
+    let out = futures_util::stream::once(futures_util::future::ready(
+        json!({"status": "pulling manifest"}),
+    ))
+    .chain(lines)
+    .map(|v| Ok::<_, std::io::Error>(ndjson(&v)));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(out))
+        .map_err(|e| {
+            OllamaError(GatewayError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                e.to_string(),
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_as_ollama_means_it() {
+        let k = |v: Value| keep_alive(&json!({ "keep_alive": v })).map_err(|e| e.0.message);
+        assert_eq!(k(json!("5m")), Ok(Some(300)));
+        assert_eq!(k(json!("1h30m")), Ok(Some(5400)));
+        assert_eq!(k(json!("1.5h")), Ok(Some(5400)));
+        assert_eq!(k(json!(120)), Ok(Some(120)));
+        assert_eq!(k(json!("120")), Ok(Some(120)));
+        assert_eq!(k(json!(0)), Ok(Some(0)));
+        assert_eq!(k(json!(-1)), Ok(Some(u64::MAX)));
+        assert_eq!(k(json!("-1m")), Ok(Some(u64::MAX)));
+        assert_eq!(keep_alive(&json!({})).ok(), Some(None));
+        assert!(k(json!("soon")).is_err());
+        assert!(k(json!("5 minutes")).is_err());
+        assert!(k(json!([1])).is_err());
+        assert_eq!(ttl(Some(u64::MAX)), Some(0));
+        assert_eq!(ttl(Some(0)), Some(1));
+    }
+}

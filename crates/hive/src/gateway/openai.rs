@@ -1,0 +1,192 @@
+//! OpenAI-compatible routes under one base URL, `/openai/v1`: `GET /models`,
+//! `POST /chat/completions`, `/completions` and `/embeddings`. `model` names a
+//! catalog id or an alias; streams pass through as the worker sends them. Errors are
+//! OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`.
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use worker_catalog::Engine;
+
+use super::{GatewayError, ensure_worker, names, proxy};
+use crate::state::SharedState;
+
+/// The routes.
+pub fn router() -> Router<SharedState> {
+    Router::new()
+        .route("/openai/v1/models", get(models))
+        .route("/openai/v1/chat/completions", post(chat))
+        .route("/openai/v1/completions", post(completions))
+        .route("/openai/v1/embeddings", post(embeddings))
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let kind = if self.status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        };
+        (
+            self.status,
+            axum::Json(json!({"error": {
+                "message": self.message,
+                "type": kind,
+                "param": null,
+                "code": self.code,
+            }})),
+        )
+            .into_response()
+    }
+}
+
+/// Every available model, by alias (`rbee_id` is its catalog id; both name it).
+async fn models(State(state): State<SharedState>) -> Result<Response, GatewayError> {
+    let catalog = std::sync::Arc::clone(&state.catalog);
+    let list = crate::ops::blocking(move || Ok(catalog.list()?))
+        .await
+        .map_err(GatewayError::from)?;
+    let data: Vec<Value> = list
+        .iter()
+        .filter(|r| r.artifact.status == artifact_catalog::ArtifactStatus::Available)
+        .map(|r| {
+            json!({
+                "id": names::alias_of(&r.artifact),
+                "object": "model",
+                "created": r.added_at.timestamp(),
+                "owned_by": "rbee-hive",
+                "rbee_id": r.artifact.id,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({"object": "list", "data": data})).into_response())
+}
+
+/// A JSON object body with a string `model`, or a 400 that says what is wrong.
+pub(super) fn parse_body(bytes: &[u8]) -> Result<(Value, String), GatewayError> {
+    let body: Value = serde_json::from_slice(bytes).map_err(|e| {
+        GatewayError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("the body is not JSON: {e}"),
+        )
+    })?;
+    if !body.is_object() {
+        return Err(GatewayError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    }
+    let model = match &body["model"] {
+        Value::String(m) => m.clone(),
+        Value::Null => {
+            return Err(GatewayError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_model",
+                "the body needs `model`: a catalog id or an alias (GET /openai/v1/models)",
+            ));
+        }
+        other => {
+            return Err(GatewayError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_model",
+                format!("`model` must be a string, got {other}"),
+            ));
+        }
+    };
+    Ok((body, model))
+}
+
+/// Resolves, loads, and forwards to the worker's own route of the same name.
+async fn forward(state: SharedState, bytes: Bytes, path: &str) -> Result<Response, GatewayError> {
+    let (mut body, name) = parse_body(&bytes)?;
+    if let Some(stream) = body.get("stream")
+        && !stream.is_boolean()
+        && !stream.is_null()
+    {
+        return Err(GatewayError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("`stream` must be true or false, got {stream}"),
+        ));
+    }
+    let model = names::resolve(&state, &name).await?;
+    let worker = ensure_worker(&state, &model, None).await?;
+    if path == "/v1/embeddings" && worker.engine == Engine::Rbee {
+        return Err(GatewayError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported",
+            "llm-worker-rbee has no embeddings; llama.cpp's server does",
+        ));
+    }
+    body["model"] = json!(model.id);
+    let upstream = proxy::post(&state, &worker, path, &body).await?;
+    let status = upstream.status;
+    let content_type = upstream
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "application/json".to_owned());
+    let streaming = content_type.starts_with("text/event-stream");
+    let stream = upstream.bytes().map_ok_or_error_event(streaming);
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .map_err(|e| {
+            GatewayError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })
+}
+
+/// A byte stream whose failure becomes, in a server-sent-event stream, a last
+/// `data: {"error": ...}` event (so the client sees why it ended), and otherwise an
+/// error that cuts the body.
+trait ErrorEvent {
+    fn map_ok_or_error_event(
+        self,
+        sse: bool,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send;
+}
+
+impl<S> ErrorEvent for S
+where
+    S: futures_util::Stream<Item = Result<Bytes, String>> + Send,
+{
+    fn map_ok_or_error_event(
+        self,
+        sse: bool,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+        use futures_util::StreamExt as _;
+        self.map(move |chunk| match chunk {
+            Ok(b) => Ok(b),
+            Err(e) if sse => {
+                let event = json!({"error": {"message": e, "type": "server_error", "code": "worker_failed"}});
+                Ok(Bytes::from(format!("data: {event}\n\n")))
+            }
+            Err(e) => Err(std::io::Error::other(e)),
+        })
+    }
+}
+
+async fn chat(State(state): State<SharedState>, body: Bytes) -> Result<Response, GatewayError> {
+    forward(state, body, "/v1/chat/completions").await
+}
+
+async fn completions(
+    State(state): State<SharedState>,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    forward(state, body, "/v1/completions").await
+}
+
+async fn embeddings(
+    State(state): State<SharedState>,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    forward(state, body, "/v1/embeddings").await
+}

@@ -1,0 +1,153 @@
+//! Forwarding a request to a worker. The request counts as in flight on the worker
+//! (so it is neither stopped for idling nor evicted) until its answer, streamed or
+//! not, has passed through or the client went away; a client that goes away drops
+//! the upstream connection, which cancels the generation. A worker that dies
+//! mid-stream ends the stream with an error, never a hang.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
+use serde_json::Value;
+
+use super::GatewayError;
+use crate::state::SharedState;
+use crate::workers::{RequestGuard, WorkerRecord};
+
+/// How long a worker may take to start answering.
+const FIRST_BYTE: Duration = Duration::from_secs(600);
+
+/// An answer from a worker, its body not read yet.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The worker's status.
+    pub status: StatusCode,
+    /// Its `Content-Type`.
+    pub content_type: Option<String>,
+    response: reqwest::Response,
+    guard: RequestGuard,
+}
+
+/// POSTs `body` to the worker's `path` (`/v1/chat/completions`).
+pub async fn post(
+    state: &SharedState,
+    worker: &WorkerRecord,
+    path: &str,
+    body: &Value,
+) -> Result<Upstream, GatewayError> {
+    let base = worker.url.as_deref().unwrap_or_default();
+    let guard = state.workers.begin_request(&worker.id);
+    state
+        .metrics
+        .gateway_requests
+        .get_or_create(&crate::metrics::ModelLabel {
+            model: worker.model_ref.clone(),
+        })
+        .inc();
+    let mut request = state.gateway.http.post(format!("{base}{path}")).json(body);
+    if let Some(t) = &state.config.api_token {
+        request = request.bearer_auth(t);
+    }
+    let response = tokio::time::timeout(FIRST_BYTE, request.send())
+        .await
+        .map_err(|_| {
+            GatewayError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "worker_timeout",
+                format!(
+                    "worker {} did not answer within {}s",
+                    worker.id,
+                    FIRST_BYTE.as_secs()
+                ),
+            )
+        })?
+        .map_err(|e| {
+            GatewayError::new(
+                StatusCode::BAD_GATEWAY,
+                "worker_unreachable",
+                format!("worker {} did not answer: {e}", worker.id),
+            )
+        })?;
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok(Upstream {
+        status,
+        content_type,
+        response,
+        guard,
+    })
+}
+
+impl Upstream {
+    /// The whole body as JSON (a non-streamed answer).
+    pub async fn json(self) -> Result<Value, GatewayError> {
+        let _in_flight = self.guard;
+        let bytes = self.response.bytes().await.map_err(|e| {
+            GatewayError::new(
+                StatusCode::BAD_GATEWAY,
+                "worker_failed",
+                format!("the worker's answer was cut: {e}"),
+            )
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            GatewayError::new(
+                StatusCode::BAD_GATEWAY,
+                "worker_failed",
+                format!("the worker's answer is not JSON: {e}"),
+            )
+        })
+    }
+
+    /// The body's bytes as they come; a failure mid-way is the last item, an error.
+    pub fn bytes(self) -> impl Stream<Item = Result<Bytes, String>> + Send {
+        let guard = self.guard;
+        self.response.bytes_stream().map(move |chunk| {
+            let _in_flight = &guard;
+            chunk.map_err(|e| format!("the worker's stream was cut: {e}"))
+        })
+    }
+
+    /// The `data:` payloads of a server-sent-event stream, as JSON, until `[DONE]`.
+    pub fn events(self) -> impl Stream<Item = Result<Value, String>> + Send {
+        let mut pending = Vec::<u8>::new();
+        let mut finished = false;
+        self.bytes().flat_map(move |chunk| {
+            let mut out: Vec<Result<Value, String>> = Vec::new();
+            if finished {
+                return futures_util::stream::iter(out);
+            }
+            match chunk {
+                Err(e) => {
+                    finished = true;
+                    out.push(Err(e));
+                }
+                Ok(bytes) => {
+                    pending.extend_from_slice(&bytes);
+                    while let Some(at) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=at).collect();
+                        let line = String::from_utf8_lossy(&line);
+                        let Some(data) = line.trim().strip_prefix("data:") else {
+                            continue;
+                        };
+                        let data = data.trim();
+                        if data == "[DONE]" {
+                            finished = true;
+                            break;
+                        }
+                        match serde_json::from_str::<Value>(data) {
+                            Ok(v) => out.push(Ok(v)),
+                            Err(e) => out.push(Err(format!("the worker sent a bad event: {e}"))),
+                        }
+                    }
+                }
+            }
+            futures_util::stream::iter(out)
+        })
+    }
+}

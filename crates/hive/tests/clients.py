@@ -1,0 +1,110 @@
+"""The official `openai` and `ollama` Python clients against a running hive's one
+endpoint. Run by the hive's integration tests:
+
+    python clients.py HIVE_URL MODEL_ALIAS PULL_REFERENCE
+
+Each check raises on a wrong answer; the last line printed is a JSON summary.
+"""
+import json
+import sys
+
+import ollama
+import openai
+
+base, alias, pull_ref = sys.argv[1], sys.argv[2], sys.argv[3]
+seen = {}
+
+# --- openai ---------------------------------------------------------------
+client = openai.OpenAI(base_url=f"{base}/openai/v1", api_key="unused")
+ids = [m.id for m in client.models.list()]
+assert alias in ids, ids
+seen["openai_models"] = ids
+
+chat = client.chat.completions.create(
+    model=alias,
+    messages=[{"role": "user", "content": "What is the capital of France?"}],
+    max_tokens=12,
+    temperature=0,
+)
+text = chat.choices[0].message.content
+assert isinstance(text, str) and text.strip(), chat
+seen["openai_chat"] = text
+
+pieces = []
+for chunk in client.chat.completions.create(
+    model=alias,
+    messages=[{"role": "user", "content": "Count from one to five."}],
+    max_tokens=16,
+    temperature=0,
+    stream=True,
+):
+    if chunk.choices and chunk.choices[0].delta.content:
+        pieces.append(chunk.choices[0].delta.content)
+assert len(pieces) > 1, pieces
+seen["openai_stream_chunks"] = len(pieces)
+
+done = client.completions.create(model=alias, prompt="The capital of France is", max_tokens=8, temperature=0)
+assert done.choices[0].text.strip(), done
+seen["openai_completion"] = done.choices[0].text
+
+try:
+    client.chat.completions.create(model="no-such-model:q4", messages=[{"role": "user", "content": "hi"}])
+    raise AssertionError("an unknown model was answered")
+except openai.NotFoundError as e:
+    assert "not in this hive" in str(e), e
+
+# --- ollama ---------------------------------------------------------------
+o = ollama.Client(host=base)
+names = [m.model for m in o.list().models]
+assert alias in names, names
+seen["ollama_list"] = names
+
+info = o.show(alias)
+assert info.details.family == "llama", info.details
+assert info.modelinfo["general.architecture"] == "llama", info.modelinfo
+
+reply = o.chat(model=alias, messages=[{"role": "user", "content": "Say hello."}], options={"temperature": 0, "num_predict": 12})
+assert reply.message.content.strip(), reply
+assert reply.done and reply.eval_count and reply.eval_count > 0, reply
+seen["ollama_chat"] = reply.message.content
+
+parts = [
+    p.message.content
+    for p in o.chat(
+        model=alias,
+        messages=[{"role": "user", "content": "Name three colours."}],
+        stream=True,
+        options={"temperature": 0, "num_predict": 16},
+    )
+]
+assert len(parts) > 2 and "".join(parts).strip(), parts
+seen["ollama_stream_chunks"] = len(parts)
+
+gen = o.generate(model=alias, prompt="The capital of France is", options={"temperature": 0, "num_predict": 8}, keep_alive="10m")
+assert gen.response.strip() and gen.done, gen
+seen["ollama_generate"] = gen.response
+
+running = [m.model for m in o.ps().models]
+assert alias in running, running
+
+try:
+    o.chat(model=alias, messages=[{"role": "user", "content": "hi"}], keep_alive="soon")
+    raise AssertionError("a keep_alive that is no duration was taken")
+except ollama.ResponseError as e:
+    assert e.status_code == 400 and "keep_alive" in e.error, e
+
+statuses = [p.status for p in o.pull(pull_ref, stream=True)]
+assert statuses[0] == "pulling manifest" and statuses[-1] == "success", statuses
+seen["ollama_pull"] = statuses
+pulled = [m.model for m in o.list().models if m.model != alias]
+assert len(pulled) == 1, pulled
+o.delete(pulled[0])
+assert [m.model for m in o.list().models] == [alias]
+
+try:
+    o.show("no-such-model")
+    raise AssertionError("an unknown model was shown")
+except ollama.ResponseError as e:
+    assert e.status_code == 404, e
+
+print(json.dumps(seen))

@@ -1,0 +1,279 @@
+//! The one endpoint, against a real hive and real llama-server workers: the official
+//! `openai` and `ollama` Python clients (`tests/clients.py`), a model loaded on its
+//! first request, concurrent requests sharing one load, a worker killed mid-stream,
+//! and bad requests in each route family's shape.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::engines::{add, llama_server, llama_servers_under};
+use crate::workers::{hive, import};
+use crate::{get, post, wait_for};
+
+use hf_test_server::test_model as smollm2;
+
+/// The Python with `openai` and `ollama`: `RBEE_TEST_PYTHON`, else the repo's
+/// `.venv`; without one the test skips, unless `RBEE_REQUIRE_PYTHON_TESTS` is set.
+fn python() -> Option<PathBuf> {
+    let candidate = std::env::var_os("RBEE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
+        });
+    let ok = std::process::Command::new(&candidate)
+        .args(["-c", "import openai, ollama"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("RBEE_REQUIRE_PYTHON_TESTS").is_none(),
+            "no python with openai and ollama at {}",
+            candidate.display()
+        );
+        eprintln!(
+            "skipped: no python with openai and ollama (python3 -m venv .venv && .venv/bin/pip install -r requirements-test.txt)"
+        );
+        return None;
+    }
+    Some(candidate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_and_ollama_clients_talk_to_the_one_endpoint() {
+    let (Some(server), Some(model), Some(python)) = (llama_server(), smollm2(), python()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    add(&h, &server, "cpu").await;
+    let local = home.path().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    import(&h, &local).await;
+    let other = home.path().join("tiny-copy.gguf");
+    fs_err::copy(&model, &other).unwrap();
+    let alias = "smollm2-135m-instruct:q4_1";
+    // no worker yet: the first request loads one
+    assert_eq!(get(&h, "/v1/workers").await.1["workers"], json!([]));
+    let out = tokio::process::Command::new(&python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients.py"))
+        .args([&h.url, alias, &format!("file:{}", other.display())])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(seen["openai_stream_chunks"].as_u64().unwrap() > 1, "{seen}");
+    // one worker served it all, and says it was used
+    let (_, list) = get(&h, "/v1/workers").await;
+    let workers = list["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{list}");
+    assert_eq!(workers[0]["requests_in_flight"], 0, "{list}");
+    let metrics = crate::get_text(&h, "/metrics").await;
+    assert!(
+        metrics.contains("rbee_gateway_requests_total{model="),
+        "{metrics}"
+    );
+    assert!(metrics.contains("rbee_gateway_loads_total 1"), "{metrics}");
+    // asking is not a change: the audit log has the pull and the delete, no chat
+    let (_, audit) = get(&h, "/v1/audit").await;
+    let ops: Vec<String> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["operation"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(!ops.iter().any(|r| r.contains("chat")), "{ops:?}");
+    assert!(ops.iter().any(|r| r == "model_download"), "{ops:?}");
+    assert!(ops.iter().any(|r| r == "model_delete"), "{ops:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cold_requests_share_one_load_and_a_killed_worker_ends_its_stream() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &["--restart-backoff-ms", "50"]);
+    add(&h, &server, "cpu").await;
+    let local = home.path().join("SmolLM2.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    let id = import(&h, &local).await;
+
+    // six cold requests at once: one worker, six answers
+    let url = format!("{}/openai/v1/chat/completions", h.url);
+    let asks = (0..6).map(|i| {
+        let url = url.clone();
+        let id = id.clone();
+        async move {
+            let r = crate::client()
+                .post(&url)
+                .json(&json!({"model": id, "messages": [{"role": "user", "content": format!("Say {i}.")}], "max_tokens": 4}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    });
+    for (status, v) in futures_util::future::join_all(asks).await {
+        assert_eq!(status, 200, "{v}");
+        assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+    }
+    let (_, list) = get(&h, "/v1/workers").await;
+    assert_eq!(list["workers"].as_array().unwrap().len(), 1, "{list}");
+    let pid = list["workers"][0]["pid"].as_u64().unwrap();
+
+    // a stream whose worker is killed mid-way ends with an error event, not a hang
+    let mut r = crate::client()
+        .post(&url)
+        .json(&json!({"model": id, "messages": [{"role": "user", "content": "Tell a long story."}], "max_tokens": 2000, "stream": true, "ignore_eos": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("data:"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Ok(Some(chunk)) = r.chunk().await {
+            rest.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream hung after its worker died");
+    assert!(
+        rest.contains("worker_failed"),
+        "an error event at the end: {rest}"
+    );
+
+    // the next request is answered (the worker restarted, or a new one)
+    wait_for("an answer after the kill", async || {
+        let r = crate::client()
+            .post(&url)
+            .json(&json!({"model": id, "messages": [{"role": "user", "content": "Hi."}], "max_tokens": 4}))
+            .send()
+            .await
+            .unwrap();
+        r.status() == 200
+    })
+    .await;
+    let (s, _) = post(&h, "/v1/models/unload", json!({"id": id})).await;
+    assert_eq!(s, 200);
+    wait_for("no llama-server left", async || {
+        llama_servers_under(home.path()).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_gateway_requests_are_4xx_in_each_familys_shape() {
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    let client = crate::client();
+    for (path, body, status, words) in [
+        ("/openai/v1/chat/completions", "{not json", 400, "not JSON"),
+        ("/openai/v1/chat/completions", "[1]", 400, "JSON object"),
+        (
+            "/openai/v1/chat/completions",
+            r#"{"messages": []}"#,
+            400,
+            "needs `model`",
+        ),
+        (
+            "/openai/v1/chat/completions",
+            r#"{"model": 5}"#,
+            400,
+            "must be a string",
+        ),
+        (
+            "/openai/v1/completions",
+            r#"{"model": "nope:q4"}"#,
+            404,
+            "not in this hive",
+        ),
+        (
+            "/openai/v1/chat/completions",
+            r#"{"model": "x", "stream": "yes"}"#,
+            400,
+            "stream",
+        ),
+    ] {
+        let r = client
+            .post(format!("{}{path}", h.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path} {body}");
+        let v: Value = r.json().await.unwrap();
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{path} {body} → {v}");
+        assert!(v["error"]["type"].is_string(), "OpenAI's shape: {v}");
+    }
+    for (path, body, status, words) in [
+        (
+            "/api/chat",
+            r#"{"model": "nope", "messages": []}"#,
+            404,
+            "not in this hive",
+        ),
+        (
+            "/api/chat",
+            r#"{"model": "x", "messages": "hi"}"#,
+            400,
+            "messages must be an array",
+        ),
+        (
+            "/api/generate",
+            r#"{"model": "x", "keep_alive": "soon"}"#,
+            400,
+            "keep_alive",
+        ),
+        (
+            "/api/generate",
+            r#"{"model": "x", "options": 3}"#,
+            400,
+            "options must be an object",
+        ),
+        (
+            "/api/generate",
+            r#"{"model": "x", "options": {"temperature": "hot"}}"#,
+            400,
+            "options.temperature",
+        ),
+        ("/api/show", r#"{}"#, 400, "model is required"),
+        ("/api/show", "{bad", 400, "not JSON"),
+    ] {
+        let r = client
+            .post(format!("{}{path}", h.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path} {body}");
+        let v: Value = r.json().await.unwrap();
+        let message = v["error"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{path} {body} → {v}");
+    }
+    let r = client
+        .delete(format!("{}/api/delete", h.url))
+        .json(&json!({"model": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(get(&h, "/api/tags").await.1, json!({"models": []}));
+    assert_eq!(get(&h, "/v1/workers").await.1["workers"], json!([]));
+}
