@@ -70,6 +70,13 @@ pub struct Config {
     /// Seconds without a request after which a worker is stopped, unless its spawn says otherwise (0: never)
     #[arg(long, env = "RBEE_WORKER_IDLE_TTL", default_value_t = 0)]
     pub worker_idle_ttl_secs: u64,
+    /// Bytes of RAM the workers of the one endpoint may hold together (default: the
+    /// machine's RAM less --ram-margin-bytes)
+    #[arg(long, env = "RBEE_RAM_BUDGET")]
+    pub ram_budget_bytes: Option<u64>,
+    /// RAM kept free for everything else when the budget is the machine's RAM
+    #[arg(long, env = "RBEE_RAM_MARGIN", default_value_t = 1 << 30)]
+    pub ram_margin_bytes: u64,
     /// Seconds between checks that every model's files are there, whole (0: only at start)
     #[arg(long, env = "RBEE_INTEGRITY_INTERVAL", default_value_t = 3600)]
     pub integrity_interval_secs: u64,

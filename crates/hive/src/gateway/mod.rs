@@ -4,10 +4,12 @@
 //! (as `model_load` does, one load per model however many requests wait for it),
 //! then proxies the request to it, streams passing through chunk by chunk.
 //!
+//! - `admission.rs`: the RAM budget, and eviction of idle workers to keep to it;
 //! - `names.rs`: model names and aliases;
 //! - `proxy.rs`: forwarding to a worker, streams included;
 //! - `openai.rs`, `ollama.rs`: the two route families, each with its error shape.
 
+pub mod admission;
 pub mod names;
 pub mod ollama;
 pub mod openai;
@@ -69,6 +71,9 @@ impl From<crate::error::ApiError> for GatewayError {
 #[derive(Debug, Default)]
 pub struct Gateway {
     loads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held from the budget check until the new worker is registered (and so
+    /// counted), so that two loads never both take the same free room.
+    admit: tokio::sync::Mutex<()>,
     /// The client requests go to workers with: no overall timeout, as a stream may
     /// run for minutes.
     pub http: reqwest::Client,
@@ -106,6 +111,8 @@ pub async fn ensure_worker(
         }
         return Ok(w);
     }
+    let admitted = state.gateway.admit.lock().await;
+    admission::make_room(state, model).await?;
     let job = loop {
         let started = crate::worker_ops::start_load(
             state,
@@ -140,6 +147,7 @@ pub async fn ensure_worker(
             Err(e) => return Err(e),
         }
     };
+    drop(admitted);
     let outcome = tokio::time::timeout(LOAD_DEADLINE, wait_job(&job))
         .await
         .map_err(|_| {

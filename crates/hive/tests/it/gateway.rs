@@ -277,3 +277,102 @@ async fn bad_gateway_requests_are_4xx_in_each_familys_shape() {
     assert_eq!(get(&h, "/api/tags").await.1, json!({"models": []}));
     assert_eq!(get(&h, "/v1/workers").await.1["workers"], json!([]));
 }
+
+/// What the admission counts for a model before its worker is measured, from the
+/// model's record as the API shows it (weights and a KV cache of 4096 tokens).
+fn estimate(model: &Value) -> u64 {
+    let g = &model["gguf"];
+    let ctx = g["context_length"].as_u64().unwrap_or(4096).min(4096);
+    let kv = g["kv_cache_bytes_per_token"].as_u64().unwrap_or(0) * ctx;
+    (g["tensor_data_size"].as_u64().unwrap() + kv).max(model["size"].as_u64().unwrap())
+}
+
+async fn ask(h: &crate::Hive, model: &str) -> (u16, Value) {
+    let r = crate::client()
+        .post(format!("{}/openai/v1/completions", h.url))
+        .json(&json!({"model": model, "prompt": "Hello", "max_tokens": 4}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A RAM budget that holds one model but not two: the second model's request stops
+/// the idle first; while the first is busy, the other's request is a 503 that says
+/// why, and the busy stream is not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_for_one_model_evicts_the_idle_one_and_never_the_busy_one() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    // first, what one worker of this model holds once ready
+    let (rss, need) = {
+        let home = tempfile::tempdir().unwrap();
+        let h = hive(home.path(), &[]);
+        add(&h, &server, "cpu").await;
+        let a = home.path().join("a.gguf");
+        fs_err::copy(&model, &a).unwrap();
+        let id = import(&h, &a).await;
+        assert_eq!(ask(&h, &id).await.0, 200);
+        let (_, list) = get(&h, "/v1/workers").await;
+        let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&id))).await;
+        (
+            list["workers"][0]["rss_bytes"].as_u64().unwrap(),
+            estimate(&m),
+        )
+    };
+    let budget = (need + rss / 2).to_string();
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &["--ram-budget-bytes", &budget]);
+    add(&h, &server, "cpu").await;
+    let (a, b) = (home.path().join("a.gguf"), home.path().join("b.gguf"));
+    fs_err::copy(&model, &a).unwrap();
+    fs_err::copy(&model, &b).unwrap();
+    let (a, b) = (import(&h, &a).await, import(&h, &b).await);
+
+    assert_eq!(ask(&h, &a).await.0, 200);
+    let (s, v) = ask(&h, &b).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, list) = get(&h, "/v1/workers").await;
+    let live: Vec<&Value> = list["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["state"] == "ready")
+        .collect();
+    assert_eq!(live.len(), 1, "{list}");
+    assert_eq!(live[0]["model_ref"], b.as_str(), "{list}");
+    assert!(
+        crate::get_text(&h, "/metrics")
+            .await
+            .contains("rbee_evictions_total 1")
+    );
+
+    // b busy with a long stream: a request for a cannot make room
+    let mut stream = crate::client()
+        .post(format!("{}/openai/v1/completions", h.url))
+        .json(&json!({"model": b, "prompt": "Once upon a time", "max_tokens": 300, "ignore_eos": true, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut text = String::from_utf8_lossy(&stream.chunk().await.unwrap().unwrap()).into_owned();
+    let (s, v) = ask(&h, &a).await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["error"]["code"], "insufficient_memory", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("in flight") && message.contains("needs about"),
+        "{message}"
+    );
+    while let Some(chunk) = stream.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        text.trim_end().ends_with("data: [DONE]"),
+        "the busy stream ran to its end: {text}"
+    );
+    assert!(!text.contains("worker_failed"), "{text}");
+    // idle again: now a's request stops b
+    assert_eq!(ask(&h, &a).await.0, 200);
+}

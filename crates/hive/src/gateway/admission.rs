@@ -1,0 +1,153 @@
+//! Admission by memory: the workers of the hive together may hold the RAM budget
+//! (`--ram-budget-bytes`, else the machine's RAM less `--ram-margin-bytes`). A worker
+//! counts its measured RSS once it is ready, and its model's estimate (weights plus
+//! the KV cache at the context it gets) while it starts. A load that does not fit
+//! stops idle workers of other models, least recently used first; one with a request
+//! in flight is never stopped. If it still does not fit, the answer is a 503 that
+//! says what it needs and who holds what.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use model_catalog::ModelEntry;
+
+use super::GatewayError;
+use crate::state::SharedState;
+use crate::workers::{WorkerRecord, WorkerState};
+
+/// The context the estimate assumes: what a worker allocates at most.
+const CONTEXT: u64 = 4096;
+
+/// What a model needs to run: its weights and a KV cache of [`CONTEXT`] tokens (or
+/// its trained context, when shorter); its file's size when the header says less.
+pub fn estimate(model: &ModelEntry) -> u64 {
+    model.gguf.as_ref().map_or(model.size, |g| {
+        let ctx = g.context_length.unwrap_or(CONTEXT).min(CONTEXT);
+        g.memory_estimate(ctx).total_bytes.max(model.size)
+    })
+}
+
+/// The budget, and in words where it comes from.
+fn budget(state: &SharedState) -> (u64, String) {
+    if let Some(b) = state.config.ram_budget_bytes {
+        return (b, "--ram-budget-bytes".to_owned());
+    }
+    let mut sys = sysinfo::System::new();
+    sys.refresh_memory();
+    let total = sys.total_memory();
+    let margin = state.config.ram_margin_bytes;
+    (
+        total.saturating_sub(margin),
+        format!(
+            "this machine's {} of RAM less a margin of {}",
+            download::human_bytes(total),
+            download::human_bytes(margin)
+        ),
+    )
+}
+
+/// Each live worker and what it holds now.
+async fn holdings(state: &SharedState) -> Vec<(WorkerRecord, u64)> {
+    let live: Vec<WorkerRecord> = state
+        .workers
+        .list()
+        .into_iter()
+        .filter(|w| w.state.is_live())
+        .collect();
+    let catalog = Arc::clone(&state.catalog);
+    let models: Vec<String> = live.iter().map(|w| w.model_ref.clone()).collect();
+    let estimates: HashMap<String, u64> = crate::ops::blocking(move || {
+        let mut out = HashMap::new();
+        for id in models {
+            if let Some(r) = catalog.get(&id)? {
+                out.insert(id, estimate(&r.artifact));
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .unwrap_or_default();
+    let pids: Vec<sysinfo::Pid> = live
+        .iter()
+        .filter_map(|w| w.pid)
+        .map(sysinfo::Pid::from_u32)
+        .collect();
+    let mut sys = sysinfo::System::new();
+    sys.refresh_processes_specifics(
+        sysinfo::ProcessesToUpdate::Some(&pids),
+        true,
+        sysinfo::ProcessRefreshKind::nothing().with_memory(),
+    );
+    live.into_iter()
+        .map(|w| {
+            let estimate = estimates.get(&w.model_ref).copied().unwrap_or(0);
+            let rss = w
+                .pid
+                .and_then(|p| sys.process(sysinfo::Pid::from_u32(p)))
+                .map(sysinfo::Process::memory);
+            // measured once ready; until then what it is about to take
+            let held = match (&w.state, rss) {
+                (WorkerState::Ready, Some(rss)) => rss,
+                (_, rss) => estimate.max(rss.unwrap_or(0)),
+            };
+            (w, held)
+        })
+        .collect()
+}
+
+/// Makes room for `model` within the budget, stopping idle workers of other models
+/// least recently used first; a 503 when what is left is busy.
+pub async fn make_room(state: &SharedState, model: &ModelEntry) -> Result<(), GatewayError> {
+    let need = estimate(model);
+    loop {
+        let (budget, from) = budget(state);
+        let held = holdings(state).await;
+        let used: u64 = held.iter().map(|(_, b)| b).sum();
+        if used.saturating_add(need) <= budget {
+            return Ok(());
+        }
+        let victim = held
+            .iter()
+            .filter(|(w, _)| w.model_ref != model.id && w.requests_in_flight == 0)
+            .min_by_key(|(w, _)| w.last_activity.unwrap_or(w.started_at));
+        let Some((victim, bytes)) = victim else {
+            let holders: Vec<String> = held
+                .iter()
+                .map(|(w, b)| {
+                    let busy = if w.requests_in_flight > 0 {
+                        format!(", {} request(s) in flight", w.requests_in_flight)
+                    } else {
+                        String::new()
+                    };
+                    format!("{} ({}{busy})", w.model_ref, download::human_bytes(*b))
+                })
+                .collect();
+            return Err(GatewayError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "insufficient_memory",
+                format!(
+                    "{} needs about {}; the budget is {} ({from}), and {} of it is held by {}, none of which can be stopped now; retry when one is idle",
+                    model.id,
+                    download::human_bytes(need),
+                    download::human_bytes(budget),
+                    download::human_bytes(used),
+                    if holders.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        holders.join(", ")
+                    }
+                ),
+            ));
+        };
+        tracing::info!(
+            worker = %victim.id,
+            model = %victim.model_ref,
+            held = bytes,
+            "evicting the least recently used idle worker to load {}",
+            model.id
+        );
+        state.metrics.evictions.inc();
+        let _ = crate::worker_ops::stop(state, &victim.id).await;
+    }
+}
