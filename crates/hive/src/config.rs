@@ -70,6 +70,10 @@ pub struct Config {
     /// Seconds without a request after which a worker is stopped, unless its spawn says otherwise (0: never)
     #[arg(long, env = "RBEE_WORKER_IDLE_TTL", default_value_t = 0)]
     pub worker_idle_ttl_secs: u64,
+    /// Requests to one model through the one endpoint beyond its workers' slots that
+    /// wait their turn; more are answered 429 with Retry-After
+    #[arg(long, env = "RBEE_GATEWAY_QUEUE", default_value_t = 16)]
+    pub gateway_queue: u64,
     /// Bytes of RAM the workers of the one endpoint may hold together (default: the
     /// machine's RAM less --ram-margin-bytes)
     #[arg(long, env = "RBEE_RAM_BUDGET")]

@@ -86,6 +86,47 @@ impl Gateway {
     }
 }
 
+/// `Retry-After` on a 429 (a full queue) or a 503 (no room yet): seconds, as HTTP
+/// has it.
+fn retry_after(r: &mut axum::response::Response) {
+    let status = r.status();
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("2"),
+        );
+    }
+}
+
+/// Refuses a request beyond the model's slots and its queue: a 429 with the
+/// seconds to wait (`Retry-After`) in its message.
+pub fn check_queue(state: &SharedState, model_id: &str) -> Result<(), GatewayError> {
+    let workers: Vec<WorkerRecord> = state
+        .workers
+        .list()
+        .into_iter()
+        .filter(|w| w.model_ref == model_id && w.state.is_live())
+        .collect();
+    let slots: u64 = workers
+        .iter()
+        .map(|w| w.slots_total.unwrap_or(1))
+        .sum::<u64>()
+        .max(1);
+    let in_flight: u64 = workers.iter().map(|w| w.requests_in_flight).sum();
+    let limit = slots + state.config.gateway_queue;
+    if in_flight >= limit {
+        return Err(GatewayError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "queue_full",
+            format!(
+                "{model_id} has {in_flight} requests in flight, its {slots} slot(s) and a queue of {} are full; retry in a few seconds",
+                state.config.gateway_queue
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The ready worker serving a model, the least busy first.
 fn ready_worker(state: &SharedState, model_id: &str) -> Option<WorkerRecord> {
     state

@@ -47,7 +47,9 @@ impl From<GatewayError> for OllamaError {
 
 impl IntoResponse for OllamaError {
     fn into_response(self) -> Response {
-        (self.0.status, axum::Json(json!({"error": self.0.message}))).into_response()
+        let mut r = (self.0.status, axum::Json(json!({"error": self.0.message}))).into_response();
+        super::retry_after(&mut r);
+        r
     }
 }
 
@@ -395,6 +397,7 @@ async fn converse(state: SharedState, bytes: Bytes, chat: bool) -> Answer {
         }
         return Ok(axum::Json(done).into_response());
     }
+    super::check_queue(&state, &model.id)?;
     let worker = ensure_worker(&state, &model, ttl(keep)).await?;
     let load_secs = load_started.elapsed().as_secs_f64();
     if empty {

@@ -31,7 +31,7 @@ impl IntoResponse for GatewayError {
         } else {
             "invalid_request_error"
         };
-        (
+        let mut r = (
             self.status,
             axum::Json(json!({"error": {
                 "message": self.message,
@@ -40,7 +40,9 @@ impl IntoResponse for GatewayError {
                 "code": self.code,
             }})),
         )
-            .into_response()
+            .into_response();
+        super::retry_after(&mut r);
+        r
     }
 }
 
@@ -116,6 +118,7 @@ async fn forward(state: SharedState, bytes: Bytes, path: &str) -> Result<Respons
         ));
     }
     let model = names::resolve(&state, &name).await?;
+    super::check_queue(&state, &model.id)?;
     let worker = ensure_worker(&state, &model, None).await?;
     if path == "/v1/embeddings" && worker.engine == Engine::Rbee {
         return Err(GatewayError::new(

@@ -376,3 +376,70 @@ async fn a_budget_for_one_model_evicts_the_idle_one_and_never_the_busy_one() {
     // idle again: now a's request stops b
     assert_eq!(ask(&h, &a).await.0, 200);
 }
+
+/// Twenty streaming clients at once on one model with a queue of 4: each is answered
+/// whole or told 429 with Retry-After; no stream is lost, cut or mixed with another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_streams_at_once_are_answered_whole_or_told_to_retry() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &["--gateway-queue", "4"]);
+    add(&h, &server, "cpu").await;
+    let local = home.path().join("SmolLM2.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    let id = import(&h, &local).await;
+    assert_eq!(ask(&h, &id).await.0, 200, "warm");
+    let url = format!("{}/openai/v1/chat/completions", h.url);
+    let streams = (0..20).map(|i| {
+        let (url, id) = (url.clone(), id.clone());
+        async move {
+            let r = crate::client()
+                .post(&url)
+                .json(&json!({"model": id, "messages": [{"role": "user", "content": format!("Client {i}: count to ten.")}], "max_tokens": 24, "stream": true}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let retry = r.headers().get("retry-after").is_some();
+            let body = r.text().await.unwrap();
+            (status, retry, body)
+        }
+    });
+    let results = futures_util::future::join_all(streams).await;
+    let mut ids = std::collections::HashSet::new();
+    let (mut answered, mut refused) = (0, 0);
+    for (status, retry, body) in &results {
+        match status {
+            200 => {
+                answered += 1;
+                assert!(body.trim_end().ends_with("data: [DONE]"), "whole: {body}");
+                let chunk_ids: std::collections::HashSet<String> = body
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .filter(|d| *d != "[DONE]")
+                    .map(|d| serde_json::from_str::<Value>(d).unwrap()["id"].to_string())
+                    .collect();
+                assert_eq!(chunk_ids.len(), 1, "one answer per stream: {body}");
+                assert!(
+                    ids.insert(chunk_ids.into_iter().next().unwrap()),
+                    "no two streams share an answer"
+                );
+            }
+            429 => {
+                refused += 1;
+                assert!(retry, "429 carries Retry-After");
+                assert!(body.contains("queue_full"), "{body}");
+            }
+            other => panic!("status {other}: {body}"),
+        }
+    }
+    assert_eq!(answered + refused, 20);
+    assert!(
+        answered >= 5,
+        "the slot and the queue were used: {answered}"
+    );
+    let (_, list) = get(&h, "/v1/workers").await;
+    assert_eq!(list["workers"][0]["requests_in_flight"], 0, "{list}");
+}
