@@ -161,6 +161,7 @@ fn describe(method: &Method, route: &str, path: &str, body: &Value) -> (String, 
         ("POST", "/v1/models/load") => ("model_load".into(), field("id")),
         ("POST", "/v1/models/unload") => ("model_unload".into(), field("id")),
         ("DELETE", "/v1/models/{*id}") => ("model_delete".into(), tail_id("/v1/models/")),
+        ("PATCH", "/v1/models/{*id}") => ("model_set_preset".into(), tail_id("/v1/models/")),
         ("POST", "/v1/workers/spawn") => ("worker_spawn".into(), field("model")),
         ("DELETE", "/v1/workers/{id}") => ("worker_stop".into(), last),
         ("POST", "/v1/worker-binaries/install") => (

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod presets;
 pub mod routes;
 pub mod state;
 pub mod worker_ops;

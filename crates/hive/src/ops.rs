@@ -454,7 +454,12 @@ pub async fn model_get(state: &SharedState, id: &str) -> Result<Value, ApiError>
     let catalog = Arc::clone(&state.catalog);
     let id = id.to_owned();
     blocking(move || match catalog.get(&id)? {
-        Some(r) => Ok(json!(r)),
+        Some(r) => {
+            // the name the one endpoint knows it by
+            let mut v = json!(r);
+            v["alias"] = json!(crate::gateway::names::alias_of(&r.artifact));
+            Ok(v)
+        }
         None => Err(ApiError::not_found(format!(
             "model {id:?} is not in the catalog"
         ))),

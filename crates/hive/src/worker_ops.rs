@@ -100,7 +100,7 @@ const OWN_LLAMA_FLAGS: &[&str] = &[
 
 /// Refuses extra arguments that would change what the hive set (host, port, model,
 /// API key), and any for our own worker, which takes none.
-fn check_engine_args(engine: Engine, args: &[String]) -> Result<(), ApiError> {
+pub(crate) fn check_engine_args(engine: Engine, args: &[String]) -> Result<(), ApiError> {
     if args.is_empty() {
         return Ok(());
     }
@@ -206,9 +206,22 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
         ));
     }
     // The binary first: a spawn that cannot run records nothing.
-    let engine = engine(req.engine.as_deref())?;
+    // the model's preset fills in what the request leaves out
+    let preset = {
+        let catalog = Arc::clone(&state.catalog);
+        let id = req.model.clone();
+        blocking(move || Ok(catalog.get(&id)?.map(|r| r.artifact.preset)))
+            .await?
+            .unwrap_or_default()
+    };
+    let engine = engine(req.engine.as_deref().or(preset.engine.as_deref()))?;
     let binary = choose_binary(state, engine, wtype).await?;
-    check_engine_args(binary.engine, &req.engine_args)?;
+    let engine_args = if req.engine_args.is_empty() {
+        preset.engine_args.clone()
+    } else {
+        req.engine_args.clone()
+    };
+    check_engine_args(binary.engine, &engine_args)?;
     let catalog = Arc::clone(&state.catalog);
     let model_id = req.model.clone();
     let found = blocking(move || Ok(catalog.get(&model_id)?)).await?;
@@ -277,12 +290,10 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
     if !req.force && fetch.is_none() {
         check_memory(&entry.path, wtype, req.device).await?;
     }
-    let context = entry
-        .gguf
-        .as_ref()
-        .and_then(|g| g.context_length)
-        .unwrap_or(SPAWN_CONTEXT)
-        .min(SPAWN_CONTEXT);
+    let trained = entry.gguf.as_ref().and_then(|g| g.context_length);
+    let context = preset
+        .context
+        .unwrap_or_else(|| trained.unwrap_or(SPAWN_CONTEXT).min(SPAWN_CONTEXT));
 
     let id = new_id();
     let plan = SpawnPlan {
@@ -292,8 +303,9 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
         backend: wtype.backend().to_owned(),
         engine: binary.engine,
         engine_version: binary.engine.version_text(&binary.version),
-        engine_args: req.engine_args.clone(),
+        engine_args,
         context,
+        slots: preset.slots,
         device: req.device,
         binary: binary.path.clone(),
         library_dir: binary.library_dir().map(std::path::Path::to_path_buf),
@@ -301,6 +313,7 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
         threads,
         idle_ttl: match req
             .idle_ttl_secs
+            .or(preset.keep_alive_secs)
             .unwrap_or(state.config.worker_idle_ttl_secs)
         {
             0 => None,

@@ -50,6 +50,44 @@ pub struct ModelEntry {
     /// empty for a model in one file.
     #[serde(default)]
     pub shards: Vec<Shard>,
+    /// How the model is run, as its user set it (`PATCH /v1/models/{id}`).
+    #[serde(default, skip_serializing_if = "Preset::is_empty")]
+    pub preset: Preset,
+}
+
+/// How a model is run: every spawn, load and request through the one endpoint takes
+/// these unless it says otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preset {
+    /// The context to allocate, in tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<u64>,
+    /// Requests served at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
+    /// `rbee` or `llama.cpp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// More arguments for the engine (llama.cpp's), checked as a spawn's are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engine_args: Vec<String>,
+    /// The name the one endpoint knows it by, `name:tag`, instead of the derived one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Seconds its worker stays without a request before it is stopped (0: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive_secs: Option<u64>,
+    /// Never evicted to make room for another model.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
+}
+
+impl Preset {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// One file of a split model.
@@ -98,6 +136,7 @@ impl ModelEntry {
             notes: None,
             progress: None,
             shards: Vec::new(),
+            preset: Preset::default(),
         }
     }
 

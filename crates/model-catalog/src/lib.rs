@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 pub use artifact_catalog::{
     Artifact, ArtifactCatalog, ArtifactMetadata, ArtifactStatus, Backend, CatalogError,
 };
-pub use entry::{DownloadProgress, ModelEntry, Shard};
+pub use entry::{DownloadProgress, ModelEntry, Preset, Shard};
 pub use verify::{VerifyProblem, VerifyReport, sha256_file};
 
 /// A model with its catalog dates.

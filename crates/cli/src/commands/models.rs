@@ -64,6 +64,39 @@ pub enum ModelsCommand {
         /// The file
         path: std::path::PathBuf,
     },
+    /// Set how the model is run (its preset), for every spawn, load and request
+    /// through the one endpoint
+    Set {
+        /// The model's id
+        id: String,
+        /// The name the one endpoint knows it by, name:tag
+        #[arg(long)]
+        alias: Option<String>,
+        /// The context to allocate, in tokens
+        #[arg(long)]
+        context: Option<u64>,
+        /// Requests served at once
+        #[arg(long)]
+        slots: Option<u32>,
+        /// rbee or llama.cpp
+        #[arg(long)]
+        engine: Option<String>,
+        /// An extra llama.cpp argument (repeatable): --engine-arg=--temp --engine-arg=0.7
+        #[arg(long = "engine-arg", allow_hyphen_values = true)]
+        engine_args: Vec<String>,
+        /// Seconds its worker stays idle before it is stopped (0: never)
+        #[arg(long)]
+        keep_alive: Option<u64>,
+        /// Never evict it to make room for another model
+        #[arg(long, conflicts_with = "unpin")]
+        pin: bool,
+        /// Let it be evicted again
+        #[arg(long)]
+        unpin: bool,
+        /// Fields to clear (repeatable): alias, context, slots, engine, engine_args, keep_alive_secs
+        #[arg(long)]
+        clear: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +243,62 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ModelsCommand::Set {
+            id,
+            alias,
+            context,
+            slots,
+            engine,
+            engine_args,
+            keep_alive,
+            pin,
+            unpin,
+            clear,
+        } => {
+            let mut body = serde_json::Map::new();
+            let mut put = |k: &str, v: Value| {
+                body.insert(k.to_owned(), v);
+            };
+            if let Some(a) = alias {
+                put("alias", json!(a));
+            }
+            if let Some(c) = context {
+                put("context", json!(c));
+            }
+            if let Some(s) = slots {
+                put("slots", json!(s));
+            }
+            if let Some(e) = engine {
+                put("engine", json!(e));
+            }
+            if !engine_args.is_empty() {
+                put("engine_args", json!(engine_args));
+            }
+            if let Some(k) = keep_alive {
+                put("keep_alive_secs", json!(k));
+            }
+            if pin || unpin {
+                put("pinned", json!(pin));
+            }
+            for field in clear {
+                put(&field, Value::Null);
+            }
+            if body.is_empty() {
+                anyhow::bail!("nothing to set: see rbee models set --help");
+            }
+            let m = client
+                .call(
+                    Method::PATCH,
+                    &format!("/v1/models/{}", encode_id(&id)),
+                    Some(Value::Object(body)),
+                )
+                .await?;
+            if args.json {
+                return print_json(&m);
+            }
+            println!("{id}: {}", preset_text(&m["preset"]));
+            Ok(())
+        }
         ModelsCommand::Rm { id } => {
             let r = client
                 .call(
@@ -327,7 +416,26 @@ fn show_rows(m: &Value) -> Vec<(&'static str, String)> {
     }
     rows.push(("added", text(&m["added_at"])));
     rows.push(("last used", text(&m["last_accessed"])));
+    if m["alias"].is_string() {
+        rows.push(("alias", text(&m["alias"])));
+    }
+    rows.push(("preset", preset_text(&m["preset"])));
     rows
+}
+
+/// A preset in one line: `context 8192, engine llama.cpp, pinned`, or `none`.
+fn preset_text(p: &Value) -> String {
+    let Some(p) = p.as_object().filter(|p| !p.is_empty()) else {
+        return "none (the hive's defaults)".to_owned();
+    };
+    p.iter()
+        .map(|(k, v)| match v {
+            Value::Bool(true) => k.clone(),
+            Value::String(s) => format!("{k} {s}"),
+            v => format!("{k} {v}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The size column: the file's, else what a download has on disk.

@@ -3,7 +3,7 @@
 //! counts its measured RSS once it is ready, and its model's estimate (weights plus
 //! the KV cache at the context it gets) while it starts. A load that does not fit
 //! stops idle workers of other models, least recently used first; one with a request
-//! in flight is never stopped. If it still does not fit, the answer is a 503 that
+//! in flight, or whose model is pinned, is never stopped. If it still does not fit, the answer is a 503 that
 //! says what it needs and who holds what.
 
 use std::collections::HashMap;
@@ -23,7 +23,10 @@ const CONTEXT: u64 = 4096;
 /// its trained context, when shorter); its file's size when the header says less.
 pub fn estimate(model: &ModelEntry) -> u64 {
     model.gguf.as_ref().map_or(model.size, |g| {
-        let ctx = g.context_length.unwrap_or(CONTEXT).min(CONTEXT);
+        let ctx = model
+            .preset
+            .context
+            .unwrap_or_else(|| g.context_length.unwrap_or(CONTEXT).min(CONTEXT));
         g.memory_estimate(ctx).total_bytes.max(model.size)
     })
 }
@@ -47,8 +50,8 @@ fn budget(state: &SharedState) -> (u64, String) {
     )
 }
 
-/// Each live worker and what it holds now.
-async fn holdings(state: &SharedState) -> Vec<(WorkerRecord, u64)> {
+/// Each live worker, what it holds now, and whether its model is pinned.
+async fn holdings(state: &SharedState) -> Vec<(WorkerRecord, u64, bool)> {
     let live: Vec<WorkerRecord> = state
         .workers
         .list()
@@ -57,11 +60,11 @@ async fn holdings(state: &SharedState) -> Vec<(WorkerRecord, u64)> {
         .collect();
     let catalog = Arc::clone(&state.catalog);
     let models: Vec<String> = live.iter().map(|w| w.model_ref.clone()).collect();
-    let estimates: HashMap<String, u64> = crate::ops::blocking(move || {
+    let estimates: HashMap<String, (u64, bool)> = crate::ops::blocking(move || {
         let mut out = HashMap::new();
         for id in models {
             if let Some(r) = catalog.get(&id)? {
-                out.insert(id, estimate(&r.artifact));
+                out.insert(id, (estimate(&r.artifact), r.artifact.preset.pinned));
             }
         }
         Ok(out)
@@ -81,7 +84,7 @@ async fn holdings(state: &SharedState) -> Vec<(WorkerRecord, u64)> {
     );
     live.into_iter()
         .map(|w| {
-            let estimate = estimates.get(&w.model_ref).copied().unwrap_or(0);
+            let (estimate, pinned) = estimates.get(&w.model_ref).copied().unwrap_or((0, false));
             let rss = w
                 .pid
                 .and_then(|p| sys.process(sysinfo::Pid::from_u32(p)))
@@ -91,32 +94,64 @@ async fn holdings(state: &SharedState) -> Vec<(WorkerRecord, u64)> {
                 (WorkerState::Ready, Some(rss)) => rss,
                 (_, rss) => estimate.max(rss.unwrap_or(0)),
             };
-            (w, held)
+            (w, held, pinned)
         })
         .collect()
 }
 
+/// The worker to stop for `model_id`: of another model, idle, not pinned, used least
+/// recently.
+fn victim(held: &[(WorkerRecord, u64, bool)], model_id: &str) -> Option<(WorkerRecord, u64)> {
+    held.iter()
+        .filter(|(w, _, pinned)| w.model_ref != model_id && w.requests_in_flight == 0 && !pinned)
+        .min_by_key(|(w, _, _)| w.last_activity.unwrap_or(w.started_at))
+        .map(|(w, b, _)| (w.clone(), *b))
+}
+
+async fn stop(state: &SharedState, victim: &WorkerRecord, bytes: u64, model: &ModelEntry) {
+    tracing::info!(
+        worker = %victim.id,
+        model = %victim.model_ref,
+        held = bytes,
+        "evicting the least recently used idle worker to load {}",
+        model.id
+    );
+    state.metrics.evictions.inc();
+    let _ = crate::worker_ops::stop(state, &victim.id).await;
+}
+
+/// Stops one idle worker to make room for `model`, whatever the budget says (the
+/// machine itself may be short); false when none can be stopped.
+pub async fn evict_one(state: &SharedState, model: &ModelEntry) -> bool {
+    let held = holdings(state).await;
+    match victim(&held, &model.id) {
+        Some((w, bytes)) => {
+            stop(state, &w, bytes, model).await;
+            true
+        }
+        None => false,
+    }
+}
+
 /// Makes room for `model` within the budget, stopping idle workers of other models
-/// least recently used first; a 503 when what is left is busy.
+/// least recently used first; a 503 when what is left is busy or pinned.
 pub async fn make_room(state: &SharedState, model: &ModelEntry) -> Result<(), GatewayError> {
     let need = estimate(model);
     loop {
         let (budget, from) = budget(state);
         let held = holdings(state).await;
-        let used: u64 = held.iter().map(|(_, b)| b).sum();
+        let used: u64 = held.iter().map(|(_, b, _)| b).sum();
         if used.saturating_add(need) <= budget {
             return Ok(());
         }
-        let victim = held
-            .iter()
-            .filter(|(w, _)| w.model_ref != model.id && w.requests_in_flight == 0)
-            .min_by_key(|(w, _)| w.last_activity.unwrap_or(w.started_at));
-        let Some((victim, bytes)) = victim else {
+        let Some((w, bytes)) = victim(&held, &model.id) else {
             let holders: Vec<String> = held
                 .iter()
-                .map(|(w, b)| {
+                .map(|(w, b, pinned)| {
                     let busy = if w.requests_in_flight > 0 {
                         format!(", {} request(s) in flight", w.requests_in_flight)
+                    } else if *pinned {
+                        ", pinned".to_owned()
                     } else {
                         String::new()
                     };
@@ -140,14 +175,6 @@ pub async fn make_room(state: &SharedState, model: &ModelEntry) -> Result<(), Ga
                 ),
             ));
         };
-        tracing::info!(
-            worker = %victim.id,
-            model = %victim.model_ref,
-            held = bytes,
-            "evicting the least recently used idle worker to load {}",
-            model.id
-        );
-        state.metrics.evictions.inc();
-        let _ = crate::worker_ops::stop(state, &victim.id).await;
+        stop(state, &w, bytes, model).await;
     }
 }

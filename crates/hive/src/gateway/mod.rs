@@ -172,18 +172,15 @@ pub async fn ensure_worker(
                 state.metrics.gateway_loads.inc();
                 break job;
             }
+            // within the budget, but the machine itself is short: the same eviction
             Err(e) if e.code == "insufficient_memory" => {
-                // what is idle longest goes first; a worker with a request in flight never
-                let Some(victim) = least_recently_used_idle(state, &model.id) else {
+                if !admission::evict_one(state, model).await {
                     return Err(GatewayError::new(
                         e.status,
                         &e.code,
                         format!("{}; no idle worker is left to stop", e.message),
                     ));
-                };
-                tracing::info!(worker = %victim.id, model = %victim.model_ref, "evicting an idle worker for {}", model.id);
-                state.metrics.evictions.inc();
-                let _ = crate::worker_ops::stop(state, &victim.id).await;
+                }
             }
             Err(e) => return Err(e),
         }
@@ -244,17 +241,6 @@ pub async fn ensure_worker(
             format!("the worker for {} never became ready", model.id),
         ))
     })
-}
-
-/// The live worker of another model with no request in flight that was used least
-/// recently.
-fn least_recently_used_idle(state: &SharedState, model_id: &str) -> Option<WorkerRecord> {
-    state
-        .workers
-        .list()
-        .into_iter()
-        .filter(|w| w.model_ref != model_id && w.state.is_live() && w.requests_in_flight == 0)
-        .min_by_key(|w| w.last_activity.unwrap_or(w.started_at))
 }
 
 /// The job's result, or its error's code and message, once it ends.

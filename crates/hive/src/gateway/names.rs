@@ -12,8 +12,12 @@ use super::GatewayError;
 use crate::ops::blocking;
 use crate::state::SharedState;
 
-/// The alias of a model: `<repository or file, lowercase, without -GGUF>:<quant>`.
+/// The alias of a model: its preset's, else `<repository or file, lowercase, without
+/// -GGUF>:<quant>`.
 pub fn alias_of(entry: &ModelEntry) -> String {
+    if let Some(a) = &entry.preset.alias {
+        return a.clone();
+    }
     let file = entry
         .path
         .file_name()

@@ -26,7 +26,10 @@ pub fn router() -> Router<SharedState> {
         .route("/v1/models/download-batch", post(download_batch))
         .route("/v1/models/load", post(load))
         .route("/v1/models/unload", post(unload))
-        .route("/v1/models/{*id}", get(get_one).delete(delete))
+        .route(
+            "/v1/models/{*id}",
+            get(get_one).delete(delete).patch(set_preset),
+        )
 }
 
 /// What to download.
@@ -111,6 +114,17 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
     Ok(ApiJson(ops::model_get(&state, &id).await?))
+}
+
+/// Changes how the model is run: its preset (context, slots, engine, engine_args,
+/// alias, keep_alive_secs, pinned); `null` clears a field.
+#[utoipa::path(patch, operation_id = "models_set_preset", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), request_body = Object, responses((status = 200, description = "The model with its new preset", body = Object), (status = 400, description = "A bad field, or an engine not installed", body = crate::openapi::ErrorBody), (status = 404, description = "Not in the catalog", body = crate::openapi::ErrorBody), (status = 409, description = "The alias names another model", body = crate::openapi::ErrorBody)))]
+pub async fn set_preset(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<ApiJson<Value>, ApiError> {
+    Ok(ApiJson(crate::presets::patch(&state, &id, body).await?))
 }
 
 /// Removes a model's entry and files.

@@ -24,7 +24,7 @@ pub fn server_args(plan: &SpawnPlan, port: u16) -> Vec<String> {
         "-tb",
         &plan.threads.to_string(),
         "-np",
-        &SLOTS.to_string(),
+        &plan.slots.map_or(SLOTS, u64::from).to_string(),
         "--alias",
         &plan.model_ref,
         "--metrics",

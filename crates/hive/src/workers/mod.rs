@@ -173,6 +173,9 @@ pub struct SpawnPlan {
     pub engine_args: Vec<String>,
     /// The context to allocate (llama.cpp's `-c`).
     pub context: u64,
+    /// Requests served at once, when the model's preset says (else the engine's
+    /// default: one for llama.cpp as the hive runs it).
+    pub slots: Option<u32>,
     /// The device.
     pub device: u32,
     /// The binary.
@@ -377,7 +380,10 @@ impl Registry {
             restart_count: 0,
             last_restart: None,
             last_heartbeat: None,
-            slots_total: None,
+            slots_total: match plan.engine {
+                Engine::LlamaCpp => Some(plan.slots.map_or(llama::SLOTS, u64::from)),
+                Engine::Rbee => None,
+            },
             slots_available: None,
             tokens_per_second: None,
             started_at: Utc::now(),
@@ -466,6 +472,9 @@ impl Registry {
                     "--threads".to_owned(),
                     plan.threads.to_string(),
                 ];
+                if let Some(n) = plan.slots {
+                    args.extend(["--slots".to_owned(), n.to_string()]);
+                }
                 if let Some(hive) = self.hive_url.get() {
                     args.push("--hive-url".to_owned());
                     args.push(hive.clone());
@@ -552,7 +561,7 @@ impl Registry {
                 ));
             }
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
                 () = stop.cancelled() => return Err("stopped before it was ready".into()),
             }
         }
@@ -798,14 +807,15 @@ impl Registry {
             || (tokens_seen.is_some() && m.tokens_total != *tokens_seen);
         *tokens_seen = m.tokens_total;
         self.update(id, |r| {
-            r.slots_total = Some(llama::SLOTS);
+            let slots = r.slots_total.unwrap_or(llama::SLOTS);
+            r.slots_total = Some(slots);
             #[allow(
                 clippy::cast_possible_truncation,
                 clippy::cast_sign_loss,
                 clippy::cast_precision_loss
             )]
-            let busy = m.processing.unwrap_or(0.0).clamp(0.0, llama::SLOTS as f64) as u64;
-            r.slots_available = Some(llama::SLOTS - busy);
+            let busy = m.processing.unwrap_or(0.0).clamp(0.0, slots as f64) as u64;
+            r.slots_available = Some(slots - busy);
             if m.tokens_per_second.is_some() {
                 r.tokens_per_second = m.tokens_per_second;
             }

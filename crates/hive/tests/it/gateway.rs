@@ -351,7 +351,7 @@ async fn a_budget_for_one_model_evicts_the_idle_one_and_never_the_busy_one() {
     // b busy with a long stream: a request for a cannot make room
     let mut stream = crate::client()
         .post(format!("{}/openai/v1/completions", h.url))
-        .json(&json!({"model": b, "prompt": "Once upon a time", "max_tokens": 300, "ignore_eos": true, "stream": true}))
+        .json(&json!({"model": b, "prompt": "Once upon a time", "max_tokens": 150, "ignore_eos": true, "stream": true}))
         .send()
         .await
         .unwrap();
@@ -442,4 +442,96 @@ async fn twenty_streams_at_once_are_answered_whole_or_told_to_retry() {
     );
     let (_, list) = get(&h, "/v1/workers").await;
     assert_eq!(list["workers"][0]["requests_in_flight"], 0, "{list}");
+}
+
+/// A preset set with `PATCH /v1/models/{id}` is checked (a bad field, an engine that
+/// is not installed, a taken alias: 4xx, nothing changed) and then used: its alias
+/// names the model at both route families, its context and slots reach the
+/// worker's command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_models_preset_is_checked_and_then_used_by_the_one_endpoint() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    add(&h, &server, "cpu").await;
+    let (a, b) = (home.path().join("a.gguf"), home.path().join("b.gguf"));
+    fs_err::copy(&model, &a).unwrap();
+    fs_err::copy(&model, &b).unwrap();
+    let (a, b) = (import(&h, &a).await, import(&h, &b).await);
+    let patch = async |id: &str, body: Value| {
+        let r = crate::client()
+            .patch(format!("{}/v1/models/{}", h.url, crate::enc(id)))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    for (body, status, code) in [
+        (json!({"engine": "rbee"}), 400, "engine_not_installed"),
+        (
+            json!({"engine_args": ["--port", "1"]}),
+            400,
+            "invalid_engine_args",
+        ),
+        (json!({"context": "big"}), 400, "invalid_preset"),
+        (json!({"colour": "red"}), 400, "invalid_preset"),
+    ] {
+        let (s, v) = patch(&a, body.clone()).await;
+        assert_eq!(s, status, "{body} → {v}");
+        assert_eq!(v["error"]["code"], code, "{body} → {v}");
+    }
+    let (s, _) = patch("hf:no/such", json!({"pinned": true})).await;
+    assert_eq!(s, 404);
+    let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&a))).await;
+    assert!(m.get("preset").is_none(), "nothing changed: {m}");
+
+    let (s, v) = patch(
+        &a,
+        json!({"alias": "tiny:chat", "context": 2048, "slots": 2, "pinned": true}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["preset"]["context"], 2048);
+    let (s, v) = patch(&b, json!({"alias": "tiny:chat"})).await;
+    assert_eq!(s, 409, "{v}");
+    let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&a))).await;
+    assert_eq!(m["alias"], "tiny:chat", "{m}");
+
+    let (s, v) = ask(&h, "tiny:chat").await;
+    assert_eq!(s, 200, "{v}");
+    let (_, tags) = get(&h, "/api/tags").await;
+    let names: Vec<&str> = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"tiny:chat"), "{names:?}");
+    let (_, list) = get(&h, "/v1/workers").await;
+    let w = &list["workers"][0];
+    assert_eq!(w["model_ref"], a.as_str());
+    assert_eq!(w["slots_total"], 2, "{w}");
+    let cmdline = fs_err::read(format!("/proc/{}/cmdline", w["pid"])).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let after = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].clone())
+    };
+    assert_eq!(after("-c").as_deref(), Some("2048"), "{args:?}");
+    assert_eq!(after("-np").as_deref(), Some("2"), "{args:?}");
+    // null clears
+    let (s, v) = patch(
+        &a,
+        json!({"alias": null, "context": null, "slots": null, "pinned": null}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v.get("preset").is_none(), "{v}");
 }

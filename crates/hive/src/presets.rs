@@ -1,0 +1,243 @@
+//! A model's preset (`PATCH /v1/models/{id}`, `rbee models set`): how every spawn,
+//! load and request through the one endpoint runs it. A patch names the fields it
+//! changes; `null` clears one. Each value is checked before anything is stored, and a
+//! bad one changes nothing.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use model_catalog::Preset;
+use serde_json::{Map, Value, json};
+use worker_catalog::{ArtifactStatus, Engine};
+
+use crate::error::ApiError;
+use crate::ops::blocking;
+use crate::state::SharedState;
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_preset", message)
+}
+
+/// The preset after `patch`, checked against everything but the catalog.
+fn apply(mut preset: Preset, patch: &Map<String, Value>) -> Result<Preset, ApiError> {
+    for (key, value) in patch {
+        let null = value.is_null();
+        match key.as_str() {
+            "context" => {
+                preset.context = if null {
+                    None
+                } else {
+                    Some(
+                        value
+                            .as_u64()
+                            .filter(|c| (128..=1 << 20).contains(c))
+                            .ok_or_else(|| {
+                                bad(format!(
+                                    "context must be 128 to 1048576 tokens, got {value}"
+                                ))
+                            })?,
+                    )
+                };
+            }
+            "slots" => {
+                preset.slots = if null {
+                    None
+                } else {
+                    Some(
+                        value
+                            .as_u64()
+                            .filter(|s| (1..=64).contains(s))
+                            .and_then(|s| u32::try_from(s).ok())
+                            .ok_or_else(|| bad(format!("slots must be 1 to 64, got {value}")))?,
+                    )
+                };
+            }
+            "engine" => {
+                preset.engine = match value {
+                    Value::Null => None,
+                    Value::String(s) => Some(
+                        s.parse::<Engine>()
+                            .map_err(|e| ApiError::bad_request("invalid_engine", e))?
+                            .as_str()
+                            .to_owned(),
+                    ),
+                    other => return Err(bad(format!("engine must be a string, got {other}"))),
+                };
+            }
+            "engine_args" => {
+                preset.engine_args = match value {
+                    Value::Null => Vec::new(),
+                    Value::Array(a) => a
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| bad("engine_args must be a list of strings"))?,
+                    other => return Err(bad(format!("engine_args must be a list, got {other}"))),
+                };
+            }
+            "alias" => {
+                preset.alias = match value {
+                    Value::Null => None,
+                    Value::String(s) => Some(alias(s)?),
+                    other => return Err(bad(format!("alias must be a string, got {other}"))),
+                };
+            }
+            "keep_alive_secs" => {
+                preset.keep_alive_secs = if null {
+                    None
+                } else {
+                    Some(value.as_u64().ok_or_else(|| {
+                        bad(format!(
+                            "keep_alive_secs must be seconds (0: never stop), got {value}"
+                        ))
+                    })?)
+                };
+            }
+            "pinned" => {
+                preset.pinned = match value {
+                    Value::Null => false,
+                    Value::Bool(b) => *b,
+                    other => return Err(bad(format!("pinned must be true or false, got {other}"))),
+                };
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown preset field {other:?}: context, slots, engine, engine_args, alias, keep_alive_secs, pinned"
+                )));
+            }
+        }
+    }
+    let engine = preset
+        .engine
+        .as_deref()
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(Engine::LlamaCpp);
+    crate::worker_ops::check_engine_args(engine, &preset.engine_args)?;
+    Ok(preset)
+}
+
+/// An alias as the one endpoint matches it: lowercase `name:tag` (`:latest` when no
+/// tag is given), of letters, digits and `.-_/`.
+fn alias(s: &str) -> Result<String, ApiError> {
+    let s = s.trim().to_ascii_lowercase();
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/:".contains(c))
+        && s.matches(':').count() <= 1
+        && !s.starts_with(':')
+        && !s.ends_with(':');
+    if !ok {
+        return Err(bad(format!(
+            "alias {s:?} must be name:tag of letters, digits and . - _ /"
+        )));
+    }
+    Ok(if s.contains(':') {
+        s
+    } else {
+        format!("{s}:latest")
+    })
+}
+
+/// Changes a model's preset; answers with the model.
+pub async fn patch(state: &SharedState, id: &str, body: Value) -> Result<Value, ApiError> {
+    let Value::Object(patch) = body else {
+        return Err(bad("the body must be a JSON object of preset fields"));
+    };
+    let catalog = Arc::clone(&state.catalog);
+    let id = id.to_owned();
+    let current = {
+        let (catalog, wanted) = (Arc::clone(&catalog), id.clone());
+        blocking(move || Ok(catalog.get(&wanted)?))
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("model {id:?} is not in the catalog")))?
+    };
+    let preset = apply(current.artifact.preset.clone(), &patch)?;
+    if let Some(engine) = preset
+        .engine
+        .as_deref()
+        .and_then(|e| e.parse::<Engine>().ok())
+    {
+        let workers = Arc::clone(&state.worker_catalog);
+        let installed = blocking(move || {
+            Ok(workers.list()?.iter().any(|b| {
+                b.artifact.engine == engine && b.artifact.status == ArtifactStatus::Available
+            }))
+        })
+        .await?;
+        if !installed {
+            return Err(ApiError::bad_request(
+                "engine_not_installed",
+                format!("no {engine} binary is installed: install or add one first"),
+            ));
+        }
+    }
+    let alias = preset.alias.clone();
+    let record = blocking(move || {
+        if let Some(alias) = &alias {
+            let taken = catalog.list()?.into_iter().find(|r| {
+                r.artifact.id != id && crate::gateway::names::alias_of(&r.artifact) == *alias
+            });
+            if let Some(other) = taken {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "alias_taken",
+                    format!("alias {alias:?} already names {}", other.artifact.id),
+                ));
+            }
+        }
+        let mut entry = current.artifact;
+        entry.preset = preset;
+        Ok(catalog.update(entry)?)
+    })
+    .await?;
+    state.models_changed();
+    Ok(json!(record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patch(v: Value) -> Result<Preset, String> {
+        let Value::Object(m) = v else { unreachable!() };
+        apply(Preset::default(), &m).map_err(|e| e.parts().1)
+    }
+
+    #[test]
+    fn patches_are_checked() {
+        let p = patch(json!({"context": 8192, "slots": 2, "engine": "llama-server", "alias": "Smol", "pinned": true, "keep_alive_secs": 0})).unwrap_or_default();
+        assert_eq!(p.context, Some(8192));
+        assert_eq!(p.engine.as_deref(), Some("llama.cpp"));
+        assert_eq!(p.alias.as_deref(), Some("smol:latest"));
+        assert!(p.pinned);
+        assert_eq!(p.keep_alive_secs, Some(0));
+        for (bad, words) in [
+            (json!({"context": 5}), "context"),
+            (json!({"slots": 0}), "slots"),
+            (json!({"engine": "vllm"}), "unknown engine"),
+            (json!({"engine_args": ["--port", "9"]}), "would change"),
+            (json!({"engine_args": "--temp 1"}), "must be a list"),
+            (json!({"alias": "a b"}), "alias"),
+            (json!({"alias": "a:b:c"}), "alias"),
+            (json!({"pinned": "yes"}), "pinned"),
+            (json!({"keep_alive_secs": -1}), "keep_alive_secs"),
+            (json!({"ctx": 1}), "unknown preset field"),
+        ] {
+            let e = patch(bad.clone()).unwrap_err();
+            assert!(e.contains(words), "{bad} → {e}");
+        }
+        let cleared = {
+            let Value::Object(m) = json!({"context": null, "pinned": null}) else {
+                unreachable!()
+            };
+            let set = Preset {
+                context: Some(1024),
+                pinned: true,
+                ..Preset::default()
+            };
+            apply(set, &m).unwrap_or_default()
+        };
+        assert!(cleared.is_empty());
+    }
+}
