@@ -86,6 +86,10 @@ pub struct Metrics {
     pub gateway_loads: Counter,
     /// Idle workers stopped to make room for another model.
     pub evictions: Counter,
+    /// Seconds from a request's arrival at a ready worker to its first byte back.
+    pub gateway_first_byte: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    /// Seconds a request waited for its model's worker to be loaded.
+    pub gateway_load_seconds: Family<ModelLabel, Histogram, fn() -> Histogram>,
 }
 
 /// Counters of the worker supervisors.
@@ -198,6 +202,24 @@ impl Default for Metrics {
             "Idle workers stopped to make room for another model",
             evictions.clone(),
         );
+        let gateway_first_byte =
+            Family::<ModelLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let gateway_load_seconds =
+            Family::<ModelLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "gateway_first_byte_seconds",
+            "Seconds from a request's arrival at a ready worker to its first byte, by model",
+            gateway_first_byte.clone(),
+        );
+        registry.register(
+            "gateway_load_seconds",
+            "Seconds requests waited for their model's worker to be loaded, by model",
+            gateway_load_seconds.clone(),
+        );
         for result in ["completed", "failed", "cancelled"] {
             let _ = downloads.get_or_create(&ResultLabel {
                 result: result.into(),
@@ -222,6 +244,8 @@ impl Default for Metrics {
             gateway_requests,
             gateway_loads,
             evictions,
+            gateway_first_byte,
+            gateway_load_seconds,
         }
     }
 }

@@ -41,6 +41,7 @@ pub struct Accepted {
         routes::models::list,
         routes::models::get_one,
         routes::models::delete,
+        routes::models::set_preset,
         routes::models::download,
         routes::models::import,
         routes::models::verify,

@@ -152,6 +152,7 @@ pub async fn ensure_worker(
         }
         return Ok(w);
     }
+    let waited_from = std::time::Instant::now();
     let admitted = state.gateway.admit.lock().await;
     admission::make_room(state, model).await?;
     let job = loop {
@@ -234,6 +235,13 @@ pub async fn ensure_worker(
         }
     })
     .await;
+    state
+        .metrics
+        .gateway_load_seconds
+        .get_or_create(&crate::metrics::ModelLabel {
+            model: model.id.clone(),
+        })
+        .observe(waited_from.elapsed().as_secs_f64());
     waited.unwrap_or_else(|_| {
         Err(GatewayError::new(
             StatusCode::GATEWAY_TIMEOUT,

@@ -27,6 +27,11 @@ pub struct Upstream {
     pub content_type: Option<String>,
     response: reqwest::Response,
     guard: RequestGuard,
+    /// When the request went to the worker, and where its first byte is counted.
+    sent: (
+        std::time::Instant,
+        prometheus_client::metrics::histogram::Histogram,
+    ),
 }
 
 /// POSTs `body` to the worker's `path` (`/v1/chat/completions`).
@@ -38,13 +43,16 @@ pub async fn post(
 ) -> Result<Upstream, GatewayError> {
     let base = worker.url.as_deref().unwrap_or_default();
     let guard = state.workers.begin_request(&worker.id);
-    state
+    let label = crate::metrics::ModelLabel {
+        model: worker.model_ref.clone(),
+    };
+    state.metrics.gateway_requests.get_or_create(&label).inc();
+    let first_byte = state
         .metrics
-        .gateway_requests
-        .get_or_create(&crate::metrics::ModelLabel {
-            model: worker.model_ref.clone(),
-        })
-        .inc();
+        .gateway_first_byte
+        .get_or_create(&label)
+        .clone();
+    let sent = (std::time::Instant::now(), first_byte);
     let mut request = state.gateway.http.post(format!("{base}{path}")).json(body);
     if let Some(t) = &state.config.api_token {
         request = request.bearer_auth(t);
@@ -81,6 +89,7 @@ pub async fn post(
         content_type,
         response,
         guard,
+        sent,
     })
 }
 
@@ -88,7 +97,9 @@ impl Upstream {
     /// The whole body as JSON (a non-streamed answer).
     pub async fn json(self) -> Result<Value, GatewayError> {
         let _in_flight = self.guard;
-        let bytes = self.response.bytes().await.map_err(|e| {
+        let bytes = self.response.bytes().await;
+        self.sent.1.observe(self.sent.0.elapsed().as_secs_f64());
+        let bytes = bytes.map_err(|e| {
             GatewayError::new(
                 StatusCode::BAD_GATEWAY,
                 "worker_failed",
@@ -107,8 +118,12 @@ impl Upstream {
     /// The body's bytes as they come; a failure mid-way is the last item, an error.
     pub fn bytes(self) -> impl Stream<Item = Result<Bytes, String>> + Send {
         let guard = self.guard;
+        let mut first = Some(self.sent);
         self.response.bytes_stream().map(move |chunk| {
             let _in_flight = &guard;
+            if let Some((at, histogram)) = first.take() {
+                histogram.observe(at.elapsed().as_secs_f64());
+            }
             chunk.map_err(|e| format!("the worker's stream was cut: {e}"))
         })
     }
