@@ -11,13 +11,14 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::jobs::Job;
-use crate::ops::Operation;
 use crate::state::SharedState;
 
 /// The most items one batch takes.
 pub const MAX_ITEMS: usize = 100;
 
-type Started = Pin<Box<dyn Future<Output = Result<Arc<Job>, ApiError>> + Send>>;
+/// Starting one item: a future that checks it and starts its job (run in order, by
+/// the parent job).
+pub type Started = Pin<Box<dyn Future<Output = Result<Arc<Job>, ApiError>> + Send>>;
 /// A child job, or why it was refused (code, message).
 type Child = Result<Arc<Job>, (&'static str, String)>;
 
@@ -46,11 +47,12 @@ pub async fn wait_job(job: &Job) -> (String, Value) {
     }
 }
 
-/// Checks the batch's size and starts the parent job over `items` (label, operation).
+/// Checks the batch's size and starts the parent job over `items` (label, how to
+/// start it).
 pub fn start(
     state: &SharedState,
     operation: &'static str,
-    items: Vec<(String, Operation)>,
+    items: Vec<(String, Started)>,
 ) -> Result<Arc<Job>, ApiError> {
     if items.is_empty() || items.len() > MAX_ITEMS {
         return Err(ApiError::bad_request(
@@ -58,14 +60,9 @@ pub fn start(
             format!("a batch takes 1 to {MAX_ITEMS} items, got {}", items.len()),
         ));
     }
-    let s = Arc::clone(state);
     Ok(state.jobs.spawn(operation, move |job| async move {
         let mut children: Vec<(String, Child)> = Vec::new();
-        for (label, op) in items {
-            let started: Started = Box::pin({
-                let s = Arc::clone(&s);
-                async move { crate::ops::start(&s, op).await }
-            });
+        for (label, started) in items {
             let child = started.await.map_err(ApiError::parts);
             match &child {
                 Ok(c) => job.narrate("child", &format!("{label}: job {}", c.info().job_id)),

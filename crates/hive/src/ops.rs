@@ -244,11 +244,12 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
             let items = model_refs
                 .into_iter()
                 .map(|r| {
-                    let op = Operation::ModelDownload {
-                        model_ref: r.clone(),
-                        sha256: None,
-                    };
-                    (r, op)
+                    let s = Arc::clone(state);
+                    let request = ProvisionRequest::new(r.clone());
+                    let started: crate::batch::Started = Box::pin(async move {
+                        start_provision(&s, "model_download", request).await
+                    });
+                    (r, started)
                 })
                 .collect();
             crate::batch::start(state, name, items)
@@ -258,18 +259,10 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
                 .into_iter()
                 .map(|w| {
                     let label = format!("{} on {} {}", w.model, w.worker, w.device);
-                    let op = Operation::WorkerSpawn {
-                        model: w.model,
-                        worker: w.worker,
-                        engine: w.engine,
-                        engine_args: w.engine_args,
-                        device: w.device,
-                        force: w.force,
-                        pull: w.pull,
-                        idle_ttl_secs: w.idle_ttl_secs,
-                        threads: w.threads,
-                    };
-                    (label, op)
+                    let s = Arc::clone(state);
+                    let started: crate::batch::Started =
+                        Box::pin(async move { crate::worker_ops::start_spawn(&s, w).await });
+                    (label, started)
                 })
                 .collect();
             crate::batch::start(state, name, items)

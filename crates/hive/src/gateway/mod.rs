@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use model_catalog::ModelEntry;
-use serde_json::Value;
 
 use crate::state::SharedState;
 use crate::workers::{WorkerRecord, WorkerState};
@@ -187,7 +186,7 @@ pub async fn ensure_worker(
         }
     };
     drop(admitted);
-    let outcome = tokio::time::timeout(LOAD_DEADLINE, wait_job(&job))
+    let outcome = tokio::time::timeout(LOAD_DEADLINE, crate::batch::wait_job(&job))
         .await
         .map_err(|_| {
             GatewayError::new(
@@ -200,9 +199,16 @@ pub async fn ensure_worker(
                 ),
             )
         })?;
-    let record = outcome.map_err(|(code, message)| {
-        GatewayError::new(StatusCode::SERVICE_UNAVAILABLE, &code, message)
-    })?;
+    let (ended, record) = outcome;
+    if ended != "completed" {
+        return Err(GatewayError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            record["code"].as_str().unwrap_or("load_failed"),
+            record["message"]
+                .as_str()
+                .map_or_else(|| format!("the load of {} {ended}", model.id), str::to_owned),
+        ));
+    }
     let id = record["id"].as_str().unwrap_or_default().to_owned();
     // the load may have found a worker still starting: wait for it to be ready
     let mut events = state.workers.events.subscribe();
@@ -249,45 +255,4 @@ pub async fn ensure_worker(
             format!("the worker for {} never became ready", model.id),
         ))
     })
-}
-
-/// The job's result, or its error's code and message, once it ends.
-async fn wait_job(job: &crate::jobs::Job) -> Result<Value, (String, String)> {
-    let (history, mut rx) = job.subscribe();
-    let mut last = history;
-    loop {
-        for e in &last {
-            match e.kind {
-                "result" => return Ok(e.data.clone()),
-                "error" => {
-                    return Err((
-                        e.data["code"].as_str().unwrap_or("failed").to_owned(),
-                        e.data["message"].as_str().unwrap_or_default().to_owned(),
-                    ));
-                }
-                _ => {}
-            }
-        }
-        match rx.recv().await {
-            Ok(e) => last = vec![e],
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                let info = job.info();
-                if let Some(v) = info.result {
-                    return Ok(v);
-                }
-                last = Vec::new();
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                let info = job.info();
-                return match (info.result, info.error) {
-                    (Some(v), _) => Ok(v),
-                    (_, Some(e)) => Err((
-                        e["code"].as_str().unwrap_or("failed").to_owned(),
-                        e["message"].as_str().unwrap_or_default().to_owned(),
-                    )),
-                    _ => Err(("failed".into(), "the load ended without a result".into())),
-                };
-            }
-        }
-    }
 }
