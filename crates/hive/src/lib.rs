@@ -5,6 +5,7 @@
 //! router from each resource's own `router()`.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod audit;
 pub mod batch;
 pub mod capabilities;
@@ -13,12 +14,8 @@ pub mod error;
 pub mod gateway;
 pub mod jobs;
 pub mod metrics;
-pub mod openapi;
 pub mod ops;
-pub mod presets;
-pub mod routes;
 pub mod state;
-pub mod worker_ops;
 pub mod workers;
 
 use std::sync::Arc;
@@ -27,12 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use artifact_catalog::ArtifactStatus;
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware::{self};
 use model_catalog::ModelCatalog;
-use subtle::ConstantTimeEq as _;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
@@ -48,17 +41,20 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 /// The API.
 pub fn app(state: SharedState) -> Router {
     Router::new()
-        .merge(routes::system::router())
-        .merge(routes::models::router())
-        .merge(routes::jobs::router())
-        .merge(routes::workers::router())
+        .merge(api::system::router())
+        .merge(api::models::router())
+        .merge(api::jobs::router())
+        .merge(api::workers::router())
         .merge(gateway::openai::router())
         .merge(gateway::ollama::router())
         .route("/metrics", axum::routing::get(metrics::render))
-        .route("/openapi.json", axum::routing::get(openapi::document))
+        .route("/openapi.json", axum::routing::get(api::openapi::document))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn(jobs::deadline))
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            api::auth::auth,
+        ))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             audit::record,
@@ -69,43 +65,6 @@ pub fn app(state: SharedState) -> Router {
         ))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(state)
-}
-
-/// With a token, every route but `/health` needs `Authorization: Bearer <token>`.
-async fn auth(State(state): State<SharedState>, request: Request, next: Next) -> Response {
-    let Some(token) = state.config.api_token.as_deref().filter(|t| !t.is_empty()) else {
-        return next.run(request).await;
-    };
-    if request.uri().path() == "/health" {
-        return next.run(request).await;
-    }
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // constant time, and the same for a wrong length
-    let (a, b) = (sha(given), sha(token));
-    if bool::from(a.ct_eq(&b)) {
-        return next.run(request).await;
-    }
-    let mut r = ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "missing or wrong bearer token",
-    )
-    .into_response();
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    r
-}
-
-fn sha(s: &str) -> [u8; 32] {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(s.as_bytes()).into()
 }
 
 /// Opens the home folder (one daemon per home, held by a lock file), the catalog and
@@ -235,7 +194,7 @@ pub async fn resume_downloads(state: &SharedState) -> anyhow::Result<usize> {
         .collect();
     for entry in &pending {
         tracing::info!(id = %entry.id, "resuming a download the last run left unfinished");
-        ops::fetch_job(state, "model_download", entry.clone(), false);
+        ops::models::fetch_job(state, "model_download", entry.clone(), false);
     }
     Ok(pending.len())
 }

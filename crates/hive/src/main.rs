@@ -42,7 +42,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let resumed = hive::resume_downloads(&state).await?;
     let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
-    tokio::spawn(hive::ops::integrity_schedule(
+    tokio::spawn(hive::ops::models::integrity_schedule(
         std::sync::Arc::clone(&state),
         secs(state.config.integrity_interval_secs),
         secs(state.config.rehash_interval_secs),

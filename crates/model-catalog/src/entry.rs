@@ -140,6 +140,12 @@ impl ModelEntry {
         }
     }
 
+    /// The name the one endpoint knows it by: its preset's alias, else
+    /// `<repository or file, lowercase, without -GGUF>:<quantization>`.
+    pub fn alias(&self) -> String {
+        crate::alias::alias_of(self)
+    }
+
     /// Every file of the model: the shards of a split model, else its one file.
     pub fn files(&self) -> Vec<&Path> {
         if self.shards.is_empty() {

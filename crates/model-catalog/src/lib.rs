@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 pub use artifact_catalog::{
     Artifact, ArtifactCatalog, ArtifactMetadata, ArtifactStatus, Backend, CatalogError,
 };
+mod alias;
+
+pub use alias::alias;
 pub use entry::{DownloadProgress, ModelEntry, Preset, Shard};
 pub use verify::{VerifyProblem, VerifyReport, sha256_file};
 

@@ -117,7 +117,7 @@ async fn stop(state: &SharedState, victim: &WorkerRecord, bytes: u64, model: &Mo
         model.id
     );
     state.metrics.evictions.inc();
-    let _ = crate::worker_ops::stop(state, &victim.id).await;
+    let _ = crate::ops::workers::stop(state, &victim.id).await;
 }
 
 /// Stops one idle worker to make room for `model`, whatever the budget says (the

@@ -155,9 +155,9 @@ pub async fn ensure_worker(
     let admitted = state.gateway.admit.lock().await;
     admission::make_room(state, model).await?;
     let job = loop {
-        let started = crate::worker_ops::start_load(
+        let started = crate::ops::workers::start_load(
             state,
-            crate::worker_ops::LoadRequest {
+            crate::ops::workers::LoadRequest {
                 id: model.id.clone(),
                 worker: "cpu".into(),
                 engine: None,
@@ -204,9 +204,10 @@ pub async fn ensure_worker(
         return Err(GatewayError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             record["code"].as_str().unwrap_or("load_failed"),
-            record["message"]
-                .as_str()
-                .map_or_else(|| format!("the load of {} {ended}", model.id), str::to_owned),
+            record["message"].as_str().map_or_else(
+                || format!("the load of {} {ended}", model.id),
+                str::to_owned,
+            ),
         ));
     }
     let id = record["id"].as_str().unwrap_or_default().to_owned();

@@ -254,7 +254,7 @@ async fn tags(State(state): State<SharedState>) -> Answer {
         .await?
         .iter()
         .map(|(e, added)| {
-            let name = names::alias_of(e);
+            let name = e.alias();
             json!({
                 "name": name, "model": name, "modified_at": added.to_rfc3339(),
                 "size": e.size, "digest": digest(e), "details": details(e),
@@ -276,7 +276,7 @@ async fn ps(State(state): State<SharedState>) -> Answer {
         let Some((e, _)) = models.iter().find(|(e, _)| e.id == w.model_ref) else {
             continue;
         };
-        let name = names::alias_of(e);
+        let name = e.alias();
         let expires = w.idle_ttl_secs.map_or_else(
             || "0001-01-01T00:00:00Z".to_owned(),
             |s| {
@@ -337,7 +337,7 @@ async fn show(State(state): State<SharedState>, bytes: Bytes) -> Answer {
 /// After the answer: `keep_alive: 0` unloads the model now.
 async fn unload_if_asked(state: &SharedState, model_id: &str, keep_alive: Option<u64>) {
     if keep_alive == Some(0) {
-        let _ = crate::worker_ops::unload(state, model_id).await;
+        let _ = crate::ops::workers::unload(state, model_id).await;
     }
 }
 
@@ -615,7 +615,7 @@ async fn embed(State(state): State<SharedState>, bytes: Bytes) -> Answer {
 async fn delete(State(state): State<SharedState>, bytes: Bytes) -> Answer {
     let body = parse(&bytes)?;
     let model = names::resolve(&state, &model_name(&body)?).await?;
-    crate::ops::model_delete(&state, &model.id)
+    crate::ops::models::model_delete(&state, &model.id)
         .await
         .map_err(GatewayError::from)?;
     Ok(StatusCode::OK.into_response())
@@ -627,9 +627,9 @@ async fn pull(State(state): State<SharedState>, bytes: Bytes) -> Answer {
     let body = parse(&bytes)?;
     let reference = model_name(&body)?;
     let stream = stream_flag(&body)?;
-    let job = crate::ops::start(
+    let job = crate::ops::dispatch::start(
         &state,
-        crate::ops::Operation::ModelDownload {
+        crate::ops::dispatch::Operation::ModelDownload {
             model_ref: reference.clone(),
             sha256: None,
         },

@@ -57,7 +57,7 @@ async fn models(State(state): State<SharedState>) -> Result<Response, GatewayErr
         .filter(|r| r.artifact.status == artifact_catalog::ArtifactStatus::Available)
         .map(|r| {
             json!({
-                "id": names::alias_of(&r.artifact),
+                "id": r.artifact.alias(),
                 "object": "model",
                 "created": r.added_at.timestamp(),
                 "owned_by": "rbee-hive",

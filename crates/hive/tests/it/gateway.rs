@@ -80,8 +80,14 @@ async fn the_official_openai_and_ollama_clients_talk_to_the_one_endpoint() {
         "{metrics}"
     );
     assert!(metrics.contains("rbee_gateway_loads_total 1"), "{metrics}");
-    assert!(metrics.contains("rbee_gateway_first_byte_seconds_count{model="), "{metrics}");
-    assert!(metrics.contains("rbee_gateway_load_seconds_count{model="), "{metrics}");
+    assert!(
+        metrics.contains("rbee_gateway_first_byte_seconds_count{model="),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rbee_gateway_load_seconds_count{model="),
+        "{metrics}"
+    );
     // asking is not a change: the audit log has the pull and the delete, no chat
     let (_, audit) = get(&h, "/v1/audit").await;
     let ops: Vec<String> = audit

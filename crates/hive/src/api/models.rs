@@ -11,9 +11,10 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::api::ApiJson;
 use crate::error::ApiError;
-use crate::ops::{self, Operation};
-use crate::routes::ApiJson;
+use crate::ops::dispatch::{self, Operation};
+use crate::ops::models;
 use crate::state::SharedState;
 
 /// The routes.
@@ -79,19 +80,23 @@ fn default_limit() -> usize {
 /// The models in the catalog, in id order, downloading ones with their progress:
 /// a page of them; `X-Total-Count` says how many there are, and `Link: rel="next"`
 /// where the next page is.
-#[utoipa::path(get, operation_id = "models_list", path = "/v1/models", tag = "models", params(Page), responses((status = 200, description = "Catalog entries", body = Vec<Object>), (status = 400, description = "Bad page", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "models_list", path = "/v1/models", tag = "models", params(Page), responses((status = 200, description = "Catalog entries", body = Vec<Object>), (status = 400, description = "Bad page", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<SharedState>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(page) = page.map_err(|e| ApiError::bad_request("bad_request", e.body_text()))?;
-    if page.limit == 0 || page.limit > ops::MAX_PAGE {
+    if page.limit == 0 || page.limit > models::MAX_PAGE {
         return Err(ApiError::bad_request(
             "bad_request",
-            format!("limit must be 1 to {}, got {}", ops::MAX_PAGE, page.limit),
+            format!(
+                "limit must be 1 to {}, got {}",
+                models::MAX_PAGE,
+                page.limit
+            ),
         ));
     }
-    let (body, total) = ops::model_list_page(&state, page.offset, page.limit).await?;
+    let (body, total) = models::model_list_page(&state, page.offset, page.limit).await?;
     let mut r = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     r.headers_mut()
         .insert("x-total-count", HeaderValue::from(total));
@@ -108,41 +113,43 @@ pub async fn list(
 }
 
 /// One model.
-#[utoipa::path(get, operation_id = "models_get_one", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), responses((status = 200, description = "The entry", body = Object), (status = 404, description = "Not in the catalog", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "models_get_one", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), responses((status = 200, description = "The entry", body = Object), (status = 404, description = "Not in the catalog", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
 pub async fn get_one(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    Ok(ApiJson(ops::model_get(&state, &id).await?))
+    Ok(ApiJson(models::model_get(&state, &id).await?))
 }
 
 /// Changes how the model is run: its preset (context, slots, engine, engine_args,
 /// alias, keep_alive_secs, pinned); `null` clears a field.
-#[utoipa::path(patch, operation_id = "models_set_preset", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), request_body = Object, responses((status = 200, description = "The model with its new preset", body = Object), (status = 400, description = "A bad field, or an engine not installed", body = crate::openapi::ErrorBody), (status = 404, description = "Not in the catalog", body = crate::openapi::ErrorBody), (status = 409, description = "The alias names another model", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(patch, operation_id = "models_set_preset", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), request_body = Object, responses((status = 200, description = "The model with its new preset", body = Object), (status = 400, description = "A bad field, or an engine not installed", body = crate::api::openapi::ErrorBody), (status = 404, description = "Not in the catalog", body = crate::api::openapi::ErrorBody), (status = 409, description = "The alias names another model", body = crate::api::openapi::ErrorBody)))]
 pub async fn set_preset(
     State(state): State<SharedState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    Ok(ApiJson(crate::presets::patch(&state, &id, body).await?))
+    Ok(ApiJson(
+        crate::ops::presets::patch(&state, &id, body).await?,
+    ))
 }
 
 /// Removes a model's entry and files.
-#[utoipa::path(delete, operation_id = "models_delete", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), responses((status = 200, description = "Removed", body = Object), (status = 404, description = "Not in the catalog", body = crate::openapi::ErrorBody), (status = 409, description = "Downloading or in use", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(delete, operation_id = "models_delete", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), responses((status = 200, description = "Removed", body = Object), (status = 404, description = "Not in the catalog", body = crate::api::openapi::ErrorBody), (status = 409, description = "Downloading or in use", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
 pub async fn delete(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    Ok(ApiJson(ops::model_delete(&state, &id).await?))
+    Ok(ApiJson(models::model_delete(&state, &id).await?))
 }
 
 /// Starts downloading a model; a bad or unknown reference is answered at once.
-#[utoipa::path(post, operation_id = "models_download", path = "/v1/models/download", tag = "models", request_body = DownloadBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody), (status = 404, description = "No such repo, file or quant", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_download", path = "/v1/models/download", tag = "models", request_body = DownloadBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such repo, file or quant", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
 pub async fn download(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<DownloadBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let job = ops::start(
+    let job = dispatch::start(
         &state,
         Operation::ModelDownload {
             model_ref: body.model_ref,
@@ -155,12 +162,12 @@ pub async fn download(
 
 /// Makes sure a ready worker serves the model (spawns one, pulling the model first if
 /// it is a reference not in the catalog), as a job whose result is the worker.
-#[utoipa::path(post, operation_id = "models_load", path = "/v1/models/load", tag = "models", request_body = crate::worker_ops::LoadRequest, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::openapi::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_load", path = "/v1/models/load", tag = "models", request_body = crate::ops::workers::LoadRequest, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::api::openapi::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::api::openapi::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
 pub async fn load(
     State(state): State<SharedState>,
-    ApiJson(body): ApiJson<crate::worker_ops::LoadRequest>,
+    ApiJson(body): ApiJson<crate::ops::workers::LoadRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let job = crate::worker_ops::start_load(&state, body).await?;
+    let job = crate::ops::workers::start_load(&state, body).await?;
     Ok(accepted(&job))
 }
 
@@ -174,7 +181,7 @@ pub struct DownloadBatchBody {
 
 /// Downloads several models: one parent job whose narration names each child job,
 /// and whose result lists each outcome; one failure does not stop the others.
-#[utoipa::path(post, operation_id = "models_download_batch", path = "/v1/models/download-batch", tag = "models", request_body = DownloadBatchBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_download_batch", path = "/v1/models/download-batch", tag = "models", request_body = DownloadBatchBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
 pub async fn download_batch(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<DownloadBatchBody>,
@@ -182,7 +189,7 @@ pub async fn download_batch(
     let op = Operation::ModelDownloadBatch {
         model_refs: body.model_refs,
     };
-    let job = ops::start(&state, op).await?;
+    let job = dispatch::start(&state, op).await?;
     Ok(accepted(&job))
 }
 
@@ -195,12 +202,12 @@ pub struct UnloadBody {
 }
 
 /// Stops every worker serving the model.
-#[utoipa::path(post, operation_id = "models_unload", path = "/v1/models/unload", tag = "models", request_body = UnloadBody, responses((status = 200, description = "The stopped workers", body = Object), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_unload", path = "/v1/models/unload", tag = "models", request_body = UnloadBody, responses((status = 200, description = "The stopped workers", body = Object), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
 pub async fn unload(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<UnloadBody>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    crate::worker_ops::unload(&state, &body.id)
+    crate::ops::workers::unload(&state, &body.id)
         .await
         .map(ApiJson)
 }
@@ -215,12 +222,12 @@ pub struct VerifyBody {
 }
 
 /// Checks every available model's files; problems mark the model failed.
-#[utoipa::path(post, operation_id = "models_verify", path = "/v1/models/verify", tag = "models", request_body = VerifyBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_verify", path = "/v1/models/verify", tag = "models", request_body = VerifyBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
 pub async fn verify(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<VerifyBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let job = ops::start(
+    let job = dispatch::start(
         &state,
         Operation::ModelVerify {
             rehash: body.rehash,
@@ -231,11 +238,11 @@ pub async fn verify(
 }
 
 /// Registers a local GGUF file (hard link, else copy).
-#[utoipa::path(post, operation_id = "models_import", path = "/v1/models/import", tag = "models", request_body = ImportBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::openapi::ErrorBody), (status = 404, description = "No such file", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_import", path = "/v1/models/import", tag = "models", request_body = ImportBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such file", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
 pub async fn import(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<ImportBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let job = ops::start(&state, Operation::ModelImport { path: body.path }).await?;
+    let job = dispatch::start(&state, Operation::ModelImport { path: body.path }).await?;
     Ok(accepted(&job))
 }

@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use crate::api::ApiJson;
 use crate::error::ApiError;
-use crate::routes::ApiJson;
 use crate::state::SharedState;
 
 /// The routes.
@@ -42,7 +42,7 @@ pub struct AuditQuery {
 }
 
 /// The audit log: one entry per mutating request, oldest first.
-#[utoipa::path(get, operation_id = "system_audit", path = "/v1/audit", tag = "system", params(AuditQuery), responses((status = 200, description = "Audit entries, oldest first", body = Vec<Object>), (status = 400, description = "Bad query", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "system_audit", path = "/v1/audit", tag = "system", params(AuditQuery), responses((status = 200, description = "Audit entries, oldest first", body = Vec<Object>), (status = 400, description = "Bad query", body = crate::api::openapi::ErrorBody)))]
 pub async fn audit(
     State(state): State<SharedState>,
     query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,

@@ -13,11 +13,12 @@ use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::api::ApiJson;
+use crate::api::models::accepted;
 use crate::error::ApiError;
-use crate::routes::ApiJson;
-use crate::routes::models::accepted;
+use crate::ops::binaries::InstallRequest;
+use crate::ops::workers::SpawnRequest;
 use crate::state::SharedState;
-use crate::worker_ops::{self, InstallRequest, SpawnRequest};
 
 /// The routes.
 pub fn router() -> Router<SharedState> {
@@ -56,7 +57,7 @@ pub async fn list(State(state): State<SharedState>) -> ApiJson<Value> {
 }
 
 /// One worker.
-#[utoipa::path(get, operation_id = "workers_get_one", path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)), responses((status = 200, description = "The worker", body = Object), (status = 404, description = "No such worker", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "workers_get_one", path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)), responses((status = 200, description = "The worker", body = Object), (status = 404, description = "No such worker", body = crate::api::openapi::ErrorBody)))]
 pub async fn get_one(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -69,12 +70,12 @@ pub async fn get_one(
 }
 
 /// Starts a worker for an available model; a job that ends when it is ready.
-#[utoipa::path(post, operation_id = "workers_spawn", path = "/v1/workers/spawn", tag = "workers", request_body = SpawnRequest, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::openapi::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "workers_spawn", path = "/v1/workers/spawn", tag = "workers", request_body = SpawnRequest, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::api::openapi::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::api::openapi::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
 pub async fn spawn(
     State(state): State<SharedState>,
     ApiJson(req): ApiJson<SpawnRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let job = worker_ops::start_spawn(&state, req).await?;
+    let job = crate::ops::workers::start_spawn(&state, req).await?;
     Ok(accepted(&job))
 }
 
@@ -88,29 +89,29 @@ pub struct SpawnBatchBody {
 
 /// Starts several workers: one parent job, a child job each; one failure does not stop
 /// the others.
-#[utoipa::path(post, operation_id = "workers_spawn_batch", path = "/v1/workers/spawn-batch", tag = "workers", request_body = SpawnBatchBody, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "workers_spawn_batch", path = "/v1/workers/spawn-batch", tag = "workers", request_body = SpawnBatchBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
 pub async fn spawn_batch(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<SpawnBatchBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let op = crate::ops::Operation::WorkerSpawnBatch {
+    let op = crate::ops::dispatch::Operation::WorkerSpawnBatch {
         workers: body.workers,
     };
-    let job = crate::ops::start(&state, op).await?;
+    let job = crate::ops::dispatch::start(&state, op).await?;
     Ok(accepted(&job))
 }
 
 /// Stops a worker: SIGTERM, the grace period, SIGKILL.
-#[utoipa::path(delete, operation_id = "workers_stop", path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)), responses((status = 200, description = "Stopped", body = Object), (status = 404, description = "No such worker", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(delete, operation_id = "workers_stop", path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)), responses((status = 200, description = "Stopped", body = Object), (status = 404, description = "No such worker", body = crate::api::openapi::ErrorBody)))]
 pub async fn stop(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    worker_ops::stop(&state, &id).await.map(ApiJson)
+    crate::ops::workers::stop(&state, &id).await.map(ApiJson)
 }
 
 /// A worker's heartbeat.
-#[utoipa::path(post, operation_id = "workers_heartbeat", path = "/v1/workers/{id}/heartbeat", tag = "workers", params(("id" = String, Path)), request_body = Object, responses((status = 204, description = "Recorded"), (status = 404, description = "No such worker", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "workers_heartbeat", path = "/v1/workers/{id}/heartbeat", tag = "workers", params(("id" = String, Path)), request_body = Object, responses((status = 204, description = "Recorded"), (status = 404, description = "No such worker", body = crate::api::openapi::ErrorBody)))]
 pub async fn heartbeat(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -134,7 +135,7 @@ pub struct LogQuery {
 }
 
 /// A worker's stdout and stderr; `x-log-offset` is where the next read starts.
-#[utoipa::path(get, operation_id = "workers_logs", path = "/v1/workers/{id}/logs", tag = "workers", params(("id" = String, Path), LogQuery), responses((status = 200, description = "The log", content_type = "text/plain"), (status = 404, description = "No such log", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "workers_logs", path = "/v1/workers/{id}/logs", tag = "workers", params(("id" = String, Path), LogQuery), responses((status = 200, description = "The log", content_type = "text/plain"), (status = 404, description = "No such log", body = crate::api::openapi::ErrorBody)))]
 pub async fn logs(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -189,35 +190,39 @@ pub async fn logs(
 /// The installed worker binaries.
 #[utoipa::path(get, operation_id = "workers_binaries", path = "/v1/worker-binaries", tag = "worker-binaries", responses((status = 200, description = "Every binary", body = Vec<Object>)))]
 pub async fn binaries(State(state): State<SharedState>) -> Result<ApiJson<Value>, ApiError> {
-    Ok(ApiJson(worker_ops::binary_list(&state).await?))
+    Ok(ApiJson(crate::ops::binaries::binary_list(&state).await?))
 }
 
 /// One worker binary.
-#[utoipa::path(get, operation_id = "workers_binary", path = "/v1/worker-binaries/{id}", tag = "worker-binaries", params(("id" = String, Path)), responses((status = 200, description = "The binary", body = Object), (status = 404, description = "Not installed", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "workers_binary", path = "/v1/worker-binaries/{id}", tag = "worker-binaries", params(("id" = String, Path)), responses((status = 200, description = "The binary", body = Object), (status = 404, description = "Not installed", body = crate::api::openapi::ErrorBody)))]
 pub async fn binary(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    Ok(ApiJson(worker_ops::binary_get(&state, &id).await?))
+    Ok(ApiJson(
+        crate::ops::binaries::binary_get(&state, &id).await?,
+    ))
 }
 
 /// Builds or downloads a worker binary, as a job.
-#[utoipa::path(post, operation_id = "workers_install", path = "/v1/worker-binaries/install", tag = "worker-binaries", request_body = InstallRequest, responses((status = 202, description = "Started", body = crate::openapi::Accepted), (status = 400, description = "Bad request", body = crate::openapi::ErrorBody), (status = 404, description = "No source to build from", body = crate::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "workers_install", path = "/v1/worker-binaries/install", tag = "worker-binaries", request_body = InstallRequest, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::api::openapi::ErrorBody), (status = 404, description = "No source to build from", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
 pub async fn install(
     State(state): State<SharedState>,
     ApiJson(req): ApiJson<InstallRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let job = worker_ops::start_install(&state, req).await?;
+    let job = crate::ops::binaries::start_install(&state, req).await?;
     Ok(accepted(&job))
 }
 
 /// Removes a worker binary; 409 while a worker runs it.
-#[utoipa::path(delete, operation_id = "workers_remove_binary", path = "/v1/worker-binaries/{id}", tag = "worker-binaries", params(("id" = String, Path)), responses((status = 200, description = "Removed", body = Object), (status = 404, description = "Not installed", body = crate::openapi::ErrorBody), (status = 409, description = "In use", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(delete, operation_id = "workers_remove_binary", path = "/v1/worker-binaries/{id}", tag = "worker-binaries", params(("id" = String, Path)), responses((status = 200, description = "Removed", body = Object), (status = 404, description = "Not installed", body = crate::api::openapi::ErrorBody), (status = 409, description = "In use", body = crate::api::openapi::ErrorBody)))]
 pub async fn remove_binary(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    Ok(ApiJson(worker_ops::binary_remove(&state, &id).await?))
+    Ok(ApiJson(
+        crate::ops::binaries::binary_remove(&state, &id).await?,
+    ))
 }
 
 /// Telemetry every 2 s (`heartbeat`: the hive and each worker's state, pid, RSS and

@@ -112,7 +112,7 @@ fn apply(mut preset: Preset, patch: &Map<String, Value>) -> Result<Preset, ApiEr
         .as_deref()
         .and_then(|e| e.parse().ok())
         .unwrap_or(Engine::LlamaCpp);
-    crate::worker_ops::check_engine_args(engine, &preset.engine_args)?;
+    crate::ops::workers::check_engine_args(engine, &preset.engine_args)?;
     Ok(preset)
 }
 
@@ -175,9 +175,10 @@ pub async fn patch(state: &SharedState, id: &str, body: Value) -> Result<Value, 
     let alias = preset.alias.clone();
     let record = blocking(move || {
         if let Some(alias) = &alias {
-            let taken = catalog.list()?.into_iter().find(|r| {
-                r.artifact.id != id && crate::gateway::names::alias_of(&r.artifact) == *alias
-            });
+            let taken = catalog
+                .list()?
+                .into_iter()
+                .find(|r| r.artifact.id != id && r.artifact.alias() == *alias);
             if let Some(other) = taken {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,

@@ -1,7 +1,10 @@
-//! The HTTP API, one module per resource.
+//! The HTTP API: one module of handlers per resource, the OpenAPI document, and the
+//! auth middleware. The one endpoint's routes are the gateway's.
 
+pub mod auth;
 pub mod jobs;
 pub mod models;
+pub mod openapi;
 pub mod system;
 pub mod workers;
 
