@@ -70,6 +70,10 @@ pub struct Config {
     /// Seconds without a request after which a worker is stopped, unless its spawn says otherwise (0: never)
     #[arg(long, env = "RBEE_WORKER_IDLE_TTL", default_value_t = 0)]
     pub worker_idle_ttl_secs: u64,
+    /// Whether a request through the one endpoint that names a reference not in the
+    /// catalog (hf:ORG/REPO:QUANT, https://..., file:/...) pulls it first
+    #[arg(long, env = "RBEE_GATEWAY_PULL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub gateway_pull: bool,
     /// Requests to one model through the one endpoint beyond its workers' slots that
     /// wait their turn; more are answered 429 with Retry-After
     #[arg(long, env = "RBEE_GATEWAY_QUEUE", default_value_t = 16)]

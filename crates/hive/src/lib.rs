@@ -45,10 +45,17 @@ pub fn app(state: SharedState) -> Router {
         .merge(api::models::router())
         .merge(api::jobs::router())
         .merge(api::workers::router())
-        .merge(gateway::openai::router())
-        .merge(gateway::ollama::router())
         .route("/metrics", axum::routing::get(metrics::render))
         .route("/openapi.json", axum::routing::get(api::openapi::document))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        // the one endpoint takes longer bodies (long chats) and answers a body too
+        // large in its own families' shapes
+        .merge(
+            Router::new()
+                .merge(gateway::openai::router())
+                .merge(gateway::ollama::router())
+                .layer(axum::extract::DefaultBodyLimit::max(gateway::MAX_BODY)),
+        )
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn(jobs::deadline))
         .layer(middleware::from_fn_with_state(
@@ -63,7 +70,6 @@ pub fn app(state: SharedState) -> Router {
             Arc::clone(&state),
             metrics::track,
         ))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(state)
 }
 

@@ -25,6 +25,9 @@ use model_catalog::ModelEntry;
 use crate::state::SharedState;
 use crate::workers::{WorkerRecord, WorkerState};
 
+/// The most a request body through the one endpoint may be.
+pub const MAX_BODY: usize = 16 << 20;
+
 /// How long a request waits for its model's worker to be ready.
 const LOAD_DEADLINE: Duration = Duration::from_secs(600);
 
@@ -62,6 +65,22 @@ impl From<crate::error::ApiError> for GatewayError {
             status
         };
         Self::new(status, code, message)
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for GatewayError {
+    fn from(r: axum::extract::rejection::BytesRejection) -> Self {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "invalid_body"
+        };
+        Self::new(
+            status,
+            code,
+            format!("{} (at most {} MiB)", r.body_text(), MAX_BODY >> 20),
+        )
     }
 }
 

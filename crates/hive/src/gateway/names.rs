@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use artifact_catalog::ArtifactStatus;
+use artifact_catalog::provision::ArtifactProvisioner as _;
 use axum::http::StatusCode;
 use model_catalog::ModelEntry;
 
@@ -47,12 +48,18 @@ pub async fn resolve(state: &SharedState, name: &str) -> Result<ModelEntry, Gate
     })
     .await
     .map_err(GatewayError::from)?;
-    let Some(entry) = found else {
-        return Err(GatewayError::new(
-            StatusCode::NOT_FOUND,
-            "model_not_found",
-            format!("model {name:?} is not in this hive's catalog (pull it first)"),
-        ));
+    let entry = match found {
+        Some(e) => e,
+        None if state.config.gateway_pull && state.provisioner.supports(&name) => {
+            pull(state, &name).await?
+        }
+        None => {
+            return Err(GatewayError::new(
+                StatusCode::NOT_FOUND,
+                "model_not_found",
+                format!("model {name:?} is not in this hive's catalog (pull it first)"),
+            ));
+        }
     };
     match &entry.status {
         ArtifactStatus::Available => Ok(entry),
@@ -62,4 +69,38 @@ pub async fn resolve(state: &SharedState, name: &str) -> Result<ModelEntry, Gate
             format!("model {name:?} is not available: {other:?}"),
         )),
     }
+}
+
+/// Pulls a reference into the catalog (as `model_download` does, one job), and waits.
+async fn pull(state: &SharedState, reference: &str) -> Result<ModelEntry, GatewayError> {
+    let job = crate::ops::dispatch::start(
+        state,
+        crate::ops::dispatch::Operation::ModelDownload {
+            model_ref: reference.to_owned(),
+            sha256: None,
+        },
+    )
+    .await?;
+    let (ended, result) = crate::batch::wait_job(&job).await;
+    if ended != "completed" {
+        return Err(GatewayError::new(
+            StatusCode::BAD_GATEWAY,
+            "pull_failed",
+            format!(
+                "pulling {reference} {ended}: {}",
+                result["message"].as_str().unwrap_or_default()
+            ),
+        ));
+    }
+    let id = result["id"].as_str().unwrap_or_default().to_owned();
+    let catalog = Arc::clone(&state.catalog);
+    blocking(move || Ok(catalog.get(&id)?.map(|r| r.artifact)))
+        .await?
+        .ok_or_else(|| {
+            GatewayError::new(
+                StatusCode::BAD_GATEWAY,
+                "pull_failed",
+                format!("{reference} was pulled but is not in the catalog"),
+            )
+        })
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -72,9 +73,10 @@ fn model_name(body: &Value) -> Result<String, OllamaError> {
     }
 }
 
-fn parse(bytes: &[u8]) -> Result<Value, OllamaError> {
+fn parse(bytes: Result<Bytes, BytesRejection>) -> Result<Value, OllamaError> {
+    let bytes = bytes.map_err(GatewayError::from)?;
     let v: Value =
-        serde_json::from_slice(bytes).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
     if v.is_object() {
         Ok(v)
     } else {
@@ -294,8 +296,8 @@ async fn ps(State(state): State<SharedState>) -> Answer {
     Ok(axum::Json(json!({"models": out})).into_response())
 }
 
-async fn show(State(state): State<SharedState>, bytes: Bytes) -> Answer {
-    let body = parse(&bytes)?;
+async fn show(State(state): State<SharedState>, bytes: Result<Bytes, BytesRejection>) -> Answer {
+    let body = parse(bytes)?;
     let e = names::resolve(&state, &model_name(&body)?).await?;
     let g = e.gguf.as_ref();
     let arch = g.and_then(|g| g.architecture.clone()).unwrap_or_default();
@@ -353,9 +355,9 @@ fn nanos(secs: f64) -> u64 {
 }
 
 /// `/api/chat` and `/api/generate`: the OpenAI route of the worker, translated.
-async fn converse(state: SharedState, bytes: Bytes, chat: bool) -> Answer {
+async fn converse(state: SharedState, bytes: Result<Bytes, BytesRejection>, chat: bool) -> Answer {
     let started = Instant::now();
-    let body = parse(&bytes)?;
+    let body = parse(bytes)?;
     let name = model_name(&body)?;
     let keep = keep_alive(&body)?;
     let stream = stream_flag(&body)?;
@@ -558,17 +560,17 @@ impl Translate {
     }
 }
 
-async fn chat(State(state): State<SharedState>, body: Bytes) -> Answer {
+async fn chat(State(state): State<SharedState>, body: Result<Bytes, BytesRejection>) -> Answer {
     converse(state, body, true).await
 }
 
-async fn generate(State(state): State<SharedState>, body: Bytes) -> Answer {
+async fn generate(State(state): State<SharedState>, body: Result<Bytes, BytesRejection>) -> Answer {
     converse(state, body, false).await
 }
 
 /// `/api/embed`: llama.cpp's `/v1/embeddings`, as `{"embeddings": [[...]]}`.
-async fn embed(State(state): State<SharedState>, bytes: Bytes) -> Answer {
-    let body = parse(&bytes)?;
+async fn embed(State(state): State<SharedState>, bytes: Result<Bytes, BytesRejection>) -> Answer {
+    let body = parse(bytes)?;
     let name = model_name(&body)?;
     let input = match body.get("input") {
         Some(Value::String(s)) => json!([s]),
@@ -612,8 +614,8 @@ async fn embed(State(state): State<SharedState>, bytes: Bytes) -> Answer {
 
 /// `/api/delete`: removes the model from the catalog (its file too, unless it was
 /// registered where it lies).
-async fn delete(State(state): State<SharedState>, bytes: Bytes) -> Answer {
-    let body = parse(&bytes)?;
+async fn delete(State(state): State<SharedState>, bytes: Result<Bytes, BytesRejection>) -> Answer {
+    let body = parse(bytes)?;
     let model = names::resolve(&state, &model_name(&body)?).await?;
     crate::ops::models::model_delete(&state, &model.id)
         .await
@@ -623,8 +625,8 @@ async fn delete(State(state): State<SharedState>, bytes: Bytes) -> Answer {
 
 /// `/api/pull`: the hive's download job of a reference, its progress as Ollama's
 /// status lines.
-async fn pull(State(state): State<SharedState>, bytes: Bytes) -> Answer {
-    let body = parse(&bytes)?;
+async fn pull(State(state): State<SharedState>, bytes: Result<Bytes, BytesRejection>) -> Answer {
+    let body = parse(bytes)?;
     let reference = model_name(&body)?;
     let stream = stream_flag(&body)?;
     let job = crate::ops::dispatch::start(

@@ -6,6 +6,7 @@
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -105,8 +106,12 @@ pub(super) fn parse_body(bytes: &[u8]) -> Result<(Value, String), GatewayError> 
 }
 
 /// Resolves, loads, and forwards to the worker's own route of the same name.
-async fn forward(state: SharedState, bytes: Bytes, path: &str) -> Result<Response, GatewayError> {
-    let (mut body, name) = parse_body(&bytes)?;
+async fn forward(
+    state: SharedState,
+    bytes: Result<Bytes, BytesRejection>,
+    path: &str,
+) -> Result<Response, GatewayError> {
+    let (mut body, name) = parse_body(&bytes?)?;
     if let Some(stream) = body.get("stream")
         && !stream.is_boolean()
         && !stream.is_null()
@@ -176,20 +181,23 @@ where
     }
 }
 
-async fn chat(State(state): State<SharedState>, body: Bytes) -> Result<Response, GatewayError> {
+async fn chat(
+    State(state): State<SharedState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, GatewayError> {
     forward(state, body, "/v1/chat/completions").await
 }
 
 async fn completions(
     State(state): State<SharedState>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, GatewayError> {
     forward(state, body, "/v1/completions").await
 }
 
 async fn embeddings(
     State(state): State<SharedState>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, GatewayError> {
     forward(state, body, "/v1/embeddings").await
 }

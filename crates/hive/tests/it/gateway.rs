@@ -275,6 +275,35 @@ async fn bad_gateway_requests_are_4xx_in_each_familys_shape() {
         let message = v["error"].as_str().unwrap_or_default();
         assert!(message.contains(words), "{path} {body} → {v}");
     }
+    // a body too large, in each family's shape (answered before it is all read: the
+    // client may see the connection close while it still writes)
+    let huge = format!(r#"{{"model": "x", "prompt": "{}"}}"#, "a".repeat(17 << 20));
+    for (path, openai) in [("/openai/v1/completions", true), ("/api/generate", false)] {
+        let sent = client
+            .post(format!("{}{path}", h.url))
+            .header("content-type", "application/json")
+            .body(huge.clone())
+            .send()
+            .await;
+        let r = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                assert!(e.is_request(), "{e}");
+                continue;
+            }
+        };
+        assert_eq!(r.status(), 413, "{path}");
+        let v: Value = r.json().await.unwrap();
+        let message = if openai {
+            v["error"]["message"].as_str()
+        } else {
+            v["error"].as_str()
+        };
+        assert!(
+            message.unwrap_or_default().contains("16 MiB"),
+            "{path} → {v}"
+        );
+    }
     let r = client
         .delete(format!("{}/api/delete", h.url))
         .json(&json!({"model": "nope"}))
