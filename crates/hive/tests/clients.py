@@ -1,7 +1,7 @@
 """The official `openai` and `ollama` Python clients against a running hive's one
 endpoint. Run by the hive's integration tests:
 
-    python clients.py HIVE_URL MODEL_ALIAS PULL_REFERENCE
+    python clients.py HIVE_URL MODEL_ALIAS PULL_REFERENCE ARCHITECTURE
 
 Each check raises on a wrong answer; the last line printed is a JSON summary.
 """
@@ -11,7 +11,7 @@ import sys
 import ollama
 import openai
 
-base, alias, pull_ref = sys.argv[1], sys.argv[2], sys.argv[3]
+base, alias, pull_ref, arch = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 seen = {}
 
 # --- openai ---------------------------------------------------------------
@@ -60,8 +60,8 @@ assert alias in names, names
 seen["ollama_list"] = names
 
 info = o.show(alias)
-assert info.details.family == "llama", info.details
-assert info.modelinfo["general.architecture"] == "llama", info.modelinfo
+assert info.details.family == arch, info.details
+assert info.modelinfo["general.architecture"] == arch, info.modelinfo
 
 reply = o.chat(model=alias, messages=[{"role": "user", "content": "Say hello."}], options={"temperature": 0, "num_predict": 12})
 assert reply.message.content.strip(), reply

@@ -56,7 +56,7 @@ pub(crate) fn llama_server() -> Option<PathBuf> {
 }
 
 /// Gemma 3 270M, an architecture our own worker does not run.
-fn gemma() -> Option<PathBuf> {
+pub(crate) fn gemma() -> Option<PathBuf> {
     let found = test_cache().map(|d| d.join("gemma-3-270m-q4_k_m.gguf"));
     required("Gemma 3 270M", found, "scripts/fetch-gemma.sh fetches it")
 }

@@ -39,25 +39,34 @@ fn python() -> Option<PathBuf> {
     Some(candidate)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_openai_and_ollama_clients_talk_to_the_one_endpoint() {
-    let (Some(server), Some(model), Some(python)) = (llama_server(), smollm2(), python()) else {
-        return;
-    };
+/// Runs `tests/clients.py` against a fresh hive with llama-server and `model`
+/// imported as `file_name`; answers what the script saw and the hive.
+async fn run_clients(
+    server: &std::path::Path,
+    model: &std::path::Path,
+    python: &std::path::Path,
+    file_name: &str,
+    alias: &str,
+    architecture: &str,
+) -> (Value, crate::Hive, tempfile::TempDir) {
     let home = tempfile::tempdir().unwrap();
     let h = hive(home.path(), &[]);
-    add(&h, &server, "cpu").await;
-    let local = home.path().join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    fs_err::copy(&model, &local).unwrap();
+    add(&h, server, "cpu").await;
+    let local = home.path().join(file_name);
+    fs_err::copy(model, &local).unwrap();
     import(&h, &local).await;
     let other = home.path().join("tiny-copy.gguf");
-    fs_err::copy(&model, &other).unwrap();
-    let alias = "smollm2-135m-instruct:q4_1";
+    fs_err::copy(model, &other).unwrap();
     // no worker yet: the first request loads one
     assert_eq!(get(&h, "/v1/workers").await.1["workers"], json!([]));
-    let out = tokio::process::Command::new(&python)
+    let out = tokio::process::Command::new(python)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients.py"))
-        .args([&h.url, alias, &format!("file:{}", other.display())])
+        .args([
+            &h.url,
+            alias,
+            &format!("file:{}", other.display()),
+            architecture,
+        ])
         .output()
         .await
         .unwrap();
@@ -68,6 +77,23 @@ async fn the_official_openai_and_ollama_clients_talk_to_the_one_endpoint() {
         String::from_utf8_lossy(&out.stderr)
     );
     let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    (seen, h, home)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_and_ollama_clients_talk_to_the_one_endpoint() {
+    let (Some(server), Some(model), Some(python)) = (llama_server(), smollm2(), python()) else {
+        return;
+    };
+    let (seen, h, _home) = run_clients(
+        &server,
+        &model,
+        &python,
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "smollm2-135m-instruct:q4_1",
+        "llama",
+    )
+    .await;
     assert!(seen["openai_stream_chunks"].as_u64().unwrap() > 1, "{seen}");
     // one worker served it all, and says it was used
     let (_, list) = get(&h, "/v1/workers").await;
@@ -99,6 +125,85 @@ async fn the_official_openai_and_ollama_clients_talk_to_the_one_endpoint() {
     assert!(!ops.iter().any(|r| r.contains("chat")), "{ops:?}");
     assert!(ops.iter().any(|r| r == "model_download"), "{ops:?}");
     assert!(ops.iter().any(|r| r == "model_delete"), "{ops:?}");
+}
+
+/// The same clients on Gemma 3, an architecture only llama.cpp runs here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_clients_talk_to_gemma_too() {
+    let (Some(server), Some(python)) = (llama_server(), python()) else {
+        return;
+    };
+    let Some(model) = crate::engines::gemma() else {
+        return;
+    };
+    let (seen, _h, _home) = run_clients(
+        &server,
+        &model,
+        &python,
+        "gemma-3-270m-q4_k_m.gguf",
+        "gemma-3-270m:q4_k_m",
+        "gemma3",
+    )
+    .await;
+    assert!(seen["ollama_stream_chunks"].as_u64().unwrap() > 2, "{seen}");
+}
+
+/// A client that goes away mid-stream cancels the generation upstream: the worker
+/// is idle again long before the answer it was asked for would have ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_cancels_the_generation() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    add(&h, &server, "cpu").await;
+    let local = home.path().join("SmolLM2.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    let id = import(&h, &local).await;
+    assert_eq!(ask(&h, &id).await.0, 200, "warm");
+    let (_, list) = get(&h, "/v1/workers").await;
+    let worker = list["workers"][0]["url"].as_str().unwrap().to_owned();
+    let busy = async || {
+        let text = crate::client()
+            .get(format!("{worker}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with("llamacpp:requests_processing"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            > 0.0
+    };
+    // 4000 tokens would take minutes here
+    let mut r = crate::client()
+        .post(format!("{}/openai/v1/completions", h.url))
+        .json(&json!({"model": id, "prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": true, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.chunk().await.unwrap().unwrap();
+    wait_for("the generation to run", async || busy().await).await;
+    drop(r);
+    // the whole answer would run for a minute or more: it must stop well before
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while busy().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the generation went on after its client left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    wait_for("the request to leave the worker's count", async || {
+        get(&h, "/v1/workers").await.1["workers"][0]["requests_in_flight"] == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
