@@ -234,6 +234,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How a worker ended, in words, with the closing parenthesis: an illegal
+/// instruction (SIGILL) says what usually causes it.
+fn exit_text(status: std::process::ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt as _;
+        if status.signal() == Some(nix::sys::signal::Signal::SIGILL as i32) {
+            return format!(
+                "{status}): an illegal instruction, so the binary was built for a CPU this machine is not (or a VM that does not grant it, such as AMX); rebuild it for this machine, for llama.cpp with --cmake-arg=-DGGML_NATIVE=OFF --cmake-arg=-DGGML_AVX2=ON"
+            );
+        }
+    }
+    format!("{status})")
+}
+
 /// A request in flight to a worker; see [`Registry::begin_request`].
 #[derive(Debug)]
 pub struct RequestGuard {
@@ -535,7 +550,7 @@ impl Registry {
         let deadline = Instant::now() + self.supervision.ready_timeout;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("exited before it was ready ({status})"));
+                return Err(format!("exited before it was ready ({}", exit_text(status)));
             }
             if let Ok(r) = self.http.get(format!("{url}/health")).send().await {
                 // llama-server answers 503 while it loads, 200 once ready; our
@@ -734,7 +749,7 @@ impl Registry {
             tokio::select! {
                 status = child.wait() => {
                     let why = match status {
-                        Ok(s) => format!("exited ({s})"),
+                        Ok(s) => format!("exited ({}", exit_text(s)),
                         Err(e) => format!("lost: {e}"),
                     };
                     self.emit(id, "exited", why.clone());

@@ -588,3 +588,35 @@ async fn a_model_llama_cpp_cannot_load_fails_with_its_log_and_stops_restarting()
     assert_eq!(restarts, 1, "{ev:?}");
     assert!(llama_servers_under(home.path()).is_empty());
 }
+
+/// A llama-server built for another CPU dies of SIGILL at its first matrix product:
+/// the spawn fails saying so and how to rebuild, after its few restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_built_for_another_cpu_says_so() {
+    let Some(model) = smollm2() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(
+        home.path(),
+        &["--max-restarts", "1", "--restart-backoff-ms", "50"],
+    );
+    let fake = home.path().join("llama-server");
+    fs_err::write(
+        &fake,
+        "#!/bin/sh\ncase \"$1\" in\n  --version) echo 'version: 7000 (abcdef1)' >&2 ;;\n  --list-devices) echo 'Available devices:' ;;\n  *) echo 'main: loading model' >&2; kill -ILL $$ ;;\nesac\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs_err::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let (s, b) = add(&h, &fake, "cpu").await;
+    assert_eq!(s, 200, "{b}");
+    let model_id = import(&h, &model).await;
+    let (status, job) = post(&h, "/v1/workers/spawn", json!({"model": model_id})).await;
+    assert_eq!(status, 202, "{job}");
+    let (state, error, ev) = finish(&h, &job).await;
+    assert_eq!(state, "failed", "{ev:?}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("illegal instruction"), "{message}");
+    assert!(message.contains("-DGGML_NATIVE=OFF"), "{message}");
+}
