@@ -69,6 +69,12 @@ pub struct Preset {
     /// `rbee` or `llama.cpp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
+    /// The backend its worker runs on: `cpu`, `cuda`, `metal`, `vulkan` or `rocm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// The device index on that backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<u32>,
     /// More arguments for the engine (llama.cpp's), checked as a spawn's are.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub engine_args: Vec<String>,

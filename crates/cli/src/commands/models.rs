@@ -35,9 +35,9 @@ pub enum ModelsCommand {
     Load {
         /// The model's id, or a reference to pull
         id: String,
-        /// cpu, cuda or metal
-        #[arg(long, default_value = "cpu")]
-        worker: String,
+        /// cpu, cuda, metal, vulkan or rocm (default: the model's preset's, else cpu)
+        #[arg(long)]
+        worker: Option<String>,
         /// rbee or llama.cpp (default: llama.cpp when one is installed)
         #[arg(long)]
         engine: Option<String>,

@@ -19,9 +19,9 @@ pub enum WorkersCommand {
     Spawn {
         /// The model's id (see `rbee models ls`)
         model: String,
-        /// cpu, cuda, metal, vulkan or rocm
-        #[arg(long, default_value = "cpu")]
-        worker: String,
+        /// cpu, cuda, metal, vulkan or rocm (default: the model's preset's, else cpu)
+        #[arg(long)]
+        worker: Option<String>,
         /// rbee or llama.cpp (default: llama.cpp when one is installed)
         #[arg(long)]
         engine: Option<String>,

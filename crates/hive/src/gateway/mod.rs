@@ -145,6 +145,33 @@ pub fn check_queue(state: &SharedState, model_id: &str) -> Result<(), GatewayErr
     Ok(())
 }
 
+/// The backend a load runs on when the model's preset does not say: a GPU's, when a
+/// binary for one is installed, else the CPU.
+async fn backend_for(state: &SharedState) -> String {
+    use worker_catalog::{ArtifactStatus, Platform, WorkerType};
+    let catalog = Arc::clone(&state.worker_catalog);
+    let list = crate::ops::blocking(move || Ok(catalog.list()?))
+        .await
+        .unwrap_or_default();
+    let installed: Vec<WorkerType> = list
+        .into_iter()
+        .map(|r| r.artifact)
+        .filter(|b| b.status == ArtifactStatus::Available && b.platform == Platform::current())
+        .map(|b| b.worker_type)
+        .collect();
+    [
+        WorkerType::CudaLlm,
+        WorkerType::MetalLlm,
+        WorkerType::RocmLlm,
+        WorkerType::VulkanLlm,
+    ]
+    .into_iter()
+    .find(|t| installed.contains(t))
+    .unwrap_or(WorkerType::CpuLlm)
+    .backend()
+    .to_owned()
+}
+
 /// The ready worker serving a model, the least busy first.
 fn ready_worker(state: &SharedState, model_id: &str) -> Option<WorkerRecord> {
     state
@@ -178,7 +205,11 @@ pub async fn ensure_worker(
             state,
             crate::ops::workers::LoadRequest {
                 id: model.id.clone(),
-                worker: "cpu".into(),
+                // the preset's backend, else a GPU's when one is installed
+                worker: match &model.preset.worker {
+                    Some(_) => None,
+                    None => Some(backend_for(state).await),
+                },
                 engine: None,
                 device: 0,
                 idle_ttl_secs: keep_alive,

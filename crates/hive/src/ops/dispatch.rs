@@ -64,9 +64,10 @@ pub enum Operation {
     ModelLoad {
         /// The model's catalog id, or a reference.
         id: String,
-        /// `cpu`, `cuda` or `metal`.
-        #[serde(default = "default_worker")]
-        worker: String,
+        /// `cpu`, `cuda`, `metal`, `vulkan` or `rocm` (default: the model's preset's,
+        /// else `cpu`).
+        #[serde(default)]
+        worker: Option<String>,
         /// `rbee` or `llama.cpp` (default: llama.cpp when installed, else rbee).
         #[serde(default)]
         engine: Option<String>,
@@ -113,9 +114,10 @@ pub enum Operation {
     WorkerSpawn {
         /// The model's catalog id.
         model: String,
-        /// `cpu`, `cuda` or `metal`.
-        #[serde(default = "default_worker")]
-        worker: String,
+        /// `cpu`, `cuda`, `metal`, `vulkan` or `rocm` (default: the model's preset's,
+        /// else `cpu`).
+        #[serde(default)]
+        worker: Option<String>,
         /// `rbee` or `llama.cpp` (default: llama.cpp when installed, else rbee).
         #[serde(default)]
         engine: Option<String>,
@@ -145,10 +147,6 @@ pub enum Operation {
     },
     /// List the workers.
     WorkerList,
-}
-
-fn default_worker() -> String {
-    "cpu".into()
 }
 
 fn yes() -> bool {
@@ -251,7 +249,12 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
             let items = workers
                 .into_iter()
                 .map(|w| {
-                    let label = format!("{} on {} {}", w.model, w.worker, w.device);
+                    let label = format!(
+                        "{} on {} {}",
+                        w.model,
+                        w.worker.as_deref().unwrap_or("the preset's backend"),
+                        w.device
+                    );
                     let s = Arc::clone(state);
                     let started: crate::batch::Started =
                         Box::pin(async move { crate::ops::workers::start_spawn(&s, w).await });

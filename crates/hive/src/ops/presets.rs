@@ -64,6 +64,30 @@ fn apply(mut preset: Preset, patch: &Map<String, Value>) -> Result<Preset, ApiEr
                     other => return Err(bad(format!("engine must be a string, got {other}"))),
                 };
             }
+            "worker" => {
+                preset.worker = match value {
+                    Value::Null => None,
+                    Value::String(s) => Some(
+                        s.parse::<worker_catalog::WorkerType>()
+                            .map_err(|e| ApiError::bad_request("invalid_worker_type", e))?
+                            .backend()
+                            .to_owned(),
+                    ),
+                    other => return Err(bad(format!("worker must be a string, got {other}"))),
+                };
+            }
+            "device" => {
+                preset.device = if null {
+                    None
+                } else {
+                    Some(
+                        value
+                            .as_u64()
+                            .and_then(|d| u32::try_from(d).ok())
+                            .ok_or_else(|| bad(format!("device must be an index, got {value}")))?,
+                    )
+                };
+            }
             "engine_args" => {
                 preset.engine_args = match value {
                     Value::Null => Vec::new(),
@@ -102,7 +126,7 @@ fn apply(mut preset: Preset, patch: &Map<String, Value>) -> Result<Preset, ApiEr
             }
             other => {
                 return Err(bad(format!(
-                    "unknown preset field {other:?}: context, slots, engine, engine_args, alias, keep_alive_secs, pinned"
+                    "unknown preset field {other:?}: context, slots, engine, worker, device, engine_args, alias, keep_alive_secs, pinned"
                 )));
             }
         }

@@ -124,9 +124,10 @@ pub(crate) fn check_engine_args(engine: Engine, args: &[String]) -> Result<(), A
 pub struct SpawnRequest {
     /// The catalog id of an available model.
     pub model: String,
-    /// `cpu`, `cuda` or `metal` (default `cpu`).
-    #[serde(default = "default_worker")]
-    pub worker: String,
+    /// `cpu`, `cuda`, `metal`, `vulkan` or `rocm` (default: the model's preset's,
+    /// else `cpu`).
+    #[serde(default)]
+    pub worker: Option<String>,
     /// `rbee` or `llama.cpp` (default: llama.cpp when one is installed, else rbee).
     #[serde(default)]
     pub engine: Option<String>,
@@ -174,14 +175,37 @@ fn yes() -> bool {
     true
 }
 
-fn default_worker() -> String {
-    "cpu".into()
+/// A model's preset; none for a model not in the catalog (a reference to pull).
+async fn preset_of(state: &SharedState, id: &str) -> Result<model_catalog::Preset, ApiError> {
+    let catalog = Arc::clone(&state.catalog);
+    let id = id.to_owned();
+    Ok(
+        blocking(move || Ok(catalog.get(&id)?.map(|r| r.artifact.preset)))
+            .await?
+            .unwrap_or_default(),
+    )
+}
+
+/// The backend and device: the request's, else the preset's, else the CPU's.
+fn backend(
+    asked: &Option<String>,
+    device: u32,
+    preset: &model_catalog::Preset,
+) -> Result<(WorkerType, u32), ApiError> {
+    match (asked, &preset.worker) {
+        (Some(w), _) => Ok((worker_type(w)?, device)),
+        (None, Some(w)) => Ok((worker_type(w)?, preset.device.unwrap_or(device))),
+        (None, None) => Ok((WorkerType::CpuLlm, device)),
+    }
 }
 
 /// Checks a spawn request (model available, binary installed, memory) and starts the
 /// worker in a job that ends when it is ready, or failed for good.
-pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<Job>, ApiError> {
-    let wtype = worker_type(&req.worker)?;
+pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<Arc<Job>, ApiError> {
+    // the model's preset fills in what the request leaves out
+    let preset = preset_of(state, &req.model).await?;
+    let (wtype, device) = backend(&req.worker, req.device, &preset)?;
+    req.device = device;
     let threads = threads(req.threads)?;
     if wtype == WorkerType::CpuLlm && req.device != 0 {
         return Err(ApiError::bad_request(
@@ -190,14 +214,6 @@ pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<J
         ));
     }
     // The binary first: a spawn that cannot run records nothing.
-    // the model's preset fills in what the request leaves out
-    let preset = {
-        let catalog = Arc::clone(&state.catalog);
-        let id = req.model.clone();
-        blocking(move || Ok(catalog.get(&id)?.map(|r| r.artifact.preset)))
-            .await?
-            .unwrap_or_default()
-    };
     let engine = engine(req.engine.as_deref().or(preset.engine.as_deref()))?;
     let binary = choose_binary(state, engine, wtype).await?;
     let engine_args = if req.engine_args.is_empty() {
@@ -423,9 +439,10 @@ pub async fn stop(state: &SharedState, id: &str) -> Result<Value, ApiError> {
 pub struct LoadRequest {
     /// The model: a catalog id, or a reference to pull first.
     pub id: String,
-    /// `cpu`, `cuda` or `metal` (default `cpu`).
-    #[serde(default = "default_worker")]
-    pub worker: String,
+    /// `cpu`, `cuda`, `metal`, `vulkan` or `rocm` (default: the model's preset's,
+    /// else `cpu`).
+    #[serde(default)]
+    pub worker: Option<String>,
     /// `rbee` or `llama.cpp` (default: llama.cpp when installed, else rbee).
     #[serde(default)]
     pub engine: Option<String>,
@@ -439,13 +456,14 @@ pub struct LoadRequest {
 
 /// Makes sure a worker serves the model: answers with a live one, else spawns one.
 pub async fn start_load(state: &SharedState, req: LoadRequest) -> Result<Arc<Job>, ApiError> {
-    let wtype = worker_type(&req.worker)?;
-    let engine = engine(req.engine.as_deref())?;
+    let preset = preset_of(state, &req.id).await?;
+    let (wtype, device) = backend(&req.worker, req.device, &preset)?;
+    let engine = engine(req.engine.as_deref().or(preset.engine.as_deref()))?;
     let serving = state.workers.list().into_iter().find(|w| {
         w.model_ref == req.id
             && engine.is_none_or(|e| e == w.engine)
             && w.backend == wtype.backend()
-            && w.device == req.device
+            && w.device == device
             && w.state.is_live()
     });
     if let Some(w) = serving {
@@ -478,10 +496,10 @@ pub async fn start_load(state: &SharedState, req: LoadRequest) -> Result<Arc<Job
         state,
         SpawnRequest {
             model: req.id,
-            worker: req.worker,
+            worker: Some(wtype.backend().to_owned()),
             engine: req.engine,
             engine_args: Vec::new(),
-            device: req.device,
+            device,
             force: false,
             pull: true,
             idle_ttl_secs: req.idle_ttl_secs,
