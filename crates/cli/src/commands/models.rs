@@ -81,6 +81,12 @@ pub enum ModelsCommand {
         /// rbee or llama.cpp
         #[arg(long)]
         engine: Option<String>,
+        /// The backend its worker runs on: cpu, cuda, metal, vulkan or rocm
+        #[arg(long)]
+        worker: Option<String>,
+        /// The device index on that backend
+        #[arg(long)]
+        device: Option<u32>,
         /// An extra llama.cpp argument (repeatable): --engine-arg=--temp --engine-arg=0.7
         #[arg(long = "engine-arg", allow_hyphen_values = true)]
         engine_args: Vec<String>,
@@ -93,7 +99,8 @@ pub enum ModelsCommand {
         /// Let it be evicted again
         #[arg(long)]
         unpin: bool,
-        /// Fields to clear (repeatable): alias, context, slots, engine, engine_args, keep_alive_secs
+        /// Fields to clear (repeatable): alias, context, slots, engine, worker, device,
+        /// engine_args, keep_alive_secs
         #[arg(long)]
         clear: Vec<String>,
     },
@@ -249,6 +256,8 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             context,
             slots,
             engine,
+            worker,
+            device,
             engine_args,
             keep_alive,
             pin,
@@ -270,6 +279,12 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             }
             if let Some(e) = engine {
                 put("engine", json!(e));
+            }
+            if let Some(w) = worker {
+                put("worker", json!(w));
+            }
+            if let Some(d) = device {
+                put("device", json!(d));
             }
             if !engine_args.is_empty() {
                 put("engine_args", json!(engine_args));
