@@ -175,6 +175,21 @@ fn yes() -> bool {
     true
 }
 
+/// Encoder-only architectures, which make embeddings and nothing else.
+fn is_embedding_architecture(arch: &str) -> bool {
+    matches!(
+        arch,
+        "bert"
+            | "nomic-bert"
+            | "nomic-bert-moe"
+            | "jina-bert-v2"
+            | "jina-bert-v3"
+            | "neo-bert"
+            | "modern-bert"
+            | "t5encoder"
+    )
+}
+
 /// A model's preset; none for a model not in the catalog (a reference to pull).
 async fn preset_of(state: &SharedState, id: &str) -> Result<model_catalog::Preset, ApiError> {
     let catalog = Arc::clone(&state.catalog);
@@ -216,7 +231,7 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
     // The binary first: a spawn that cannot run records nothing.
     let engine = engine(req.engine.as_deref().or(preset.engine.as_deref()))?;
     let binary = choose_binary(state, engine, wtype).await?;
-    let engine_args = if req.engine_args.is_empty() {
+    let mut engine_args = if req.engine_args.is_empty() {
         preset.engine_args.clone()
     } else {
         req.engine_args.clone()
@@ -277,6 +292,20 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
         }
     };
 
+    // an embedding model is served by llama-server's embedding mode, which it
+    // must be started in
+    if binary.engine == Engine::LlamaCpp
+        && entry
+            .gguf
+            .as_ref()
+            .and_then(|g| g.architecture.as_deref())
+            .is_some_and(is_embedding_architecture)
+        && !engine_args
+            .iter()
+            .any(|a| a == "--embedding" || a == "--embeddings")
+    {
+        engine_args.push("--embeddings".to_owned());
+    }
     if binary.engine == Engine::Rbee
         && let Some(arch) = entry.gguf.as_ref().and_then(|g| g.architecture.as_deref())
         && !llm_worker_runs(arch)
