@@ -19,7 +19,7 @@ use crate::workers::{WorkerRecord, WorkerState};
 /// The context the estimate assumes: what a worker allocates at most.
 const CONTEXT: u64 = 4096;
 
-/// What a model needs to run: its weights and a KV cache of [`CONTEXT`] tokens (or
+/// What a model needs to run: its weights and a KV cache of 4096 tokens (or
 /// its trained context, when shorter); its file's size when the header says less.
 pub fn estimate(model: &ModelEntry) -> u64 {
     model.gguf.as_ref().map_or(model.size, |g| {

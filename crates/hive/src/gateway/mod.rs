@@ -183,7 +183,7 @@ fn ready_worker(state: &SharedState, model_id: &str) -> Option<WorkerRecord> {
 }
 
 /// A ready worker for the model: a live one, else one loaded now (the request waits,
-/// within [`LOAD_DEADLINE`]). `keep_alive` (seconds; 0 for none) becomes its idle TTL.
+/// within ten minutes). `keep_alive` (seconds; 0 for none) becomes its idle TTL.
 pub async fn ensure_worker(
     state: &SharedState,
     model: &ModelEntry,
