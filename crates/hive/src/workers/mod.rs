@@ -376,6 +376,11 @@ impl Registry {
 
     /// Starts a worker's supervisor; the receiver says how its first start went.
     pub fn spawn(self: &Arc<Self>, plan: SpawnPlan) -> oneshot::Receiver<StartOutcome> {
+        // llama-server's slots are the hive's to set; ours reports its own
+        let llama_slots = match plan.engine {
+            Engine::LlamaCpp => Some(plan.slots.map_or(llama::SLOTS, u64::from)),
+            Engine::Rbee => None,
+        };
         let record = WorkerRecord {
             id: plan.id.clone(),
             url: None,
@@ -395,11 +400,8 @@ impl Registry {
             restart_count: 0,
             last_restart: None,
             last_heartbeat: None,
-            slots_total: match plan.engine {
-                Engine::LlamaCpp => Some(plan.slots.map_or(llama::SLOTS, u64::from)),
-                Engine::Rbee => None,
-            },
-            slots_available: None,
+            slots_total: llama_slots,
+            slots_available: llama_slots,
             tokens_per_second: None,
             started_at: Utc::now(),
             log_path: plan.log_path.clone(),

@@ -16,7 +16,7 @@ use crate::{Hive, get, post, wait_for};
 use hf_test_server::test_model as smollm2;
 
 /// The `llm-worker-rbee` the workspace build made beside `rbee-hive`.
-fn our_worker() -> PathBuf {
+pub(crate) fn our_worker() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rbee-hive")).with_file_name("llm-worker-rbee")
 }
 

@@ -677,3 +677,62 @@ async fn a_models_preset_is_checked_and_then_used_by_the_one_endpoint() {
     assert_eq!(s, 200, "{v}");
     assert!(v.get("preset").is_none(), "{v}");
 }
+
+/// Our own worker sits behind the one endpoint too: a chat, a stream, and Ollama's
+/// generate, with llm-worker-rbee the only engine installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_own_worker_answers_through_the_one_endpoint() {
+    let Some(model) = smollm2() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    let (s, b) = add(&h, &crate::engines::our_worker(), "cpu").await;
+    assert_eq!(s, 200, "{b}");
+    let id = import(&h, &model).await;
+    let r = crate::client()
+        .post(format!("{}/openai/v1/chat/completions", h.url))
+        .json(&json!({"model": "smollm2-135m-instruct:q4_1", "messages": [{"role": "user", "content": "Hi."}], "max_tokens": 6, "temperature": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+    let (_, list) = get(&h, "/v1/workers").await;
+    assert_eq!(list["workers"][0]["engine"], "rbee", "{list}");
+    let text = crate::client()
+        .post(format!("{}/openai/v1/completions", h.url))
+        .json(&json!({"model": id, "prompt": "1, 2, 3,", "max_tokens": 6, "stream": true}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let lines = crate::client()
+        .post(format!("{}/api/generate", h.url))
+        .json(&json!({"model": "smollm2-135m-instruct:q4_1", "prompt": "1, 2, 3,", "options": {"num_predict": 6, "temperature": 0}}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let last: Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert_eq!(last["done"], true, "{lines}");
+    assert!(last["eval_count"].as_u64().unwrap() > 0, "{lines}");
+    let (s, v) = post(
+        &h,
+        "/openai/v1/embeddings",
+        json!({"model": id, "input": "x"}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no embeddings"),
+        "{v}"
+    );
+}
