@@ -84,6 +84,10 @@ gen = o.generate(model=alias, prompt="The capital of France is", options={"tempe
 assert gen.response.strip() and gen.done, gen
 seen["ollama_generate"] = gen.response
 
+shaped = o.generate(model=alias, prompt="Describe a cat as JSON.", format="json", options={"temperature": 0, "num_predict": 24})
+assert shaped.response.lstrip().startswith("{"), shaped.response
+seen["ollama_json"] = shaped.response
+
 running = [m.model for m in o.ps().models]
 assert alias in running, running
 

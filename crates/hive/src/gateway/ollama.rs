@@ -363,6 +363,29 @@ async fn converse(state: SharedState, bytes: Result<Bytes, BytesRejection>, chat
     let stream = stream_flag(&body)?;
     let mut upstream_body = json!({"stream": stream});
     options(&body, &mut upstream_body)?;
+    // Ollama's structured outputs, "json" or a JSON schema: OpenAI's response_format
+    // for a chat, llama.cpp's json_schema for a completion (our worker has neither)
+    let schema = match body.get("format") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(f)) if f == "json" => Some(json!({})),
+        Some(schema @ Value::Object(_)) => Some(schema.clone()),
+        Some(other) => {
+            return Err(bad(format!(
+                "format must be \"json\" or a JSON schema, got {other}"
+            )));
+        }
+    };
+    match (schema, chat) {
+        (None, _) => {}
+        (Some(s), true) if s == json!({}) => {
+            upstream_body["response_format"] = json!({"type": "json_object"});
+        }
+        (Some(s), true) => {
+            upstream_body["response_format"] =
+                json!({"type": "json_schema", "json_schema": {"name": "format", "schema": s}});
+        }
+        (Some(s), false) => upstream_body["json_schema"] = s,
+    }
     let empty = if chat {
         let Some(messages) = body.get("messages").filter(|m| !m.is_null()) else {
             return Err(bad("messages is required"));
