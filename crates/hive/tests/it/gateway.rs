@@ -384,7 +384,12 @@ async fn bad_gateway_requests_are_4xx_in_each_familys_shape() {
     // client may see the connection close while it still writes)
     let huge = format!(r#"{{"model": "x", "prompt": "{}"}}"#, "a".repeat(17 << 20));
     for (path, openai) in [("/openai/v1/completions", true), ("/api/generate", false)] {
-        let sent = client
+        // a connection of its own each: the server closes it without reading the rest
+        let fresh = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let sent = fresh
             .post(format!("{}{path}", h.url))
             .header("content-type", "application/json")
             .body(huge.clone())
