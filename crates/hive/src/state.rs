@@ -63,6 +63,12 @@ pub struct ModelsCache {
 }
 
 impl ModelsCache {
+    /// How many times the catalog was written since the daemon started: anything
+    /// derived from the catalog is still true while this has not moved.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     /// The entries; `rebuild` makes them when the catalog changed since.
     pub fn get_or_build(
         &self,

@@ -241,6 +241,13 @@ impl VendorSource<WorkerBinary> for LlamaBuildVendor {
                 "llama.cpp's metal build is for macOS".into(),
             ));
         }
+        if tree.is_file() {
+            return Err(ProvisionError::Invalid(format!(
+                "{} is a file, not a llama.cpp source tree: to register a built llama-server, use rbee worker-binaries add {}",
+                tree.display(),
+                tree.display()
+            )));
+        }
         if !tree.is_dir() {
             return Err(ProvisionError::NotFound(format!(
                 "{} is not a folder",

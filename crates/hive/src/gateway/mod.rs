@@ -92,6 +92,8 @@ pub struct Gateway {
     /// Held from the budget check until the new worker is registered (and so
     /// counted), so that two loads never both take the same free room.
     admit: tokio::sync::Mutex<()>,
+    /// Aliases to ids, rebuilt when the catalog changes.
+    pub aliases: names::AliasIndex,
     /// The client requests go to workers with: no overall timeout, as a stream may
     /// run for minutes.
     pub http: reqwest::Client,

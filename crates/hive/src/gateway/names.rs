@@ -3,6 +3,7 @@
 //! repository or file and its quantization, `smollm2-135m-instruct:q4_k_m`). A name
 //! without a tag matches when one model has it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use artifact_catalog::ArtifactStatus;
@@ -27,27 +28,21 @@ pub async fn resolve(state: &SharedState, name: &str) -> Result<ModelEntry, Gate
     }
     let catalog = Arc::clone(&state.catalog);
     let wanted = name.clone();
-    let found = blocking(move || {
-        if let Some(r) = catalog.get(&wanted)? {
-            return Ok(Some(r.artifact));
-        }
-        let lower = wanted.to_ascii_lowercase();
-        let all: Vec<ModelEntry> = catalog.list()?.into_iter().map(|r| r.artifact).collect();
-        if let Some(e) = all.iter().find(|e| e.alias() == lower) {
-            return Ok(Some(e.clone()));
-        }
-        // `name` alone, or Ollama's default tag, when one model has that name
-        let bare = lower.strip_suffix(":latest").unwrap_or(&lower);
-        let mut same = all
-            .iter()
-            .filter(|e| e.alias().split(':').next() == Some(bare));
-        match (same.next(), same.next()) {
-            (Some(e), None) => Ok(Some(e.clone())),
-            _ => Ok(None),
-        }
-    })
-    .await
-    .map_err(GatewayError::from)?;
+    let exact = blocking(move || Ok(catalog.get(&wanted)?.map(|r| r.artifact)))
+        .await
+        .map_err(GatewayError::from)?;
+    let found = match exact {
+        Some(e) => Some(e),
+        None => match state.gateway.aliases.find(state, &name).await? {
+            Some(id) => {
+                let catalog = Arc::clone(&state.catalog);
+                blocking(move || Ok(catalog.get(&id)?.map(|r| r.artifact)))
+                    .await
+                    .map_err(GatewayError::from)?
+            }
+            None => None,
+        },
+    };
     let entry = match found {
         Some(e) => e,
         None if state.config.gateway_pull && state.provisioner.supports(&name) => {
@@ -103,4 +98,58 @@ async fn pull(state: &SharedState, reference: &str) -> Result<ModelEntry, Gatewa
                 format!("{reference} was pulled but is not in the catalog"),
             )
         })
+}
+
+/// Alias to catalog id.
+type Aliases = Arc<HashMap<String, String>>;
+
+/// Aliases to catalog ids, built from the catalog once and again only after it was
+/// written (its generation moved), so a request by alias reads one entry, not all.
+#[derive(Debug, Default)]
+pub struct AliasIndex {
+    built: tokio::sync::Mutex<Option<(u64, Aliases)>>,
+}
+
+impl AliasIndex {
+    /// The id a name stands for: an alias, or a bare name (or `name:latest`) that
+    /// one model's alias has.
+    async fn find(&self, state: &SharedState, name: &str) -> Result<Option<String>, GatewayError> {
+        let map = self.get(state).await?;
+        let lower = name.to_ascii_lowercase();
+        if let Some(id) = map.get(&lower) {
+            return Ok(Some(id.clone()));
+        }
+        let bare = lower.strip_suffix(":latest").unwrap_or(&lower);
+        let mut same = map
+            .iter()
+            .filter(|(alias, _)| alias.split(':').next() == Some(bare));
+        Ok(match (same.next(), same.next()) {
+            (Some((_, id)), None) => Some(id.clone()),
+            _ => None,
+        })
+    }
+
+    async fn get(&self, state: &SharedState) -> Result<Aliases, GatewayError> {
+        let mut built = self.built.lock().await;
+        // read before the catalog: a write during the rebuild moves it past this
+        let generation = state.models_cache.generation();
+        if let Some((g, map)) = built.as_ref()
+            && *g == generation
+        {
+            return Ok(Arc::clone(map));
+        }
+        let catalog = Arc::clone(&state.catalog);
+        let map: HashMap<String, String> = blocking(move || {
+            Ok(catalog
+                .list()?
+                .into_iter()
+                .map(|r| (r.artifact.alias(), r.artifact.id))
+                .collect())
+        })
+        .await
+        .map_err(GatewayError::from)?;
+        let map = Arc::new(map);
+        *built = Some((generation, Arc::clone(&map)));
+        Ok(map)
+    }
 }

@@ -396,6 +396,10 @@ async fn a_llama_cpp_build_needs_a_llama_cpp_tree() {
     fs_err::write(other.path().join("CMakeLists.txt"), "project(zlib C)\n").unwrap();
     let e = p.resolve(&build_request(other.path())).await.unwrap_err();
     assert!(e.to_string().contains("not llama.cpp"), "{e}");
+    let file = empty.path().join("llama-server");
+    fs_err::write(&file, "#!/bin/sh\n").unwrap();
+    let e = p.resolve(&build_request(&file)).await.unwrap_err();
+    assert!(e.to_string().contains("worker-binaries add"), "{e}");
     let e = p
         .resolve(&ProvisionRequest::new("llama.cpp:cpu@/no/such/tree"))
         .await
