@@ -59,6 +59,11 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
+/// Tokens per second: 1 to 4096.
+fn speed_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 13))
+}
+
 /// The daemon's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -90,6 +95,12 @@ pub struct Metrics {
     pub gateway_first_byte: Family<ModelLabel, Histogram, fn() -> Histogram>,
     /// Seconds a request waited for its model's worker to be loaded.
     pub gateway_load_seconds: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    /// Seconds a request waited in the hive for a free slot on its worker.
+    pub gateway_queue_wait: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    /// Seconds from a request's arrival to its first generated token.
+    pub gateway_first_token: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    /// Generation speed of each answer.
+    pub gateway_tokens_per_second: Family<ModelLabel, Histogram, fn() -> Histogram>,
 }
 
 /// Counters of the worker supervisors.
@@ -220,6 +231,33 @@ impl Default for Metrics {
             "Seconds requests waited for their model's worker to be loaded, by model",
             gateway_load_seconds.clone(),
         );
+        let gateway_queue_wait =
+            Family::<ModelLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let gateway_first_token =
+            Family::<ModelLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let gateway_tokens_per_second =
+            Family::<ModelLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                speed_histogram,
+            );
+        registry.register(
+            "gateway_queue_wait_seconds",
+            "Seconds requests waited in the hive for a free slot on their worker, by model",
+            gateway_queue_wait.clone(),
+        );
+        registry.register(
+            "gateway_time_to_first_token_seconds",
+            "Seconds from a request's arrival to its first generated token (loads and queue included), by model",
+            gateway_first_token.clone(),
+        );
+        registry.register(
+            "gateway_tokens_per_second",
+            "Generation speed of each answer through the one endpoint, by model",
+            gateway_tokens_per_second.clone(),
+        );
         for result in ["completed", "failed", "cancelled"] {
             let _ = downloads.get_or_create(&ResultLabel {
                 result: result.into(),
@@ -246,6 +284,9 @@ impl Default for Metrics {
             evictions,
             gateway_first_byte,
             gateway_load_seconds,
+            gateway_queue_wait,
+            gateway_first_token,
+            gateway_tokens_per_second,
         }
     }
 }

@@ -6,14 +6,18 @@
 //!
 //! - `admission.rs`: the RAM budget, and eviction of idle workers to keep to it;
 //! - `names.rs`: model names and aliases;
+//! - `queue.rs`: each model's bounded queue, and the wait for a worker's slot;
 //! - `proxy.rs`: forwarding to a worker, streams included;
+//! - `meter.rs`: time to first token and tokens/s, read from the answers;
 //! - `openai.rs`, `ollama.rs`: the two route families, each with its error shape.
 
 pub mod admission;
+pub mod meter;
 pub mod names;
 pub mod ollama;
 pub mod openai;
 pub mod proxy;
+pub mod queue;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -86,7 +90,7 @@ impl From<axum::extract::rejection::BytesRejection> for GatewayError {
 
 /// The loads in progress, one lock per model: concurrent requests for a cold model
 /// share its one load.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Gateway {
     loads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Held from the budget check until the new worker is registered (and so
@@ -94,9 +98,28 @@ pub struct Gateway {
     admit: tokio::sync::Mutex<()>,
     /// Aliases to ids, rebuilt when the catalog changes.
     pub aliases: names::AliasIndex,
+    /// Each model's requests in progress.
+    pub tickets: queue::Tickets,
     /// The client requests go to workers with: no overall timeout, as a stream may
     /// run for minutes.
     pub http: reqwest::Client,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Self {
+            loads: Mutex::default(),
+            admit: tokio::sync::Mutex::default(),
+            aliases: names::AliasIndex::default(),
+            tickets: queue::Tickets::default(),
+            // an idle connection is let go before llama-server's own keep-alive (5 s)
+            // closes it under a request
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(2))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
 }
 
 impl Gateway {
@@ -116,35 +139,6 @@ fn retry_after(r: &mut axum::response::Response) {
             axum::http::HeaderValue::from_static("2"),
         );
     }
-}
-
-/// Refuses a request beyond the model's slots and its queue: a 429 with the
-/// seconds to wait (`Retry-After`) in its message.
-pub fn check_queue(state: &SharedState, model_id: &str) -> Result<(), GatewayError> {
-    let workers: Vec<WorkerRecord> = state
-        .workers
-        .list()
-        .into_iter()
-        .filter(|w| w.model_ref == model_id && w.state.is_live())
-        .collect();
-    let slots: u64 = workers
-        .iter()
-        .map(|w| w.slots_total.unwrap_or(1))
-        .sum::<u64>()
-        .max(1);
-    let in_flight: u64 = workers.iter().map(|w| w.requests_in_flight).sum();
-    let limit = slots + state.config.gateway_queue;
-    if in_flight >= limit {
-        return Err(GatewayError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "queue_full",
-            format!(
-                "{model_id} has {in_flight} requests in flight, its {slots} slot(s) and a queue of {} are full; retry in a few seconds",
-                state.config.gateway_queue
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// The backend a load runs on when the model's preset does not say: a GPU's, when a

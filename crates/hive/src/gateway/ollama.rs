@@ -422,7 +422,7 @@ async fn converse(state: SharedState, bytes: Result<Bytes, BytesRejection>, chat
         }
         return Ok(axum::Json(done).into_response());
     }
-    super::check_queue(&state, &model.id)?;
+    let ticket = super::queue::enter(&state, &model)?;
     let worker = ensure_worker(&state, &model, ttl(keep)).await?;
     let load_secs = load_started.elapsed().as_secs_f64();
     if empty {
@@ -443,7 +443,7 @@ async fn converse(state: SharedState, bytes: Result<Bytes, BytesRejection>, chat
     } else {
         "/v1/completions"
     };
-    let upstream = proxy::post(&state, &worker, path, &upstream_body).await?;
+    let upstream = proxy::post(&state, &worker, path, &upstream_body, ticket).await?;
     if !upstream.status.is_success() {
         let status = upstream.status;
         let v = upstream.json().await.unwrap_or(Value::Null);
@@ -602,6 +602,7 @@ async fn embed(State(state): State<SharedState>, bytes: Result<Bytes, BytesRejec
     };
     let keep = keep_alive(&body)?;
     let model = names::resolve(&state, &name).await?;
+    let ticket = super::queue::enter(&state, &model)?;
     let worker = ensure_worker(&state, &model, ttl(keep)).await?;
     if worker.engine == worker_catalog::Engine::Rbee {
         return Err(bad(
@@ -613,6 +614,7 @@ async fn embed(State(state): State<SharedState>, bytes: Result<Bytes, BytesRejec
         &worker,
         "/v1/embeddings",
         &json!({"model": model.id, "input": input}),
+        ticket,
     )
     .await?;
     let status = upstream.status;

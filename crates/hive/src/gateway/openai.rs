@@ -123,7 +123,7 @@ async fn forward(
         ));
     }
     let model = names::resolve(&state, &name).await?;
-    super::check_queue(&state, &model.id)?;
+    let ticket = super::queue::enter(&state, &model)?;
     let worker = ensure_worker(&state, &model, None).await?;
     if path == "/v1/embeddings" && worker.engine == Engine::Rbee {
         return Err(GatewayError::new(
@@ -133,7 +133,7 @@ async fn forward(
         ));
     }
     body["model"] = json!(model.id);
-    let upstream = proxy::post(&state, &worker, path, &body).await?;
+    let upstream = proxy::post(&state, &worker, path, &body, ticket).await?;
     let status = upstream.status;
     let content_type = upstream
         .content_type

@@ -12,6 +12,8 @@ use futures_util::{Stream, StreamExt as _};
 use serde_json::Value;
 
 use super::GatewayError;
+use super::meter::Meter;
+use super::queue::{Ticket, take_slot};
 use crate::state::SharedState;
 use crate::workers::{RequestGuard, WorkerRecord};
 
@@ -27,56 +29,64 @@ pub struct Upstream {
     pub content_type: Option<String>,
     response: reqwest::Response,
     guard: RequestGuard,
-    /// When the request went to the worker, and where its first byte is counted.
-    sent: (
-        std::time::Instant,
-        prometheus_client::metrics::histogram::Histogram,
-    ),
+    meter: Meter,
+    ticket: Ticket,
 }
 
-/// POSTs `body` to the worker's `path` (`/v1/chat/completions`).
+/// POSTs `body` to the worker's `path` (`/v1/chat/completions`) once one of its
+/// slots is free.
 pub async fn post(
     state: &SharedState,
     worker: &WorkerRecord,
     path: &str,
     body: &Value,
+    ticket: Ticket,
 ) -> Result<Upstream, GatewayError> {
     let base = worker.url.as_deref().unwrap_or_default();
-    let guard = state.workers.begin_request(&worker.id);
     let label = crate::metrics::ModelLabel {
         model: worker.model_ref.clone(),
     };
     state.metrics.gateway_requests.get_or_create(&label).inc();
-    let first_byte = state
-        .metrics
-        .gateway_first_byte
-        .get_or_create(&label)
-        .clone();
-    let sent = (std::time::Instant::now(), first_byte);
-    let mut request = state.gateway.http.post(format!("{base}{path}")).json(body);
-    if let Some(t) = &state.config.api_token {
-        request = request.bearer_auth(t);
-    }
-    let response = tokio::time::timeout(FIRST_BYTE, request.send())
-        .await
-        .map_err(|_| {
-            GatewayError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "worker_timeout",
-                format!(
-                    "worker {} did not answer within {}s",
-                    worker.id,
-                    FIRST_BYTE.as_secs()
-                ),
-            )
-        })?
-        .map_err(|e| {
-            GatewayError::new(
-                StatusCode::BAD_GATEWAY,
-                "worker_unreachable",
-                format!("worker {} did not answer: {e}", worker.id),
-            )
-        })?;
+    let guard = take_slot(state, worker, FIRST_BYTE).await?;
+    let mut meter = Meter::new(
+        &state.metrics,
+        &worker.model_ref,
+        ticket.arrived,
+        std::time::Instant::now(),
+    );
+    let send = || {
+        let mut request = state.gateway.http.post(format!("{base}{path}")).json(body);
+        if let Some(t) = &state.config.api_token {
+            request = request.bearer_auth(t);
+        }
+        request.send()
+    };
+    let response = tokio::time::timeout(FIRST_BYTE, async {
+        match send().await {
+            // a pooled connection the worker had just closed: once more, on a new one
+            Err(e) if e.is_request() || e.is_connect() => send().await,
+            other => other,
+        }
+    })
+    .await
+    .map_err(|_| {
+        GatewayError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "worker_timeout",
+            format!(
+                "worker {} did not answer within {}s",
+                worker.id,
+                FIRST_BYTE.as_secs()
+            ),
+        )
+    })?
+    .map_err(|e| {
+        GatewayError::new(
+            StatusCode::BAD_GATEWAY,
+            "worker_unreachable",
+            format!("worker {} did not answer: {e}", worker.id),
+        )
+    })?;
     let status =
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = response
@@ -84,45 +94,52 @@ pub async fn post(
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    meter.streaming(
+        content_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("text/event-stream")),
+    );
     Ok(Upstream {
         status,
         content_type,
         response,
         guard,
-        sent,
+        meter,
+        ticket,
     })
 }
 
 impl Upstream {
     /// The whole body as JSON (a non-streamed answer).
     pub async fn json(self) -> Result<Value, GatewayError> {
-        let _in_flight = self.guard;
-        let bytes = self.response.bytes().await;
-        self.sent.1.observe(self.sent.0.elapsed().as_secs_f64());
-        let bytes = bytes.map_err(|e| {
+        let _in_flight = (self.guard, self.ticket);
+        let mut meter = self.meter;
+        let bytes = self.response.bytes().await.map_err(|e| {
             GatewayError::new(
                 StatusCode::BAD_GATEWAY,
                 "worker_failed",
                 format!("the worker's answer was cut: {e}"),
             )
         })?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
             GatewayError::new(
                 StatusCode::BAD_GATEWAY,
                 "worker_failed",
                 format!("the worker's answer is not JSON: {e}"),
             )
-        })
+        })?;
+        meter.whole(&v);
+        Ok(v)
     }
 
     /// The body's bytes as they come; a failure mid-way is the last item, an error.
     pub fn bytes(self) -> impl Stream<Item = Result<Bytes, String>> + Send {
-        let guard = self.guard;
-        let mut first = Some(self.sent);
+        let in_flight = (self.guard, self.ticket);
+        let mut meter = self.meter;
         self.response.bytes_stream().map(move |chunk| {
-            let _in_flight = &guard;
-            if let Some((at, histogram)) = first.take() {
-                histogram.observe(at.elapsed().as_secs_f64());
+            let _in_flight = &in_flight;
+            if let Ok(bytes) = &chunk {
+                meter.chunk(bytes);
             }
             chunk.map_err(|e| format!("the worker's stream was cut: {e}"))
         })

@@ -222,6 +222,8 @@ pub struct Registry {
     metrics: crate::metrics::WorkerMetrics,
     /// The hive's own URL, passed to workers as `--hive-url` (set once it listens).
     pub hive_url: std::sync::OnceLock<String>,
+    /// Woken when a request through the hive ends, freeing a slot.
+    pub slot_freed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Registry {
@@ -249,7 +251,7 @@ fn exit_text(status: std::process::ExitStatus) -> String {
     format!("{status})")
 }
 
-/// A request in flight to a worker; see [`Registry::begin_request`].
+/// A request in flight to a worker; see [`Registry::try_begin_request`].
 #[derive(Debug)]
 pub struct RequestGuard {
     registry: Arc<Registry>,
@@ -262,6 +264,7 @@ impl Drop for RequestGuard {
             r.requests_in_flight = r.requests_in_flight.saturating_sub(1);
             r.last_activity = Some(Utc::now());
         });
+        self.registry.slot_freed.notify_waiters();
     }
 }
 
@@ -287,6 +290,7 @@ impl Registry {
                 .unwrap_or_default(),
             metrics,
             hive_url: std::sync::OnceLock::new(),
+            slot_freed: tokio::sync::Notify::new(),
         }
     }
 
@@ -338,17 +342,24 @@ impl Registry {
         }
     }
 
-    /// Counts a request the hive proxies to the worker until the guard is dropped;
-    /// the end of each is activity for its idle TTL.
-    pub fn begin_request(self: &Arc<Self>, id: &str) -> RequestGuard {
-        self.update(id, |r| {
-            r.requests_in_flight += 1;
-            r.last_activity = Some(Utc::now());
-        });
-        RequestGuard {
+    /// Counts a request the hive proxies to the worker, until the guard is dropped,
+    /// when one of its slots is free (its requests in flight below its slots; no
+    /// limit while it has not said how many it has). None when all are taken or the
+    /// worker is gone. The end of each request is activity for its idle TTL.
+    pub fn try_begin_request(self: &Arc<Self>, id: &str) -> Option<RequestGuard> {
+        let entry = lock(&self.workers).get(id).cloned()?;
+        let mut r = lock(&entry.record);
+        if r.slots_total
+            .is_some_and(|slots| r.requests_in_flight >= slots.max(1))
+        {
+            return None;
+        }
+        r.requests_in_flight += 1;
+        r.last_activity = Some(Utc::now());
+        Some(RequestGuard {
             registry: Arc::clone(self),
             id: id.to_owned(),
-        }
+        })
     }
 
     /// Records a heartbeat; false for an unknown worker.

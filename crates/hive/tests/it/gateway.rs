@@ -114,6 +114,11 @@ async fn the_official_openai_and_ollama_clients_talk_to_the_one_endpoint() {
         metrics.contains("rbee_gateway_load_seconds_count{model="),
         "{metrics}"
     );
+    // the streamed chats and generates gave a first token and a speed
+    assert!(metric(&metrics, "rbee_gateway_time_to_first_token_seconds_count") >= 2.0);
+    assert!(metric(&metrics, "rbee_gateway_tokens_per_second_count") >= 2.0);
+    assert!(metric(&metrics, "rbee_gateway_tokens_per_second_sum") > 0.0);
+    assert!(metric(&metrics, "rbee_gateway_queue_wait_seconds_count") >= 2.0);
     // asking is not a change: the audit log has the pull and the delete, no chat
     let (_, audit) = get(&h, "/v1/audit").await;
     let ops: Vec<String> = audit
@@ -427,6 +432,14 @@ async fn bad_gateway_requests_are_4xx_in_each_familys_shape() {
 
 /// What the admission counts for a model before its worker is measured, from the
 /// model's record as the API shows it (weights and a KV cache of 4096 tokens).
+/// The sum of a metric's samples over its labels, from Prometheus' text format.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn estimate(model: &Value) -> u64 {
     let g = &model["gguf"];
     let ctx = g["context_length"].as_u64().unwrap_or(4096).min(4096);
@@ -587,8 +600,28 @@ async fn twenty_streams_at_once_are_answered_whole_or_told_to_retry() {
         answered >= 5,
         "the slot and the queue were used: {answered}"
     );
-    let (_, list) = get(&h, "/v1/workers").await;
-    assert_eq!(list["workers"][0]["requests_in_flight"], 0, "{list}");
+    // those beyond the worker's slots waited in the hive, and the wait is counted
+    let metrics = crate::get_text(&h, "/metrics").await;
+    #[allow(clippy::cast_precision_loss)]
+    let forwarded = (answered + 1) as f64;
+    assert_eq!(
+        metric(&metrics, "rbee_gateway_queue_wait_seconds_count"),
+        forwarded,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "rbee_gateway_queue_wait_seconds_sum") > 0.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "rbee_gateway_time_to_first_token_seconds_count") >= forwarded - 1.0,
+        "{metrics}"
+    );
+    // the server lets go of each stream just after its last byte went out
+    crate::wait_for("no request in flight", async || {
+        get(&h, "/v1/workers").await.1["workers"][0]["requests_in_flight"] == 0
+    })
+    .await;
 }
 
 /// A preset set with `PATCH /v1/models/{id}` is checked (a bad field, an engine that
@@ -681,6 +714,78 @@ async fn a_models_preset_is_checked_and_then_used_by_the_one_endpoint() {
     .await;
     assert_eq!(s, 200, "{v}");
     assert!(v.get("preset").is_none(), "{v}");
+}
+
+/// Embeddings at both route families, from a llama.cpp worker the preset starts in
+/// embedding mode (`--embeddings --pooling mean`): one vector per input, each as
+/// long as the model's embedding length, the same text giving the same vector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_come_from_a_worker_the_preset_starts_for_them() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    add(&h, &server, "cpu").await;
+    let local = home.path().join("SmolLM2.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    let id = import(&h, &local).await;
+    let r = crate::client()
+        .patch(format!("{}/v1/models/{}", h.url, crate::enc(&id)))
+        .json(&json!({"alias": "smol:embed", "engine_args": ["--embeddings", "--pooling", "mean"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&id))).await;
+    let width = m["gguf"]["embedding_length"].as_u64().unwrap();
+    assert_eq!(width, 576, "SmolLM2-135M's width: {m}");
+
+    let (s, v) = post(
+        &h,
+        "/openai/v1/embeddings",
+        json!({"model": "smol:embed", "input": ["a bee", "a hive", "a bee"]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3, "{v}");
+    let vectors: Vec<Vec<f64>> = data
+        .iter()
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert!(vectors.iter().all(|e| e.len() as u64 == width), "{width}");
+    assert_eq!(vectors[0], vectors[2], "the same text, the same vector");
+    assert_ne!(vectors[0], vectors[1]);
+
+    let (s, v) = post(
+        &h,
+        "/api/embed",
+        json!({"model": "smol:embed", "input": "a bee"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let e = v["embeddings"].as_array().unwrap();
+    assert_eq!(e.len(), 1, "{v}");
+    assert_eq!(e[0].as_array().unwrap().len() as u64, width, "{v}");
+    assert_eq!(v["model"], "smol:embed", "{v}");
+    // bad input, in each family's shape
+    let (s, v) = post(&h, "/api/embed", json!({"model": "smol:embed", "input": 7})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].is_string(), "Ollama's shape: {v}");
+    let (_, list) = get(&h, "/v1/workers").await;
+    assert_eq!(
+        list["workers"].as_array().unwrap().len(),
+        1,
+        "one worker: {list}"
+    );
 }
 
 /// Our own worker sits behind the one endpoint too: a chat, a stream, and Ollama's
