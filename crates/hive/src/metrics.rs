@@ -87,10 +87,10 @@ pub struct Metrics {
     pub worker: WorkerMetrics,
     /// Requests through the one endpoint, by model.
     pub gateway_requests: Family<ModelLabel, Counter>,
-    /// Workers the one endpoint started for a request.
-    pub gateway_loads: Counter,
-    /// Idle workers stopped to make room for another model.
-    pub evictions: Counter,
+    /// Workers the one endpoint started for a request, by model.
+    pub gateway_loads: Family<ModelLabel, Counter>,
+    /// Idle workers stopped to make room for another model, by the model stopped.
+    pub evictions: Family<ModelLabel, Counter>,
     /// Seconds from a request's arrival at a ready worker to its first byte back.
     pub gateway_first_byte: Family<ModelLabel, Histogram, fn() -> Histogram>,
     /// Seconds a request waited for its model's worker to be loaded.
@@ -196,8 +196,8 @@ impl Default for Metrics {
             worker.health_check_failures.clone(),
         );
         let gateway_requests = Family::<ModelLabel, Counter>::default();
-        let gateway_loads = Counter::default();
-        let evictions = Counter::default();
+        let gateway_loads = Family::<ModelLabel, Counter>::default();
+        let evictions = Family::<ModelLabel, Counter>::default();
         registry.register(
             "gateway_requests",
             "Requests through the one endpoint, by model",
@@ -205,12 +205,12 @@ impl Default for Metrics {
         );
         registry.register(
             "gateway_loads",
-            "Workers the one endpoint started for a request",
+            "Workers the one endpoint started for a request, by model",
             gateway_loads.clone(),
         );
         registry.register(
             "evictions",
-            "Idle workers stopped to make room for another model",
+            "Idle workers stopped to make room for another model, by the model stopped",
             evictions.clone(),
         );
         let gateway_first_byte =

@@ -116,7 +116,13 @@ async fn stop(state: &SharedState, victim: &WorkerRecord, bytes: u64, model: &Mo
         "evicting the least recently used idle worker to load {}",
         model.id
     );
-    state.metrics.evictions.inc();
+    state
+        .metrics
+        .evictions
+        .get_or_create(&crate::metrics::ModelLabel {
+            model: victim.model_ref.clone(),
+        })
+        .inc();
     let _ = crate::ops::workers::stop(state, &victim.id).await;
 }
 

@@ -215,7 +215,13 @@ pub async fn ensure_worker(
         .map_err(GatewayError::from);
         match started {
             Ok(job) => {
-                state.metrics.gateway_loads.inc();
+                state
+                    .metrics
+                    .gateway_loads
+                    .get_or_create(&crate::metrics::ModelLabel {
+                        model: model.id.clone(),
+                    })
+                    .inc();
                 break job;
             }
             // within the budget, but the machine itself is short: the same eviction

@@ -105,7 +105,11 @@ async fn the_official_openai_and_ollama_clients_talk_to_the_one_endpoint() {
         metrics.contains("rbee_gateway_requests_total{model="),
         "{metrics}"
     );
-    assert!(metrics.contains("rbee_gateway_loads_total 1"), "{metrics}");
+    assert_eq!(
+        metric(&metrics, "rbee_gateway_loads_total"),
+        1.0,
+        "{metrics}"
+    );
     assert!(
         metrics.contains("rbee_gateway_first_byte_seconds_count{model="),
         "{metrics}"
@@ -502,10 +506,10 @@ async fn a_budget_for_one_model_evicts_the_idle_one_and_never_the_busy_one() {
         .collect();
     assert_eq!(live.len(), 1, "{list}");
     assert_eq!(live[0]["model_ref"], b.as_str(), "{list}");
+    let metrics = crate::get_text(&h, "/metrics").await;
     assert!(
-        crate::get_text(&h, "/metrics")
-            .await
-            .contains("rbee_evictions_total 1")
+        metrics.contains(&format!("rbee_evictions_total{{model=\"{a}\"}} 1")),
+        "the idle first model was the one stopped: {metrics}"
     );
 
     // b busy with a long stream: a request for a cannot make room
