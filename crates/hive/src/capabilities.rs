@@ -54,6 +54,35 @@ pub fn gpu_free_memory(index: u32) -> Option<u64> {
         .map(|m| m.free)
 }
 
+/// Total memory of one GPU, when NVML can tell.
+pub fn gpu_total_memory(index: u32) -> Option<u64> {
+    nvml()?
+        .device_by_index(index)
+        .ok()?
+        .memory_info()
+        .ok()
+        .map(|m| m.total)
+}
+
+/// GPU memory each process uses on one GPU, by pid, as NVML reports it (empty when
+/// it cannot tell).
+pub fn gpu_memory_by_pid(index: u32) -> std::collections::HashMap<u32, u64> {
+    use nvml_wrapper::enums::device::UsedGpuMemory;
+    let Some(device) = nvml().and_then(|n| n.device_by_index(index).ok()) else {
+        return std::collections::HashMap::new();
+    };
+    device
+        .running_compute_processes()
+        .unwrap_or_default()
+        .into_iter()
+        .chain(device.running_graphics_processes().unwrap_or_default())
+        .filter_map(|p| match p.used_gpu_memory {
+            UsedGpuMemory::Used(b) => Some((p.pid, b)),
+            UsedGpuMemory::Unavailable => None,
+        })
+        .collect()
+}
+
 /// The whole picture, for `GET /v1/capabilities` and announcements.
 pub fn capabilities(home: &Path) -> Value {
     let mut sys = sysinfo::System::new();

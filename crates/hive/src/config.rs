@@ -85,6 +85,9 @@ pub struct Config {
     /// RAM kept free for everything else when the budget is the machine's RAM
     #[arg(long, env = "RBEE_RAM_MARGIN", default_value_t = 1 << 30)]
     pub ram_margin_bytes: u64,
+    /// Memory kept free on each GPU; a GPU's budget is its total less this
+    #[arg(long, env = "RBEE_VRAM_MARGIN", default_value_t = 512 << 20)]
+    pub vram_margin_bytes: u64,
     /// Seconds between checks that every model's files are there, whole (0: only at start)
     #[arg(long, env = "RBEE_INTEGRITY_INTERVAL", default_value_t = 3600)]
     pub integrity_interval_secs: u64,

@@ -1,10 +1,14 @@
-//! Admission by memory: the workers of the hive together may hold the RAM budget
-//! (`--ram-budget-bytes`, else the machine's RAM less `--ram-margin-bytes`). A worker
-//! counts its measured RSS once it is ready, and its model's estimate (weights plus
-//! the KV cache at the context it gets) while it starts. A load that does not fit
-//! stops idle workers of other models, least recently used first; one with a request
-//! in flight, or whose model is pinned, is never stopped. If it still does not fit, the answer is a 503 that
-//! says what it needs and who holds what.
+//! Admission by memory, per device. The workers of the hive together may hold the
+//! RAM budget (`--ram-budget-bytes`, else the machine's RAM less
+//! `--ram-margin-bytes`), and the workers on each GPU that GPU's budget (its total
+//! less `--vram-margin-bytes`, where NVML can tell; a GPU it cannot measure is not
+//! gated). A worker counts what it is measured to hold once it is ready (its RSS;
+//! on a GPU, the memory NVML reports for its pid), and its model's estimate (weights
+//! plus the KV cache at the context it gets) while it starts. A load that does not
+//! fit stops idle workers of other models on the same device, least recently used
+//! first; one with a request in flight, or whose model is pinned, is never stopped.
+//! If it still does not fit, the answer is a 503 that says what it needs and who
+//! holds what.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,33 +35,80 @@ pub fn estimate(model: &ModelEntry) -> u64 {
     })
 }
 
-/// The budget, and in words where it comes from.
-fn budget(state: &SharedState) -> (u64, String) {
+/// Where a worker's model is held: system RAM (the CPU, and Metal's unified
+/// memory), or one GPU's own memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// System RAM.
+    Ram,
+    /// The GPU of this index.
+    Gpu(u32),
+}
+
+impl Device {
+    /// The device a worker of this backend (`cpu`, `cuda`, ...) and index uses.
+    pub fn of(backend: &str, index: u32) -> Self {
+        match backend {
+            "cpu" | "metal" => Self::Ram,
+            _ => Self::Gpu(index),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ram => f.write_str("RAM"),
+            Self::Gpu(i) => write!(f, "GPU {i}"),
+        }
+    }
+}
+
+/// The device's budget, and in words where it comes from; None for a GPU whose
+/// memory cannot be read (no NVIDIA driver), which is not gated.
+fn budget(state: &SharedState, device: Device) -> Option<(u64, String)> {
+    if let Device::Gpu(i) = device {
+        let total = crate::capabilities::gpu_total_memory(i)?;
+        let margin = state.config.vram_margin_bytes;
+        return Some((
+            total.saturating_sub(margin),
+            format!(
+                "GPU {i}'s {} less a margin of {}",
+                download::human_bytes(total),
+                download::human_bytes(margin)
+            ),
+        ));
+    }
     if let Some(b) = state.config.ram_budget_bytes {
-        return (b, "--ram-budget-bytes".to_owned());
+        return Some((b, "--ram-budget-bytes".to_owned()));
     }
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
     let total = sys.total_memory();
     let margin = state.config.ram_margin_bytes;
-    (
+    Some((
         total.saturating_sub(margin),
         format!(
             "this machine's {} of RAM less a margin of {}",
             download::human_bytes(total),
             download::human_bytes(margin)
         ),
-    )
+    ))
 }
 
-/// Each live worker, what it holds now, and whether its model is pinned.
-async fn holdings(state: &SharedState) -> Vec<(WorkerRecord, u64, bool)> {
+/// Each live worker on `device`, what it holds there now, and whether its model is
+/// pinned.
+async fn holdings(state: &SharedState, device: Device) -> Vec<(WorkerRecord, u64, bool)> {
     let live: Vec<WorkerRecord> = state
         .workers
         .list()
         .into_iter()
-        .filter(|w| w.state.is_live())
+        .filter(|w| w.state.is_live() && Device::of(&w.backend, w.device) == device)
         .collect();
+    let on_gpu = match device {
+        Device::Gpu(i) => Some(crate::capabilities::gpu_memory_by_pid(i)),
+        Device::Ram => None,
+    };
     let catalog = Arc::clone(&state.catalog);
     let models: Vec<String> = live.iter().map(|w| w.model_ref.clone()).collect();
     let estimates: HashMap<String, (u64, bool)> = crate::ops::blocking(move || {
@@ -85,10 +136,13 @@ async fn holdings(state: &SharedState) -> Vec<(WorkerRecord, u64, bool)> {
     live.into_iter()
         .map(|w| {
             let (estimate, pinned) = estimates.get(&w.model_ref).copied().unwrap_or((0, false));
-            let rss = w
-                .pid
-                .and_then(|p| sys.process(sysinfo::Pid::from_u32(p)))
-                .map(sysinfo::Process::memory);
+            let rss = match &on_gpu {
+                Some(by_pid) => w.pid.and_then(|p| by_pid.get(&p).copied()),
+                None => w
+                    .pid
+                    .and_then(|p| sys.process(sysinfo::Pid::from_u32(p)))
+                    .map(sysinfo::Process::memory),
+            };
             // measured once ready; until then what it is about to take
             let held = match (&w.state, rss) {
                 (WorkerState::Ready, Some(rss)) => rss,
@@ -126,10 +180,10 @@ async fn stop(state: &SharedState, victim: &WorkerRecord, bytes: u64, model: &Mo
     let _ = crate::ops::workers::stop(state, &victim.id).await;
 }
 
-/// Stops one idle worker to make room for `model`, whatever the budget says (the
-/// machine itself may be short); false when none can be stopped.
-pub async fn evict_one(state: &SharedState, model: &ModelEntry) -> bool {
-    let held = holdings(state).await;
+/// Stops one idle worker on `device` to make room for `model`, whatever the budget
+/// says (the machine itself may be short); false when none can be stopped.
+pub async fn evict_one(state: &SharedState, model: &ModelEntry, device: Device) -> bool {
+    let held = holdings(state, device).await;
     match victim(&held, &model.id) {
         Some((w, bytes)) => {
             stop(state, &w, bytes, model).await;
@@ -139,13 +193,21 @@ pub async fn evict_one(state: &SharedState, model: &ModelEntry) -> bool {
     }
 }
 
-/// Makes room for `model` within the budget, stopping idle workers of other models
-/// least recently used first; a 503 when what is left is busy or pinned.
-pub async fn make_room(state: &SharedState, model: &ModelEntry) -> Result<(), GatewayError> {
+/// Makes room for `model` within `device`'s budget, stopping idle workers of other
+/// models there least recently used first; a 503 when what is left is busy or
+/// pinned.
+pub async fn make_room(
+    state: &SharedState,
+    model: &ModelEntry,
+    device: Device,
+) -> Result<(), GatewayError> {
     let need = estimate(model);
     loop {
-        let (budget, from) = budget(state);
-        let held = holdings(state).await;
+        let Some((budget, from)) = budget(state, device) else {
+            tracing::debug!("{device} cannot be measured; {} is not gated", model.id);
+            return Ok(());
+        };
+        let held = holdings(state, device).await;
         let used: u64 = held.iter().map(|(_, b, _)| b).sum();
         if used.saturating_add(need) <= budget {
             return Ok(());
@@ -168,7 +230,7 @@ pub async fn make_room(state: &SharedState, model: &ModelEntry) -> Result<(), Ga
                 StatusCode::SERVICE_UNAVAILABLE,
                 "insufficient_memory",
                 format!(
-                    "{} needs about {}; the budget is {} ({from}), and {} of it is held by {}, none of which can be stopped now; retry when one is idle",
+                    "{} needs about {} of {device}; the budget is {} ({from}), and {} of it is held by {}, none of which can be stopped now; retry when one is idle",
                     model.id,
                     download::human_bytes(need),
                     download::human_bytes(budget),

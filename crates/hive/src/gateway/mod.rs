@@ -195,17 +195,19 @@ pub async fn ensure_worker(
     }
     let waited_from = std::time::Instant::now();
     let admitted = state.gateway.admit.lock().await;
-    admission::make_room(state, model).await?;
+    // the preset's backend, else a GPU's when one is installed
+    let backend = match &model.preset.worker {
+        Some(w) => w.clone(),
+        None => backend_for(state).await,
+    };
+    let device = admission::Device::of(&backend, model.preset.device.unwrap_or(0));
+    admission::make_room(state, model, device).await?;
     let job = loop {
         let started = crate::ops::workers::start_load(
             state,
             crate::ops::workers::LoadRequest {
                 id: model.id.clone(),
-                // the preset's backend, else a GPU's when one is installed
-                worker: match &model.preset.worker {
-                    Some(_) => None,
-                    None => Some(backend_for(state).await),
-                },
+                worker: model.preset.worker.is_none().then(|| backend.clone()),
                 engine: None,
                 device: 0,
                 idle_ttl_secs: keep_alive,
@@ -226,7 +228,7 @@ pub async fn ensure_worker(
             }
             // within the budget, but the machine itself is short: the same eviction
             Err(e) if e.code == "insufficient_memory" => {
-                if !admission::evict_one(state, model).await {
+                if !admission::evict_one(state, model, device).await {
                     return Err(GatewayError::new(
                         e.status,
                         &e.code,
