@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         work_dir: work,
         sha256: args.sha256,
         size: None,
-        bearer_token: None,
+        credential: None,
     };
     let cancel = CancellationToken::new();
     let c = cancel.clone();

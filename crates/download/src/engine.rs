@@ -127,8 +127,16 @@ impl Job {
 
     fn get(&self) -> reqwest::RequestBuilder {
         let mut rb = self.client.get(self.request.url.clone());
-        if let Some(v) = self.request.bearer_token.as_deref().and_then(http::bearer) {
-            rb = rb.header(header::AUTHORIZATION, v);
+        match &self.request.credential {
+            Some(crate::Credential::Bearer(t)) => {
+                if let Some(v) = http::bearer(t) {
+                    rb = rb.header(header::AUTHORIZATION, v);
+                }
+            }
+            Some(crate::Credential::Basic { username, password }) => {
+                rb = rb.basic_auth(username, Some(password));
+            }
+            None => {}
         }
         rb
     }

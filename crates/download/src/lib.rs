@@ -99,9 +99,32 @@ pub struct DownloadRequest {
     pub sha256: Option<String>,
     /// The size it must have, when known.
     pub size: Option<u64>,
-    /// A bearer token, sent to `url`'s host and never to a redirect target on
+    /// A credential, sent to `url`'s host and never to a redirect target on
     /// another host.
-    pub bearer_token: Option<String>,
+    pub credential: Option<Credential>,
+}
+
+/// How a download proves who it is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `Authorization: Bearer TOKEN`.
+    Bearer(String),
+    /// `Authorization: Basic ...`.
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password.
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bearer(_) => f.write_str("Bearer(<set>)"),
+            Self::Basic { username, .. } => write!(f, "Basic({username}, <set>)"),
+        }
+    }
 }
 
 /// What a finished download gives.

@@ -12,6 +12,8 @@
     clippy::unwrap_used
 )]
 
+pub mod registry;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

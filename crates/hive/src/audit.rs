@@ -153,6 +153,13 @@ fn describe(method: &Method, route: &str, path: &str, body: &Value) -> (String, 
         ("POST", "/v1/models/download") => ("model_download".into(), field("model_ref")),
         ("POST", "/v1/models/import") => ("model_import".into(), field("path")),
         ("POST", "/v1/models/verify") => ("model_verify".into(), None),
+        ("POST", "/v1/models/push") => (
+            "model_push".into(),
+            field("id").map(|id| match field("target") {
+                Some(t) => format!("{id} to {t}"),
+                None => id,
+            }),
+        ),
         ("POST", "/v1/models/download-batch") => (
             "model_download_batch".into(),
             body.get("model_refs").map(Value::to_string),

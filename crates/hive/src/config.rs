@@ -31,6 +31,9 @@ pub struct Config {
     /// Hugging Face token [default: HF_TOKEN, else the token file]
     #[arg(long, env = "RBEE_HF_TOKEN", hide_env_values = true)]
     pub hf_token: Option<String>,
+    /// Registries (HOST[:PORT]) reached over plain HTTP, not HTTPS
+    #[arg(long, env = "RBEE_OCI_INSECURE", value_delimiter = ',')]
+    pub oci_insecure: Vec<String>,
     /// Connections per download
     #[arg(long, env = "RBEE_DOWNLOAD_CONNECTIONS", default_value_t = 8)]
     pub download_connections: usize,

@@ -126,7 +126,10 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
             downloads_dir: home.join("downloads"),
         },
     );
-    let provisioner = model_provisioner::model_provisioner(&home, hub, downloader);
+    let mut oci = model_provisioner::oci::OciConfig::from_env();
+    oci.insecure.clone_from(&config.oci_insecure);
+    let http = downloader.client().clone();
+    let provisioner = model_provisioner::model_provisioner(&home, hub, oci.clone(), downloader);
     let metrics = metrics::Metrics::default();
     let workers = Arc::new(workers::Registry::new(
         &home,
@@ -163,6 +166,8 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
         workers,
         audit,
         gateway: gateway::Gateway::default(),
+        oci,
+        http,
     });
     Ok((state, lock))
 }

@@ -43,6 +43,10 @@ pub struct AppState {
     pub audit: Arc<crate::audit::AuditLog>,
     /// The one endpoint's shared loads.
     pub gateway: crate::gateway::Gateway,
+    /// Registries reached over plain HTTP, and credentials, for pushes.
+    pub oci: model_provisioner::oci::OciConfig,
+    /// The client pushes go out with.
+    pub http: reqwest::Client,
 }
 
 impl AppState {

@@ -1,6 +1,5 @@
 //! The Hugging Face hub as a vendor of models.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,8 +9,8 @@ use serde::Deserialize;
 
 use crate::reference::{HfReference, HfSelector, group_models, has_quant, quant_of, shard_of};
 use crate::{
-    Dirs, HubConfig, ProgressAdapter, ProvisionContext, ProvisionError, ProvisionRequest, Resolved,
-    VendorSource, download_error, summary_of,
+    Dirs, HubConfig, ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorSource,
+    summary_of,
 };
 
 /// How long one call to the hub's API may take.
@@ -337,53 +336,15 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
         ctx: &ProvisionContext,
     ) -> Result<ModelEntry, ProvisionError> {
         let mut entry = resolved.plan;
-        let files: Vec<Shard> = if entry.shards.is_empty() {
-            vec![Shard {
-                path: entry.path.clone(),
-                size: entry.size,
-                sha256: entry.sha256.clone(),
-                source_url: entry.source_url.clone(),
-            }]
-        } else {
-            entry.shards.clone()
-        };
-        let total: u64 = files.iter().map(|f| f.size).sum();
-        let mut offset = 0;
-        let mut verified = true;
-        for (i, f) in files.iter().enumerate() {
-            let url = f.source_url.as_deref().unwrap_or_default();
-            if files.len() > 1 {
-                ctx.reporter.narrate(
-                    "download",
-                    &format!("file {} of {}: {url}", i + 1, files.len()),
-                );
-            }
-            let request = download::DownloadRequest {
-                url: url
-                    .parse()
-                    .map_err(|e| ProvisionError::Invalid(format!("bad URL {url}: {e}")))?,
-                dest: f.path.clone(),
-                work_dir: self.dirs.downloads.clone(),
-                sha256: f.sha256.clone(),
-                size: Some(f.size),
-                bearer_token: self.hub.token.clone(),
-            };
-            let reporter = Arc::new(ProgressAdapter {
-                reporter: Arc::clone(&ctx.reporter),
-                offset,
-                total: Some(total),
-            });
-            let out = self
-                .downloader
-                .download(request, reporter, ctx.cancel.clone())
-                .await
-                .map_err(|e| download_error(e, " (set HF_TOKEN for gated or private repos)"))?;
-            verified &= out.verified;
-            if i == 0 && entry.sha256.is_none() {
-                entry.sha256.clone_from(&out.sha256);
-            }
-            offset += out.size;
-        }
+        let verified = crate::fetch_files(
+            &self.downloader,
+            &self.dirs,
+            &mut entry,
+            self.hub.token.clone().map(download::Credential::Bearer),
+            ctx,
+            " (set HF_TOKEN for gated or private repos)",
+        )
+        .await?;
         let summary = summary_of(&entry.path).await?;
         entry = entry.with_summary(summary);
         entry.verified = verified;

@@ -124,7 +124,7 @@ impl VendorSource<ModelEntry> for HttpVendor {
             work_dir: self.dirs.downloads.clone(),
             sha256: entry.sha256.clone(),
             size: None,
-            bearer_token: None,
+            credential: None,
         };
         let reporter = Arc::new(ProgressAdapter {
             reporter: Arc::clone(&ctx.reporter),

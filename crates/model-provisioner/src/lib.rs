@@ -7,6 +7,8 @@
 //! - [`HttpVendor`]: plain URLs such as `https://host/path/model.gguf`.
 //! - [`LocalFileVendor`]: `file:/abs/path/model.gguf`, hard-linked when on the same
 //!   filesystem, else copied.
+//! - [`oci::OciVendor`]: `oci://HOST[:PORT]/REPO:TAG` or `@sha256:...`, ModelPack or
+//!   Ollama layers, each checked against its digest; [`oci::push`] the other way.
 //!
 //! Every model comes out with its GGUF summary; a file that is not GGUF is refused.
 //! Downloads go through one [`download::Downloader`], so two requests for the same
@@ -17,6 +19,7 @@ mod config;
 mod hf;
 mod http;
 mod local;
+pub mod oci;
 mod reference;
 
 use std::path::{Path, PathBuf};
@@ -33,10 +36,11 @@ pub use local::LocalFileVendor;
 use model_catalog::ModelEntry;
 pub use reference::{HfReference, HfSelector};
 
-/// The provisioner of models: Hugging Face, HTTP and local files, in that order.
+/// The provisioner of models: Hugging Face, HTTP, local files and OCI registries.
 pub fn model_provisioner(
     home: &Path,
     hub: HubConfig,
+    oci: oci::OciConfig,
     downloader: download::Downloader,
 ) -> MultiVendorProvisioner<ModelEntry> {
     let dirs = Dirs::new(home);
@@ -46,7 +50,8 @@ pub fn model_provisioner(
             dirs.clone(),
             downloader.clone(),
         )),
-        Arc::new(HttpVendor::new(dirs.clone(), downloader)),
+        Arc::new(HttpVendor::new(dirs.clone(), downloader.clone())),
+        Arc::new(oci::OciVendor::new(oci, dirs.clone(), downloader)),
         Arc::new(LocalFileVendor::new(dirs)),
     ])
 }
@@ -119,6 +124,67 @@ fn download_error(e: download::DownloadError, hint: &str) -> ProvisionError {
             message: e.to_string(),
         },
     }
+}
+
+/// Downloads an entry's files (its shards, else its one file) one after the other,
+/// each checked against its sha256 and size, progress counted over them all; the
+/// entry's sha256 is the first file's when it had none. Whether every file matched
+/// a published sha256.
+async fn fetch_files(
+    downloader: &download::Downloader,
+    dirs: &Dirs,
+    entry: &mut ModelEntry,
+    credential: Option<download::Credential>,
+    ctx: &ProvisionContext,
+    hint: &str,
+) -> Result<bool, ProvisionError> {
+    let files: Vec<model_catalog::Shard> = if entry.shards.is_empty() {
+        vec![model_catalog::Shard {
+            path: entry.path.clone(),
+            size: entry.size,
+            sha256: entry.sha256.clone(),
+            source_url: entry.source_url.clone(),
+        }]
+    } else {
+        entry.shards.clone()
+    };
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let mut offset = 0;
+    let mut verified = true;
+    for (i, f) in files.iter().enumerate() {
+        let url = f.source_url.as_deref().unwrap_or_default();
+        if files.len() > 1 {
+            ctx.reporter.narrate(
+                "download",
+                &format!("file {} of {}: {url}", i + 1, files.len()),
+            );
+        }
+        let request = download::DownloadRequest {
+            url: url
+                .parse()
+                .map_err(|e| ProvisionError::Invalid(format!("bad URL {url}: {e}")))?,
+            dest: f.path.clone(),
+            work_dir: dirs.downloads.clone(),
+            sha256: f.sha256.clone(),
+            size: Some(f.size),
+            credential: credential.clone(),
+        };
+        let reporter = Arc::new(ProgressAdapter {
+            reporter: Arc::clone(&ctx.reporter),
+            offset,
+            total: Some(total),
+        });
+        let out = downloader
+            .download(request, reporter, ctx.cancel.clone())
+            .await
+            .map_err(|e| download_error(e, hint))?;
+        verified &= out.verified;
+        if i == 0 && entry.sha256.is_none() {
+            entry.sha256.clone_from(&out.sha256);
+        }
+        offset += out.size;
+    }
+    Ok(verified)
 }
 
 /// Reads the GGUF summary of a model file, refusing what is not a whole GGUF file.

@@ -336,7 +336,7 @@ impl VendorSource<WorkerBinary> for ReleaseVendor {
             work_dir: self.downloads_dir.clone(),
             sha256: plan.sha256.clone(),
             size: None,
-            bearer_token: None,
+            credential: None,
         };
         self.downloader
             .download(

@@ -11,13 +11,20 @@ use crate::commands::job::{follow_job, print_json};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// Download a model: hf:ORG/REPO, hf:ORG/REPO:QUANT, hf:ORG/REPO/file.gguf, an https URL, file:/path
+    /// Download a model: hf:ORG/REPO, hf:ORG/REPO:QUANT, hf:ORG/REPO/file.gguf, an https URL, file:/path, oci://HOST/REPO:TAG
     Pull {
         /// The model reference
         reference: String,
         /// The sha256 the file must have
         #[arg(long)]
         sha256: Option<String>,
+    },
+    /// Push an available model to an OCI registry: oci://HOST[:PORT]/REPO:TAG
+    Push {
+        /// The model's id
+        id: String,
+        /// Where: oci://HOST[:PORT]/REPO:TAG
+        target: String,
     },
     /// List the models in the catalog
     Ls,
@@ -200,6 +207,25 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
                 .call(Method::POST, "/v1/models/download", Some(body))
                 .await?;
             follow_pull(&client, &started, args.json).await
+        }
+        ModelsCommand::Push { id, target } => {
+            let started = client
+                .call(
+                    Method::POST,
+                    "/v1/models/push",
+                    Some(json!({"id": id, "target": target})),
+                )
+                .await?;
+            follow_job(&client, &started, args.json, |r| {
+                format!(
+                    "pushed {}: {} blob(s) sent ({}), {} already there",
+                    r["reference"].as_str().unwrap_or("?"),
+                    r["blobs_uploaded"],
+                    human_bytes(r["bytes_uploaded"].as_u64().unwrap_or(0)),
+                    r["blobs_skipped"]
+                )
+            })
+            .await
         }
         ModelsCommand::Import { path } => {
             let path = std::path::absolute(&path).context("bad path")?;

@@ -87,7 +87,7 @@ async fn token_goes_to_the_hub_and_never_to_the_cdn() {
     // without the token: a clear refusal
     let err = fetch(fast_config(), req.clone()).await.0.unwrap_err();
     assert!(matches!(err, DownloadError::Unauthorized { .. }), "{err}");
-    req.bearer_token = Some("secret".into());
+    req.credential = Some(download::Credential::Bearer("secret".into()));
     let out = fetch(fast_config(), req).await.0.unwrap();
     assert!(out.verified);
     assert!(server.state.hub_saw_token.load(Ordering::SeqCst) > 0);

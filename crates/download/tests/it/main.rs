@@ -66,7 +66,7 @@ pub fn request(server: &HfServer, d: &Dirs, sha256: Option<String>) -> DownloadR
         work_dir: d.work.clone(),
         sha256,
         size: None,
-        bearer_token: None,
+        credential: None,
     }
 }
 

@@ -138,7 +138,7 @@ async fn child_download() {
         work_dir: work.into(),
         sha256: None,
         size: None,
-        bearer_token: None,
+        credential: None,
     };
     let config = DownloadConfig {
         checkpoint_interval: Duration::from_millis(50),

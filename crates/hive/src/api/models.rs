@@ -25,6 +25,7 @@ pub fn router() -> Router<SharedState> {
         .route("/v1/models/import", post(import))
         .route("/v1/models/verify", post(verify))
         .route("/v1/models/download-batch", post(download_batch))
+        .route("/v1/models/push", post(push))
         .route("/v1/models/load", post(load))
         .route("/v1/models/unload", post(unload))
         .route(
@@ -42,6 +43,16 @@ pub struct DownloadBody {
     /// The sha256 the file must have, 64 hex digits.
     #[serde(default)]
     pub sha256: Option<String>,
+}
+
+/// What to push, and where.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushBody {
+    /// The model's catalog id.
+    pub id: String,
+    /// `oci://HOST[:PORT]/REPO:TAG`.
+    pub target: String,
 }
 
 /// What to import.
@@ -154,6 +165,24 @@ pub async fn download(
         Operation::ModelDownload {
             model_ref: body.model_ref,
             sha256: body.sha256,
+        },
+    )
+    .await?;
+    Ok(accepted(&job))
+}
+
+/// Pushes an available model to an OCI registry as a ModelPack artifact, as a job
+/// whose result names the manifest's digest.
+#[utoipa::path(post, operation_id = "models_push", path = "/v1/models/push", tag = "models", request_body = PushBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad target", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 404, description = "Not in the catalog", body = crate::api::openapi::ErrorBody), (status = 409, description = "Not available", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+pub async fn push(
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<PushBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let job = dispatch::start(
+        &state,
+        Operation::ModelPush {
+            id: body.id,
+            target: body.target,
         },
     )
     .await?;

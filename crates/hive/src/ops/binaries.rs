@@ -4,9 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use artifact_catalog::ArtifactStatus;
-use artifact_catalog::provision::{
-    ArtifactProvisioner as _, ProvisionContext, ProvisionReporter, ProvisionRequest,
-};
+use artifact_catalog::provision::{ArtifactProvisioner as _, ProvisionContext, ProvisionRequest};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use worker_catalog::{Engine, WorkerBinary, WorkerType};
@@ -137,7 +135,7 @@ pub async fn start_install(state: &SharedState, req: InstallRequest) -> Result<A
     Ok(state.jobs.spawn("worker_install", move |job| async move {
         let id = resolved.id.clone();
         let ctx = ProvisionContext {
-            reporter: Arc::new(JobNarrator(Arc::clone(&job))),
+            reporter: Arc::new(crate::ops::JobNarrator(Arc::clone(&job))),
             cancel: job.cancel.clone(),
         };
         let outcome = s.worker_provisioner.fetch(resolved, &ctx).await;
@@ -167,22 +165,6 @@ pub async fn start_install(state: &SharedState, req: InstallRequest) -> Result<A
             }
         }
     }))
-}
-
-struct JobNarrator(Arc<Job>);
-
-impl ProvisionReporter for JobNarrator {
-    fn narrate(&self, action: &str, message: &str) {
-        self.0.narrate(action, message);
-    }
-
-    fn progress(&self, done: u64, total: Option<u64>, per_sec: f64, eta: Option<f64>) {
-        self.0.progress(done, total, per_sec, eta);
-    }
-
-    fn step(&self, done: u64, total: Option<u64>, unit: &str, current: &str) {
-        self.0.step(done, total, unit, current);
-    }
 }
 
 /// A worker binary as the API shows it: the catalog entry, and its engine's version

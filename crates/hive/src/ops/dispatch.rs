@@ -50,6 +50,13 @@ pub enum Operation {
         #[serde(default)]
         rehash: bool,
     },
+    /// Push an available model to an OCI registry, as a ModelPack artifact.
+    ModelPush {
+        /// The model's catalog id.
+        id: String,
+        /// `oci://HOST[:PORT]/REPO:TAG`.
+        target: String,
+    },
     /// Fetch several models; one parent job, a child job each.
     ModelDownloadBatch {
         /// The references.
@@ -163,6 +170,7 @@ impl Operation {
             Self::ModelGet { .. } => "model_get",
             Self::ModelDelete { .. } => "model_delete",
             Self::ModelVerify { .. } => "model_verify",
+            Self::ModelPush { .. } => "model_push",
             Self::ModelLoad { .. } => "model_load",
             Self::ModelDownloadBatch { .. } => "model_download_batch",
             Self::WorkerSpawnBatch { .. } => "worker_spawn_batch",
@@ -229,6 +237,9 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
             Ok(state.jobs.spawn(name, move |_| async move {
                 model_delete(&s, &id).await.map_err(err)
             }))
+        }
+        Operation::ModelPush { id, target } => {
+            crate::ops::models::start_push(state, name, &id, target).await
         }
         Operation::ModelDownloadBatch { model_refs } => {
             let items = model_refs

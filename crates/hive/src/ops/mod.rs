@@ -24,3 +24,20 @@ pub(crate) fn err(e: ApiError) -> (&'static str, String) {
     let (code, message) = e.parts();
     (code, message)
 }
+
+/// A job as the reporter of a provisioning: narration, progress and steps.
+pub(crate) struct JobNarrator(pub std::sync::Arc<crate::jobs::Job>);
+
+impl artifact_catalog::provision::ProvisionReporter for JobNarrator {
+    fn narrate(&self, action: &str, message: &str) {
+        self.0.narrate(action, message);
+    }
+
+    fn progress(&self, done: u64, total: Option<u64>, per_sec: f64, eta: Option<f64>) {
+        self.0.progress(done, total, per_sec, eta);
+    }
+
+    fn step(&self, done: u64, total: Option<u64>, unit: &str, current: &str) {
+        self.0.step(done, total, unit, current);
+    }
+}

@@ -437,6 +437,59 @@ async fn record_failure(
     }
 }
 
+/// Checks a push (the model is in the catalog and available, the target a tag) and
+/// runs it in a job whose result is where the model now is.
+pub(crate) async fn start_push(
+    state: &SharedState,
+    operation: &str,
+    id: &str,
+    target: String,
+) -> Result<Arc<Job>, ApiError> {
+    let r = model_provisioner::oci::OciReference::parse(&target)?;
+    if r.digest.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_reference",
+            format!("a push names a tag (oci://HOST/REPO:TAG), not a digest: {target}"),
+        ));
+    }
+    let catalog = Arc::clone(&state.catalog);
+    let key = id.to_owned();
+    let entry: ModelEntry = blocking(move || match catalog.get(&key)? {
+        Some(r) => Ok(r.artifact),
+        None => Err(ApiError::not_found(format!(
+            "model {key:?} is not in the catalog"
+        ))),
+    })
+    .await?;
+    if entry.status != ArtifactStatus::Available {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_available",
+            format!(
+                "{id} is {}: only an available model is pushed",
+                entry.status.name()
+            ),
+        ));
+    }
+    let s = Arc::clone(state);
+    Ok(state.jobs.spawn(operation, move |job| async move {
+        job.narrate("push", &format!("{} to {target}", entry.id));
+        let reporter = Arc::new(crate::ops::JobNarrator(Arc::clone(&job)));
+        let out = model_provisioner::oci::push(
+            s.http.clone(),
+            &s.oci,
+            &entry,
+            &target,
+            &s.home.join("downloads").join("uploads"),
+            reporter,
+            job.cancel.clone(),
+        )
+        .await
+        .map_err(|e| err(ApiError::from(e)))?;
+        Ok(json!(out))
+    }))
+}
+
 /// Feeds a download's reports to its job, and now and then to the catalog.
 struct JobReporter {
     job: Arc<Job>,

@@ -8,6 +8,7 @@ mod batch;
 mod engines;
 mod gateway;
 mod integrity;
+mod oci;
 mod pulls;
 mod restart;
 mod workers;

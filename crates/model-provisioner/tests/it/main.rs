@@ -44,7 +44,12 @@ pub fn provisioner(
         max_backoff: Duration::from_millis(50),
         ..download::DownloadConfig::default()
     };
-    model_provisioner::model_provisioner(home, hub, download::Downloader::new(config).unwrap())
+    model_provisioner::model_provisioner(
+        home,
+        hub,
+        model_provisioner::oci::OciConfig::default(),
+        download::Downloader::new(config).unwrap(),
+    )
 }
 
 #[derive(Debug, Default)]

@@ -1,0 +1,393 @@
+//! Models on an OCI registry: Debian's `docker-registry` on loopback, the `oras`
+//! Python client as the third party. A push is read by oras and by a second hive;
+//! what oras pushed is pulled; a blob corrupted in the registry's storage, a tag that
+//! is not there, a manifest with no GGUF layer or one that lies about a layer's
+//! size, a registry that answers HTML: each refused, nothing recorded available.
+
+use std::path::{Path, PathBuf};
+
+use hf_test_server::registry::Registry;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::workers::{finish, hive, import};
+use crate::{get, post};
+
+/// A Python with `oras`: `RBEE_TEST_PYTHON`, else the workspace's `.venv`.
+fn python() -> Option<PathBuf> {
+    let candidate = std::env::var_os("RBEE_TEST_PYTHON").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
+        PathBuf::from,
+    );
+    let ok = std::process::Command::new(&candidate)
+        .args(["-c", "import oras.client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(candidate);
+    }
+    assert!(
+        std::env::var_os("RBEE_REQUIRE_PYTHON_TESTS").is_none(),
+        "no python with oras at {}",
+        candidate.display()
+    );
+    eprintln!("skipped: no python with oras (.venv/bin/pip install -r requirements-test.txt)");
+    None
+}
+
+fn oras(python: &Path, args: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oras_client.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "oras {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap()
+}
+
+fn sha256_of(path: &Path) -> String {
+    hex::encode(sha2::Sha256::digest(fs_err::read(path).unwrap()))
+}
+
+/// A hive that reaches `registry` over plain HTTP.
+fn hive_for(home: &Path, registry: &Registry) -> crate::Hive {
+    hive(home, &["--oci-insecure", &registry.host])
+}
+
+async fn push(h: &crate::Hive, id: &str, target: &str) -> (String, Value) {
+    let (s, job) = post(h, "/v1/models/push", json!({"id": id, "target": target})).await;
+    assert_eq!(s, 202, "{job}");
+    let (state, result, _) = finish(h, &job).await;
+    (state, result)
+}
+
+async fn pull(h: &crate::Hive, reference: &str) -> (u16, String, Value) {
+    let (s, job) = post(h, "/v1/models/download", json!({"model_ref": reference})).await;
+    if s != 202 {
+        return (s, String::new(), job);
+    }
+    let (state, result, _) = finish(h, &job).await;
+    (s, state, result)
+}
+
+/// What `rbee models push` wrote, oras reads, and a second hive pulls: the same
+/// bytes, checked by digest. A second push sends nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_is_read_by_oras_and_by_another_hive() {
+    let (Some(registry), Some(python)) = (Registry::start(), python()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive_for(home.path(), &registry);
+    let file = home.path().join("tiny-llama.Q4_0.gguf");
+    // more than one 16 MiB chunk
+    fs_err::write(&file, crate::big_gguf(40 << 20)).unwrap();
+    let id = import(&h, &file).await;
+    let sha = sha256_of(&file);
+    let target = format!("oci://{}/models/tiny-llama:q4_0", registry.host);
+
+    let (state, out) = push(&h, &id, &target).await;
+    assert_eq!(state, "completed", "{out}");
+    assert_eq!(out["blobs_uploaded"], 1, "{out}");
+    assert_eq!(out["bytes_uploaded"], 40 * 1024 * 1024 + 39040, "{out}");
+    let digest = out["manifest_digest"].as_str().unwrap().to_owned();
+    assert!(
+        out["reference"].as_str().unwrap().ends_with(&digest),
+        "{out}"
+    );
+    // the blob is the file, as the registry stores it
+    assert_eq!(
+        sha256_of(&registry.blob_path(&format!("sha256:{sha}"))),
+        sha
+    );
+    let (state, again) = push(&h, &id, &target).await;
+    assert_eq!(state, "completed", "{again}");
+    assert_eq!(again["blobs_uploaded"], 0, "{again}");
+    assert_eq!(again["blobs_skipped"], 1, "{again}");
+    // the tag names the last push's manifest
+    let digest = again["manifest_digest"].as_str().unwrap().to_owned();
+
+    // the manifest: ModelPack's types, the standard annotations
+    let manifest: Value = reqwest::Client::new()
+        .get(format!(
+            "http://{}/v2/models/tiny-llama/manifests/q4_0",
+            registry.host
+        ))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        manifest["artifactType"],
+        "application/vnd.cncf.model.manifest.v1+json"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.cncf.model.config.v1+json"
+    );
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.cncf.model.weight.v1.raw"
+    );
+    assert_eq!(manifest["layers"][0]["digest"], format!("sha256:{sha}"));
+    assert_eq!(
+        manifest["layers"][0]["annotations"]["org.opencontainers.image.title"],
+        "tiny-llama.Q4_0.gguf"
+    );
+    assert!(
+        manifest["annotations"]["org.opencontainers.image.source"].is_string(),
+        "{manifest}"
+    );
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    let config: Value =
+        serde_json::from_slice(&fs_err::read(registry.blob_path(config_digest)).unwrap()).unwrap();
+    assert_eq!(config["config"]["format"], "gguf", "{config}");
+    assert_eq!(config["config"]["architecture"], "llama", "{config}");
+    assert_eq!(config["modelfs"]["diffIds"][0], format!("sha256:{sha}"));
+
+    // oras reads it
+    let out_dir = home.path().join("oras-out");
+    let pulled = oras(
+        &python,
+        &[
+            "pull",
+            &format!("{}/models/tiny-llama:q4_0", registry.host),
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    let files = pulled["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{pulled}");
+    assert_eq!(sha256_of(Path::new(files[0].as_str().unwrap())), sha);
+
+    // a second hive pulls it, by tag and then by digest (the same entry, already there)
+    let home2 = tempfile::tempdir().unwrap();
+    let h2 = hive_for(home2.path(), &registry);
+    let (s, state, m) = pull(&h2, &target).await;
+    assert_eq!((s, state.as_str()), (202, "completed"), "{m}");
+    assert_eq!(m["id"], target.as_str(), "{m}");
+    assert_eq!(m["sha256"], sha.as_str(), "{m}");
+    assert_eq!(m["verified"], true, "{m}");
+    assert_eq!(m["revision"], digest.as_str(), "{m}");
+    assert_eq!(m["gguf"]["architecture"], "llama", "{m}");
+    assert_eq!(sha256_of(Path::new(m["path"].as_str().unwrap())), sha);
+}
+
+/// What oras pushed (a ModelPack raw layer, and a plain file titled `*.gguf`), a
+/// hive pulls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hive_pulls_what_oras_pushed() {
+    let (Some(registry), Some(python)) = (Registry::start(), python()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("src");
+    fs_err::create_dir_all(&dir).unwrap();
+    let file = dir.join("gemma.Q8_0.gguf");
+    fs_err::write(&file, crate::fixture("gemma-q8_0-align64.gguf")).unwrap();
+    let sha = sha256_of(&file);
+    let raw = format!(
+        "{}:application/vnd.cncf.model.weight.v1.raw",
+        file.display()
+    );
+    oras(
+        &python,
+        &["push", &format!("{}/lab/gemma:raw", registry.host), &raw],
+    );
+    oras(
+        &python,
+        &[
+            "push",
+            &format!("{}/lab/gemma:plain", registry.host),
+            file.to_str().unwrap(),
+        ],
+    );
+    let h = hive_for(home.path(), &registry);
+    for tag in ["raw", "plain"] {
+        let reference = format!("oci://{}/lab/gemma:{tag}", registry.host);
+        let (s, state, m) = pull(&h, &reference).await;
+        assert_eq!((s, state.as_str()), (202, "completed"), "{tag}: {m}");
+        assert_eq!(m["sha256"], sha.as_str(), "{m}");
+        assert_eq!(m["gguf"]["architecture"], "gemma", "{m}");
+        assert!(
+            m["path"].as_str().unwrap().ends_with("gemma.Q8_0.gguf"),
+            "{m}"
+        );
+    }
+    // a README is not a model
+    let readme = dir.join("README.txt");
+    fs_err::write(&readme, "not a model").unwrap();
+    oras(
+        &python,
+        &[
+            "push",
+            &format!("{}/lab/docs:v1", registry.host),
+            readme.to_str().unwrap(),
+        ],
+    );
+    let (s, _, e) = pull(&h, &format!("oci://{}/lab/docs:v1", registry.host)).await;
+    assert_eq!(s, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no GGUF layer"),
+        "{e}"
+    );
+}
+
+/// Bad references, missing tags, corrupt or lying blobs, a push of what is not
+/// available, a server that answers HTML: each a clear error, nothing available.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_failures_are_clear_and_record_nothing() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive_for(home.path(), &registry);
+    let file = home.path().join("m.gguf");
+    fs_err::write(&file, crate::fixture("llama-q4_0.gguf")).unwrap();
+    let id = import(&h, &file).await;
+    let host = &registry.host;
+
+    for bad in [
+        "oci://",
+        format!("oci://{host}/Bad/Name:x").leak(),
+        format!("oci://{host}/m@sha256:1234").leak(),
+        "oci://no host/m:x",
+    ] {
+        let (s, _, e) = pull(&h, bad).await;
+        assert_eq!(s, 400, "{bad}: {e}");
+        assert_eq!(e["error"]["code"], "invalid_reference", "{bad}: {e}");
+        let (s, e) = post(&h, "/v1/models/push", json!({"id": id, "target": bad})).await;
+        assert_eq!(s, 400, "{bad}: {e}");
+    }
+    let (s, _, e) = pull(&h, &format!("oci://{host}/models/none:v1")).await;
+    assert_eq!(s, 404, "{e}");
+    // a push of a model not in the catalog, or by digest
+    let (s, e) = post(
+        &h,
+        "/v1/models/push",
+        json!({"id": "hf:no/such", "target": format!("oci://{host}/m:x")}),
+    )
+    .await;
+    assert_eq!(s, 404, "{e}");
+    let (s, e) = post(
+        &h,
+        "/v1/models/push",
+        json!({"id": id, "target": format!("oci://{host}/m@sha256:{}", "a".repeat(64))}),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+
+    // a good push, then its blob corrupted in the registry's own storage
+    let target = format!("oci://{host}/models/m:v1");
+    let (state, out) = push(&h, &id, &target).await;
+    assert_eq!(state, "completed", "{out}");
+    let blob = registry.blob_path(&format!("sha256:{}", sha256_of(&file)));
+    let mut bytes = fs_err::read(&blob).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0xff;
+    fs_err::write(&blob, &bytes).unwrap();
+    let home2 = tempfile::tempdir().unwrap();
+    let h2 = hive_for(home2.path(), &registry);
+    let (s, state, e) = pull(&h2, &target).await;
+    assert_eq!((s, state.as_str()), (202, "failed"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap_or_default().contains("sha256"),
+        "{e}"
+    );
+    let (_, m) = get(&h2, &format!("/v1/models/{}", crate::enc(&target))).await;
+    assert_ne!(m["status"]["state"], "available", "{m}");
+
+    // distribution refuses a manifest that lies about a blob's size; a server that
+    // serves one anyway (and answers HTML to all else) must be refused by us
+    let sha = sha256_of(&file);
+    let lying = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+        "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.raw", "digest": format!("sha256:{sha}"), "size": 39040 + 4096}],
+    })
+    .to_string();
+    let put = reqwest::Client::new()
+        .put(format!("http://{host}/v2/models/m/manifests/lying"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(lying.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        put.status().as_u16(),
+        400,
+        "distribution checks sizes itself"
+    );
+    let blob = fs_err::read(&file).unwrap();
+    let liar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let liar_host = liar.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        use axum::routing::get;
+        let manifest = move || {
+            let body = lying.clone();
+            async move {
+                (
+                    [("content-type", "application/vnd.oci.image.manifest.v1+json")],
+                    body,
+                )
+            }
+        };
+        let app = axum::Router::new()
+            .route("/v2/m/manifests/lying", get(manifest))
+            .route(
+                "/v2/m/blobs/{digest}",
+                get(move || {
+                    let b = blob.clone();
+                    async move { b }
+                }),
+            )
+            .fallback(|| async { axum::response::Html("<html><body>Welcome</body></html>") });
+        axum::serve(liar, app).await.unwrap();
+    });
+    let h3home = tempfile::tempdir().unwrap();
+    let h3 = hive(h3home.path(), &["--oci-insecure", &liar_host]);
+    let (s, state, e) = pull(&h3, &format!("oci://{liar_host}/m:lying")).await;
+    assert_eq!((s, state.as_str()), (202, "failed"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap_or_default().contains("size"),
+        "{e}"
+    );
+    let (_, m) = get(
+        &h3,
+        &format!(
+            "/v1/models/{}",
+            crate::enc(&format!("oci://{liar_host}/m:lying"))
+        ),
+    )
+    .await;
+    assert_ne!(m["status"]["state"], "available", "{m}");
+    // the same server's HTML
+    let (s, _, e) = pull(&h3, &format!("oci://{liar_host}/other:v1")).await;
+    assert_eq!(s, 502, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("HTML"),
+        "{e}"
+    );
+    // nothing listening, and plain HTTP not marked
+    let (s, _, e) = pull(&h, "oci://127.0.0.1:9/m:v1").await;
+    assert!(s >= 400 && s != 500, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
+        "{e}"
+    );
+}
