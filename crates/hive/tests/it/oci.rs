@@ -391,3 +391,137 @@ async fn registry_failures_are_clear_and_record_nothing() {
         "{e}"
     );
 }
+
+/// A pull from the registry killed (-9) at 40 % goes on from what it had when the
+/// hive comes back, without starting over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_killed_at_40_percent_resumes_from_the_registry() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive_for(home.path(), &registry);
+    let file = home.path().join("big.gguf");
+    let data = crate::big_gguf(24 << 20);
+    fs_err::write(&file, &data).unwrap();
+    let id = import(&h, &file).await;
+    let target = format!("oci://{}/models/big:v1", registry.host);
+    assert_eq!(push(&h, &id, &target).await.0, "completed");
+    drop(h);
+
+    let home2 = tempfile::tempdir().unwrap();
+    let limit = (4u64 << 20).to_string();
+    let mut h2 = hive(
+        home2.path(),
+        &[
+            "--oci-insecure",
+            &registry.host,
+            "--bandwidth-limit",
+            &limit,
+        ],
+    );
+    let (s, _) = post(&h2, "/v1/models/download", json!({"model_ref": target})).await;
+    assert_eq!(s, 202);
+    let total = data.len() as u64;
+    crate::wait_for("40 % on disk", async || {
+        let (_, m) = get(&h2, &format!("/v1/models/{}", crate::enc(&target))).await;
+        m["progress"]["bytes_done"].as_u64().unwrap_or(0) * 10 >= total * 4
+    })
+    .await;
+    h2.child.kill().unwrap();
+    h2.child.wait().unwrap();
+    drop(h2);
+
+    let h2 = hive_for(home2.path(), &registry);
+    crate::wait_for("the resumed pull", async || {
+        let (_, m) = get(&h2, &format!("/v1/models/{}", crate::enc(&target))).await;
+        assert_ne!(m["status"]["state"], "failed", "{m}");
+        m["status"]["state"] == "available"
+    })
+    .await;
+    let (_, m) = get(&h2, &format!("/v1/models/{}", crate::enc(&target))).await;
+    assert_eq!(m["verified"], true, "{m}");
+    assert_eq!(fs_err::read(m["path"].as_str().unwrap()).unwrap(), data);
+    let (_, jobs) = get(&h2, "/v1/jobs").await;
+    let ev = crate::events(&h2, jobs[0]["job_id"].as_str().unwrap()).await;
+    let resumed = ev
+        .iter()
+        .filter(|(k, _)| k == "narration")
+        .filter_map(|(_, d)| d["message"].as_str())
+        .find(|m| m.starts_with("resuming:"))
+        .unwrap_or_else(|| panic!("no resume: {ev:?}"))
+        .to_owned();
+    // "resuming: 9.6 MiB of 24.0 MiB already on disk": at least 30 % was kept
+    let kept: f64 = resumed
+        .trim_start_matches("resuming: ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(kept >= 24.0 * 0.3, "{resumed}");
+}
+
+/// A push whose upload was cut goes on from the bytes the registry holds: an
+/// upload session left open with one chunk in it is taken up, not begun again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_push_goes_on_from_the_registrys_upload_session() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive_for(home.path(), &registry);
+    let file = home.path().join("big.gguf");
+    let data = crate::big_gguf(20 << 20);
+    fs_err::write(&file, &data).unwrap();
+    let id = import(&h, &file).await;
+    let sha = sha256_of(&file);
+    // as a push killed after its first chunk leaves it: an open session holding
+    // the first 16 MiB, and its record in the hive's uploads folder
+    let client = reqwest::Client::new();
+    let host = &registry.host;
+    let opened = client
+        .post(format!("http://{host}/v2/models/big/blobs/uploads/"))
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 202);
+    let location = opened.headers()["location"].to_str().unwrap().to_owned();
+    let first = 16usize << 20;
+    let patched = client
+        .patch(
+            reqwest::Url::parse(&format!("http://{host}"))
+                .unwrap()
+                .join(&location)
+                .unwrap(),
+        )
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("0-{}", first - 1))
+        .body(data[..first].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 202);
+    let location = patched.headers()["location"].to_str().unwrap().to_owned();
+    let uploads = home.path().join("downloads/uploads");
+    fs_err::create_dir_all(&uploads).unwrap();
+    fs_err::write(
+        uploads.join(format!("{sha}.upload.json")),
+        json!({"location": location, "offset": first}).to_string(),
+    )
+    .unwrap();
+
+    let (state, out) = push(&h, &id, &format!("oci://{host}/models/big:v1")).await;
+    assert_eq!(state, "completed", "{out}");
+    assert_eq!(
+        out["bytes_uploaded"].as_u64().unwrap(),
+        (data.len() - first) as u64,
+        "only the rest was sent: {out}"
+    );
+    assert_eq!(
+        sha256_of(&registry.blob_path(&format!("sha256:{sha}"))),
+        sha
+    );
+    assert!(!uploads.join(format!("{sha}.upload.json")).exists());
+}
