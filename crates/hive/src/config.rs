@@ -31,6 +31,10 @@ pub struct Config {
     /// Hugging Face token [default: HF_TOKEN, else the token file]
     #[arg(long, env = "RBEE_HF_TOKEN", hide_env_values = true)]
     pub hf_token: Option<String>,
+    /// A registry that keeps the fleet's copies of Hugging Face files,
+    /// oci://HOST[:PORT]/PREFIX: hf: pulls look there first and copy there after
+    #[arg(long, env = "RBEE_MODEL_MIRROR")]
+    pub model_mirror: Option<String>,
     /// Registries (HOST[:PORT]) reached over plain HTTP, not HTTPS
     #[arg(long, env = "RBEE_OCI_INSECURE", value_delimiter = ',')]
     pub oci_insecure: Vec<String>,

@@ -97,7 +97,15 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
     }
     let catalog = ModelCatalog::open(&home, config.catalog_backend)
         .with_context(|| format!("cannot open the model catalog in {}", home.display()))?;
+    let mut oci = model_provisioner::oci::OciConfig::from_env();
+    oci.insecure.clone_from(&config.oci_insecure);
     let mut hub = model_provisioner::HubConfig::from_env().map_err(anyhow::Error::msg)?;
+    if let Some(m) = &config.model_mirror {
+        hub.mirror = Some(
+            model_provisioner::oci::Mirror::parse(m, oci.clone())
+                .map_err(|e| anyhow::anyhow!("bad --model-mirror: {e}"))?,
+        );
+    }
     if let Some(e) = &config.hf_endpoint {
         hub.endpoint = url::Url::parse(e.trim_end_matches('/'))
             .with_context(|| format!("bad --hf-endpoint {e:?}"))?;
@@ -126,8 +134,6 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
             downloads_dir: home.join("downloads"),
         },
     );
-    let mut oci = model_provisioner::oci::OciConfig::from_env();
-    oci.insecure.clone_from(&config.oci_insecure);
     let http = downloader.client().clone();
     let provisioner = model_provisioner::model_provisioner(&home, hub, oci.clone(), downloader);
     let metrics = metrics::Metrics::default();

@@ -11,6 +11,8 @@ pub struct HubConfig {
     pub token: Option<String>,
     /// `HF_HUB_OFFLINE=1`: never touch the network.
     pub offline: bool,
+    /// A registry that keeps the fleet's copies of hub files (`--model-mirror`).
+    pub mirror: Option<crate::oci::Mirror>,
 }
 
 impl std::fmt::Debug for HubConfig {
@@ -19,6 +21,7 @@ impl std::fmt::Debug for HubConfig {
             .field("endpoint", &self.endpoint.as_str())
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("offline", &self.offline)
+            .field("mirror", &self.mirror)
             .finish()
     }
 }
@@ -30,6 +33,7 @@ impl HubConfig {
             endpoint,
             token: None,
             offline: false,
+            mirror: None,
         }
     }
 
@@ -46,6 +50,7 @@ impl HubConfig {
             endpoint,
             token: read_token(),
             offline,
+            mirror: None,
         })
     }
 }

@@ -268,6 +268,61 @@ fn choose(
     Ok(model)
 }
 
+impl HuggingFaceVendor {
+    /// The mirror's copy of a model about to be fetched; else, as the error, where
+    /// the mirror should get one (none without a mirror, or for a file the hub
+    /// gives no sha256 for). It says which it is.
+    async fn mirror_copy(
+        &self,
+        entry: &ModelEntry,
+        ctx: &ProvisionContext,
+    ) -> Result<crate::oci::MirrorCopy, Option<crate::oci::OciReference>> {
+        let mirror = self.hub.mirror.as_ref().ok_or(None)?;
+        let r = HfReference::parse(&entry.id).map_err(|_| None)?;
+        let (HfSelector::Path(path), Some(commit)) = (&r.selector, &entry.revision) else {
+            return Err(None);
+        };
+        let target = mirror.reference(&r.repo, path, commit).ok_or(None)?;
+        let shards = if entry.shards.is_empty() {
+            vec![Shard {
+                path: entry.path.clone(),
+                size: entry.size,
+                sha256: entry.sha256.clone(),
+                source_url: entry.source_url.clone(),
+            }]
+        } else {
+            entry.shards.clone()
+        };
+        if shards.iter().any(|s| s.sha256.is_none()) {
+            return Err(None);
+        }
+        match mirror
+            .find(self.downloader.client().clone(), &target, &shards)
+            .await
+        {
+            Ok(Some(copy)) => {
+                ctx.reporter
+                    .narrate("mirror", &format!("from the mirror: {}", copy.reference));
+                Ok(copy)
+            }
+            Ok(None) => {
+                ctx.reporter.narrate(
+                    "mirror",
+                    &format!("not in the mirror yet ({target}): from the hub, then copied there"),
+                );
+                Err(Some(target))
+            }
+            Err(e) => {
+                ctx.reporter.narrate(
+                    "mirror",
+                    &format!("the mirror failed ({e}): from the hub instead"),
+                );
+                Err(None)
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl VendorSource<ModelEntry> for HuggingFaceVendor {
     fn name(&self) -> &'static str {
@@ -336,20 +391,55 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
         ctx: &ProvisionContext,
     ) -> Result<ModelEntry, ProvisionError> {
         let mut entry = resolved.plan;
-        let verified = crate::fetch_files(
-            &self.downloader,
-            &self.dirs,
-            &mut entry,
-            self.hub.token.clone().map(download::Credential::Bearer),
-            ctx,
-            " (set HF_TOKEN for gated or private repos)",
-        )
-        .await?;
+        let mirror = self.mirror_copy(&entry, ctx).await;
+        let verified = match &mirror {
+            Ok(copy) => {
+                // the same files, from the mirror's blobs
+                let mut from_mirror = entry.clone();
+                if from_mirror.shards.is_empty() {
+                    from_mirror.source_url = copy.urls.first().cloned();
+                } else {
+                    for (s, url) in from_mirror.shards.iter_mut().zip(&copy.urls) {
+                        s.source_url = Some(url.clone());
+                    }
+                }
+                let verified = crate::fetch_files(
+                    &self.downloader,
+                    &self.dirs,
+                    &mut from_mirror,
+                    copy.credential.clone(),
+                    ctx,
+                    "",
+                )
+                .await?;
+                entry.sha256 = from_mirror.sha256;
+                verified
+            }
+            Err(_) => {
+                crate::fetch_files(
+                    &self.downloader,
+                    &self.dirs,
+                    &mut entry,
+                    self.hub.token.clone().map(download::Credential::Bearer),
+                    ctx,
+                    " (set HF_TOKEN for gated or private repos)",
+                )
+                .await?
+            }
+        };
         let summary = summary_of(&entry.path).await?;
         entry = entry.with_summary(summary);
         entry.verified = verified;
         entry.status = ArtifactStatus::Available;
         entry.progress = None;
+        if let (Err(Some(target)), Some(m)) = (mirror, &self.hub.mirror) {
+            m.write_through(
+                self.downloader.client().clone(),
+                entry.clone(),
+                target,
+                self.dirs.downloads.join("uploads"),
+            );
+        }
         Ok(entry)
     }
 }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 pub use artifact_catalog::provision::{
     ArtifactProvisioner, MultiVendorProvisioner, ProvisionContext, ProvisionError,
-    ProvisionReporter, ProvisionRequest, Resolved, VendorSource,
+    ProvisionReporter, ProvisionRequest, Resolved, Silent, VendorSource,
 };
 pub use config::{HubConfig, read_token};
 pub use hf::HuggingFaceVendor;

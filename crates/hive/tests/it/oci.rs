@@ -525,3 +525,118 @@ async fn a_cut_push_goes_on_from_the_registrys_upload_session() {
     );
     assert!(!uploads.join(format!("{sha}.upload.json")).exists());
 }
+
+fn narrations(ev: &[(String, Value)]) -> Vec<String> {
+    ev.iter()
+        .filter(|(k, _)| k == "narration")
+        .filter_map(|(_, d)| d["message"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Three hives share one mirror: the first takes the file from the hub and copies
+/// it to the mirror, the other two take it from the mirror; the hub sends the file
+/// once. A mirror that is down sends the pull to the hub, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hives_share_one_mirror_and_the_hub_sends_the_file_once() {
+    use hf_test_server::{HfServer, Repo, RepoFile};
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let data = crate::big_gguf(6 << 20);
+    let hf = HfServer::start(
+        vec![Repo::new(
+            "TheOrg/Tiny-GGUF",
+            vec![RepoFile::lfs("Tiny.Q4_0.gguf", data.clone())],
+        )],
+        None,
+        false,
+    )
+    .await;
+    let host = registry.host.clone();
+    let mirror = format!("oci://{host}/mirror/hf");
+    let flags = ["--oci-insecure", &host, "--model-mirror", &mirror];
+    let homes: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+
+    let h1 = crate::start(homes[0].path(), &hf.url(), &flags);
+    let (s, job) = post(
+        &h1,
+        "/v1/models/download",
+        json!({"model_ref": "hf:TheOrg/Tiny-GGUF"}),
+    )
+    .await;
+    assert_eq!(s, 202, "{job}");
+    let (state, m, ev) = finish(&h1, &job).await;
+    assert_eq!(state, "completed", "{ev:?}");
+    let said = narrations(&ev);
+    assert!(
+        said.iter().any(|n| n.starts_with("not in the mirror yet")),
+        "{said:?}"
+    );
+    // (the hub counts bytes queued for a part another connection took over too)
+    let from_hub = hf.bytes_sent();
+    assert!(from_hub >= data.len() as u64);
+    // the copy lands in the mirror in the background
+    let tags = format!("http://{host}/v2/mirror/hf/theorg/tiny-gguf/tags/list");
+    crate::wait_for("the copy in the mirror", async || {
+        let r = reqwest::get(&tags).await.unwrap();
+        r.status().is_success()
+            && r.json::<Value>().await.unwrap()["tags"]
+                .as_array()
+                .is_some_and(|t| !t.is_empty())
+    })
+    .await;
+
+    for home in &homes[1..] {
+        let h = crate::start(home.path(), &hf.url(), &flags);
+        let (_, job) = post(
+            &h,
+            "/v1/models/download",
+            json!({"model_ref": "hf:TheOrg/Tiny-GGUF"}),
+        )
+        .await;
+        let (state, m2, ev) = finish(&h, &job).await;
+        assert_eq!(state, "completed", "{ev:?}");
+        let said = narrations(&ev);
+        assert!(
+            said.iter().any(|n| n.starts_with("from the mirror")),
+            "{said:?}"
+        );
+        // the same model, the hub's identity
+        assert_eq!(m2["id"], m["id"]);
+        assert_eq!(m2["sha256"], m["sha256"]);
+        assert_eq!(m2["verified"], true);
+        assert_eq!(fs_err::read(m2["path"].as_str().unwrap()).unwrap(), data);
+    }
+    assert_eq!(
+        hf.bytes_sent(),
+        from_hub,
+        "the hub sent the file once, to the first"
+    );
+
+    // the mirror down: from the hub, said so
+    let home = tempfile::tempdir().unwrap();
+    let h = crate::start(
+        home.path(),
+        &hf.url(),
+        &[
+            "--oci-insecure",
+            "127.0.0.1:9",
+            "--model-mirror",
+            "oci://127.0.0.1:9/mirror",
+        ],
+    );
+    let (_, job) = post(
+        &h,
+        "/v1/models/download",
+        json!({"model_ref": "hf:TheOrg/Tiny-GGUF"}),
+    )
+    .await;
+    let (state, _, ev) = finish(&h, &job).await;
+    assert_eq!(state, "completed", "{ev:?}");
+    let said = narrations(&ev);
+    assert!(
+        said.iter().any(|n| n.starts_with("the mirror failed")),
+        "{said:?}"
+    );
+    assert!(hf.bytes_sent() >= from_hub + data.len() as u64);
+}

@@ -7,9 +7,11 @@
 //!
 //! - `reference.rs`: the reference grammar;
 //! - `client.rs`: the distribution API and its authentication;
-//! - `push.rs`: a model out to a registry, as a ModelPack artifact.
+//! - `push.rs`: a model out to a registry, as a ModelPack artifact;
+//! - `mirror.rs`: a registry as the fleet's copy of the hub.
 
 mod client;
+mod mirror;
 mod push;
 mod reference;
 
@@ -20,6 +22,7 @@ use reqwest::{Method, StatusCode, header};
 use sha2::Digest as _;
 
 pub use client::{OciConfig, Repository};
+pub use mirror::{Copy as MirrorCopy, Mirror};
 pub use push::{PushOutcome, push};
 pub use reference::OciReference;
 
@@ -146,7 +149,7 @@ pub(crate) async fn get_manifest(
 
 /// Whether a layer holds GGUF bytes as they are: ModelPack's raw weights, Ollama's
 /// model, or any other layer titled `*.gguf` that is not an archive.
-fn is_gguf_layer(d: &Descriptor) -> bool {
+pub(crate) fn is_gguf_layer(d: &Descriptor) -> bool {
     let kind = d.media_type().to_string();
     if kind == WEIGHT_RAW || kind == OLLAMA_MODEL {
         return true;
@@ -191,7 +194,7 @@ fn file_name(d: &Descriptor, index: usize, count: usize) -> String {
 
 /// The image manifest a reference names: itself, or the model manifest of an
 /// index (the first whose artifact type is ModelPack's, else the first).
-async fn model_manifest(
+pub(crate) async fn model_manifest(
     repo: &Repository,
     r: &OciReference,
 ) -> Result<(String, ImageManifest), ProvisionError> {

@@ -36,6 +36,7 @@ pub fn provisioner(
         endpoint: endpoint.parse().unwrap(),
         token: token.map(str::to_owned),
         offline,
+        mirror: None,
     };
     let config = download::DownloadConfig {
         connections: 4,
