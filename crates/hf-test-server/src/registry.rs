@@ -1,5 +1,6 @@
 //! Debian's `docker-registry` (distribution 2.8) on loopback, for tests: filesystem
-//! storage in a temporary folder, deletes allowed, plain HTTP. Skips (None) where
+//! storage in a temporary folder, deletes allowed, plain HTTP, and optionally basic
+//! authentication from an htpasswd file. Skips (None) where
 //! the binary is missing, unless `RBEE_REQUIRE_REGISTRY_TESTS` is set.
 
 use std::path::{Path, PathBuf};
@@ -39,6 +40,15 @@ fn binary() -> Option<PathBuf> {
 impl Registry {
     /// Starts one; None (the test skips) without the binary.
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts one that lets in only this user name and password.
+    pub fn start_with_password(user: &str, password: &str) -> Option<Self> {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(login: Option<(&str, &str)>) -> Option<Self> {
         let bin = binary()?;
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -47,14 +57,20 @@ impl Registry {
                 .unwrap();
             let storage = tempfile::tempdir().unwrap();
             let config = storage.path().join("config.yml");
-            fs_err::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                    storage.path().join("data").display()
-                ),
-            )
-            .unwrap();
+            let mut text = format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.path().join("data").display()
+            );
+            if let Some((user, password)) = login {
+                let file = storage.path().join("htpasswd");
+                let hash = bcrypt::hash(password, 5).unwrap();
+                fs_err::write(&file, format!("{user}:{hash}\n")).unwrap();
+                text.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: rbee-test\n    path: {}\n",
+                    file.display()
+                ));
+            }
+            fs_err::write(&config, text).unwrap();
             let child = Command::new(&bin)
                 .arg("serve")
                 .arg(&config)
@@ -90,7 +106,10 @@ impl Registry {
                     self.host
                 );
                 let mut head = [0u8; 12];
-                if s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200") {
+                // 401 where it asks for a password: it is up
+                if s.read_exact(&mut head).is_ok()
+                    && (head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.1 401"))
+                {
                     return true;
                 }
             }

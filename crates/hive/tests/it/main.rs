@@ -49,7 +49,12 @@ pub fn hive_cmd(home: &Path, hf: &str, extra: &[&str]) -> Command {
 
 /// Starts the daemon and waits for its "listening on" line.
 pub fn start(home: &Path, hf: &str, extra: &[&str]) -> Hive {
-    let mut child = hive_cmd(home, hf, extra)
+    spawn_hive(hive_cmd(home, hf, extra))
+}
+
+/// Starts the daemon `command` describes and waits for its "listening on" line.
+pub fn spawn_hive(mut command: Command) -> Hive {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
 use hf_test_server::registry::Registry;
 use serde_json::{Value, json};
 use sha2::Digest as _;
@@ -639,4 +640,93 @@ async fn three_hives_share_one_mirror_and_the_hub_sends_the_file_once() {
         "{said:?}"
     );
     assert!(hf.bytes_sent() >= from_hub + data.len() as u64);
+}
+
+/// A registry behind a password: refused without one, with a clear error; let in
+/// with `RBEE_OCI_USERNAME` / `RBEE_OCI_PASSWORD`, and with docker's config file as
+/// `docker login` writes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_behind_a_password_takes_our_credentials_and_dockers() {
+    let Some(registry) = Registry::start_with_password("lab", "s3cret") else {
+        return;
+    };
+    let host = registry.host.clone();
+    let target = format!("oci://{host}/models/m:v1");
+    let start = |home: &Path, env: &[(&str, String)]| {
+        let mut c = crate::hive_cmd(
+            home,
+            "http://127.0.0.1:9",
+            &["--oci-insecure", &host, "--worker-build-profile", "dev"],
+        );
+        c.env_remove("RBEE_OCI_USERNAME")
+            .env_remove("RBEE_OCI_PASSWORD")
+            .env("DOCKER_CONFIG", home.join("no-docker"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        crate::spawn_hive(c)
+    };
+
+    // no credentials: the push is refused, and says what to do
+    let home = tempfile::tempdir().unwrap();
+    let h = start(home.path(), &[]);
+    let file = home.path().join("m.gguf");
+    fs_err::write(&file, crate::fixture("llama-q4_0.gguf")).unwrap();
+    let id = import(&h, &file).await;
+    let (state, e) = push(&h, &id, &target).await;
+    assert_eq!(state, "failed", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("401"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("RBEE_OCI_USERNAME"),
+        "{e}"
+    );
+    drop(h);
+
+    // ours
+    let h = start(
+        home.path(),
+        &[
+            ("RBEE_OCI_USERNAME", "lab".into()),
+            ("RBEE_OCI_PASSWORD", "s3cret".into()),
+        ],
+    );
+    let (state, out) = push(&h, &id, &target).await;
+    assert_eq!(state, "completed", "{out}");
+    // a wrong password is refused
+    let home2 = tempfile::tempdir().unwrap();
+    let h2 = start(
+        home2.path(),
+        &[
+            ("RBEE_OCI_USERNAME", "lab".into()),
+            ("RBEE_OCI_PASSWORD", "wrong".into()),
+        ],
+    );
+    let (s, _, e) = pull(&h2, &target).await;
+    assert_eq!(s, 403, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("check the credentials"),
+        "{e}"
+    );
+    drop(h2);
+
+    // docker's config.json, as docker login writes it
+    let home3 = tempfile::tempdir().unwrap();
+    let docker = home3.path().join("docker");
+    fs_err::create_dir_all(&docker).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("lab:s3cret");
+    fs_err::write(
+        docker.join("config.json"),
+        json!({"auths": {host.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let h3 = start(
+        home3.path(),
+        &[("DOCKER_CONFIG", docker.display().to_string())],
+    );
+    let (s, state, m) = pull(&h3, &target).await;
+    assert_eq!((s, state.as_str()), (202, "completed"), "{m}");
+    assert_eq!(m["verified"], true, "{m}");
 }
