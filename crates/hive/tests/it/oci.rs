@@ -730,3 +730,276 @@ async fn a_registry_behind_a_password_takes_our_credentials_and_dockers() {
     assert_eq!((s, state.as_str()), (202, "completed"), "{m}");
     assert_eq!(m["verified"], true, "{m}");
 }
+
+/// Uploads a blob (a session, then one `PUT` with the bytes); its digest.
+async fn put_blob(host: &str, repo: &str, bytes: &[u8]) -> String {
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
+    let client = reqwest::Client::new();
+    let opened = client
+        .post(format!("http://{host}/v2/{repo}/blobs/uploads/"))
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 202);
+    let location = opened.headers()["location"].to_str().unwrap();
+    let mut url = reqwest::Url::parse(&format!("http://{host}"))
+        .unwrap()
+        .join(location)
+        .unwrap();
+    url.query_pairs_mut().append_pair("digest", &digest);
+    let r = client
+        .put(url)
+        .header("content-type", "application/octet-stream")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    digest
+}
+
+async fn put_manifest(host: &str, repo: &str, tag: &str, media_type: &str, body: &Value) -> String {
+    let text = body.to_string();
+    let r = reqwest::Client::new()
+        .put(format!("http://{host}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", media_type)
+        .body(text.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    )
+}
+
+/// A model as Ollama's registry lays it out (a Docker v2 manifest, the GGUF as an
+/// `application/vnd.ollama.image.model` layer beside its template and parameters),
+/// and a ModelPack manifest named through an OCI index, pulled by tag and by digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_layouts_and_indexes_are_pulled() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let host = registry.host.clone();
+    let gguf = crate::fixture("llama-q4_0.gguf");
+    let sha = hex::encode(sha2::Sha256::digest(&gguf));
+    let model = put_blob(&host, "library/tiny", &gguf).await;
+    let template = b"{{ .Prompt }}";
+    let template_digest = put_blob(&host, "library/tiny", template).await;
+    let config = br#"{"model_format":"gguf","model_family":"llama"}"#;
+    let config_digest = put_blob(&host, "library/tiny", config).await;
+    let docker_v2 = "application/vnd.docker.distribution.manifest.v2+json";
+    put_manifest(
+        &host,
+        "library/tiny",
+        "latest",
+        docker_v2,
+        &json!({
+            "schemaVersion": 2,
+            "mediaType": docker_v2,
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config_digest, "size": config.len()},
+            "layers": [
+                {"mediaType": "application/vnd.ollama.image.model", "digest": model, "size": gguf.len()},
+                {"mediaType": "application/vnd.ollama.image.template", "digest": template_digest, "size": template.len()},
+            ],
+        }),
+    )
+    .await;
+    // the same GGUF as a ModelPack artifact behind an index
+    let empty = put_blob(&host, "lab/indexed", b"{}").await;
+    let layer = put_blob(&host, "lab/indexed", &gguf).await;
+    let oci_manifest = "application/vnd.oci.image.manifest.v1+json";
+    let inner = put_manifest(
+        &host,
+        "lab/indexed",
+        "inner",
+        oci_manifest,
+        &json!({
+            "schemaVersion": 2,
+            "mediaType": oci_manifest,
+            "artifactType": "application/vnd.cncf.model.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+            "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.raw", "digest": layer, "size": gguf.len(),
+                        "annotations": {"org.opencontainers.image.title": "tiny.Q4_0.gguf"}}],
+        }),
+    )
+    .await;
+    let index_type = "application/vnd.oci.image.index.v1+json";
+    put_manifest(
+        &host,
+        "lab/indexed",
+        "v1",
+        index_type,
+        &json!({
+            "schemaVersion": 2,
+            "mediaType": index_type,
+            "manifests": [{"mediaType": oci_manifest, "digest": inner, "size": 0,
+                           "artifactType": "application/vnd.cncf.model.manifest.v1+json"}],
+        }),
+    )
+    .await;
+
+    let home = tempfile::tempdir().unwrap();
+    let h = hive_for(home.path(), &registry);
+    let (s, state, m) = pull(&h, &format!("oci://{host}/library/tiny")).await;
+    assert_eq!((s, state.as_str()), (202, "completed"), "{m}");
+    assert_eq!(m["id"], format!("oci://{host}/library/tiny:latest"), "{m}");
+    assert_eq!(m["sha256"], sha.as_str(), "{m}");
+    assert!(m["path"].as_str().unwrap().ends_with("/model.gguf"), "{m}");
+    assert_eq!(m["size"], gguf.len(), "only the model layer: {m}");
+    for reference in [
+        format!("oci://{host}/lab/indexed:v1"),
+        format!("oci://{host}/lab/indexed@{inner}"),
+    ] {
+        let (s, state, m) = pull(&h, &reference).await;
+        assert_eq!((s, state.as_str()), (202, "completed"), "{reference}: {m}");
+        assert_eq!(m["sha256"], sha.as_str(), "{m}");
+        assert_eq!(m["revision"], inner.as_str(), "{m}");
+        assert!(
+            m["path"].as_str().unwrap().ends_with("/tiny.Q4_0.gguf"),
+            "{m}"
+        );
+    }
+}
+
+/// The Bearer token flow, as registries that use a token service speak it (Docker
+/// Hub, GHCR, Harbor): a `401` names the realm, service and scope; the token comes
+/// from the realm with the user's basic credentials; the manifest and the blob are
+/// fetched with it. The server here speaks only that part of the protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_token_flow_gets_a_token_for_the_manifest_and_the_blob() {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let gguf = crate::fixture("llama-q4_0.gguf");
+    let sha = hex::encode(sha2::Sha256::digest(&gguf));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+        "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.raw", "digest": format!("sha256:{sha}"), "size": gguf.len()}],
+    })
+    .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let tokens = Arc::new(AtomicUsize::new(0));
+    let blob_reads = Arc::new(AtomicUsize::new(0));
+    let (realm, t, b) = (
+        format!("http://{host}/token"),
+        Arc::clone(&tokens),
+        Arc::clone(&blob_reads),
+    );
+    tokio::spawn(async move {
+        let challenge = move || {
+            (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    header::WWW_AUTHENTICATE,
+                    format!(
+                        r#"Bearer realm="{realm}",service="stub",scope="repository:lab/m:pull""#
+                    ),
+                )],
+            )
+                .into_response()
+        };
+        let authorized = |h: &HeaderMap| {
+            h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some("Bearer T-123")
+        };
+        let c1 = challenge.clone();
+        let c2 = challenge.clone();
+        let app = axum::Router::new()
+            .route(
+                "/token",
+                axum::routing::get(
+                    move |q: axum::extract::Query<std::collections::HashMap<String, String>>,
+                          h: HeaderMap| {
+                        let t = Arc::clone(&t);
+                        async move {
+                            // "lab:pw"
+                            let basic = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                            let ok = basic == Some("Basic bGFiOnB3")
+                                && q.get("service").map(String::as_str) == Some("stub")
+                                && q.get("scope").map(String::as_str)
+                                    == Some("repository:lab/m:pull");
+                            if !ok {
+                                return StatusCode::UNAUTHORIZED.into_response();
+                            }
+                            t.fetch_add(1, Ordering::SeqCst);
+                            axum::Json(json!({"token": "T-123"})).into_response()
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/v2/lab/m/manifests/{tag}",
+                axum::routing::get(move |h: HeaderMap| {
+                    let (body, c) = (manifest.clone(), c1.clone());
+                    async move {
+                        if !authorized(&h) {
+                            return c();
+                        }
+                        (
+                            [(
+                                header::CONTENT_TYPE,
+                                "application/vnd.oci.image.manifest.v1+json",
+                            )],
+                            body,
+                        )
+                            .into_response()
+                    }
+                }),
+            )
+            .route(
+                "/v2/lab/m/blobs/{digest}",
+                axum::routing::get(move |h: HeaderMap| {
+                    let (bytes, c, b) = (gguf.clone(), c2.clone(), Arc::clone(&b));
+                    async move {
+                        if !authorized(&h) {
+                            return c();
+                        }
+                        b.fetch_add(1, Ordering::SeqCst);
+                        bytes.into_response()
+                    }
+                }),
+            )
+            .fallback(move || {
+                let c = challenge.clone();
+                async move { c() }
+            });
+        axum::serve(listener, app).await.unwrap();
+    });
+    let target = format!("oci://{host}/lab/m:v1");
+    let start = |home: &Path, password: &str| {
+        let mut c = crate::hive_cmd(home, "http://127.0.0.1:9", &["--oci-insecure", &host]);
+        c.env("RBEE_OCI_USERNAME", "lab")
+            .env("RBEE_OCI_PASSWORD", password)
+            .env("DOCKER_CONFIG", home.join("no-docker"));
+        crate::spawn_hive(c)
+    };
+    // a wrong password: the token service refuses, and we say so
+    let home = tempfile::tempdir().unwrap();
+    let h = start(home.path(), "nope");
+    let (s, _, e) = pull(&h, &target).await;
+    assert_eq!(s, 403, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("token server"),
+        "{e}"
+    );
+    drop(h);
+    let h = start(home.path(), "pw");
+    let (s, state, m) = pull(&h, &target).await;
+    assert_eq!((s, state.as_str()), (202, "completed"), "{m}");
+    assert_eq!(m["sha256"], sha.as_str(), "{m}");
+    assert!(tokens.load(Ordering::SeqCst) >= 1);
+    assert!(
+        blob_reads.load(Ordering::SeqCst) >= 1,
+        "the blob came with the token"
+    );
+}
