@@ -180,3 +180,40 @@ impl Value {
         }
     }
 }
+
+/// A value as JSON has it: numbers, booleans and strings as they are; an array as a
+/// list when its elements were read, else as `{"type", "len"}`.
+impl serde::Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::U8(x) => s.serialize_u8(*x),
+            Self::I8(x) => s.serialize_i8(*x),
+            Self::U16(x) => s.serialize_u16(*x),
+            Self::I16(x) => s.serialize_i16(*x),
+            Self::U32(x) => s.serialize_u32(*x),
+            Self::I32(x) => s.serialize_i32(*x),
+            Self::U64(x) => s.serialize_u64(*x),
+            Self::I64(x) => s.serialize_i64(*x),
+            Self::F32(x) => s.serialize_f32(*x),
+            Self::F64(x) => s.serialize_f64(*x),
+            Self::Bool(x) => s.serialize_bool(*x),
+            Self::String(x) => s.serialize_str(x),
+            Self::Array(a) => a.serialize(s),
+        }
+    }
+}
+
+impl serde::Serialize for Array {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        match &self.values {
+            Some(values) => values.serialize(s),
+            None => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("type", self.elem_type.name())?;
+                m.serialize_entry("len", &self.len)?;
+                m.end()
+            }
+        }
+    }
+}

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod batch;
 pub mod capabilities;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod gateway;
 pub mod jobs;
@@ -47,6 +48,7 @@ pub fn app(state: SharedState) -> Router {
         .merge(api::workers::router())
         .route("/metrics", axum::routing::get(metrics::render))
         .route("/openapi.json", axum::routing::get(api::openapi::document))
+        .merge(dashboard::router())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         // the one endpoint takes longer bodies (long chats) and answers a body too
         // large in its own families' shapes

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use gguf::{Gguf, ReadOptions, Value};
+use gguf::{Gguf, ReadOptions};
 use serde_json::{Map, Value as Json, json};
 
 /// Arrays longer than this are shown as their type and length.
@@ -70,7 +70,7 @@ fn to_json(g: &Gguf, file_size: u64) -> Json {
     let metadata: Map<String, Json> = g
         .metadata
         .iter()
-        .map(|(k, v)| (k.clone(), value_json(v)))
+        .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
     let ctx = s.context_length.unwrap_or(4096);
     json!({
@@ -98,29 +98,6 @@ fn to_json(g: &Gguf, file_size: u64) -> Json {
         "memory_estimate": g.memory_estimate(ctx),
         "metadata": metadata,
     })
-}
-
-fn value_json(v: &Value) -> Json {
-    match v {
-        Value::U8(x) => json!(x),
-        Value::I8(x) => json!(x),
-        Value::U16(x) => json!(x),
-        Value::I16(x) => json!(x),
-        Value::U32(x) => json!(x),
-        Value::I32(x) => json!(x),
-        Value::U64(x) => json!(x),
-        Value::I64(x) => json!(x),
-        Value::F32(x) => json!(x),
-        Value::F64(x) => json!(x),
-        Value::Bool(x) => json!(x),
-        Value::String(x) => json!(x),
-        Value::Array(a) => match &a.values {
-            Some(values) if a.len <= SHOWN_ARRAY_LEN => {
-                Json::Array(values.iter().map(value_json).collect())
-            }
-            _ => json!({ "type": a.elem_type.name(), "len": a.len }),
-        },
-    }
 }
 
 fn readable(g: &Gguf, file_size: u64) -> String {

@@ -1,4 +1,5 @@
-//! Bearer-token auth: with a token set, every route but `/health` needs
+//! Bearer-token auth: with a token set, every route but `/health` and the
+//! dashboard's page and assets (which hold no data) needs
 //! `Authorization: Bearer <token>`, compared as sha256 digests in constant time.
 
 use axum::extract::{Request, State};
@@ -10,12 +11,13 @@ use subtle::ConstantTimeEq as _;
 use crate::error::ApiError;
 use crate::state::SharedState;
 
-/// With a token, every route but `/health` needs `Authorization: Bearer <token>`.
+/// With a token, every route but `/health` and the dashboard's files needs
+/// `Authorization: Bearer <token>`.
 pub async fn auth(State(state): State<SharedState>, request: Request, next: Next) -> Response {
     let Some(token) = state.config.api_token.as_deref().filter(|t| !t.is_empty()) else {
         return next.run(request).await;
     };
-    if request.uri().path() == "/health" {
+    if request.uri().path() == "/health" || crate::dashboard::is_dashboard(request.uri().path()) {
         return next.run(request).await;
     }
     let given = request

@@ -123,13 +123,29 @@ pub async fn list(
     Ok(r)
 }
 
+/// What to add to one model.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Detail {
+    /// Also every key of the GGUF header, read from the file now (arrays longer than
+    /// 16 as their type and length), with the GGUF version and tensor count.
+    #[serde(default)]
+    metadata: bool,
+}
+
 /// One model.
-#[utoipa::path(get, operation_id = "models_get_one", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), responses((status = 200, description = "The entry", body = Object), (status = 404, description = "Not in the catalog", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "models_get_one", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded"), Detail), responses((status = 200, description = "The entry", body = Object), (status = 400, description = "Bad query", body = crate::api::openapi::ErrorBody), (status = 404, description = "Not in the catalog", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
 pub async fn get_one(
     State(state): State<SharedState>,
     Path(id): Path<String>,
+    detail: Result<Query<Detail>, QueryRejection>,
 ) -> Result<ApiJson<Value>, ApiError> {
-    Ok(ApiJson(models::model_get(&state, &id).await?))
+    let Query(detail) = detail.map_err(|e| ApiError::bad_request("bad_request", e.body_text()))?;
+    let mut v = models::model_get(&state, &id).await?;
+    if detail.metadata {
+        v["header"] = models::header_of(&v).await;
+    }
+    Ok(ApiJson(v))
 }
 
 /// Changes how the model is run: its preset (context, slots, engine, engine_args,

@@ -50,6 +50,7 @@ pub async fn list(State(state): State<SharedState>) -> ApiJson<Value> {
         .map(|(w, t)| {
             let mut v = json!(w);
             v["rss_bytes"] = t["rss_bytes"].clone();
+            v["cpu_percent"] = t["cpu_percent"].clone();
             v
         })
         .collect();

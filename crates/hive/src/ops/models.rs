@@ -437,6 +437,35 @@ async fn record_failure(
     }
 }
 
+/// Every key of a model's GGUF header, read from its file now, with the GGUF version
+/// and the tensor count; `{"error"}` when the file cannot be read.
+pub async fn header_of(model: &Value) -> Value {
+    let Some(path) = model["path"].as_str().map(std::path::PathBuf::from) else {
+        return json!({"error": "the model has no file"});
+    };
+    tokio::task::spawn_blocking(move || {
+        let file = match fs_err::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => return json!({"error": e.to_string()}),
+        };
+        let options = gguf::ReadOptions {
+            max_array_len: 16,
+            ..gguf::ReadOptions::default()
+        };
+        match gguf::read(file, &options) {
+            Ok(g) => json!({
+                "gguf_version": g.version,
+                "tensor_count": g.tensors.len(),
+                // in the file's order
+                "metadata": g.metadata.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
+            }),
+            Err(e) => json!({"error": e.to_string()}),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| json!({"error": e.to_string()}))
+}
+
 /// Checks a push (the model is in the catalog and available, the target a tag) and
 /// runs it in a job whose result is where the model now is.
 pub(crate) async fn start_push(

@@ -5,6 +5,7 @@
 mod api;
 mod audit;
 mod batch;
+mod dashboard;
 mod engines;
 mod gateway;
 mod integrity;
