@@ -448,10 +448,7 @@ pub async fn header_of(model: &Value) -> Value {
             Ok(f) => f,
             Err(e) => return json!({"error": e.to_string()}),
         };
-        let options = gguf::ReadOptions {
-            max_array_len: 16,
-            ..gguf::ReadOptions::default()
-        };
+        let options = gguf::ReadOptions { max_array_len: 16 };
         match gguf::read(file, &options) {
             Ok(g) => json!({
                 "gguf_version": g.version,
