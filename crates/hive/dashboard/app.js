@@ -266,7 +266,8 @@ function modelValue(m, key) {
 }
 
 async function loadAllModels(onFirst) {
-  const first = await api("GET", "/v1/models?limit=1000");
+  // one screenful first, so the page is usable at once; the rest in pages of 1000
+  const first = await api("GET", "/v1/models?limit=" + PAGE_ROWS);
   modelsView.all = first.value || [];
   modelsView.total = Number(first.response.headers.get("x-total-count") || modelsView.all.length);
   onFirst();
