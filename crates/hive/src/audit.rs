@@ -153,6 +153,9 @@ fn describe(method: &Method, route: &str, path: &str, body: &Value) -> (String, 
         ("POST", "/v1/models/download") => ("model_download".into(), field("model_ref")),
         ("POST", "/v1/models/import") => ("model_import".into(), field("path")),
         ("POST", "/v1/models/verify") => ("model_verify".into(), None),
+        ("POST", "/v1/models/scan") => {
+            ("model_scan".into(), body.get("dirs").map(Value::to_string))
+        }
         ("POST", "/v1/models/push") => (
             "model_push".into(),
             field("id").map(|id| match field("target") {

@@ -35,6 +35,13 @@ pub struct Config {
     /// oci://HOST[:PORT]/PREFIX: hf: pulls look there first and copy there after
     #[arg(long, env = "RBEE_MODEL_MIRROR")]
     pub model_mirror: Option<String>,
+    /// At start, adopt the models the Hugging Face and llama.cpp caches, Ollama's
+    /// store and LM Studio's folder hold, where they lie
+    #[arg(long, env = "RBEE_SCAN")]
+    pub scan: bool,
+    /// More folders adopted at start (implies --scan)
+    #[arg(long, env = "RBEE_SCAN_DIRS", value_delimiter = ',')]
+    pub scan_dirs: Vec<String>,
     /// Registries (HOST[:PORT]) reached over plain HTTP, not HTTPS
     #[arg(long, env = "RBEE_OCI_INSECURE", value_delimiter = ',')]
     pub oci_insecure: Vec<String>,

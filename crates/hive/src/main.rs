@@ -41,6 +41,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ));
     }
     let resumed = hive::resume_downloads(&state).await?;
+    if state.config.scan || !state.config.scan_dirs.is_empty() {
+        // a folder that is not there is said, and the hive starts anyway
+        let dirs = state.config.scan_dirs.clone();
+        if let Err(e) =
+            hive::ops::dispatch::start(&state, hive::ops::dispatch::Operation::ModelScan { dirs })
+                .await
+        {
+            tracing::warn!("the scan at start did not run: {}", e.parts().1);
+        }
+    }
     let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
     tokio::spawn(hive::ops::models::integrity_schedule(
         std::sync::Arc::clone(&state),

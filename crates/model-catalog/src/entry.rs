@@ -53,6 +53,11 @@ pub struct ModelEntry {
     /// How the model is run, as its user set it (`PATCH /v1/models/{id}`).
     #[serde(default, skip_serializing_if = "Preset::is_empty")]
     pub preset: Preset,
+    /// A model adopted where another tool keeps it (the Hugging Face cache, Ollama's
+    /// store, LM Studio's folder, a folder the user named): the hive never moves,
+    /// renames or deletes its files; removing it only forgets it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 /// How a model is run: every spawn, load and request through the one endpoint takes
@@ -143,6 +148,7 @@ impl ModelEntry {
             progress: None,
             shards: Vec::new(),
             preset: Preset::default(),
+            external: false,
         }
     }
 

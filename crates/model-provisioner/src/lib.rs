@@ -21,6 +21,7 @@ mod http;
 mod local;
 pub mod oci;
 mod reference;
+pub mod scan;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

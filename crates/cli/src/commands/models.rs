@@ -26,6 +26,12 @@ pub enum ModelsCommand {
         /// Where: oci://HOST[:PORT]/REPO:TAG
         target: String,
     },
+    /// Adopt the models the Hugging Face and llama.cpp caches, Ollama and LM Studio
+    /// keep, and those in DIRS, where they lie (never moved, copied or deleted)
+    Scan {
+        /// More folders to look in
+        dirs: Vec<std::path::PathBuf>,
+    },
     /// List the models in the catalog
     Ls,
     /// Show one model
@@ -207,6 +213,39 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
                 .call(Method::POST, "/v1/models/download", Some(body))
                 .await?;
             follow_pull(&client, &started, args.json).await
+        }
+        ModelsCommand::Scan { dirs } => {
+            let dirs: Vec<String> = dirs
+                .iter()
+                .map(|d| std::path::absolute(d).map(|p| p.display().to_string()))
+                .collect::<Result<_, _>>()
+                .context("bad path")?;
+            let started = client
+                .call(Method::POST, "/v1/models/scan", Some(json!({"dirs": dirs})))
+                .await?;
+            follow_job(&client, &started, args.json, |r| {
+                let n = |k: &str| r[k].as_array().map_or(0, Vec::len);
+                let mut text = format!(
+                    "{} added, {} updated, {} already known, {} gone, {} hashed",
+                    n("added"),
+                    n("updated"),
+                    r["unchanged"],
+                    n("gone"),
+                    r["hashed"]
+                );
+                for id in r["added"].as_array().cloned().unwrap_or_default() {
+                    text.push_str(&format!("\nadded: {}", id.as_str().unwrap_or("?")));
+                }
+                for p in r["problems"].as_array().cloned().unwrap_or_default() {
+                    text.push_str(&format!(
+                        "\nskipped: {}: {}",
+                        p["path"].as_str().unwrap_or("?"),
+                        p["reason"].as_str().unwrap_or("?")
+                    ));
+                }
+                text
+            })
+            .await
         }
         ModelsCommand::Push { id, target } => {
             let started = client

@@ -26,6 +26,7 @@ pub fn router() -> Router<SharedState> {
         .route("/v1/models/verify", post(verify))
         .route("/v1/models/download-batch", post(download_batch))
         .route("/v1/models/push", post(push))
+        .route("/v1/models/scan", post(scan))
         .route("/v1/models/load", post(load))
         .route("/v1/models/unload", post(unload))
         .route(
@@ -43,6 +44,15 @@ pub struct DownloadBody {
     /// The sha256 the file must have, 64 hex digits.
     #[serde(default)]
     pub sha256: Option<String>,
+}
+
+/// Where else to look.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScanBody {
+    /// More folders, absolute; the machine's own stores are always scanned.
+    #[serde(default)]
+    pub dirs: Vec<String>,
 }
 
 /// What to push, and where.
@@ -184,6 +194,18 @@ pub async fn download(
         },
     )
     .await?;
+    Ok(accepted(&job))
+}
+
+/// Adopts the models the Hugging Face and llama.cpp caches, Ollama's store, LM
+/// Studio's folder and `dirs` hold, where they lie, as a job whose result lists what
+/// was added, updated, already known or gone, and what could not be read.
+#[utoipa::path(post, operation_id = "models_scan", path = "/v1/models/scan", tag = "models", request_body = ScanBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "A folder that is not there", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+pub async fn scan(
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<ScanBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let job = dispatch::start(&state, Operation::ModelScan { dirs: body.dirs }).await?;
     Ok(accepted(&job))
 }
 

@@ -45,6 +45,7 @@ pub struct Accepted {
         super::models::verify,
         super::models::download_batch,
         super::models::push,
+        super::models::scan,
         super::models::load,
         super::models::unload,
         super::jobs::list,
@@ -67,7 +68,7 @@ pub struct Accepted {
         crate::metrics::render,
         document,
     ),
-    components(schemas(ErrorBody, ErrorDetail, Accepted, crate::ops::dispatch::Operation, super::models::DownloadBody, super::models::ImportBody, super::models::VerifyBody, super::models::UnloadBody, super::models::DownloadBatchBody, super::models::PushBody, super::workers::SpawnBatchBody, crate::ops::workers::LoadRequest, crate::ops::workers::SpawnRequest, crate::ops::binaries::InstallRequest)),
+    components(schemas(ErrorBody, ErrorDetail, Accepted, crate::ops::dispatch::Operation, super::models::DownloadBody, super::models::ImportBody, super::models::VerifyBody, super::models::UnloadBody, super::models::DownloadBatchBody, super::models::PushBody, super::models::ScanBody, super::workers::SpawnBatchBody, crate::ops::workers::LoadRequest, crate::ops::workers::SpawnRequest, crate::ops::binaries::InstallRequest)),
     modifiers(&BearerAuth, &CommonResponses),
     security(("bearer" = []))
 )]

@@ -50,6 +50,13 @@ pub enum Operation {
         #[serde(default)]
         rehash: bool,
     },
+    /// Adopt the models other tools keep (the Hugging Face and llama.cpp caches,
+    /// Ollama's store, LM Studio's folder), and those in `dirs`, where they lie.
+    ModelScan {
+        /// More folders (absolute); none: the stores this machine has.
+        #[serde(default)]
+        dirs: Vec<String>,
+    },
     /// Push an available model to an OCI registry, as a ModelPack artifact.
     ModelPush {
         /// The model's catalog id.
@@ -171,6 +178,7 @@ impl Operation {
             Self::ModelDelete { .. } => "model_delete",
             Self::ModelVerify { .. } => "model_verify",
             Self::ModelPush { .. } => "model_push",
+            Self::ModelScan { .. } => "model_scan",
             Self::ModelLoad { .. } => "model_load",
             Self::ModelDownloadBatch { .. } => "model_download_batch",
             Self::WorkerSpawnBatch { .. } => "worker_spawn_batch",
@@ -238,6 +246,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
                 model_delete(&s, &id).await.map_err(err)
             }))
         }
+        Operation::ModelScan { dirs } => crate::ops::scan::start_scan(state, name, &dirs),
         Operation::ModelPush { id, target } => {
             crate::ops::models::start_push(state, name, &id, target).await
         }

@@ -1,12 +1,14 @@
 //! Operations, one module per resource, each checked before its job starts, so a bad
 //! request is a 4xx, never a failed job. Imports run one way: `dispatch` (the jobs
 //! API's operations) uses the others; `workers` uses `models` (a spawn pulls its
-//! model) and `binaries` nothing of theirs; `presets` uses `workers`' argument check.
+//! model) and `binaries` nothing of theirs; `presets` uses `workers`' argument check;
+//! `scan` (adopting other tools' models) uses nothing of theirs.
 
 pub mod binaries;
 pub mod dispatch;
 pub mod models;
 pub mod presets;
+pub mod scan;
 pub mod workers;
 
 use crate::error::ApiError;

@@ -114,6 +114,11 @@ pub async fn model_delete(state: &SharedState, id: &str) -> Result<Value, ApiErr
         }
         catalog.remove(&id)?;
         state2.models_changed();
+        if record.artifact.external {
+            // another tool's file: forgotten, never touched
+            remove_model_dir(&catalog, &id)?;
+            return Ok(json!({"id": id, "removed": true, "forgotten": true, "bytes_freed": 0}));
+        }
         // the model's files, and any partial download of them (a cancelled pull)
         let downloads = state2.home.join("downloads");
         let mut freed = 0;

@@ -16,30 +16,18 @@ use hf_test_server::test_model as smollm2;
 /// A Python with Playwright, and Chromium; else the test skips, unless
 /// `RBEE_REQUIRE_BROWSER_TESTS` is set.
 fn browser() -> Option<PathBuf> {
-    let python = std::env::var_os("RBEE_TEST_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
-        PathBuf::from,
-    );
     let chromium = std::env::var_os("RBEE_CHROMIUM")
         .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    let ok = chromium.is_file()
-        && std::process::Command::new(&python)
-            .args(["-c", "import playwright.sync_api, gguf"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
+    if !chromium.is_file() {
+        assert!(
+            std::env::var_os("RBEE_REQUIRE_BROWSER_TESTS").is_none(),
+            "no Chromium at {}: apt-get install chromium",
+            chromium.display()
+        );
+        eprintln!("skipped: no Chromium (apt-get install chromium)");
+        return None;
     }
-    assert!(
-        std::env::var_os("RBEE_REQUIRE_BROWSER_TESTS").is_none(),
-        "no Chromium at {} or no Playwright in {}",
-        chromium.display(),
-        python.display()
-    );
-    eprintln!(
-        "skipped: no Chromium (apt-get install chromium) or no Playwright (.venv/bin/pip install -r requirements-test.txt)"
-    );
-    None
+    crate::python_with("playwright.sync_api, gguf")
 }
 
 /// A GGUF whose name is HTML with script in it, written by llama.cpp's `gguf`.

@@ -13,30 +13,8 @@ use crate::{get, post, wait_for};
 
 use hf_test_server::test_model as smollm2;
 
-/// The Python with `openai` and `ollama`: `RBEE_TEST_PYTHON`, else the repo's
-/// `.venv`; without one the test skips, unless `RBEE_REQUIRE_PYTHON_TESTS` is set.
 fn python() -> Option<PathBuf> {
-    let candidate = std::env::var_os("RBEE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
-        });
-    let ok = std::process::Command::new(&candidate)
-        .args(["-c", "import openai, ollama"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("RBEE_REQUIRE_PYTHON_TESTS").is_none(),
-            "no python with openai and ollama at {}",
-            candidate.display()
-        );
-        eprintln!(
-            "skipped: no python with openai and ollama (python3 -m venv .venv && .venv/bin/pip install -r requirements-test.txt)"
-        );
-        return None;
-    }
-    Some(candidate)
+    crate::python_with("openai, ollama")
 }
 
 /// Runs `tests/clients.py` against a fresh hive with llama-server and `model`

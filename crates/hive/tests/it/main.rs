@@ -12,6 +12,7 @@ mod integrity;
 mod oci;
 mod pulls;
 mod restart;
+mod scan;
 mod workers;
 
 use std::io::{BufRead as _, BufReader};
@@ -69,6 +70,32 @@ pub fn spawn_hive(mut command: Command) -> Hive {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
     Hive { child, url }
+}
+
+/// The Python that can `import modules` (`"openai, ollama"`): `RBEE_TEST_PYTHON`,
+/// else the repo's `.venv`; without one the test skips, unless
+/// `RBEE_REQUIRE_PYTHON_TESTS` is set.
+pub fn python_with(modules: &str) -> Option<std::path::PathBuf> {
+    let candidate = std::env::var_os("RBEE_TEST_PYTHON").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
+        std::path::PathBuf::from,
+    );
+    let ok = Command::new(&candidate)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(candidate);
+    }
+    assert!(
+        std::env::var_os("RBEE_REQUIRE_PYTHON_TESTS").is_none(),
+        "no python with {modules} at {}",
+        candidate.display()
+    );
+    eprintln!(
+        "skipped: no python with {modules} (python3 -m venv .venv && .venv/bin/pip install -r requirements-test.txt)"
+    );
+    None
 }
 
 pub fn client() -> reqwest::Client {

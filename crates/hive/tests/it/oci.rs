@@ -14,26 +14,8 @@ use sha2::Digest as _;
 use crate::workers::{finish, hive, import};
 use crate::{get, post};
 
-/// A Python with `oras`: `RBEE_TEST_PYTHON`, else the workspace's `.venv`.
 fn python() -> Option<PathBuf> {
-    let candidate = std::env::var_os("RBEE_TEST_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
-        PathBuf::from,
-    );
-    let ok = std::process::Command::new(&candidate)
-        .args(["-c", "import oras.client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(candidate);
-    }
-    assert!(
-        std::env::var_os("RBEE_REQUIRE_PYTHON_TESTS").is_none(),
-        "no python with oras at {}",
-        candidate.display()
-    );
-    eprintln!("skipped: no python with oras (.venv/bin/pip install -r requirements-test.txt)");
-    None
+    crate::python_with("oras.client")
 }
 
 fn oras(python: &Path, args: &[&str]) -> Value {

@@ -1,0 +1,255 @@
+//! Adopting other tools' models where they lie: a Hugging Face cache made by the
+//! real `huggingface_hub` (`hf_hub_download` from the test hub), an Ollama store laid
+//! out as Ollama writes it (manifests naming `blobs/sha256-*`), an LM Studio folder.
+//! Nothing of theirs is modified, a second scan records nothing twice, removing one
+//! only forgets it, and one gone from its store is marked.
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use hf_test_server::{HfServer, Repo, RepoFile};
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::workers::finish;
+use crate::{get, post};
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// inode, mtime and length of a file (its target, for a symlink).
+fn stamp(p: &Path) -> (u64, i64, u64) {
+    let m = fs_err::metadata(p).unwrap();
+    (m.ino(), m.mtime_nsec() + m.mtime() * 1_000_000_000, m.len())
+}
+
+async fn scan(h: &crate::Hive, dirs: &[&Path]) -> (String, Value) {
+    let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    let (s, job) = post(h, "/v1/models/scan", json!({"dirs": dirs})).await;
+    assert_eq!(s, 202, "{job}");
+    let (state, result, _) = finish(h, &job).await;
+    (state, result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hf_cache_ollama_and_lm_studio_are_adopted_in_place() {
+    let Some(python) = crate::python_with("huggingface_hub") else {
+        return;
+    };
+    let gguf = crate::fixture("llama-q4_0.gguf");
+    let gemma = crate::fixture("gemma-q8_0-align64.gguf");
+    let user = tempfile::tempdir().unwrap();
+    let home = user.path().join("rbee");
+
+    // the Hugging Face cache, written by huggingface_hub itself
+    let hf = HfServer::start(
+        vec![Repo::new(
+            "TheOrg/Tiny-GGUF",
+            vec![RepoFile::lfs("tiny.Q4_0.gguf", gguf.clone())],
+        )],
+        None,
+        false,
+    )
+    .await;
+    let hub_cache = user.path().join("hf-cache");
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import sys; from huggingface_hub import hf_hub_download; print(hf_hub_download('TheOrg/Tiny-GGUF', 'tiny.Q4_0.gguf', cache_dir=sys.argv[1]))",
+        ])
+        .arg(&hub_cache)
+        .env("HF_ENDPOINT", hf.url())
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .env("HF_HUB_DISABLE_XET", "1")
+        .env_remove("HF_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snapshot_file = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        fs_err::symlink_metadata(&snapshot_file)
+            .unwrap()
+            .is_symlink()
+    );
+
+    // Ollama's store: a model, a corrupt manifest, one whose model blob is not GGUF
+    let ollama = user.path().join("ollama");
+    let blobs = ollama.join("blobs");
+    fs_err::create_dir_all(&blobs).unwrap();
+    let blob = blobs.join(format!("sha256-{}", sha(&gemma)));
+    fs_err::write(&blob, &gemma).unwrap();
+    let junk = b"not a model at all";
+    fs_err::write(blobs.join(format!("sha256-{}", sha(junk))), junk).unwrap();
+    let library = ollama.join("manifests/registry.ollama.ai/library");
+    let manifest = |digest: &str, size: usize| {
+        json!({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+               "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": format!("sha256:{}", "0".repeat(64)), "size": 2},
+               "layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": format!("sha256:{digest}"), "size": size}]})
+        .to_string()
+    };
+    for (name, body) in [
+        ("gemma-tiny", manifest(&sha(&gemma), gemma.len())),
+        ("junk", manifest(&sha(junk), junk.len())),
+        ("broken", "{\"schemaVersion\": 2, \"layers\": [".to_owned()),
+    ] {
+        fs_err::create_dir_all(library.join(name)).unwrap();
+        fs_err::write(library.join(name).join("latest"), body).unwrap();
+    }
+
+    // LM Studio's folder, with a symlink loop in it
+    let lms = user
+        .path()
+        .join(".lmstudio/models/lmstudio-community/Tiny-GGUF");
+    fs_err::create_dir_all(&lms).unwrap();
+    let lms_file = lms.join("tiny-lms.Q4_0.gguf");
+    fs_err::write(&lms_file, &gguf).unwrap();
+    std::os::unix::fs::symlink(user.path().join(".lmstudio/models"), lms.join("loop")).unwrap();
+
+    let before: Vec<_> = [&snapshot_file, &blob, &lms_file]
+        .iter()
+        .map(|p| stamp(p))
+        .collect();
+    let start = || {
+        let mut c = crate::hive_cmd(&home, "http://127.0.0.1:9", &[]);
+        c.env("HOME", user.path())
+            .env("HF_HUB_CACHE", &hub_cache)
+            .env("OLLAMA_MODELS", &ollama)
+            .env("LLAMA_CACHE", user.path().join("no-llama-cache"));
+        crate::spawn_hive(c)
+    };
+    let h = start();
+    let (state, r) = scan(&h, &[]).await;
+    assert_eq!(state, "completed", "{r}");
+    let added: Vec<&str> = r["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let lms_id = format!("file:{}", lms_file.display());
+    for id in [
+        "hf:TheOrg/Tiny-GGUF/tiny.Q4_0.gguf",
+        "ollama:gemma-tiny:latest",
+        lms_id.as_str(),
+    ] {
+        assert!(added.contains(&id), "{id} in {added:?}");
+    }
+    assert_eq!(added.len(), 3, "{r}");
+    let problems = r["problems"].to_string();
+    assert!(problems.contains("broken"), "{problems}");
+    assert!(problems.contains("not a GGUF model"), "{problems}");
+    assert!(problems.contains("loop"), "{problems}");
+
+    // each with its true reference, summary and sha256
+    let model = async |id: &str| get(&h, &format!("/v1/models/{}", crate::enc(id))).await.1;
+    let m = model("hf:TheOrg/Tiny-GGUF/tiny.Q4_0.gguf").await;
+    assert_eq!(m["external"], true, "{m}");
+    assert_eq!(
+        m["sha256"],
+        sha(&gguf).as_str(),
+        "from the blob's name: {m}"
+    );
+    assert!(
+        m["reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("hf:TheOrg/Tiny-GGUF@"),
+        "{m}"
+    );
+    assert_eq!(m["path"], snapshot_file.display().to_string(), "{m}");
+    assert_eq!(m["gguf"]["architecture"], "llama", "{m}");
+    let m = model("ollama:gemma-tiny:latest").await;
+    assert_eq!(m["sha256"], sha(&gemma).as_str(), "{m}");
+    assert_eq!(m["path"], blob.display().to_string(), "{m}");
+    assert_eq!(m["gguf"]["architecture"], "gemma", "{m}");
+    assert_eq!(m["status"]["state"], "available", "{m}");
+    // LM Studio's has no sha256 in its name: hashed after
+    assert_eq!(r["hashed"], 1, "{r}");
+    let m = model(&lms_id).await;
+    assert_eq!(m["sha256"], sha(&gguf).as_str(), "{m}");
+
+    // a second scan records nothing twice; nothing of theirs changed
+    let (_, again) = scan(&h, &[]).await;
+    assert_eq!(again["added"], json!([]), "{again}");
+    assert_eq!(again["unchanged"], 3, "{again}");
+    let (_, list) = get(&h, "/v1/models").await;
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+    let after: Vec<_> = [&snapshot_file, &blob, &lms_file]
+        .iter()
+        .map(|p| stamp(p))
+        .collect();
+    assert_eq!(
+        before, after,
+        "inode, mtime and size of every file the same"
+    );
+    assert!(
+        fs_err::symlink_metadata(&snapshot_file)
+            .unwrap()
+            .is_symlink()
+    );
+
+    // removing one forgets it; its file stays
+    let r = crate::client()
+        .delete(format!(
+            "{}/v1/models/{}",
+            h.url,
+            crate::enc("ollama:gemma-tiny:latest")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(stamp(&blob), before[1], "the blob is untouched");
+
+    // a file gone from its store is marked, not dropped
+    fs_err::remove_file(&lms_file).unwrap();
+    let (_, third) = scan(&h, &[]).await;
+    assert_eq!(third["gone"], json!([lms_id]), "{third}");
+    let m = model(&lms_id).await;
+    assert_eq!(m["status"]["state"], "failed", "{m}");
+    assert!(
+        m["status"]["error"].as_str().unwrap().contains("gone"),
+        "{m}"
+    );
+
+    // a folder that is not there, or not absolute: a 400, nothing changed
+    for bad in ["/no/such/folder", "relative/dir"] {
+        let (s, e) = post(&h, "/v1/models/scan", json!({"dirs": [bad]})).await;
+        assert_eq!(s, 400, "{e}");
+        assert_eq!(e["error"]["code"], "invalid_path", "{e}");
+    }
+}
+
+/// A folder the user names is scanned as what it holds; a file the hive has already
+/// (imported) and the hive's own home are never adopted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_folder_is_adopted_and_the_hives_own_files_are_not() {
+    let user = tempfile::tempdir().unwrap();
+    let home = user.path().join("rbee");
+    let folder = user.path().join("models");
+    fs_err::create_dir_all(folder.join("sub")).unwrap();
+    fs_err::write(folder.join("sub/a.gguf"), crate::fixture("llama-q4_0.gguf")).unwrap();
+    fs_err::write(folder.join("b.gguf"), b"GGUF but not really").unwrap();
+    let mut c = crate::hive_cmd(&home, "http://127.0.0.1:9", &[]);
+    c.env("HOME", user.path())
+        .env("HF_HUB_CACHE", user.path().join("none"))
+        .env("OLLAMA_MODELS", user.path().join("none"))
+        .env("LLAMA_CACHE", user.path().join("none"));
+    let h = crate::spawn_hive(c);
+    let imported = crate::workers::import(&h, &folder.join("sub/a.gguf")).await;
+    let (state, r) = scan(&h, &[&folder, &home]).await;
+    assert_eq!(state, "completed", "{r}");
+    // a.gguf was imported: the hive's own entry for that path, not adopted again;
+    // nothing under the hive's home is adopted
+    assert_eq!(r["added"], json!([]), "{r}");
+    assert_eq!(r["the_hives_own"], json!([imported]), "{r}");
+    assert!(r["problems"].to_string().contains("b.gguf"), "{r}");
+    let (_, list) = get(&h, "/v1/models").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["external"], Value::Null, "{list}");
+}
