@@ -32,7 +32,8 @@ pub struct Config {
     #[arg(long, env = "RBEE_HF_TOKEN", hide_env_values = true)]
     pub hf_token: Option<String>,
     /// A registry that keeps the fleet's copies of Hugging Face files,
-    /// oci://HOST[:PORT]/PREFIX: hf: pulls look there first and copy there after
+    /// oci://HOST/PREFIX (or oci://HOST:PORT/PREFIX): hf: pulls look there first and
+    /// copy there after
     #[arg(long, env = "RBEE_MODEL_MIRROR")]
     pub model_mirror: Option<String>,
     /// At start, adopt the models the Hugging Face and llama.cpp caches, Ollama's
@@ -42,7 +43,7 @@ pub struct Config {
     /// More folders adopted at start (implies --scan)
     #[arg(long, env = "RBEE_SCAN_DIRS", value_delimiter = ',')]
     pub scan_dirs: Vec<String>,
-    /// Registries (HOST[:PORT]) reached over plain HTTP, not HTTPS
+    /// Registries (HOST or HOST:PORT) reached over plain HTTP, not HTTPS
     #[arg(long, env = "RBEE_OCI_INSECURE", value_delimiter = ',')]
     pub oci_insecure: Vec<String>,
     /// Connections per download

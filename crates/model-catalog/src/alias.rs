@@ -21,8 +21,12 @@ pub(crate) fn alias_of(entry: &ModelEntry) -> String {
     )
 }
 
-/// The alias of a model of this reference, file name and quantization.
+/// The alias of a model of this reference, file name and quantization: for a model
+/// adopted from Ollama's store, the name Ollama knows it by.
 pub fn alias(reference: &str, file_name: &str, quant: Option<&str>) -> String {
+    if let Some(name) = reference.strip_prefix("ollama:") {
+        return name.to_ascii_lowercase();
+    }
     let base = repository(reference)
         .unwrap_or_else(|| file_name.strip_suffix(".gguf").unwrap_or(file_name))
         .to_ascii_lowercase();
@@ -72,6 +76,18 @@ mod tests {
         assert_eq!(
             alias("file:/data/gemma.gguf", "gemma.gguf", None),
             "gemma:latest"
+        );
+        assert_eq!(
+            alias("ollama:gemma3:270m", "sha256-0a1b", Some("Q8_0")),
+            "gemma3:270m"
+        );
+        assert_eq!(
+            alias(
+                "hf:TheOrg/Tiny-GGUF@0123abcd/tiny.Q4_0.gguf",
+                "tiny.Q4_0.gguf",
+                Some("Q4_0")
+            ),
+            "tiny:q4_0"
         );
     }
 }

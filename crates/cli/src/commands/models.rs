@@ -19,11 +19,11 @@ pub enum ModelsCommand {
         #[arg(long)]
         sha256: Option<String>,
     },
-    /// Push an available model to an OCI registry: oci://HOST[:PORT]/REPO:TAG
+    /// Push an available model to an OCI registry: oci://HOST/REPO:TAG (HOST may be HOST:PORT)
     Push {
         /// The model's id
         id: String,
-        /// Where: oci://HOST[:PORT]/REPO:TAG
+        /// Where: oci://HOST/REPO:TAG, or oci://HOST:PORT/REPO:TAG
         target: String,
     },
     /// Adopt the models the Hugging Face and llama.cpp caches, Ollama and LM Studio

@@ -168,6 +168,10 @@ async fn the_hf_cache_ollama_and_lm_studio_are_adopted_in_place() {
     assert_eq!(m["path"], blob.display().to_string(), "{m}");
     assert_eq!(m["gguf"]["architecture"], "gemma", "{m}");
     assert_eq!(m["status"]["state"], "available", "{m}");
+    assert_eq!(
+        m["alias"], "gemma-tiny:latest",
+        "the name Ollama knows: {m}"
+    );
     // LM Studio's has no sha256 in its name: hashed after
     assert_eq!(r["hashed"], 1, "{r}");
     let m = model(&lms_id).await;
