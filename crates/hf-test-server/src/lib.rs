@@ -4,7 +4,8 @@
 //! server, gated and missing repos with the hub's `X-Error-Code`s, and faults on
 //! demand: dropped connections, 500s, 429 with `Retry-After`, stalls, corrupt bytes, a
 //! lying `Content-Length`, no range support, a mirror that sends no length and ignores
-//! ranges, throttling. It counts the bytes it sends.
+//! ranges, throttling. It counts the bytes it sends. [`registry`] starts Debian's
+//! `docker-registry` on loopback for the OCI tests.
 #![allow(
     missing_docs,
     missing_debug_implementations,
