@@ -62,21 +62,6 @@ struct Blob {
     title: String,
 }
 
-/// The sha256 of a file, read in chunks.
-fn hash_file(path: &Path) -> std::io::Result<String> {
-    let mut f = fs_err::File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 /// `general.license` from a GGUF header, when it has one.
 fn license_of(path: &Path) -> Option<String> {
     let file = fs_err::File::open(path).ok()?;
@@ -141,7 +126,7 @@ pub async fn push(
             Some(s) => s,
             None => {
                 let p = path.clone();
-                tokio::task::spawn_blocking(move || hash_file(&p))
+                tokio::task::spawn_blocking(move || model_catalog::sha256_file(&p))
                     .await
                     .map_err(|e| ProvisionError::Io(e.to_string()))?
                     .map_err(|e| ProvisionError::Io(e.to_string()))?
