@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// Bytes gathered before one write to the file.
-const WRITE_BLOCK: usize = 1 << 20;
+const WRITE_BLOCK: usize = 256 << 10;
 /// Stalls in a row on one part before it counts as a failure.
 const MAX_STALLS: u32 = 20;
 /// The end of a segment whose length the server did not say: the stream's own end
@@ -385,7 +385,10 @@ impl Job {
                 total,
                 etag: etag.clone(),
                 done: RangeSet::default(),
+                durable: RangeSet::default(),
+                boot_id: crate::state::boot_id().map(str::to_owned),
             },
+            durable: Mutex::new(done.clone()),
         });
 
         let stop = self.cancel.child_token();
@@ -399,7 +402,7 @@ impl Job {
             .supervise(&shared, &state_path, Some(total), &mut workers, &stop)
             .await;
         // Whatever happened, what is on disk is recorded for the next attempt.
-        let checkpoint = shared.checkpoint(&state_path).await;
+        let checkpoint = shared.checkpoint(&state_path, true).await;
         result?;
         checkpoint.map_err(|e| self.io("cannot save the resume state", &state_path, e))?;
 
@@ -451,7 +454,10 @@ impl Job {
         workers: &mut JoinSet<Result<(), DownloadError>>,
         stop: &CancellationToken,
     ) -> Result<(), DownloadError> {
+        let mut record = tokio::time::interval(self.config.state_interval);
+        record.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut checkpoint = tokio::time::interval(self.config.checkpoint_interval);
+        checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut report = tokio::time::interval(self.config.progress_interval);
         let mut speed = Speed::new(t.bytes_done.load(Ordering::Relaxed));
         let mut first_error = None;
@@ -470,7 +476,12 @@ impl Job {
                     }
                 },
                 _ = checkpoint.tick() => {
-                    if let Err(e) = t.checkpoint(state_path).await {
+                    if let Err(e) = t.checkpoint(state_path, true).await {
+                        tracing::warn!(path = %state_path.display(), error = %e, "cannot save the resume state");
+                    }
+                }
+                _ = record.tick() => {
+                    if let Err(e) = t.checkpoint(state_path, false).await {
                         tracing::warn!(path = %state_path.display(), error = %e, "cannot save the resume state");
                     }
                 }
@@ -767,6 +778,7 @@ impl Job {
                 sched: Mutex::new(Sched::empty()),
                 etag: None,
                 state: ResumeState::default(),
+                durable: Mutex::new(RangeSet::default()),
             });
             let seg = Arc::new(Segment::new(0, end));
             let stop = self.cancel.child_token();
@@ -958,6 +970,8 @@ struct Transfer {
     etag: Option<String>,
     /// The resume state's fixed fields.
     state: ResumeState,
+    /// Byte ranges fsynced.
+    durable: Mutex<RangeSet>,
 }
 
 impl Transfer {
@@ -996,9 +1010,11 @@ impl Transfer {
         Ok(())
     }
 
-    /// fsyncs the data, then records what it holds: the state never claims bytes
-    /// a crash could lose.
-    async fn checkpoint(&self, state_path: &Path) -> std::io::Result<()> {
+    /// Records what the partial file holds. Without `fsync`, a cheap write that a
+    /// killed process does not lose (its data is in the page cache); with it, the
+    /// data is fsynced first, and what it held then becomes the part trusted after a
+    /// machine crash. Either way the state never claims a byte not yet written.
+    async fn checkpoint(&self, state_path: &Path, fsync: bool) -> std::io::Result<()> {
         if state_path.as_os_str().is_empty() {
             return Ok(());
         }
@@ -1006,12 +1022,21 @@ impl Transfer {
         state.done = self.done().clone();
         let file = Arc::clone(&self.file);
         let path = state_path.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            file.sync_data()?;
-            state.save(&path)
-        })
-        .await
-        .map_err(std::io::Error::other)?
+        if fsync {
+            let written = state.done.clone();
+            let durable = tokio::task::spawn_blocking(move || file.sync_data().map(|()| written))
+                .await
+                .map_err(std::io::Error::other)??;
+            *self.durable.lock().unwrap_or_else(PoisonError::into_inner) = durable;
+        }
+        state.durable = self
+            .durable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        tokio::task::spawn_blocking(move || state.save(&path, fsync))
+            .await
+            .map_err(std::io::Error::other)?
     }
 }
 

@@ -53,7 +53,11 @@ pub struct DownloadConfig {
     pub stall_timeout: Duration,
     /// How long to wait for a connection.
     pub connect_timeout: Duration,
-    /// How often the resume state is written.
+    /// How often the resume state is recorded without an fsync: at most this much
+    /// transfer is lost when the process is killed.
+    pub state_interval: Duration,
+    /// How often the data is fsynced and the state recorded as surviving a machine
+    /// crash.
     pub checkpoint_interval: Duration,
     /// How often progress is reported.
     pub progress_interval: Duration,
@@ -76,6 +80,7 @@ impl Default for DownloadConfig {
             max_backoff: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(15),
+            state_interval: Duration::from_millis(50),
             checkpoint_interval: Duration::from_secs(1),
             progress_interval: Duration::from_millis(500),
             bandwidth_limit: None,

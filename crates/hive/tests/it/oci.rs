@@ -434,9 +434,8 @@ async fn a_pull_killed_at_40_percent_resumes_from_the_registry() {
         .find(|m| m.starts_with("resuming:"))
         .unwrap_or_else(|| panic!("no resume: {ev:?}"))
         .to_owned();
-    // "resuming: 6.8 MiB of 24.0 MiB already on disk": what the last checkpoint
-    // held (it is written once a second, so a second or so of transfer before the
-    // kill is fetched again), not nothing
+    // "resuming: 9.6 MiB of 24.0 MiB already on disk": what the resume state last
+    // held (written every 50 ms), not nothing
     let mut words = resumed.trim_start_matches("resuming: ").split(' ');
     let kept: f64 = words.next().unwrap().parse().unwrap();
     assert_eq!(words.next(), Some("MiB"), "{resumed}");

@@ -113,8 +113,8 @@ async fn kill_9_and_restart_resumes_by_itself() {
         .store(512 << 10, Ordering::SeqCst);
     let home = tempfile::tempdir().unwrap();
     let mut h = start(home.path(), &hf.url(), &[]);
-    // 8 MiB on disk, as the daemon reports it; its once-a-second checkpoint holds
-    // at least what was written a second or two before
+    // 8 MiB on disk, as the daemon reports it (to the catalog once a second); its
+    // resume state holds what was written up to 50 ms before
     pull_until(&h, 8 << 20).await;
     h.child.kill().unwrap(); // SIGKILL
     h.child.wait().unwrap();
