@@ -157,6 +157,15 @@ pub struct Resolved<P> {
     pub plan: P,
 }
 
+/// Part of a file, read where it lies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeRead {
+    /// The bytes read.
+    pub bytes: Vec<u8>,
+    /// The whole file's size, when the source said.
+    pub total: Option<u64>,
+}
+
 /// One vendor: Hugging Face, plain HTTP, local files, a release server.
 #[async_trait]
 pub trait VendorSource<T: Artifact>: Send + Sync {
@@ -178,6 +187,22 @@ pub trait VendorSource<T: Artifact>: Send + Sync {
         resolved: Resolved<T>,
         ctx: &ProvisionContext,
     ) -> Result<T, ProvisionError>;
+
+    /// Reads at most `len` bytes at `start` of the resolved artifact's first file,
+    /// from where [`fetch`](Self::fetch) would take it, fetching nothing else: a
+    /// look at a header before a download. Fewer bytes only at the file's end.
+    async fn read_range(
+        &self,
+        resolved: &Resolved<T>,
+        start: u64,
+        len: u64,
+    ) -> Result<RangeRead, ProvisionError> {
+        let _ = (resolved, start, len);
+        Err(ProvisionError::Invalid(format!(
+            "the {} vendor cannot read part of a file before fetching it",
+            self.name()
+        )))
+    }
 }
 
 /// Something that turns references into artifacts in place.
@@ -195,6 +220,20 @@ pub trait ArtifactProvisioner<T: Artifact>: Send + Sync {
         resolved: Resolved<T>,
         ctx: &ProvisionContext,
     ) -> Result<T, ProvisionError>;
+
+    /// Reads part of a resolved artifact's first file, as its vendor's
+    /// [`VendorSource::read_range`].
+    async fn read_range(
+        &self,
+        resolved: &Resolved<T>,
+        start: u64,
+        len: u64,
+    ) -> Result<RangeRead, ProvisionError> {
+        let _ = (resolved, start, len);
+        Err(ProvisionError::Invalid(
+            "this provisioner cannot read part of a file before fetching it".into(),
+        ))
+    }
 
     /// Resolves and fetches.
     async fn provision(
@@ -260,5 +299,16 @@ impl<T: Artifact> ArtifactProvisioner<T> for MultiVendorProvisioner<T> {
         // the plan names its vendor by the id's form
         let vendor = self.vendor(&resolved.id)?;
         vendor.fetch(resolved, ctx).await
+    }
+
+    async fn read_range(
+        &self,
+        resolved: &Resolved<T>,
+        start: u64,
+        len: u64,
+    ) -> Result<RangeRead, ProvisionError> {
+        self.vendor(&resolved.id)?
+            .read_range(resolved, start, len)
+            .await
     }
 }

@@ -126,19 +126,10 @@ impl Job {
     }
 
     fn get(&self) -> reqwest::RequestBuilder {
-        let mut rb = self.client.get(self.request.url.clone());
-        match &self.request.credential {
-            Some(crate::Credential::Bearer(t)) => {
-                if let Some(v) = http::bearer(t) {
-                    rb = rb.header(header::AUTHORIZATION, v);
-                }
-            }
-            Some(crate::Credential::Basic { username, password }) => {
-                rb = rb.basic_auth(username, Some(password));
-            }
-            None => {}
-        }
-        rb
+        http::authorize(
+            self.client.get(self.request.url.clone()),
+            self.request.credential.as_ref(),
+        )
     }
 
     pub(crate) async fn run(mut self) -> Result<DownloadOutcome, DownloadError> {

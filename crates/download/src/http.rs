@@ -18,6 +18,15 @@ pub(crate) enum Failure {
     Fatal(DownloadError),
 }
 
+impl Failure {
+    /// The error, whether or not it is worth another try.
+    pub(crate) fn into_error(self) -> DownloadError {
+        match self {
+            Self::Retry { error, .. } | Self::Fatal(error) => error,
+        }
+    }
+}
+
 /// Classifies a response that is not what was asked for.
 pub(crate) fn status_failure(url: &str, resp: &Response) -> Failure {
     let status = resp.status();
@@ -116,6 +125,24 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+/// The request with the credential's `Authorization` (reqwest drops it on a
+/// redirect to another host).
+pub(crate) fn authorize(
+    rb: reqwest::RequestBuilder,
+    credential: Option<&crate::Credential>,
+) -> reqwest::RequestBuilder {
+    match credential {
+        Some(crate::Credential::Bearer(t)) => match bearer(t) {
+            Some(v) => rb.header(header::AUTHORIZATION, v),
+            None => rb,
+        },
+        Some(crate::Credential::Basic { username, password }) => {
+            rb.basic_auth(username, Some(password))
+        }
+        None => rb,
+    }
 }
 
 pub(crate) fn bearer(token: &str) -> Option<HeaderValue> {

@@ -244,6 +244,66 @@ impl Downloader {
         engine::partial_paths(&request.work_dir, &request.dest)
     }
 
+    /// Reads at most `len` bytes of `url` from `start` with one `Range` request (a
+    /// server without ranges gets its stream cut after them): what a look at a
+    /// file's header costs instead of the whole file. Fewer bytes come back only
+    /// at the file's end. With them, the file's size when the server said it.
+    pub async fn read_range(
+        &self,
+        url: &url::Url,
+        credential: Option<&Credential>,
+        start: u64,
+        len: u64,
+    ) -> Result<(Vec<u8>, Option<u64>), DownloadError> {
+        use futures_util::StreamExt as _;
+        let name = url.as_str();
+        if len == 0 {
+            return Ok((Vec::new(), None));
+        }
+        let rb = self
+            .inner
+            .client
+            .get(url.clone())
+            .header(
+                reqwest::header::RANGE,
+                format!("bytes={start}-{}", start + len - 1),
+            )
+            .timeout(self.inner.config.stall_timeout.max(Duration::from_secs(30)));
+        let resp = http::authorize(rb, credential)
+            .send()
+            .await
+            .map_err(|e| http::transport_failure(name, &e).into_error())?;
+        let (skip, total) = match resp.status() {
+            reqwest::StatusCode::PARTIAL_CONTENT => {
+                (0, http::content_range(resp.headers()).and_then(|r| r.2))
+            }
+            reqwest::StatusCode::RANGE_NOT_SATISFIABLE => return Ok((Vec::new(), None)),
+            s if s.is_success() => (start, http::content_length(resp.headers())),
+            _ => {
+                return Err(http::status_failure(name, &resp).into_error());
+            }
+        };
+        let cap = usize::try_from(len).unwrap_or(usize::MAX);
+        let mut out = Vec::with_capacity(cap.min(64 << 20));
+        let mut skipped = 0u64;
+        let mut stream = resp.bytes_stream();
+        while out.len() < cap {
+            let Some(chunk) = stream.next().await else {
+                break;
+            };
+            let chunk = chunk.map_err(|e| http::transport_failure(name, &e).into_error())?;
+            let mut piece: &[u8] = &chunk;
+            if skipped < skip {
+                let n = usize::try_from((skip - skipped).min(piece.len() as u64)).unwrap_or(0);
+                skipped += n as u64;
+                piece = &piece[n..];
+            }
+            let room = cap - out.len();
+            out.extend_from_slice(&piece[..piece.len().min(room)]);
+        }
+        Ok((out, total))
+    }
+
     /// Downloads `request.url` to `request.dest`.
     ///
     /// A second call for the same `dest` while one runs joins it: both get the same

@@ -109,6 +109,19 @@ pub struct Config {
     /// Seconds between full sha256 checks of every model (0: never on a schedule; `rbee models verify --rehash` asks for one)
     #[arg(long, env = "RBEE_REHASH_INTERVAL", default_value_t = 0)]
     pub rehash_interval_secs: u64,
+    /// The most the hive's own models may take on disk (bytes, or with a unit: 200G,
+    /// 1.5T); a pull past it first evicts least recently used models
+    #[arg(long, env = "RBEE_MODELS_MAX_BYTES", value_parser = parse_bytes)]
+    pub models_max_bytes: Option<u64>,
+    /// Disk space a pull leaves free (bytes, or with a unit: 20G)
+    #[arg(long, env = "RBEE_MIN_FREE_DISK", value_parser = parse_bytes)]
+    pub min_free_disk: Option<u64>,
+    /// Seconds a partial download with no catalog entry is kept before cleanup removes it
+    #[arg(long, env = "RBEE_GC_GRACE", default_value_t = 3600)]
+    pub gc_grace_secs: u64,
+    /// Bytes the logs of stopped workers may take before cleanup removes the oldest
+    #[arg(long, env = "RBEE_WORKER_LOGS_MAX_BYTES", value_parser = parse_bytes, default_value = "256M")]
+    pub worker_logs_max_bytes: u64,
     /// An orchestrator to announce this hive to, with its reachable URL
     #[arg(long, env = "RBEE_QUEEN_URL")]
     pub queen_url: Option<url::Url>,
@@ -124,6 +137,33 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
         return Err(format!("{s:?}: expected 0 < START <= END"));
     }
     Ok((a, b))
+}
+
+/// Bytes, plain or with a binary unit (`K`, `M`, `G`, `T`, with or without `iB`/`B`).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use K, M, G or T)")),
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number of bytes, such as 200G"))?;
+    #[allow(clippy::cast_precision_loss)]
+    let bytes = n * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
+        return Err(format!("{s:?}: out of range"));
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(bytes as u64)
 }
 
 impl Config {
@@ -162,5 +202,21 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_take_plain_bytes_and_binary_units() {
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("256M"), Ok(256 << 20));
+        assert_eq!(parse_bytes("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_bytes(" 2 T "), Ok(2 << 40));
+        for bad in ["", "G", "12X", "-1G", "1e400"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
     }
 }

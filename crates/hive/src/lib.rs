@@ -176,6 +176,7 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
         gateway: gateway::Gateway::default(),
         oci,
         http,
+        storage_lock: tokio::sync::Mutex::new(()),
     });
     Ok((state, lock))
 }

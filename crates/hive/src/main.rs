@@ -40,6 +40,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
             reachable,
         ));
     }
+    // cleanup before anything runs: what a crash left behind
+    match hive::ops::gc::gc(&state, false).await {
+        Ok(report) => {
+            let freed = report["bytes_freed"].as_u64().unwrap_or(0);
+            if freed > 0 {
+                tracing::info!("cleanup at start freed {}", download::human_bytes(freed));
+            }
+        }
+        Err(e) => tracing::warn!("cleanup at start did not run: {}", e.parts().1),
+    }
     let resumed = hive::resume_downloads(&state).await?;
     if state.config.scan || !state.config.scan_dirs.is_empty() {
         // a folder that is not there is said, and the hive starts anyway
@@ -51,6 +61,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             tracing::warn!("the scan at start did not run: {}", e.parts().1);
         }
     }
+    tokio::spawn(hive::ops::storage::record_use(std::sync::Arc::clone(
+        &state,
+    )));
     let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
     tokio::spawn(hive::ops::models::integrity_schedule(
         std::sync::Arc::clone(&state),

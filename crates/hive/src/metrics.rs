@@ -91,6 +91,8 @@ pub struct Metrics {
     pub gateway_loads: Family<ModelLabel, Counter>,
     /// Idle workers stopped to make room for another model, by the model stopped.
     pub evictions: Family<ModelLabel, Counter>,
+    /// Models removed from disk to make room for a pull, by the model removed.
+    pub disk_evictions: Family<ModelLabel, Counter>,
     /// Seconds from a request's arrival at a ready worker to its first byte back.
     pub gateway_first_byte: Family<ModelLabel, Histogram, fn() -> Histogram>,
     /// Seconds a request waited for its model's worker to be loaded.
@@ -198,6 +200,12 @@ impl Default for Metrics {
         let gateway_requests = Family::<ModelLabel, Counter>::default();
         let gateway_loads = Family::<ModelLabel, Counter>::default();
         let evictions = Family::<ModelLabel, Counter>::default();
+        let disk_evictions = Family::<ModelLabel, Counter>::default();
+        registry.register(
+            "disk_evictions",
+            "Models removed from disk to make room for a pull, by the model removed",
+            disk_evictions.clone(),
+        );
         registry.register(
             "gateway_requests",
             "Requests through the one endpoint, by model",
@@ -282,6 +290,7 @@ impl Default for Metrics {
             gateway_requests,
             gateway_loads,
             evictions,
+            disk_evictions,
             gateway_first_byte,
             gateway_load_seconds,
             gateway_queue_wait,

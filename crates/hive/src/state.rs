@@ -47,6 +47,9 @@ pub struct AppState {
     pub oci: model_provisioner::oci::OciConfig,
     /// The client pushes go out with.
     pub http: reqwest::Client,
+    /// Held from a pull's room check to its record in the catalog, so two pulls do
+    /// not count the same free space.
+    pub storage_lock: tokio::sync::Mutex<()>,
 }
 
 impl AppState {

@@ -385,6 +385,24 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
         Ok(Resolved { id, plan: entry })
     }
 
+    async fn read_range(
+        &self,
+        resolved: &Resolved<ModelEntry>,
+        start: u64,
+        len: u64,
+    ) -> Result<crate::RangeRead, ProvisionError> {
+        let credential = self.hub.token.clone().map(download::Credential::Bearer);
+        crate::read_remote(
+            &self.downloader,
+            &resolved.plan,
+            credential.as_ref(),
+            start,
+            len,
+            "",
+        )
+        .await
+    }
+
     async fn fetch(
         &self,
         resolved: Resolved<ModelEntry>,

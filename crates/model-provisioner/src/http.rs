@@ -108,6 +108,15 @@ impl VendorSource<ModelEntry> for HttpVendor {
         Ok(Resolved { id, plan: entry })
     }
 
+    async fn read_range(
+        &self,
+        resolved: &Resolved<ModelEntry>,
+        start: u64,
+        len: u64,
+    ) -> Result<crate::RangeRead, ProvisionError> {
+        crate::read_remote(&self.downloader, &resolved.plan, None, start, len, "").await
+    }
+
     async fn fetch(
         &self,
         resolved: Resolved<ModelEntry>,

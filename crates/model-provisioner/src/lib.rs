@@ -20,6 +20,7 @@ mod hf;
 mod http;
 mod local;
 pub mod oci;
+pub mod plan;
 mod reference;
 pub mod scan;
 
@@ -28,7 +29,7 @@ use std::sync::Arc;
 
 pub use artifact_catalog::provision::{
     ArtifactProvisioner, MultiVendorProvisioner, ProvisionContext, ProvisionError,
-    ProvisionReporter, ProvisionRequest, Resolved, Silent, VendorSource,
+    ProvisionReporter, ProvisionRequest, RangeRead, Resolved, Silent, VendorSource,
 };
 pub use config::{HubConfig, read_token};
 pub use hf::HuggingFaceVendor;
@@ -186,6 +187,32 @@ async fn fetch_files(
         offset += out.size;
     }
     Ok(verified)
+}
+
+/// Reads part of an entry's first file at its URL, with the credential a fetch would
+/// send.
+async fn read_remote(
+    downloader: &download::Downloader,
+    entry: &ModelEntry,
+    credential: Option<&download::Credential>,
+    start: u64,
+    len: u64,
+    hint: &str,
+) -> Result<RangeRead, ProvisionError> {
+    let url = entry
+        .shards
+        .first()
+        .and_then(|s| s.source_url.as_deref())
+        .or(entry.source_url.as_deref())
+        .ok_or_else(|| ProvisionError::Invalid(format!("{} has no URL to read", entry.id)))?;
+    let url = url
+        .parse()
+        .map_err(|e| ProvisionError::Invalid(format!("bad URL {url}: {e}")))?;
+    let (bytes, total) = downloader
+        .read_range(&url, credential, start, len)
+        .await
+        .map_err(|e| download_error(e, hint))?;
+    Ok(RangeRead { bytes, total })
 }
 
 /// Reads the GGUF summary of a model file, refusing what is not a whole GGUF file.

@@ -120,6 +120,30 @@ impl VendorSource<ModelEntry> for LocalFileVendor {
         Ok(Resolved { id, plan: entry })
     }
 
+    async fn read_range(
+        &self,
+        resolved: &Resolved<ModelEntry>,
+        start: u64,
+        len: u64,
+    ) -> Result<crate::RangeRead, ProvisionError> {
+        use std::io::Seek as _;
+        let source = local_path(&resolved.id)?;
+        tokio::task::spawn_blocking(move || -> std::io::Result<crate::RangeRead> {
+            let mut f = fs_err::File::open(&source)?;
+            let total = f.metadata()?.len();
+            f.seek(std::io::SeekFrom::Start(start.min(total)))?;
+            let mut bytes = Vec::new();
+            f.take(len).read_to_end(&mut bytes)?;
+            Ok(crate::RangeRead {
+                bytes,
+                total: Some(total),
+            })
+        })
+        .await
+        .map_err(|e| ProvisionError::Io(e.to_string()))?
+        .map_err(|e| ProvisionError::Io(e.to_string()))
+    }
+
     async fn fetch(
         &self,
         resolved: Resolved<ModelEntry>,

@@ -13,7 +13,8 @@ use worker_catalog::WorkerBinary;
 
 use crate::io_error;
 
-const STAGING: &str = ".installing";
+/// The staging folder inside a binary's folder, while an install writes it.
+pub const STAGING_DIR: &str = ".installing";
 
 /// The files of one install, written one at a time, committed together.
 #[derive(Debug)]
@@ -29,7 +30,7 @@ pub struct Staging {
 impl Staging {
     /// A fresh staging folder inside `dir`.
     pub fn new(dir: &Path) -> Result<Self, ProvisionError> {
-        let staging = dir.join(STAGING);
+        let staging = dir.join(STAGING_DIR);
         let _ = fs_err::remove_dir_all(&staging);
         fs_err::create_dir_all(&staging)
             .map_err(|e| io_error("creating the worker's folder", e))?;
@@ -43,7 +44,7 @@ impl Staging {
 
     fn target(&self, name: &str) -> Result<PathBuf, ProvisionError> {
         let plain = Path::new(name).file_name().and_then(|n| n.to_str()) == Some(name);
-        if !plain || name == STAGING || name == "metadata.json" {
+        if !plain || name == STAGING_DIR || name == "metadata.json" {
             return Err(ProvisionError::Invalid(format!(
                 "refusing to install a file named {name:?}"
             )));

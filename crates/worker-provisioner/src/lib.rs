@@ -24,7 +24,7 @@ mod release;
 pub use cargo_build::{LocalBuildVendor, cargo_features};
 pub use cmake_build::LlamaBuildVendor;
 pub use existing::{ExistingBinaryVendor, parse_devices, parse_version};
-pub use install::install;
+pub use install::{STAGING_DIR, install};
 pub use release::{ArchiveName, ReleaseVendor, parse_archive_name, parse_llama_archive_name};
 
 use artifact_catalog::provision::{

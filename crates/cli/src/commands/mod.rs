@@ -5,4 +5,5 @@ pub mod gguf;
 pub mod job;
 pub mod models;
 pub mod progress;
+pub mod storage;
 pub mod workers;

@@ -18,6 +18,11 @@ pub enum ModelsCommand {
         /// The sha256 the file must have
         #[arg(long)]
         sha256: Option<String>,
+        /// Download nothing: read the remote GGUF header and say whether the model
+        /// fits on disk (and which models a pull would evict), in memory, and which
+        /// engine runs it
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Push an available model to an OCI registry: oci://HOST/REPO:TAG (HOST may be HOST:PORT)
     Push {
@@ -34,6 +39,9 @@ pub enum ModelsCommand {
     },
     /// List the models in the catalog
     Ls,
+    /// Where the bytes are: each model, the hive's own and external, partial
+    /// downloads, logs, and the space free
+    Du,
     /// Show one model
     Show {
         /// The model's id
@@ -123,6 +131,13 @@ pub enum ModelsCommand {
 pub enum HiveCommand {
     /// Is the hive up, and what does this machine have
     Status,
+    /// Clean up: partial downloads no model can resume, left-overs of installs that
+    /// died, the oldest logs of stopped workers (it also runs at every start)
+    Gc {
+        /// Only say what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The audit log: who changed what, when
     Audit {
         /// Entries at or after this time (RFC 3339, such as 2026-01-31T00:00:00Z)
@@ -204,7 +219,15 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             })
             .await
         }
-        ModelsCommand::Pull { reference, sha256 } => {
+        ModelsCommand::Pull {
+            reference,
+            dry_run: true,
+            ..
+        } => crate::commands::storage::plan(&client, &reference, args.json).await,
+        ModelsCommand::Du => crate::commands::storage::du(&client, args.json).await,
+        ModelsCommand::Pull {
+            reference, sha256, ..
+        } => {
             let mut body = json!({"model_ref": reference});
             if let Some(s) = sha256 {
                 body["sha256"] = json!(s);
@@ -545,6 +568,9 @@ async fn follow_pull(client: &Client, started: &Value, json_out: bool) -> anyhow
 pub async fn hive(cmd: HiveCommand, args: &HiveArgs) -> anyhow::Result<()> {
     let client = Client::new(args)?;
     match cmd {
+        HiveCommand::Gc { dry_run } => {
+            crate::commands::storage::gc(&client, dry_run, args.json).await
+        }
         HiveCommand::Audit { since, limit } => {
             let mut path = format!("/v1/audit?limit={limit}");
             if let Some(since) = since {

@@ -27,6 +27,7 @@ pub fn router() -> Router<SharedState> {
         .route("/v1/models/download-batch", post(download_batch))
         .route("/v1/models/push", post(push))
         .route("/v1/models/scan", post(scan))
+        .route("/v1/models/plan", post(plan))
         .route("/v1/models/load", post(load))
         .route("/v1/models/unload", post(unload))
         .route(
@@ -53,6 +54,14 @@ pub struct ScanBody {
     /// More folders, absolute; the machine's own stores are always scanned.
     #[serde(default)]
     pub dirs: Vec<String>,
+}
+
+/// What to plan.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanBody {
+    /// A reference, as a download takes it.
+    pub model_ref: String,
 }
 
 /// What to push, and where.
@@ -181,7 +190,7 @@ pub async fn delete(
 }
 
 /// Starts downloading a model; a bad or unknown reference is answered at once.
-#[utoipa::path(post, operation_id = "models_download", path = "/v1/models/download", tag = "models", request_body = DownloadBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such repo, file or quant", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_download", path = "/v1/models/download", tag = "models", request_body = DownloadBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such repo, file or quant", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody), (status = 507, description = "It cannot fit on disk or in the quota, even after evicting what can go", body = crate::api::openapi::ErrorBody)))]
 pub async fn download(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<DownloadBody>,
@@ -207,6 +216,21 @@ pub async fn scan(
 ) -> Result<impl IntoResponse, ApiError> {
     let job = dispatch::start(&state, Operation::ModelScan { dirs: body.dirs }).await?;
     Ok(accepted(&job))
+}
+
+/// The fit check of a reference, from its remote GGUF header alone (a few MiB read
+/// with `Range` requests): architecture, parameters, quantization, context, size
+/// over every shard, disk needed against the free space and the quota (with the
+/// models a pull would evict), memory by context against RAM and each GPU, and the
+/// installed engines that run it. Nothing is fetched or recorded.
+#[utoipa::path(post, operation_id = "models_plan", path = "/v1/models/plan", tag = "models", request_body = PlanBody, responses((status = 200, description = "The plan", body = Object), (status = 400, description = "Bad reference, or not a GGUF file", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such repo, file or quant", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody), (status = 502, description = "The model's server did not answer as one should", body = crate::api::openapi::ErrorBody), (status = 504, description = "It took too long", body = crate::api::openapi::ErrorBody)))]
+pub async fn plan(
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<PlanBody>,
+) -> Result<ApiJson<serde_json::Value>, ApiError> {
+    Ok(ApiJson(
+        crate::ops::plan::plan(&state, &body.model_ref).await?,
+    ))
 }
 
 /// Pushes an available model to an OCI registry as a ModelPack artifact, as a job

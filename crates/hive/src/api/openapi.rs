@@ -36,6 +36,8 @@ pub struct Accepted {
         super::system::health,
         super::system::capabilities,
         super::system::audit,
+        super::system::storage,
+        super::system::gc,
         super::models::list,
         super::models::get_one,
         super::models::delete,
@@ -46,6 +48,7 @@ pub struct Accepted {
         super::models::download_batch,
         super::models::push,
         super::models::scan,
+        super::models::plan,
         super::models::load,
         super::models::unload,
         super::jobs::list,
@@ -68,7 +71,7 @@ pub struct Accepted {
         crate::metrics::render,
         document,
     ),
-    components(schemas(ErrorBody, ErrorDetail, Accepted, crate::ops::dispatch::Operation, super::models::DownloadBody, super::models::ImportBody, super::models::VerifyBody, super::models::UnloadBody, super::models::DownloadBatchBody, super::models::PushBody, super::models::ScanBody, super::workers::SpawnBatchBody, crate::ops::workers::LoadRequest, crate::ops::workers::SpawnRequest, crate::ops::binaries::InstallRequest)),
+    components(schemas(ErrorBody, ErrorDetail, Accepted, crate::ops::dispatch::Operation, super::models::DownloadBody, super::models::ImportBody, super::models::VerifyBody, super::models::UnloadBody, super::models::DownloadBatchBody, super::models::PushBody, super::models::ScanBody, super::models::PlanBody, super::system::GcBody, super::workers::SpawnBatchBody, crate::ops::workers::LoadRequest, crate::ops::workers::SpawnRequest, crate::ops::binaries::InstallRequest)),
     modifiers(&BearerAuth, &CommonResponses),
     security(("bearer" = []))
 )]

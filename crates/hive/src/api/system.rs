@@ -15,6 +15,35 @@ pub fn router() -> Router<SharedState> {
         .route("/health", get(health))
         .route("/v1/capabilities", get(capabilities))
         .route("/v1/audit", get(audit))
+        .route("/v1/storage", get(storage))
+        .route("/v1/hive/gc", axum::routing::post(gc))
+}
+
+/// Where the bytes are: per model, the hive's own and external models, partial
+/// downloads, push sessions, worker logs and binaries, and the space free.
+#[utoipa::path(get, operation_id = "system_storage", path = "/v1/storage", tag = "system", responses((status = 200, description = "Bytes by where they are", body = Object), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
+pub async fn storage(State(state): State<SharedState>) -> Result<ApiJson<Value>, ApiError> {
+    Ok(ApiJson(crate::ops::storage::usage(&state).await?))
+}
+
+/// What cleanup does.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GcBody {
+    /// Only say what would be removed.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Cleans up: partial downloads no model can resume (past the grace period),
+/// left-over files of installs that died, the oldest logs of stopped workers beyond
+/// the limit; lists what it removed and the bytes freed.
+#[utoipa::path(post, operation_id = "system_gc", path = "/v1/hive/gc", tag = "system", request_body = GcBody, responses((status = 200, description = "What was removed", body = Object), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+pub async fn gc(
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<GcBody>,
+) -> Result<ApiJson<Value>, ApiError> {
+    Ok(ApiJson(crate::ops::gc::gc(&state, body.dry_run).await?))
 }
 
 /// Whether the daemon is up; needs no token.

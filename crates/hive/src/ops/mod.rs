@@ -2,13 +2,18 @@
 //! request is a 4xx, never a failed job. Imports run one way: `dispatch` (the jobs
 //! API's operations) uses the others; `workers` uses `models` (a spawn pulls its
 //! model) and `binaries` nothing of theirs; `presets` uses `workers`' argument check;
-//! `scan` (adopting other tools' models) uses nothing of theirs.
+//! `scan` (adopting other tools' models) uses nothing of theirs; `storage` (the
+//! disk's limits) uses nothing of theirs, and `models` its room check before a pull;
+//! `gc` uses `storage`, and `plan` (the fit check) `storage` and `workers`.
 
 pub mod binaries;
 pub mod dispatch;
+pub mod gc;
 pub mod models;
+pub mod plan;
 pub mod presets;
 pub mod scan;
+pub mod storage;
 pub mod workers;
 
 use crate::error::ApiError;

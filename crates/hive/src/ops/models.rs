@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::jobs::Job;
+use crate::ops::storage::{Eviction, plan_room};
 use crate::ops::{blocking, err};
 use crate::state::SharedState;
 
@@ -209,7 +210,17 @@ pub(crate) async fn start_provision(
                 Ok(record)
             }))
         }
-        Recorded::ToFetch { plan, new_entry } => Ok(fetch_job(state, operation, *plan, new_entry)),
+        Recorded::ToFetch {
+            plan,
+            new_entry,
+            evicted,
+        } => {
+            let s = Arc::clone(state);
+            Ok(state.jobs.spawn(operation, move |job| async move {
+                narrate_evictions(&job, &evicted);
+                fetch_model(&s, &job, *plan, new_entry).await
+            }))
+        }
     }
 }
 
@@ -224,6 +235,8 @@ pub enum Recorded {
         plan: Box<ModelEntry>,
         /// Whether this call added it (it was not in the catalog before).
         new_entry: bool,
+        /// The models removed from disk to make room for it.
+        evicted: Vec<Eviction>,
     },
 }
 
@@ -242,6 +255,15 @@ pub async fn resolve_and_record(
                 format!("resolving {} took too long", request.reference),
             )
         })??;
+    // from the room check to the record: two pulls do not count the same space
+    let _room = state.storage_lock.lock().await;
+    let catalog = Arc::clone(&state.catalog);
+    let id = resolved.plan.id.clone();
+    let before = blocking(move || Ok(catalog.get(&id)?)).await?;
+    if let Some(r) = before.filter(|r| r.artifact.status == ArtifactStatus::Available) {
+        return Ok(Recorded::Available(Box::new(r)));
+    }
+    let evicted = make_room(state, &resolved.plan).await?;
     let catalog = Arc::clone(&state.catalog);
     let s2 = Arc::clone(state);
     let plan = resolved.plan.clone();
@@ -268,7 +290,51 @@ pub async fn resolve_and_record(
         other => Ok(Recorded::ToFetch {
             plan: Box::new(resolved.plan),
             new_entry: other.is_none(),
+            evicted,
         }),
+    }
+}
+
+/// Makes room for a model about to be recorded and fetched: the evictions
+/// [`plan_room`] finds, done; a model that still cannot fit is a 507 with the
+/// numbers, and nothing is removed. The caller holds `state.storage_lock`.
+async fn make_room(state: &SharedState, plan: &ModelEntry) -> Result<Vec<Eviction>, ApiError> {
+    let s = Arc::clone(state);
+    let p = plan.clone();
+    let room = blocking(move || plan_room(&s, &p)).await?;
+    if let Some(reason) = room.reason {
+        return Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            reason,
+        ));
+    }
+    for e in &room.evict {
+        model_delete(state, &e.id).await?;
+        state
+            .metrics
+            .disk_evictions
+            .get_or_create(&crate::metrics::ModelLabel {
+                model: e.id.clone(),
+            })
+            .inc();
+        tracing::info!(model = %e.id, bytes = e.bytes, "evicted to make room for {}", plan.id);
+    }
+    Ok(room.evict)
+}
+
+/// Tells a pull's job which models were removed to make room for it.
+pub(crate) fn narrate_evictions(job: &Job, evicted: &[Eviction]) {
+    for e in evicted {
+        job.narrate(
+            "evict",
+            &format!(
+                "removed {} ({}, last used {}) to make room",
+                e.id,
+                download::human_bytes(e.bytes),
+                e.last_used.format("%Y-%m-%d %H:%M")
+            ),
+        );
     }
 }
 

@@ -23,7 +23,7 @@ const SPAWN_CONTEXT: u64 = 4096;
 /// The architectures `llm-worker-rbee` runs (as `llm_worker::SUPPORTED_ARCHITECTURES`).
 const RBEE_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3"];
 
-fn llm_worker_runs(architecture: &str) -> bool {
+pub(crate) fn llm_worker_runs(architecture: &str) -> bool {
     RBEE_ARCHITECTURES.contains(&architecture)
 }
 
@@ -285,9 +285,11 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
             }
             match crate::ops::models::resolve_and_record(state, request).await? {
                 crate::ops::models::Recorded::Available(r) => (r.artifact, None),
-                crate::ops::models::Recorded::ToFetch { plan, new_entry } => {
-                    (*plan, Some(new_entry))
-                }
+                crate::ops::models::Recorded::ToFetch {
+                    plan,
+                    new_entry,
+                    evicted,
+                } => (*plan, Some((new_entry, evicted))),
             }
         }
     };
@@ -359,11 +361,12 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
     let s = Arc::clone(state);
     let (force, device) = (req.force, req.device);
     Ok(state.jobs.spawn("worker_spawn", move |job| async move {
-        if let Some(new_entry) = fetch {
+        if let Some((new_entry, evicted)) = fetch {
             job.narrate(
                 "pull",
                 &format!("{} is not here yet: downloading it first", entry.id),
             );
+            crate::ops::models::narrate_evictions(&job, &evicted);
             crate::ops::models::fetch_model(&s, &job, entry.clone(), new_entry).await?;
             if !force {
                 check_memory(&entry.path, wtype, device)

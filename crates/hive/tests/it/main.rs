@@ -13,6 +13,7 @@ mod oci;
 mod pulls;
 mod restart;
 mod scan;
+mod storage;
 mod workers;
 
 use std::io::{BufRead as _, BufReader};

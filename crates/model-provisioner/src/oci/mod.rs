@@ -309,6 +309,33 @@ impl VendorSource<ModelEntry> for OciVendor {
         Ok(Resolved { id, plan: entry })
     }
 
+    async fn read_range(
+        &self,
+        resolved: &Resolved<ModelEntry>,
+        start: u64,
+        len: u64,
+    ) -> Result<crate::RangeRead, ProvisionError> {
+        let entry = &resolved.plan;
+        let r = OciReference::parse(&entry.reference)?;
+        let repo = self.repository(&r, false);
+        // finds out how the registry lets us in, for the blob
+        let pinned = entry
+            .revision
+            .clone()
+            .unwrap_or_else(|| r.manifest_ref().to_owned());
+        repo.call(Method::HEAD, &format!("manifests/{pinned}"))
+            .await?;
+        crate::read_remote(
+            &self.downloader,
+            entry,
+            repo.credential().as_ref(),
+            start,
+            len,
+            "",
+        )
+        .await
+    }
+
     async fn fetch(
         &self,
         resolved: Resolved<ModelEntry>,

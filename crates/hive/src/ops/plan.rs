@@ -1,0 +1,137 @@
+//! Fit before fetch (`POST /v1/models/plan`, `rbee models pull --dry-run`): a model's
+//! GGUF header read where it lies with a few `Range` requests, and what fetching and
+//! running it would take here: disk against the quota and the free space (with the
+//! models a pull would evict), memory at several contexts against RAM and each GPU,
+//! and the installed engines that can run it. Nothing is recorded or fetched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use artifact_catalog::ArtifactStatus;
+use artifact_catalog::provision::{ArtifactProvisioner as _, ProvisionRequest};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use worker_catalog::Engine;
+
+use crate::error::ApiError;
+use crate::ops::blocking;
+use crate::ops::storage::plan_room;
+use crate::state::SharedState;
+
+/// How long resolving and reading the header may take.
+const PLAN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The contexts memory is worked out at (those past the model's own are left out).
+const CONTEXTS: [u64; 4] = [2048, 8192, 32768, 131_072];
+
+/// The fit check of one reference.
+pub async fn plan(state: &SharedState, reference: &str) -> Result<Value, ApiError> {
+    let request = ProvisionRequest::new(reference.trim());
+    let work = async {
+        let resolved = state.provisioner.resolve(&request).await?;
+        let header = model_provisioner::plan::read_header(&*state.provisioner, &resolved).await?;
+        Ok::<_, ApiError>((resolved, header))
+    };
+    let (resolved, header) = tokio::time::timeout(PLAN_TIMEOUT, work)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!("planning {reference} took too long"),
+            )
+        })??;
+    let mut entry = resolved.plan;
+    if entry.size == 0 {
+        // a plain URL's size comes with its first range
+        entry.size = header.file_size.unwrap_or(0);
+    }
+    let summary = header.summary;
+
+    let s = Arc::clone(state);
+    let e = entry.clone();
+    let (room, in_catalog) = blocking(move || {
+        let existing = s.catalog.get(&e.id)?;
+        Ok((plan_room(&s, &e)?, existing.map(|r| r.artifact.status)))
+    })
+    .await?;
+    let available = matches!(in_catalog, Some(ArtifactStatus::Available));
+
+    // memory at the model's own context and some below it
+    let trained = summary.context_length.unwrap_or(4096);
+    let mut contexts: Vec<u64> = CONTEXTS.iter().copied().filter(|&c| c < trained).collect();
+    contexts.push(trained);
+    let ram_total = {
+        let mut sys = sysinfo::System::new();
+        sys.refresh_memory();
+        sys.total_memory()
+    };
+    let gpus = crate::capabilities::gpus();
+    let memory: Vec<Value> = contexts
+        .iter()
+        .map(|&ctx| {
+            let m = summary.memory_estimate(ctx);
+            let total = m.total_bytes.max(entry.size);
+            json!({
+                "context": ctx,
+                "weights_bytes": m.weights_bytes,
+                "kv_cache_bytes": m.kv_cache_bytes,
+                "total_bytes": total,
+                "fits_ram": total <= ram_total,
+                "fits_gpus": gpus.iter().map(|g| json!({
+                    "index": g["index"],
+                    "fits": g["memory_total_bytes"].as_u64().map(|t| total <= t),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+
+    let arch = summary.architecture.clone().unwrap_or_default();
+    let catalog = Arc::clone(&state.worker_catalog);
+    let binaries = blocking(move || Ok(catalog.list()?)).await?;
+    let engines: Vec<Value> = binaries
+        .iter()
+        .map(|r| &r.artifact)
+        .filter(|b| b.status == ArtifactStatus::Available)
+        .map(|b| {
+            let (runs, why) = match b.engine {
+                Engine::LlamaCpp => (true, None),
+                Engine::Rbee if crate::ops::workers::llm_worker_runs(&arch) => (true, None),
+                Engine::Rbee => (
+                    false,
+                    Some(format!(
+                        "llm-worker-rbee does not run the {arch:?} architecture"
+                    )),
+                ),
+            };
+            json!({
+                "id": b.id,
+                "engine": b.engine.as_str(),
+                "backend": b.worker_type.backend(),
+                "runs_it": runs,
+                "why_not": why,
+            })
+        })
+        .collect();
+
+    Ok(json!({
+        "id": entry.id,
+        "reference": reference.trim(),
+        "in_catalog": in_catalog.as_ref().map(ArtifactStatus::name),
+        "architecture": summary.architecture,
+        "name": summary.name,
+        "parameter_count": summary.parameter_count,
+        "quantization": summary.quantization,
+        "context_length": summary.context_length,
+        "size_bytes": entry.size,
+        "files": entry.files().len(),
+        "header": {"bytes_read": header.bytes_read, "requests": header.requests},
+        "gguf": summary,
+        "disk": if available { json!({"needed_bytes": 0, "fits": true, "evict": [], "already_here": true}) } else { json!(room) },
+        "memory": {
+            "ram_total_bytes": ram_total,
+            "gpus": gpus.iter().map(|g| json!({"index": g["index"], "name": g["name"], "memory_total_bytes": g["memory_total_bytes"]})).collect::<Vec<_>>(),
+            "by_context": memory,
+        },
+        "engines": engines,
+    }))
+}
