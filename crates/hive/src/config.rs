@@ -36,6 +36,11 @@ pub struct Config {
     /// copy there after
     #[arg(long, env = "RBEE_MODEL_MIRROR")]
     pub model_mirror: Option<String>,
+    /// Pulls of `hf:` models land in the Hugging Face hub cache (HF_HUB_CACHE, else
+    /// HF_HOME/hub, else ~/.cache/huggingface/hub), in its own layout, so that
+    /// huggingface_hub and llama.cpp find them
+    #[arg(long, env = "RBEE_HF_CACHE_LAYOUT")]
+    pub hf_cache_layout: bool,
     /// At start, adopt the models the Hugging Face and llama.cpp caches, Ollama's
     /// store and LM Studio's folder hold, where they lie
     #[arg(long, env = "RBEE_SCAN")]

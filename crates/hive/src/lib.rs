@@ -115,6 +115,16 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
     if let Some(t) = config.hf_token.clone() {
         hub.token = Some(t);
     }
+    if config.hf_cache_layout {
+        let cache = model_provisioner::hf_cache::hub_cache_dir().ok_or_else(|| {
+            anyhow::anyhow!(
+                "--hf-cache-layout: set HF_HUB_CACHE, HF_HOME or HOME to say where the hub cache is"
+            )
+        })?;
+        fs_err::create_dir_all(&cache)
+            .with_context(|| format!("--hf-cache-layout: cannot make {}", cache.display()))?;
+        hub.cache_layout = Some(cache);
+    }
     let downloader = download::Downloader::new(download::DownloadConfig {
         connections: config.download_connections,
         bandwidth_limit: config.bandwidth_limit,

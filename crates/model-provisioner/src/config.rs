@@ -13,6 +13,9 @@ pub struct HubConfig {
     pub offline: bool,
     /// A registry that keeps the fleet's copies of hub files (`--model-mirror`).
     pub mirror: Option<crate::oci::Mirror>,
+    /// Where `hf:` pulls land, in the hub cache's own layout (`--hf-cache-layout`);
+    /// `None`: the hive's `models/` folder.
+    pub cache_layout: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for HubConfig {
@@ -22,6 +25,7 @@ impl std::fmt::Debug for HubConfig {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("offline", &self.offline)
             .field("mirror", &self.mirror)
+            .field("cache_layout", &self.cache_layout)
             .finish()
     }
 }
@@ -34,6 +38,7 @@ impl HubConfig {
             token: None,
             offline: false,
             mirror: None,
+            cache_layout: None,
         }
     }
 
@@ -51,6 +56,7 @@ impl HubConfig {
             token: read_token(),
             offline,
             mirror: None,
+            cache_layout: None,
         })
     }
 }

@@ -67,6 +67,84 @@ impl HuggingFaceVendor {
         self.api_url(&format!("{repo}/resolve/{revision}/{path}"))
     }
 
+    /// Moves a verified model's files into the hub cache's layout and points the
+    /// entry at their snapshot links (`--hf-cache-layout`).
+    async fn place_in_cache(
+        &self,
+        cache: &std::path::Path,
+        entry: &mut ModelEntry,
+        ctx: &ProvisionContext,
+    ) -> Result<(), ProvisionError> {
+        let r = HfReference::parse(&entry.reference)?;
+        let commit = entry.revision.clone().unwrap_or_default();
+        // the id is hf:ORG/REPO/path/in/repo.gguf; shards sit beside the first
+        let in_repo = entry
+            .id
+            .strip_prefix(&format!("hf:{}/", r.repo))
+            .unwrap_or_default()
+            .to_owned();
+        let folder = in_repo.rsplit_once('/').map(|(d, _)| format!("{d}/"));
+        let files: Vec<(std::path::PathBuf, String, String)> = if entry.shards.is_empty() {
+            vec![(
+                entry.path.clone(),
+                in_repo.clone(),
+                entry.sha256.clone().unwrap_or_default(),
+            )]
+        } else {
+            entry
+                .shards
+                .iter()
+                .map(|s| {
+                    let name = s
+                        .path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    (
+                        s.path.clone(),
+                        format!("{}{name}", folder.as_deref().unwrap_or("")),
+                        s.sha256.clone().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        };
+        if files.iter().any(|f| f.2.is_empty()) {
+            ctx.reporter.narrate(
+                "place",
+                "kept in the hive's folder: the hub gave no sha256 to name the blob by",
+            );
+            return Ok(());
+        }
+        let (cache, repo, revision) = (cache.to_path_buf(), r.repo.clone(), r.revision.clone());
+        let model_dir = self.dirs.model_dir(&entry.id)?;
+        let links = tokio::task::spawn_blocking(move || {
+            let placements: Vec<crate::hf_cache::Placement<'_>> = files
+                .iter()
+                .map(|(p, rp, sha)| crate::hf_cache::Placement {
+                    downloaded: p,
+                    repo_path: rp,
+                    sha256: sha,
+                })
+                .collect();
+            let links = crate::hf_cache::place(&cache, &repo, &revision, &commit, &placements)?;
+            // the hive's own folder of the model is empty now
+            let _ = fs_err::remove_dir(&model_dir);
+            Ok::<_, std::io::Error>(links)
+        })
+        .await
+        .map_err(|e| ProvisionError::Io(e.to_string()))?
+        .map_err(|e| ProvisionError::Io(format!("cannot place the model in the hub cache: {e}")))?;
+        ctx.reporter.narrate(
+            "place",
+            &format!("in the hub cache: {}", links[0].display()),
+        );
+        entry.path.clone_from(&links[0]);
+        for (s, link) in entry.shards.iter_mut().zip(links) {
+            s.path = link;
+        }
+        Ok(())
+    }
+
     /// GET on the hub's API, with the token, mapping the hub's errors.
     async fn api_get(
         &self,
@@ -447,6 +525,9 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
         };
         let summary = summary_of(&entry.path).await?;
         entry = entry.with_summary(summary);
+        if let Some(cache) = &self.hub.cache_layout {
+            self.place_in_cache(cache, &mut entry, ctx).await?;
+        }
         entry.verified = verified;
         entry.status = ArtifactStatus::Available;
         entry.progress = None;

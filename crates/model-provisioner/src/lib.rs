@@ -17,6 +17,7 @@
 
 mod config;
 mod hf;
+pub mod hf_cache;
 mod http;
 mod local;
 pub mod oci;

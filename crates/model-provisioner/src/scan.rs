@@ -61,9 +61,7 @@ fn home() -> Option<PathBuf> {
 pub fn default_stores() -> Vec<Store> {
     let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
     let mut out = Vec::new();
-    let hf = env("HF_HUB_CACHE")
-        .or_else(|| env("HF_HOME").map(|h| h.join("hub")))
-        .or_else(|| home().map(|h| h.join(".cache/huggingface/hub")));
+    let hf = crate::hf_cache::hub_cache_dir();
     let llama = env("LLAMA_CACHE").or_else(|| home().map(|h| h.join(".cache/llama.cpp")));
     let ollama = env("OLLAMA_MODELS").or_else(|| home().map(|h| h.join(".ollama/models")));
     for (kind, p) in [

@@ -123,6 +123,13 @@ pub async fn model_delete(state: &SharedState, id: &str) -> Result<Value, ApiErr
         // the model's files, and any partial download of them (a cancelled pull)
         let downloads = state2.home.join("downloads");
         let mut freed = 0;
+        if let Some(cache) = hub_cache_of(&record.artifact) {
+            // placed in the hub cache (--hf-cache-layout): its links, and their blobs
+            for file in record.artifact.files() {
+                freed += model_provisioner::hf_cache::remove(&cache, file)
+                    .map_err(ApiError::internal)?;
+            }
+        }
         for file in record.artifact.files() {
             let (part, resume) = download::partial_paths(&downloads, file);
             for p in [file, part.as_path(), resume.as_path()] {
@@ -138,6 +145,14 @@ pub async fn model_delete(state: &SharedState, id: &str) -> Result<Value, ApiErr
         Ok(json!({"id": id, "removed": true, "bytes_freed": freed}))
     })
     .await
+}
+
+/// The hub cache a model of the hive's own was placed in (`--hf-cache-layout`).
+fn hub_cache_of(entry: &ModelEntry) -> Option<std::path::PathBuf> {
+    if entry.external {
+        return None;
+    }
+    model_provisioner::hf_cache::hub_cache_dir().filter(|c| entry.path.starts_with(c))
 }
 
 /// Removes a model's folder under `models/` (never anything outside it).

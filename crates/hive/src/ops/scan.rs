@@ -6,7 +6,7 @@
 //! model the hive downloaded itself is never replaced by a find. Files without a
 //! sha256 in their store's names are hashed after, in the same job.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use artifact_catalog::ArtifactStatus;
@@ -73,7 +73,25 @@ pub async fn run(state: &SharedState, job: &Job, stores: Vec<Store>) -> Result<V
             (vec![], vec![], 0, vec![], vec![]);
         let mut to_hash = Vec::new();
         let ids: std::collections::HashSet<String> = models.iter().map(|m| m.id.clone()).collect();
+        // files the hive placed in a store itself (--hf-cache-layout) are its own
+        let placed: std::collections::HashSet<PathBuf> = catalog
+            .list()?
+            .iter()
+            .filter(|r| !r.artifact.external)
+            .flat_map(|r| {
+                r.artifact
+                    .files()
+                    .into_iter()
+                    .map(Path::to_path_buf)
+                    .collect::<Vec<_>>()
+            })
+            .filter_map(|p| fs_err::canonicalize(p).ok())
+            .collect();
         for m in models {
+            if fs_err::canonicalize(&m.path).is_ok_and(|p| placed.contains(&p)) {
+                own.push(m.id);
+                continue;
+            }
             match catalog.get(&m.id)? {
                 Some(r) if !r.artifact.external => own.push(m.id),
                 Some(r)

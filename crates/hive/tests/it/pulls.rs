@@ -139,3 +139,111 @@ async fn a_pull_of_a_missing_url_changes_nothing() {
     let (s, _) = get(&h, &format!("/v1/models/{}", enc(&url))).await;
     assert_eq!(s, 404);
 }
+
+/// `--hf-cache-layout`: a pull lands in the hub cache as `huggingface_hub` lays it
+/// out (a blob named by its sha256, a relative link from the commit's snapshot,
+/// `refs/main`), so the real `huggingface_hub` finds it offline; a scan of that cache
+/// adopts nothing twice, and removing the model removes its link and blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_in_the_hub_cache_layout_is_found_by_huggingface_hub() {
+    let Some(python) = crate::python_with("huggingface_hub") else {
+        return;
+    };
+    let file = RepoFile::lfs("sub/Cache-Q4_0.gguf", big_gguf(2 << 20));
+    let hf = HfServer::start(
+        vec![Repo::new("org/Cache-GGUF", vec![file.clone()])],
+        None,
+        false,
+    )
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let cache = home.path().join("hf-hub");
+    let mut c = crate::hive_cmd(home.path(), &hf.url(), &["--hf-cache-layout"]);
+    c.env("HF_HUB_CACHE", &cache)
+        .env("HOME", home.path())
+        .env("OLLAMA_MODELS", home.path().join("none"))
+        .env("LLAMA_CACHE", home.path().join("none"));
+    let h = crate::spawn_hive(c);
+    let (s, started) = post(
+        &h,
+        "/v1/models/download",
+        json!({"model_ref": "hf:org/Cache-GGUF/sub/Cache-Q4_0.gguf"}),
+    )
+    .await;
+    assert_eq!(s, 202, "{started}");
+    let ev = events(&h, started["job_id"].as_str().unwrap()).await;
+    assert_eq!(
+        ev.last().unwrap().1,
+        json!({"state": "completed"}),
+        "{ev:?}"
+    );
+    let m = &ev[ev.len() - 2].1;
+    let commit = m["revision"].as_str().unwrap();
+    let repo = cache.join("models--org--Cache-GGUF");
+    let link = repo
+        .join("snapshots")
+        .join(commit)
+        .join("sub/Cache-Q4_0.gguf");
+    assert_eq!(m["path"], link.display().to_string(), "{m}");
+    let blob = repo.join("blobs").join(file.sha256());
+    assert_eq!(
+        fs_err::read_link(&link).unwrap(),
+        std::path::Path::new("../../../blobs").join(file.sha256())
+    );
+    assert_eq!(fs_err::read(&blob).unwrap(), file.data.to_vec());
+    assert_eq!(
+        fs_err::read_to_string(repo.join("refs/main")).unwrap(),
+        commit
+    );
+
+    // huggingface_hub, offline, finds the file by name (through refs/main) and by commit
+    let find = |revision: &str| {
+        std::process::Command::new(&python)
+            .args([
+                "-c",
+                "import sys; from huggingface_hub import hf_hub_download; \
+                 print(hf_hub_download('org/Cache-GGUF', 'sub/Cache-Q4_0.gguf', revision=sys.argv[1], local_files_only=True))",
+                revision,
+            ])
+            .env("HF_HUB_CACHE", &cache)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap()
+    };
+    for revision in ["main", commit] {
+        let out = find(revision);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            link.display().to_string()
+        );
+    }
+
+    // a scan of the cache finds the hive's own file, and adopts nothing
+    let (s, job) = post(&h, "/v1/models/scan", json!({})).await;
+    assert_eq!(s, 202, "{job}");
+    let ev = events(&h, job["job_id"].as_str().unwrap()).await;
+    let r = &ev[ev.len() - 2].1;
+    assert_eq!(r["added"], json!([]), "{r}");
+    let (_, models) = get(&h, "/v1/models").await;
+    assert_eq!(models.as_array().unwrap().len(), 1, "{models}");
+
+    let id = "hf:org/Cache-GGUF/sub/Cache-Q4_0.gguf";
+    let r = crate::client()
+        .delete(format!("{}/v1/models/{}", h.url, enc(id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["bytes_freed"], file.data.len(), "{v}");
+    assert!(fs_err::symlink_metadata(&link).is_err() && !blob.exists());
+    assert!(
+        !find("main").status.success(),
+        "gone for huggingface_hub too"
+    );
+}

@@ -37,6 +37,7 @@ pub fn provisioner(
         token: token.map(str::to_owned),
         offline,
         mirror: None,
+        cache_layout: None,
     };
     let config = download::DownloadConfig {
         connections: 4,
