@@ -32,25 +32,16 @@ http: {addr: $reg}
 YML
 docker-registry serve "$work/registry.yml" > /dev/null 2>&1 &
 pids=($!)
-cat > "$work/nginx/nginx.conf" <<NGINX
-user root;
-worker_processes 2;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/logs/error.log;
-events { worker_connections 256; }
-http {
-  access_log off;
+source benches/nginx.sh
+nginx_start "$work/nginx" 2 "  access_log off;
   proxy_http_version 1.1;
   server {
     listen $capped;
     limit_rate 8m;
     client_max_body_size 0;
     location / { proxy_pass http://$reg; proxy_set_header Host \$host:18091; }
-  }
-}
-NGINX
-nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
-pids+=($!)
+  }"
+pids+=("$NGINX_PID")
 RBEE_HOME="$work/home" RUST_LOG=warn target/release/rbee-hive --port 18843 --oci-insecure "$reg,$capped" > /dev/null &
 pids+=($!)
 trap 'kill ${pids[*]} 2>/dev/null; rm -rf "$work/out" "$work/home" "$work/registry"' EXIT

@@ -12,27 +12,18 @@ cache="${RBEE_TEST_MODEL_DIR:-$HOME/.cache/rbee-test}"
 work=$(mktemp -d)
 pids=()
 trap 'kill ${pids[*]} 2>/dev/null; rm -rf "$work"' EXIT
-mkdir -p "$work/www" "$work/nginx/logs"
+mkdir -p "$work/www"
 ln "$cache/gemma-3-270m-q4_k_m.gguf" "$work/www/gemma-3-270m-Q4_K_M.gguf" 2>/dev/null \
   || cp "$cache/gemma-3-270m-q4_k_m.gguf" "$work/www/gemma-3-270m-Q4_K_M.gguf"
 ln "$cache/SmolLM2-135M-Instruct.Q4_1.gguf" "$work/www/SmolLM2-135M-Instruct.Q4_1.gguf" 2>/dev/null \
   || cp "$cache/SmolLM2-135M-Instruct.Q4_1.gguf" "$work/www/SmolLM2-135M-Instruct.Q4_1.gguf"
 cargo build -q --release -p hive -p cli --bin rbee-hive --bin rbee
 www=127.0.0.1:18095
-cat > "$work/nginx/nginx.conf" <<NGINX
-user root;
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/logs/error.log;
-events { worker_connections 64; }
-http {
-  log_format bytes '\$body_bytes_sent';
+source benches/nginx.sh
+nginx_start "$work/nginx" 1 "  log_format bytes '\$body_bytes_sent';
   access_log $work/nginx/logs/access.log bytes;
-  server { listen $www; root $work/www; }
-}
-NGINX
-nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' &
-pids+=($!)
+  server { listen $www; root $work/www; }"
+pids+=("$NGINX_PID")
 export RBEE_HIVE_URL=http://127.0.0.1:18844
 RBEE_HOME="$work/home" RUST_LOG=warn target/release/rbee-hive --port 18844 > /dev/null &
 pids+=($!)

@@ -164,6 +164,25 @@ pub async fn events(h: &Hive, job: &str) -> Vec<(String, Value)> {
     out
 }
 
+/// Pulls a reference to its end: the answer's status, then the job's end state
+/// (or, when no job started, the answer) and its events.
+pub async fn pull(h: &Hive, reference: &str) -> (u16, String, Vec<(String, Value)>) {
+    let (s, job) = post(
+        h,
+        "/v1/models/download",
+        serde_json::json!({"model_ref": reference}),
+    )
+    .await;
+    let Some(id) = job["job_id"].as_str().filter(|_| s == 202) else {
+        return (s, job.to_string(), Vec::new());
+    };
+    let ev = events(h, id).await;
+    let state = ev.last().map_or_else(String::new, |(_, d)| {
+        d["state"].as_str().unwrap_or_default().to_owned()
+    });
+    (s, state, ev)
+}
+
 pub async fn wait_for(what: &str, mut ok: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !ok().await {

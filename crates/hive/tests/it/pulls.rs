@@ -164,19 +164,8 @@ async fn a_pull_in_the_hub_cache_layout_is_found_by_huggingface_hub() {
         .env("OLLAMA_MODELS", home.path().join("none"))
         .env("LLAMA_CACHE", home.path().join("none"));
     let h = crate::spawn_hive(c);
-    let (s, started) = post(
-        &h,
-        "/v1/models/download",
-        json!({"model_ref": "hf:org/Cache-GGUF/sub/Cache-Q4_0.gguf"}),
-    )
-    .await;
-    assert_eq!(s, 202, "{started}");
-    let ev = events(&h, started["job_id"].as_str().unwrap()).await;
-    assert_eq!(
-        ev.last().unwrap().1,
-        json!({"state": "completed"}),
-        "{ev:?}"
-    );
+    let (_, state, ev) = crate::pull(&h, "hf:org/Cache-GGUF/sub/Cache-Q4_0.gguf").await;
+    assert_eq!(state, "completed", "{ev:?}");
     let m = &ev[ev.len() - 2].1;
     let commit = m["revision"].as_str().unwrap();
     let repo = cache.join("models--org--Cache-GGUF");

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::engines::{add, gemma, llama_server};
 use crate::workers::{finish, import};
-use crate::{enc, fixture, get, post, start, wait_for};
+use crate::{enc, fixture, get, post, pull, start, wait_for};
 
 /// A small real GGUF, padded to `len` with bytes of `seed`.
 fn padded_gguf(len: usize, seed: u64) -> Vec<u8> {
@@ -34,16 +34,6 @@ async fn hub(n: u64, len: usize) -> (HfServer, u64) {
 
 fn id(i: u64) -> String {
     format!("hf:org/M{i}/m-Q4_0.gguf")
-}
-
-/// Pulls a reference to its end; the job's state and its events.
-async fn pull(h: &crate::Hive, reference: &str) -> (u16, String, Vec<(String, Value)>) {
-    let (s, job) = post(h, "/v1/models/download", json!({"model_ref": reference})).await;
-    if s != 202 {
-        return (s, job.to_string(), Vec::new());
-    }
-    let (state, _, ev) = finish(h, &job).await;
-    (s, state, ev)
 }
 
 async fn patch(h: &crate::Hive, id: &str, body: Value) -> u16 {

@@ -64,6 +64,21 @@ impl OciVendor {
     fn repository(&self, r: &OciReference, push: bool) -> Repository {
         Repository::new(self.downloader.client().clone(), &self.config, r, push)
     }
+
+    /// The repository of a resolved model, once the registry said how it lets us in
+    /// (a `HEAD` of the pinned manifest answers the challenge): its credential then
+    /// goes with the blob requests.
+    async fn let_in(&self, entry: &ModelEntry) -> Result<Repository, ProvisionError> {
+        let r = OciReference::parse(&entry.reference)?;
+        let repo = self.repository(&r, false);
+        let pinned = entry
+            .revision
+            .clone()
+            .unwrap_or_else(|| r.manifest_ref().to_owned());
+        repo.call(Method::HEAD, &format!("manifests/{pinned}"))
+            .await?;
+        Ok(repo)
+    }
 }
 
 /// A manifest as fetched: its digest and body.
@@ -316,15 +331,7 @@ impl VendorSource<ModelEntry> for OciVendor {
         len: u64,
     ) -> Result<crate::RangeRead, ProvisionError> {
         let entry = &resolved.plan;
-        let r = OciReference::parse(&entry.reference)?;
-        let repo = self.repository(&r, false);
-        // finds out how the registry lets us in, for the blob
-        let pinned = entry
-            .revision
-            .clone()
-            .unwrap_or_else(|| r.manifest_ref().to_owned());
-        repo.call(Method::HEAD, &format!("manifests/{pinned}"))
-            .await?;
+        let repo = self.let_in(entry).await?;
         crate::read_remote(
             &self.downloader,
             entry,
@@ -342,15 +349,7 @@ impl VendorSource<ModelEntry> for OciVendor {
         ctx: &ProvisionContext,
     ) -> Result<ModelEntry, ProvisionError> {
         let mut entry = resolved.plan;
-        let r = OciReference::parse(&entry.reference)?;
-        let repo = self.repository(&r, false);
-        // finds out how the registry lets us in, for the blobs
-        let pinned = entry
-            .revision
-            .clone()
-            .unwrap_or_else(|| r.manifest_ref().to_owned());
-        repo.call(Method::HEAD, &format!("manifests/{pinned}"))
-            .await?;
+        let repo = self.let_in(&entry).await?;
         let verified = crate::fetch_files(
             &self.downloader,
             &self.dirs,
