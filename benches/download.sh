@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mib="${1:-1024}"
 work="${RBEE_BENCH_CACHE:-$HOME/.cache/rbee-bench}/download"
-mkdir -p "$work/data" "$work/out" "$work/nginx/logs"
+mkdir -p "$work/data" "$work/out"
 data="$work/data/model.gguf"
 if [ ! -f "$data" ] || [ "$(stat -c %s "$data")" != $((size_mib << 20)) ]; then
   head -c $((size_mib << 20)) /dev/urandom > "$data"
@@ -21,15 +21,8 @@ cargo build -q --release -p download --example fetch
 fetch=target/release/examples/fetch
 py=.venv/bin/python
 
-conf="$work/nginx/nginx.conf"
-cat > "$conf" <<NGINX
-user root;
-worker_processes 2;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/logs/error.log;
-events { worker_connections 256; }
-http {
-  access_log off;
+source benches/nginx.sh
+nginx_start "$work/nginx" 2 "  access_log off;
   sendfile on;
   tcp_nopush on;
   server {
@@ -38,7 +31,7 @@ http {
     location ~ ^/bench/model/resolve/main/(.+)$ {
       alias $work/data/\$1;
       add_header X-Repo-Commit $commit always;
-      add_header X-Linked-Etag "\"$sha\"" always;
+      add_header X-Linked-Etag \"\\\"$sha\\\"\" always;
       add_header X-Linked-Size $size always;
     }
   }
@@ -47,14 +40,11 @@ http {
     location ~ ^/bench/model/resolve/main/(.+)$ {
       alias $work/data/\$1;
       add_header X-Repo-Commit $commit always;
-      add_header X-Linked-Etag "\"$sha\"" always;
+      add_header X-Linked-Etag \"\\\"$sha\\\"\" always;
       add_header X-Linked-Size $size always;
     }
-  }
-}
-NGINX
-nginx -c "$conf" -p "$work/nginx" -g 'daemon off;' &
-nginx_pid=$!
+  }"
+nginx_pid=$NGINX_PID
 trap 'kill $nginx_pid 2>/dev/null; rm -rf "$work/out"' EXIT
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:18082/bench/model/resolve/main/model.gguf" -r 0-0 && break; sleep 0.1; done
 
