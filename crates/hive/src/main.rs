@@ -50,6 +50,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         Err(e) => tracing::warn!("cleanup at start did not run: {}", e.parts().1),
     }
+    if let Ok(Some(warning)) = hive::ops::storage::pinned_over_quota(&state) {
+        tracing::warn!("{warning}");
+    }
     let resumed = hive::resume_downloads(&state).await?;
     if state.config.scan || !state.config.scan_dirs.is_empty() {
         // a folder that is not there is said, and the hive starts anyway

@@ -67,14 +67,18 @@ impl HuggingFaceVendor {
         self.api_url(&format!("{repo}/resolve/{revision}/{path}"))
     }
 
-    /// Moves a verified model's files into the hub cache's layout and points the
-    /// entry at their snapshot links (`--hf-cache-layout`).
+    /// Places a model's files in the hub cache's layout (`--hf-cache-layout`) and
+    /// points the entry at their snapshot links. `downloaded`: the files are in the
+    /// hive's folder, verified, and move there; else the cache already holds each
+    /// blob (by its sha256 and size) and only the links are made. `false` when the
+    /// hub gave no sha256 to name a blob by (the files stay where they are).
     async fn place_in_cache(
         &self,
         cache: &std::path::Path,
         entry: &mut ModelEntry,
+        downloaded: bool,
         ctx: &ProvisionContext,
-    ) -> Result<(), ProvisionError> {
+    ) -> Result<bool, ProvisionError> {
         let r = HfReference::parse(&entry.reference)?;
         let commit = entry.revision.clone().unwrap_or_default();
         // the id is hf:ORG/REPO/path/in/repo.gguf; shards sit beside the first
@@ -84,11 +88,12 @@ impl HuggingFaceVendor {
             .unwrap_or_default()
             .to_owned();
         let folder = in_repo.rsplit_once('/').map(|(d, _)| format!("{d}/"));
-        let files: Vec<(std::path::PathBuf, String, String)> = if entry.shards.is_empty() {
+        let files: Vec<(std::path::PathBuf, String, String, u64)> = if entry.shards.is_empty() {
             vec![(
                 entry.path.clone(),
                 in_repo.clone(),
                 entry.sha256.clone().unwrap_or_default(),
+                entry.size,
             )]
         } else {
             entry
@@ -104,24 +109,30 @@ impl HuggingFaceVendor {
                         s.path.clone(),
                         format!("{}{name}", folder.as_deref().unwrap_or("")),
                         s.sha256.clone().unwrap_or_default(),
+                        s.size,
                     )
                 })
                 .collect()
         };
         if files.iter().any(|f| f.2.is_empty()) {
-            ctx.reporter.narrate(
-                "place",
-                "kept in the hive's folder: the hub gave no sha256 to name the blob by",
-            );
-            return Ok(());
+            return Ok(false);
+        }
+        if !downloaded {
+            let blobs = crate::hf_cache::repo_dir(cache, &r.repo).join("blobs");
+            let all_there = files.iter().all(|(_, _, sha, size)| {
+                fs_err::metadata(blobs.join(sha)).is_ok_and(|m| m.is_file() && m.len() == *size)
+            });
+            if !all_there {
+                return Ok(false);
+            }
         }
         let (cache, repo, revision) = (cache.to_path_buf(), r.repo.clone(), r.revision.clone());
         let model_dir = self.dirs.model_dir(&entry.id)?;
         let links = tokio::task::spawn_blocking(move || {
             let placements: Vec<crate::hf_cache::Placement<'_>> = files
                 .iter()
-                .map(|(p, rp, sha)| crate::hf_cache::Placement {
-                    downloaded: p,
+                .map(|(p, rp, sha, _)| crate::hf_cache::Placement {
+                    downloaded: downloaded.then_some(p.as_path()),
                     repo_path: rp,
                     sha256: sha,
                 })
@@ -142,7 +153,7 @@ impl HuggingFaceVendor {
         for (s, link) in entry.shards.iter_mut().zip(links) {
             s.path = link;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// GET on the hub's API, with the token, mapping the hub's errors.
@@ -487,6 +498,20 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
         ctx: &ProvisionContext,
     ) -> Result<ModelEntry, ProvisionError> {
         let mut entry = resolved.plan;
+        if let Some(cache) = &self.hub.cache_layout
+            && self.place_in_cache(cache, &mut entry, false, ctx).await?
+        {
+            // huggingface_hub (or llama.cpp) fetched these bytes already: adopted,
+            // not fetched twice; their sha256 is the blob's name, not our hash
+            ctx.reporter
+                .narrate("download", "already in the hub cache: nothing to download");
+            let summary = summary_of(&entry.path).await?;
+            entry = entry.with_summary(summary);
+            entry.verified = false;
+            entry.status = ArtifactStatus::Available;
+            entry.progress = None;
+            return Ok(entry);
+        }
         let mirror = self.mirror_copy(&entry, ctx).await;
         let verified = match &mirror {
             Ok(copy) => {
@@ -525,8 +550,13 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
         };
         let summary = summary_of(&entry.path).await?;
         entry = entry.with_summary(summary);
-        if let Some(cache) = &self.hub.cache_layout {
-            self.place_in_cache(cache, &mut entry, ctx).await?;
+        if let Some(cache) = &self.hub.cache_layout
+            && !self.place_in_cache(cache, &mut entry, true, ctx).await?
+        {
+            ctx.reporter.narrate(
+                "place",
+                "kept in the hive's folder: the hub gave no sha256 to name the blob by",
+            );
         }
         entry.verified = verified;
         entry.status = ArtifactStatus::Available;

@@ -37,8 +37,8 @@ fn is_plain(p: &Path) -> bool {
 /// One file to place: where it was downloaded, its path in the repo, its sha256.
 #[derive(Debug, Clone)]
 pub struct Placement<'a> {
-    /// The verified file, in the hive's folder.
-    pub downloaded: &'a Path,
+    /// The verified file, in the hive's folder; `None`: the cache holds its blob.
+    pub downloaded: Option<&'a Path>,
     /// Its path in the repo (`sub/dir/model.gguf`).
     pub repo_path: &'a str,
     /// Its sha256, lowercase hex (the LFS oid, the blob's name).
@@ -75,12 +75,20 @@ pub fn place(
             )));
         }
         let blob = blobs.join(f.sha256);
-        let len = fs_err::metadata(f.downloaded)?.len();
-        if fs_err::metadata(&blob).is_ok_and(|m| m.len() == len) {
-            // the cache has these bytes already (same sha256)
-            fs_err::remove_file(f.downloaded)?;
-        } else {
-            move_file(f.downloaded, &blob)?;
+        match f.downloaded {
+            Some(ours) => {
+                let len = fs_err::metadata(ours)?.len();
+                if fs_err::metadata(&blob).is_ok_and(|m| m.len() == len) {
+                    // the cache has these bytes already (same sha256)
+                    fs_err::remove_file(ours)?;
+                } else {
+                    move_file(ours, &blob)?;
+                }
+            }
+            None if blob.is_file() => {}
+            None => {
+                return Err(invalid(format!("the hub cache has no blob {}", f.sha256)));
+            }
         }
         let link = root.join("snapshots").join(commit).join(rel);
         if let Some(parent) = link.parent() {
@@ -199,7 +207,7 @@ mod tests {
             "main",
             &"c".repeat(40),
             &[Placement {
-                downloaded: &ours,
+                downloaded: Some(&ours),
                 repo_path: "sub/model.gguf",
                 sha256: &sha,
             }],
@@ -248,7 +256,7 @@ mod tests {
                 "main",
                 "c",
                 &[Placement {
-                    downloaded: &ours,
+                    downloaded: Some(&ours),
                     repo_path: path,
                     sha256: &sha,
                 }],

@@ -177,6 +177,30 @@ pub fn plan_room(state: &SharedState, plan: &ModelEntry) -> Result<Room, ApiErro
     })
 }
 
+/// What to say at start when the pinned models alone pass `--models-max-bytes`:
+/// every pull will then be refused until one is unpinned or the quota raised.
+pub fn pinned_over_quota(state: &SharedState) -> Result<Option<String>, ApiError> {
+    let Some(quota) = state.config.models_max_bytes else {
+        return Ok(None);
+    };
+    let pinned: Vec<(String, u64)> = state
+        .catalog
+        .list()?
+        .into_iter()
+        .filter(|r| !r.artifact.external && r.artifact.preset.pinned)
+        .map(|r| (r.artifact.id, r.artifact.size))
+        .collect();
+    let total: u64 = pinned.iter().map(|p| p.1).sum();
+    Ok((total > quota).then(|| {
+        format!(
+            "the {} pinned model(s) take {}, more than --models-max-bytes {}: every pull will be refused until one is unpinned (rbee models set ID --unpin) or the quota raised",
+            pinned.len(),
+            human_bytes(total),
+            human_bytes(quota)
+        )
+    }))
+}
+
 /// The bytes of a file, or of a folder's files, links not followed.
 pub(crate) fn bytes_under(path: &Path) -> u64 {
     let Ok(m) = fs_err::symlink_metadata(path) else {

@@ -150,8 +150,14 @@ async fn a_pull_in_the_hub_cache_layout_is_found_by_huggingface_hub() {
         return;
     };
     let file = RepoFile::lfs("sub/Cache-Q4_0.gguf", big_gguf(2 << 20));
+    let mut theirs = crate::fixture("llama-q4_0.gguf");
+    theirs.extend_from_slice(&hf_test_server::test_bytes(1 << 20, 4));
+    let theirs = RepoFile::lfs("Theirs-Q8_0.gguf", theirs);
     let hf = HfServer::start(
-        vec![Repo::new("org/Cache-GGUF", vec![file.clone()])],
+        vec![Repo::new(
+            "org/Cache-GGUF",
+            vec![file.clone(), theirs.clone()],
+        )],
         None,
         false,
     )
@@ -211,6 +217,44 @@ async fn a_pull_in_the_hub_cache_layout_is_found_by_huggingface_hub() {
             link.display().to_string()
         );
     }
+
+    // a file huggingface_hub fetched itself is adopted by a pull, not fetched again
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "from huggingface_hub import hf_hub_download; print(hf_hub_download('org/Cache-GGUF', 'Theirs-Q8_0.gguf'))",
+        ])
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_ENDPOINT", hf.url())
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .env("HF_HUB_DISABLE_XET", "1")
+        .env_remove("HF_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = hf.bytes_sent();
+    let (_, state, ev) = crate::pull(&h, "hf:org/Cache-GGUF:Q8_0").await;
+    assert_eq!(state, "completed", "{ev:?}");
+    assert_eq!(hf.bytes_sent(), sent, "not a byte fetched again");
+    let adopted = &ev[ev.len() - 2].1;
+    assert_eq!(
+        adopted["path"],
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "{adopted}"
+    );
+    assert_eq!(adopted["sha256"], theirs.sha256());
+    assert_eq!(adopted["gguf"]["architecture"], "llama");
+    let theirs_id = "hf:org/Cache-GGUF/Theirs-Q8_0.gguf";
+    let r = crate::client()
+        .delete(format!("{}/v1/models/{}", h.url, enc(theirs_id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     // a scan of the cache finds the hive's own file, and adopts nothing
     let (s, job) = post(&h, "/v1/models/scan", json!({})).await;
