@@ -23,6 +23,9 @@ pub enum ModelsCommand {
         /// engine runs it
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: a context (tokens) to work the memory out at (repeatable)
+        #[arg(long = "context", requires = "dry_run")]
+        contexts: Vec<u64>,
     },
     /// Push an available model to an OCI registry: oci://HOST/REPO:TAG (HOST may be HOST:PORT)
     Push {
@@ -222,8 +225,9 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
         ModelsCommand::Pull {
             reference,
             dry_run: true,
+            contexts,
             ..
-        } => crate::commands::storage::plan(&client, &reference, args.json).await,
+        } => crate::commands::storage::plan(&client, &reference, &contexts, args.json).await,
         ModelsCommand::Du => crate::commands::storage::du(&client, args.json).await,
         ModelsCommand::Pull {
             reference, sha256, ..

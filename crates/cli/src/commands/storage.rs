@@ -142,12 +142,17 @@ pub async fn gc(client: &Client, dry_run: bool, json_out: bool) -> anyhow::Resul
 }
 
 /// `rbee models pull REF --dry-run`.
-pub async fn plan(client: &Client, reference: &str, json_out: bool) -> anyhow::Result<()> {
+pub async fn plan(
+    client: &Client,
+    reference: &str,
+    contexts: &[u64],
+    json_out: bool,
+) -> anyhow::Result<()> {
     let v = client
         .call(
             Method::POST,
             "/v1/models/plan",
-            Some(json!({"model_ref": reference})),
+            Some(json!({"model_ref": reference, "contexts": contexts})),
         )
         .await?;
     if json_out {

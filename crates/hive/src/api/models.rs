@@ -62,6 +62,10 @@ pub struct ScanBody {
 pub struct PlanBody {
     /// A reference, as a download takes it.
     pub model_ref: String,
+    /// The contexts (tokens) to work the memory out at; none: 2048, 8192, 32768 and
+    /// 131072 below the model's own, and its own.
+    #[serde(default)]
+    pub contexts: Vec<u64>,
 }
 
 /// What to push, and where.
@@ -229,7 +233,7 @@ pub async fn plan(
     ApiJson(body): ApiJson<PlanBody>,
 ) -> Result<ApiJson<serde_json::Value>, ApiError> {
     Ok(ApiJson(
-        crate::ops::plan::plan(&state, &body.model_ref).await?,
+        crate::ops::plan::plan(&state, &body.model_ref, &body.contexts).await?,
     ))
 }
 

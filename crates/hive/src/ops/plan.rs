@@ -22,9 +22,23 @@ use crate::state::SharedState;
 const PLAN_TIMEOUT: Duration = Duration::from_secs(60);
 /// The contexts memory is worked out at (those past the model's own are left out).
 const CONTEXTS: [u64; 4] = [2048, 8192, 32768, 131_072];
+/// The most contexts one plan works out, and the largest.
+const MAX_CONTEXTS: usize = 16;
+const MAX_CONTEXT: u64 = 1 << 24;
 
-/// The fit check of one reference.
-pub async fn plan(state: &SharedState, reference: &str) -> Result<Value, ApiError> {
+/// The fit check of one reference, with memory at `contexts` (none: some below the
+/// model's own, and its own).
+pub async fn plan(
+    state: &SharedState,
+    reference: &str,
+    contexts: &[u64],
+) -> Result<Value, ApiError> {
+    if contexts.len() > MAX_CONTEXTS || contexts.iter().any(|&c| c == 0 || c > MAX_CONTEXT) {
+        return Err(ApiError::bad_request(
+            "invalid_context",
+            format!("contexts: at most {MAX_CONTEXTS}, each from 1 to {MAX_CONTEXT} tokens"),
+        ));
+    }
     let request = ProvisionRequest::new(reference.trim());
     let work = async {
         let resolved = state.provisioner.resolve(&request).await?;
@@ -56,10 +70,15 @@ pub async fn plan(state: &SharedState, reference: &str) -> Result<Value, ApiErro
     .await?;
     let available = matches!(in_catalog, Some(ArtifactStatus::Available));
 
-    // memory at the model's own context and some below it
+    // memory at the contexts asked for, else at the model's own and some below it
     let trained = summary.context_length.unwrap_or(4096);
-    let mut contexts: Vec<u64> = CONTEXTS.iter().copied().filter(|&c| c < trained).collect();
-    contexts.push(trained);
+    let contexts: Vec<u64> = if contexts.is_empty() {
+        let mut c: Vec<u64> = CONTEXTS.iter().copied().filter(|&c| c < trained).collect();
+        c.push(trained);
+        c
+    } else {
+        contexts.to_vec()
+    };
     let ram_total = {
         let mut sys = sysinfo::System::new();
         sys.refresh_memory();

@@ -380,6 +380,30 @@ async fn the_plan_reads_only_the_header_and_matches_the_pull() {
         "the same summary as the whole file's"
     );
 
+    // memory at the contexts asked for; a bad one is a 400
+    let (st, p) = post(
+        &h,
+        "/v1/models/plan",
+        json!({"model_ref": "hf:google/gemma-3-270m-GGUF", "contexts": [1024, 4096]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{p}");
+    let by_context = p["memory"]["by_context"].as_array().unwrap();
+    assert_eq!(by_context.len(), 2);
+    assert_eq!(by_context[1]["context"], 4096);
+    assert!(
+        by_context[1]["kv_cache_bytes"].as_u64().unwrap()
+            == 4 * by_context[0]["kv_cache_bytes"].as_u64().unwrap(),
+        "{p}"
+    );
+    let (st, _) = post(
+        &h,
+        "/v1/models/plan",
+        json!({"model_ref": "hf:google/gemma-3-270m-GGUF", "contexts": [0]}),
+    )
+    .await;
+    assert_eq!(st, 400);
+
     // an imported file is planned from where it lies
     let (st, p) = post(
         &h,
