@@ -143,12 +143,14 @@ async fn child_download() {
     let config = DownloadConfig {
         state_interval: Duration::from_millis(50),
         checkpoint_interval: Duration::from_secs(1),
+        // a loaded machine may leave a connection quiet for a while: not a fault
+        stall_timeout: Duration::from_secs(5),
         ..fast_config()
     };
     fetch(config, req).await.0.unwrap();
 }
 
-/// A fast pull (4 connections at 8 MiB/s each) killed -9 at 20 random points: each
+/// A pull (4 connections at 4 MiB/s each) killed -9 at 20 random points: each
 /// restart resumes from what the killed one wrote, re-fetching at most 5 % of the
 /// file, and the last ends with the right sha256.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +161,7 @@ async fn kill_9_at_20_random_points_loses_at_most_5_percent_each() {
     server
         .faults()
         .throttle_bytes_per_sec
-        .store(8 << 20, Ordering::SeqCst);
+        .store(4 << 20, Ordering::SeqCst);
     let d = dirs();
     let (_, state) = Downloader::partial_paths(&request(&server, &d, None));
     let spawn = || {
