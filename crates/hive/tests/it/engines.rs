@@ -620,3 +620,78 @@ async fn a_binary_built_for_another_cpu_says_so() {
     assert!(message.contains("illegal instruction"), "{message}");
     assert!(message.contains("-DGGML_NATIVE=OFF"), "{message}");
 }
+
+/// `--hf-cache-layout` for llama.cpp: SmolLM2 pulled from the test hub into a hub
+/// cache, then `llama-server -hf ORG/REPO:QUANT --offline` with that cache finds it
+/// there (by `refs/main`, the snapshot and the quant tag), loads it and answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_cpp_runs_a_pull_in_the_hub_cache_layout_offline() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let file = hf_test_server::RepoFile::lfs(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        fs_err::read(&model).unwrap(),
+    );
+    let hf = hf_test_server::HfServer::start(
+        vec![hf_test_server::Repo::new("org/Smol-GGUF", vec![file])],
+        None,
+        false,
+    )
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let cache = home.path().join("hf-hub");
+    let mut c = crate::hive_cmd(home.path(), &hf.url(), &["--hf-cache-layout"]);
+    c.env("HF_HUB_CACHE", &cache);
+    let h = crate::spawn_hive(c);
+    let (_, state, ev) = crate::pull(&h, "hf:org/Smol-GGUF:Q4_1").await;
+    assert_eq!(state, "completed", "{ev:?}");
+    drop(h);
+
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut llama = Command::new(&server)
+        .args([
+            "-hf",
+            "org/Smol-GGUF:Q4_1",
+            "--offline",
+            "--host",
+            "127.0.0.1",
+        ])
+        .args([
+            "--port",
+            &port.to_string(),
+            "-c",
+            "2048",
+            "-t",
+            "2",
+            "-np",
+            "1",
+        ])
+        .env("HF_HUB_CACHE", &cache)
+        .env_remove("LLAMA_CACHE")
+        .env_remove("HF_HOME")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for("llama-server -hf --offline", async || {
+        assert!(
+            llama.try_wait().unwrap().is_none(),
+            "llama-server did not find the model in the hub cache"
+        );
+        crate::client()
+            .get(format!("{url}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let text = complete(&url, "The capital of France is").await;
+    llama.kill().unwrap();
+    llama.wait().unwrap();
+    assert!(!text.is_empty());
+}
