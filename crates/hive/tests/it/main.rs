@@ -99,6 +99,37 @@ pub fn python_with(modules: &str) -> Option<std::path::PathBuf> {
     None
 }
 
+/// The real `huggingface_hub` downloads `file` of `repo` from the hub at `hub` into
+/// the cache `cache`, as a user's own tools would; the snapshot path it gives.
+pub fn hf_hub_download(
+    python: &Path,
+    hub: &str,
+    cache: &Path,
+    repo: &str,
+    file: &str,
+) -> std::path::PathBuf {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sys; from huggingface_hub import hf_hub_download; print(hf_hub_download(sys.argv[1], sys.argv[2], cache_dir=sys.argv[3]))",
+            repo,
+            file,
+        ])
+        .arg(cache)
+        .env("HF_ENDPOINT", hub)
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .env("HF_HUB_DISABLE_XET", "1")
+        .env_remove("HF_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }

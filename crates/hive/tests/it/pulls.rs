@@ -219,22 +219,12 @@ async fn a_pull_in_the_hub_cache_layout_is_found_by_huggingface_hub() {
     }
 
     // a file huggingface_hub fetched itself is adopted by a pull, not fetched again
-    let out = std::process::Command::new(&python)
-        .args([
-            "-c",
-            "from huggingface_hub import hf_hub_download; print(hf_hub_download('org/Cache-GGUF', 'Theirs-Q8_0.gguf'))",
-        ])
-        .env("HF_HUB_CACHE", &cache)
-        .env("HF_ENDPOINT", hf.url())
-        .env("HF_HUB_DISABLE_TELEMETRY", "1")
-        .env("HF_HUB_DISABLE_XET", "1")
-        .env_remove("HF_TOKEN")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let theirs_path = crate::hf_hub_download(
+        &python,
+        &hf.url(),
+        &cache,
+        "org/Cache-GGUF",
+        "Theirs-Q8_0.gguf",
     );
     let sent = hf.bytes_sent();
     let (_, state, ev) = crate::pull(&h, "hf:org/Cache-GGUF:Q8_0").await;
@@ -243,7 +233,7 @@ async fn a_pull_in_the_hub_cache_layout_is_found_by_huggingface_hub() {
     let adopted = &ev[ev.len() - 2].1;
     assert_eq!(
         adopted["path"],
-        String::from_utf8_lossy(&out.stdout).trim(),
+        theirs_path.display().to_string(),
         "{adopted}"
     );
     assert_eq!(adopted["sha256"], theirs.sha256());

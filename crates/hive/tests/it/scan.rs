@@ -5,7 +5,7 @@
 //! only forgets it, and one gone from its store is marked.
 
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hf_test_server::{HfServer, Repo, RepoFile};
 use serde_json::{Value, json};
@@ -53,24 +53,13 @@ async fn the_hf_cache_ollama_and_lm_studio_are_adopted_in_place() {
     )
     .await;
     let hub_cache = user.path().join("hf-cache");
-    let out = std::process::Command::new(&python)
-        .args([
-            "-c",
-            "import sys; from huggingface_hub import hf_hub_download; print(hf_hub_download('TheOrg/Tiny-GGUF', 'tiny.Q4_0.gguf', cache_dir=sys.argv[1]))",
-        ])
-        .arg(&hub_cache)
-        .env("HF_ENDPOINT", hf.url())
-        .env("HF_HUB_DISABLE_TELEMETRY", "1")
-        .env("HF_HUB_DISABLE_XET", "1")
-        .env_remove("HF_TOKEN")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let snapshot_file = crate::hf_hub_download(
+        &python,
+        &hf.url(),
+        &hub_cache,
+        "TheOrg/Tiny-GGUF",
+        "tiny.Q4_0.gguf",
     );
-    let snapshot_file = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert!(
         fs_err::symlink_metadata(&snapshot_file)
             .unwrap()
