@@ -72,7 +72,7 @@ pub struct Room {
     pub min_free_bytes: Option<u64>,
     /// `--models-max-bytes`.
     pub quota_bytes: Option<u64>,
-    /// What the hive's own models take against the quota, this one not counted.
+    /// What the hive's own models take against the quota now, this one not counted.
     pub used_bytes: u64,
     /// Least recently used first: what the pull removes before its first byte.
     pub evict: Vec<Eviction>,
@@ -99,6 +99,8 @@ pub fn plan_room(state: &SharedState, plan: &ModelEntry) -> Result<Room, ApiErro
         .filter(|r| !r.artifact.external && r.artifact.id != plan.id)
         .map(|r| charged(r, &downloads))
         .sum();
+    // as they are now, for the answer; `free` and `used` then follow the evictions
+    let (free_now, used_now) = (free, used);
     let (quota, min_free) = (state.config.models_max_bytes, state.config.min_free_disk);
     let over = |used: u64, free: u64| {
         quota.is_some_and(|q| used + size > q) || free < needed + min_free.unwrap_or(0)
@@ -167,10 +169,10 @@ pub fn plan_room(state: &SharedState, plan: &ModelEntry) -> Result<Room, ApiErro
     Ok(Room {
         size,
         needed_bytes: needed,
-        free_bytes: free,
+        free_bytes: free_now,
         min_free_bytes: min_free,
         quota_bytes: quota,
-        used_bytes: used,
+        used_bytes: used_now,
         evict,
         fits,
         reason,
@@ -265,7 +267,7 @@ pub async fn usage(state: &SharedState) -> Result<Value, ApiError> {
             "totals": {
                 "own_bytes": own,
                 "external_bytes": external,
-                "partial_bytes": all_partials.max(in_partials),
+                "partial_bytes": all_partials,
                 "orphan_partial_bytes": all_partials.saturating_sub(in_partials),
                 "upload_session_bytes": bytes_under(&downloads.join("uploads")),
                 "worker_log_bytes": bytes_under(&s.home.join("logs").join("workers")),
