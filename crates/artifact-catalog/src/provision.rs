@@ -188,16 +188,18 @@ pub trait VendorSource<T: Artifact>: Send + Sync {
         ctx: &ProvisionContext,
     ) -> Result<T, ProvisionError>;
 
-    /// Reads at most `len` bytes at `start` of the resolved artifact's first file,
-    /// from where [`fetch`](Self::fetch) would take it, fetching nothing else: a
-    /// look at a header before a download. Fewer bytes only at the file's end.
+    /// Reads at most `len` bytes at `start` of file `file` of the resolved artifact
+    /// (0 the first; the parts of an artifact in several files in order), from where
+    /// [`fetch`](Self::fetch) would take it, fetching nothing else: a look at a
+    /// header before a download. Fewer bytes only at the file's end.
     async fn read_range(
         &self,
         resolved: &Resolved<T>,
+        file: usize,
         start: u64,
         len: u64,
     ) -> Result<RangeRead, ProvisionError> {
-        let _ = (resolved, start, len);
+        let _ = (resolved, file, start, len);
         Err(ProvisionError::Invalid(format!(
             "the {} vendor cannot read part of a file before fetching it",
             self.name()
@@ -221,15 +223,16 @@ pub trait ArtifactProvisioner<T: Artifact>: Send + Sync {
         ctx: &ProvisionContext,
     ) -> Result<T, ProvisionError>;
 
-    /// Reads part of a resolved artifact's first file, as its vendor's
+    /// Reads part of one of a resolved artifact's files, as its vendor's
     /// [`VendorSource::read_range`].
     async fn read_range(
         &self,
         resolved: &Resolved<T>,
+        file: usize,
         start: u64,
         len: u64,
     ) -> Result<RangeRead, ProvisionError> {
-        let _ = (resolved, start, len);
+        let _ = (resolved, file, start, len);
         Err(ProvisionError::Invalid(
             "this provisioner cannot read part of a file before fetching it".into(),
         ))
@@ -304,11 +307,12 @@ impl<T: Artifact> ArtifactProvisioner<T> for MultiVendorProvisioner<T> {
     async fn read_range(
         &self,
         resolved: &Resolved<T>,
+        file: usize,
         start: u64,
         len: u64,
     ) -> Result<RangeRead, ProvisionError> {
         self.vendor(&resolved.id)?
-            .read_range(resolved, start, len)
+            .read_range(resolved, file, start, len)
             .await
     }
 }

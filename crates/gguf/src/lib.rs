@@ -24,6 +24,7 @@
 
 mod error;
 mod reader;
+mod split;
 mod summary;
 mod types;
 mod value;
@@ -33,6 +34,7 @@ pub use reader::{
     DEFAULT_ALIGNMENT, Gguf, MAX_ARRAY_LEN, MAX_DEPTH, MAX_DIMS, MAX_KV, MAX_STRING_LEN,
     MAX_TENSORS, ReadOptions, TensorInfo, read, read_bytes,
 };
+pub use split::{Split, SplitError, summary_of_shards};
 pub use summary::{MemoryEstimate, Summary};
 pub use types::{GgmlType, file_type_name, quantization_names};
 pub use value::{Array, Value, ValueType};

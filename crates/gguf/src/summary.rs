@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::reader::Gguf;
+use crate::reader::{Gguf, TensorInfo};
 use crate::types::file_type_name;
 use crate::value::Value;
 
@@ -114,7 +114,7 @@ impl Gguf {
         let quantization = file_type
             .and_then(file_type_name)
             .map(str::to_owned)
-            .or_else(|| self.dominant_type());
+            .or_else(|| dominant_type(&self.tensors));
         let vocab_size = self.arch_u64("vocab_size").or_else(|| {
             self.get("tokenizer.ggml.tokens")
                 .and_then(Value::as_array)
@@ -140,24 +140,6 @@ impl Gguf {
             tensor_data_size: self.tensor_data_size(),
             kv_cache_bytes_per_token: self.kv_cache_bytes(1),
         }
-    }
-
-    /// The ggml type holding the most tensor bytes (ties go to the lower type id).
-    fn dominant_type(&self) -> Option<String> {
-        let mut bytes: BTreeMap<u32, (u64, &str)> = BTreeMap::new();
-        for t in &self.tensors {
-            let e = bytes
-                .entry(t.ggml_type.id())
-                .or_insert((0, t.ggml_type.name()));
-            e.0 = e.0.saturating_add(t.n_bytes);
-        }
-        bytes
-            .values()
-            .fold(None::<(u64, &str)>, |best, &(b, name)| match best {
-                Some((bb, _)) if bb >= b => best,
-                _ => Some((b, name)),
-            })
-            .map(|(_, name)| name.to_owned())
     }
 
     /// Memory to run the model with `context_length` tokens of context: the weights
@@ -193,6 +175,26 @@ impl Gguf {
         }
         Some(per_token.saturating_mul(ctx).saturating_mul(2))
     }
+}
+
+/// The ggml type holding the most tensor bytes (ties go to the lower type id).
+pub(crate) fn dominant_type<'a>(
+    tensors: impl IntoIterator<Item = &'a TensorInfo>,
+) -> Option<String> {
+    let mut bytes: BTreeMap<u32, (u64, &str)> = BTreeMap::new();
+    for t in tensors {
+        let e = bytes
+            .entry(t.ggml_type.id())
+            .or_insert((0, t.ggml_type.name()));
+        e.0 = e.0.saturating_add(t.n_bytes);
+    }
+    bytes
+        .values()
+        .fold(None::<(u64, &str)>, |best, &(b, name)| match best {
+            Some((bb, _)) if bb >= b => best,
+            _ => Some((b, name)),
+        })
+        .map(|(_, name)| name.to_owned())
 }
 
 #[derive(Debug, Clone)]

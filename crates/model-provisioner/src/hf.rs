@@ -477,6 +477,7 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
     async fn read_range(
         &self,
         resolved: &Resolved<ModelEntry>,
+        file: usize,
         start: u64,
         len: u64,
     ) -> Result<crate::RangeRead, ProvisionError> {
@@ -485,6 +486,7 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
             &self.downloader,
             &resolved.plan,
             credential.as_ref(),
+            file,
             start,
             len,
             "",
@@ -505,7 +507,7 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
             // not fetched twice; their sha256 is the blob's name, not our hash
             ctx.reporter
                 .narrate("download", "already in the hub cache: nothing to download");
-            let summary = summary_of(&entry.path).await?;
+            let summary = summary_of(&entry.files()).await?;
             entry = entry.with_summary(summary);
             entry.verified = false;
             entry.status = ArtifactStatus::Available;
@@ -548,7 +550,17 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
                 .await?
             }
         };
-        let summary = summary_of(&entry.path).await?;
+        let summary = match summary_of(&entry.files()).await {
+            Ok(s) => s,
+            Err(e) => {
+                // what is not a model does not stay (these are our copies, not yet
+                // placed in any cache)
+                for f in entry.files() {
+                    let _ = fs_err::remove_file(f);
+                }
+                return Err(e);
+            }
+        };
         entry = entry.with_summary(summary);
         if let Some(cache) = &self.hub.cache_layout
             && !self.place_in_cache(cache, &mut entry, true, ctx).await?

@@ -111,10 +111,11 @@ impl VendorSource<ModelEntry> for HttpVendor {
     async fn read_range(
         &self,
         resolved: &Resolved<ModelEntry>,
+        file: usize,
         start: u64,
         len: u64,
     ) -> Result<crate::RangeRead, ProvisionError> {
-        crate::read_remote(&self.downloader, &resolved.plan, None, start, len, "").await
+        crate::read_remote(&self.downloader, &resolved.plan, None, file, start, len, "").await
     }
 
     async fn fetch(
@@ -145,7 +146,7 @@ impl VendorSource<ModelEntry> for HttpVendor {
             .download(request, reporter, ctx.cancel.clone())
             .await
             .map_err(|e| download_error(e, ""))?;
-        let summary = match summary_of(&out.path).await {
+        let summary = match summary_of(&[&out.path]).await {
             Ok(s) => s,
             Err(e) => {
                 // what is not a model does not stay

@@ -190,22 +190,25 @@ async fn fetch_files(
     Ok(verified)
 }
 
-/// Reads part of an entry's first file at its URL, with the credential a fetch would
-/// send.
+/// Reads part of one of an entry's files (`file`: 0 the first, else a shard) at its
+/// URL, with the credential a fetch would send.
 async fn read_remote(
     downloader: &download::Downloader,
     entry: &ModelEntry,
     credential: Option<&download::Credential>,
+    file: usize,
     start: u64,
     len: u64,
     hint: &str,
 ) -> Result<RangeRead, ProvisionError> {
-    let url = entry
-        .shards
-        .first()
-        .and_then(|s| s.source_url.as_deref())
-        .or(entry.source_url.as_deref())
-        .ok_or_else(|| ProvisionError::Invalid(format!("{} has no URL to read", entry.id)))?;
+    let url = if entry.shards.is_empty() {
+        entry.source_url.as_deref().filter(|_| file == 0)
+    } else {
+        entry.shards.get(file).and_then(|s| s.source_url.as_deref())
+    }
+    .ok_or_else(|| {
+        ProvisionError::Invalid(format!("{} has no URL for its file {}", entry.id, file + 1))
+    })?;
     let url = url
         .parse()
         .map_err(|e| ProvisionError::Invalid(format!("bad URL {url}: {e}")))?;
@@ -216,28 +219,36 @@ async fn read_remote(
     Ok(RangeRead { bytes, total })
 }
 
-/// Reads the GGUF summary of a model file, refusing what is not a whole GGUF file.
-fn gguf_summary(path: &Path) -> Result<gguf::Summary, String> {
-    let file = fs_err::File::open(path).map_err(|e| e.to_string())?;
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
-    let g = gguf::read(file, &gguf::ReadOptions::default()).map_err(|e| e.to_string())?;
-    // A split model's first shard holds only its own tensors.
-    let split = g
-        .get("split.count")
-        .and_then(gguf::Value::as_u64)
-        .is_some_and(|n| n > 1);
-    if !split {
-        g.check_file_size(len).map_err(|e| e.to_string())?;
+/// Reads the GGUF summary of a model's files, a split model's shards in order: the
+/// whole model's, refusing what is not whole GGUF files of one model.
+fn gguf_summary<P: AsRef<Path>>(files: &[P]) -> Result<gguf::Summary, String> {
+    let mut headers = Vec::with_capacity(files.len());
+    for path in files {
+        let path = path.as_ref();
+        // a shard's error names the shard
+        let named = |e: String| match (files.len(), path.file_name()) {
+            (2.., Some(name)) => format!("{}: {e}", name.to_string_lossy()),
+            _ => e,
+        };
+        let file = fs_err::File::open(path).map_err(|e| named(e.to_string()))?;
+        let len = file.metadata().map_err(|e| named(e.to_string()))?.len();
+        let g =
+            gguf::read(file, &gguf::ReadOptions::default()).map_err(|e| named(e.to_string()))?;
+        // each shard of a split model holds its own tensors whole
+        g.check_file_size(len).map_err(|e| named(e.to_string()))?;
+        headers.push(g);
     }
-    Ok(g.summary())
+    gguf::summary_of_shards(&headers).map_err(|e| e.to_string())
 }
 
-async fn summary_of(path: &Path) -> Result<gguf::Summary, ProvisionError> {
-    let p = path.to_path_buf();
-    tokio::task::spawn_blocking(move || gguf_summary(&p))
+/// [`gguf_summary`] off the runtime's threads.
+async fn summary_of<P: AsRef<Path>>(files: &[P]) -> Result<gguf::Summary, ProvisionError> {
+    let owned: Vec<PathBuf> = files.iter().map(|p| p.as_ref().to_path_buf()).collect();
+    let first = owned.first().cloned().unwrap_or_default();
+    tokio::task::spawn_blocking(move || gguf_summary(&owned))
         .await
         .map_err(|e| ProvisionError::Io(e.to_string()))?
         .map_err(|e| {
-            ProvisionError::Invalid(format!("{} is not a GGUF model file: {e}", path.display()))
+            ProvisionError::Invalid(format!("{} is not a GGUF model file: {e}", first.display()))
         })
 }

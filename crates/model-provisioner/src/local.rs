@@ -107,7 +107,7 @@ impl VendorSource<ModelEntry> for LocalFileVendor {
         }
         let path = fs_err::canonicalize(&path).map_err(|e| ProvisionError::Io(e.to_string()))?;
         // refuse what is not GGUF before anything is written
-        summary_of(&path).await?;
+        summary_of(&[&path]).await?;
         let id = format!("file:{}", path.display());
         let name = path
             .file_name()
@@ -123,10 +123,18 @@ impl VendorSource<ModelEntry> for LocalFileVendor {
     async fn read_range(
         &self,
         resolved: &Resolved<ModelEntry>,
+        file: usize,
         start: u64,
         len: u64,
     ) -> Result<crate::RangeRead, ProvisionError> {
         use std::io::Seek as _;
+        if file > 0 {
+            return Err(ProvisionError::Invalid(format!(
+                "{} is one file: it has no file {}",
+                resolved.id,
+                file + 1
+            )));
+        }
         let source = local_path(&resolved.id)?;
         tokio::task::spawn_blocking(move || -> std::io::Result<crate::RangeRead> {
             let mut f = fs_err::File::open(&source)?;
@@ -194,7 +202,7 @@ impl VendorSource<ModelEntry> for LocalFileVendor {
                 resolved.id
             )));
         }
-        let summary = summary_of(&entry.path).await?;
+        let summary = summary_of(&entry.files()).await?;
         entry = entry.with_summary(summary);
         entry.verified = expected.is_some();
         entry.sha256 = Some(sha);

@@ -145,33 +145,45 @@ fn entries(dir: &Path, found: &mut Found) -> Vec<PathBuf> {
     }
 }
 
-/// An external entry for a GGUF file, with its summary; None (and a problem) when
-/// it is not a readable GGUF model.
+/// An external entry for a GGUF file (a split model's first shard, with `shards`
+/// beside it), with its summary; None (and a problem) when it is not a readable,
+/// whole GGUF model.
 fn adopt(
     found: &mut Found,
     id: String,
     provider: &str,
     reference: String,
     path: &Path,
+    shards: Vec<Shard>,
     sha256: Option<String>,
 ) -> Option<ModelEntry> {
-    let summary = match crate::gguf_summary(path) {
+    let files: Vec<&Path> = if shards.is_empty() {
+        vec![path]
+    } else {
+        shards.iter().map(|s| s.path.as_path()).collect()
+    };
+    let summary = match crate::gguf_summary(&files) {
         Ok(s) => s,
         Err(e) => {
             problem(found, path, format!("not a GGUF model: {e}"));
             return None;
         }
     };
-    let size = match fs_err::metadata(path) {
-        Ok(m) => m.len(),
-        Err(e) => {
-            problem(found, path, e.to_string());
-            return None;
+    let size = if shards.is_empty() {
+        match fs_err::metadata(path) {
+            Ok(m) => m.len(),
+            Err(e) => {
+                problem(found, path, e.to_string());
+                return None;
+            }
         }
+    } else {
+        shards.iter().map(|s| s.size).sum()
     };
     let mut entry = ModelEntry::new(&id, provider, &reference, path).with_summary(summary);
     entry.size = size;
     entry.sha256 = sha256;
+    entry.shards = shards;
     entry.status = ArtifactStatus::Available;
     entry.external = true;
     Some(entry)
@@ -237,12 +249,9 @@ fn scan_hf(root: &Path, found: &mut Found) {
                     .filter(|n| is_hex64(n));
                 let id = format!("hf:{repo}/{rel}");
                 let reference = format!("hf:{repo}@{commit}/{rel}");
-                if let Some(mut e) = adopt(found, id, "huggingface", reference, file, sha) {
+                let shards = shards_beside(rel, &relative);
+                if let Some(mut e) = adopt(found, id, "huggingface", reference, file, shards, sha) {
                     e.revision = Some(commit.clone());
-                    e.shards = shards_beside(rel, &relative);
-                    if !e.shards.is_empty() {
-                        e.size = e.shards.iter().map(|s| s.size).sum();
-                    }
                     found.models.push(e);
                 }
             }
@@ -347,11 +356,8 @@ fn scan_folder(root: &Path, kind: &str, found: &mut Found) {
             continue;
         }
         let id = format!("file:{text}");
-        if let Some(mut e) = adopt(found, id.clone(), kind, id, file, None) {
-            e.shards = shards_beside(text, &relative);
-            if !e.shards.is_empty() {
-                e.size = e.shards.iter().map(|s| s.size).sum();
-            }
+        let shards = shards_beside(text, &relative);
+        if let Some(e) = adopt(found, id.clone(), kind, id, file, shards, None) {
             found.models.push(e);
         }
     }
@@ -431,6 +437,7 @@ fn scan_ollama(root: &Path, found: &mut Found) {
             "ollama",
             id,
             &blob,
+            Vec::new(),
             Some(hex.to_ascii_lowercase()),
         ) {
             e.name = short.clone();

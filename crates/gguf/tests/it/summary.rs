@@ -103,3 +103,46 @@ fn memory_estimates() {
         (None, 32 * 3 * 4 + 32 * 4)
     );
 }
+
+#[test]
+fn a_split_model_sums_its_shards() {
+    let names: Vec<String> = (1..=3)
+        .map(|i| format!("llama-q4_0-split-{i:05}-of-00003.gguf"))
+        .collect();
+    let shards: Vec<gguf::Gguf> = names
+        .iter()
+        .map(|n| parse(n, &ReadOptions::default()))
+        .collect();
+    for (i, g) in shards.iter().enumerate() {
+        let split = g.split().unwrap();
+        assert_eq!((split.no, split.count), (i as u64, 3));
+        assert_eq!(split.tensors, Some(18));
+    }
+    // the writer cut llama-q4_0's model: the whole is the unsplit file's summary
+    let whole = summary("llama-q4_0.gguf");
+    assert_eq!(gguf::summary_of_shards(&shards).unwrap(), whole);
+    // the first shard alone knows only its own tensors
+    let first = gguf::summary_of_shards(&shards[..1]).unwrap();
+    assert!(first.parameter_count < whole.parameter_count);
+    assert_eq!(first.architecture, whole.architecture);
+
+    let err = |set: Vec<gguf::Gguf>| gguf::summary_of_shards(&set).unwrap_err().to_string();
+    let e = err(vec![
+        shards[1].clone(),
+        shards[0].clone(),
+        shards[2].clone(),
+    ]);
+    assert!(e.contains("shard 1 of 3") && e.contains("split.no"), "{e}");
+    let e = err(shards[..2].to_vec());
+    assert!(e.contains("split.count says 3"), "{e}");
+    let e = err(vec![
+        parse("llama-q4_0.gguf", &ReadOptions::default()),
+        shards[1].clone(),
+        shards[2].clone(),
+    ]);
+    assert!(
+        e.contains("shard 1 of 3") && e.contains("not a shard"),
+        "{e}"
+    );
+    assert!(gguf::summary_of_shards(&[]).is_err());
+}

@@ -246,3 +246,60 @@ async fn a_named_folder_is_adopted_and_the_hives_own_files_are_not() {
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["external"], Value::Null, "{list}");
 }
+
+/// A split model (shards written by llama.cpp's gguf writer) is adopted as one model
+/// with the whole model's summary; one short of a shard is a problem, not a model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_model_is_adopted_whole_and_one_short_of_a_shard_is_not() {
+    let user = tempfile::tempdir().unwrap();
+    let home = user.path().join("rbee");
+    let folder = user.path().join("models");
+    fs_err::create_dir_all(&folder).unwrap();
+    let shard = |i: u32| crate::fixture(&format!("llama-q4_0-split-{i:05}-of-00003.gguf"));
+    for i in 1..=3 {
+        fs_err::write(
+            folder.join(format!("big-Q4_0-{i:05}-of-00003.gguf")),
+            shard(i),
+        )
+        .unwrap();
+    }
+    for i in 1..=2 {
+        fs_err::write(
+            folder.join(format!("half-Q4_0-{i:05}-of-00003.gguf")),
+            shard(i),
+        )
+        .unwrap();
+    }
+    let mut c = crate::hive_cmd(&home, "http://127.0.0.1:9", &[]);
+    c.env("HOME", user.path())
+        .env("HF_HUB_CACHE", user.path().join("none"))
+        .env("OLLAMA_MODELS", user.path().join("none"))
+        .env("LLAMA_CACHE", user.path().join("none"));
+    let h = crate::spawn_hive(c);
+    let (state, r) = scan(&h, &[&folder]).await;
+    assert_eq!(state, "completed", "{r}");
+    let id = format!(
+        "file:{}",
+        folder.join("big-Q4_0-00001-of-00003.gguf").display()
+    );
+    assert_eq!(r["added"], json!([id]), "{r}");
+    let problems = r["problems"].to_string();
+    assert!(
+        problems.contains("half-Q4_0-00001-of-00003.gguf")
+            && problems.contains("split.count says 3"),
+        "{problems}"
+    );
+
+    let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&id))).await;
+    let whole = gguf::read_bytes(
+        &crate::fixture("llama-q4_0.gguf"),
+        &gguf::ReadOptions::default(),
+    )
+    .unwrap()
+    .summary();
+    assert_eq!(m["gguf"]["parameter_count"], whole.parameter_count, "{m}");
+    assert_eq!(m["gguf"]["tensor_data_size"], whole.tensor_data_size, "{m}");
+    assert_eq!(m["shards"].as_array().map(Vec::len), Some(3), "{m}");
+    let size: usize = (1..=3).map(|i| shard(i).len()).sum();
+    assert_eq!(m["size"], size, "{m}");
+}

@@ -327,6 +327,7 @@ impl VendorSource<ModelEntry> for OciVendor {
     async fn read_range(
         &self,
         resolved: &Resolved<ModelEntry>,
+        file: usize,
         start: u64,
         len: u64,
     ) -> Result<crate::RangeRead, ProvisionError> {
@@ -336,6 +337,7 @@ impl VendorSource<ModelEntry> for OciVendor {
             &self.downloader,
             entry,
             repo.credential().as_ref(),
+            file,
             start,
             len,
             "",
@@ -359,7 +361,7 @@ impl VendorSource<ModelEntry> for OciVendor {
             " (log in with docker login or oras login, or set RBEE_OCI_USERNAME and RBEE_OCI_PASSWORD)",
         )
         .await?;
-        let summary = match crate::summary_of(&entry.path).await {
+        let summary = match crate::summary_of(&entry.files()).await {
             Ok(s) => s,
             Err(e) => {
                 // what is not a model does not stay

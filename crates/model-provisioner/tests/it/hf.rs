@@ -22,23 +22,14 @@ fn repo() -> Repo {
 }
 
 fn split_repo() -> Repo {
-    // a real GGUF cut into three "shards": the provisioner fetches all and reads the first
-    let whole = fixture("qwen2-q4_k_m.gguf");
-    let third = whole.len() / 3;
-    Repo::new(
-        "org/Split-GGUF",
-        vec![
-            RepoFile::lfs("Q4_K_M/Split-Q4_K_M-00001-of-00003.gguf", whole.clone()),
-            RepoFile::lfs(
-                "Q4_K_M/Split-Q4_K_M-00002-of-00003.gguf",
-                whole[third..].to_vec(),
-            ),
-            RepoFile::lfs(
-                "Q4_K_M/Split-Q4_K_M-00003-of-00003.gguf",
-                whole[2 * third..].to_vec(),
-            ),
-        ],
-    )
+    // llama-q4_0's model cut into three shards by llama.cpp's gguf writer
+    let shard = |i: u32| {
+        RepoFile::lfs(
+            &format!("Q4_0/Split-Q4_0-{i:05}-of-00003.gguf"),
+            fixture(&format!("llama-q4_0-split-{i:05}-of-00003.gguf")),
+        )
+    };
+    Repo::new("org/Split-GGUF", vec![shard(1), shard(2), shard(3)])
 }
 
 async fn pull(
@@ -201,12 +192,12 @@ async fn ambiguous_without_a_preferred_quant() {
 async fn split_models_are_fetched_whole() {
     let server = HfServer::start(vec![split_repo()], None, true).await;
     let home = tempfile::tempdir().unwrap();
-    let e = pull(&server, home.path(), "hf:org/Split-GGUF:Q4_K_M")
+    let e = pull(&server, home.path(), "hf:org/Split-GGUF:Q4_0")
         .await
         .unwrap();
     assert_eq!(
         e.id,
-        "hf:org/Split-GGUF/Q4_K_M/Split-Q4_K_M-00001-of-00003.gguf"
+        "hf:org/Split-GGUF/Q4_0/Split-Q4_0-00001-of-00003.gguf"
     );
     assert_eq!(e.shards.len(), 3);
     let repo = server.repo("org/Split-GGUF");
@@ -218,16 +209,72 @@ async fn split_models_are_fetched_whole() {
         repo.files.iter().map(|f| f.data.len() as u64).sum::<u64>()
     );
     assert!(e.verified);
+    // the summary is the whole model's, as the unsplit file's: every shard's tensors
+    let whole = gguf::read_bytes(&fixture("llama-q4_0.gguf"), &gguf::ReadOptions::default())
+        .unwrap()
+        .summary();
+    assert_eq!(e.gguf.as_ref(), Some(&whole));
+
+    // the plan reads the three headers and nothing past them, and says the same
+    let p = provisioner(home.path(), &server.url(), None, false);
+    let resolved = p
+        .resolve(&ProvisionRequest::new("hf:org/Split-GGUF:Q4_0"))
+        .await
+        .unwrap();
+    let header = model_provisioner::plan::read_header(&p, &resolved)
+        .await
+        .unwrap();
+    assert_eq!(header.summary, whole);
+    assert_eq!(header.requests, 3);
+    assert_eq!(header.bytes_read, e.size, "small shards are read whole");
+
     // naming any shard names the model
     let home2 = tempfile::tempdir().unwrap();
     let e2 = pull(
         &server,
         home2.path(),
-        "hf:org/Split-GGUF/Q4_K_M/Split-Q4_K_M-00002-of-00003.gguf",
+        "hf:org/Split-GGUF/Q4_0/Split-Q4_0-00002-of-00003.gguf",
     )
     .await
     .unwrap();
     assert_eq!(e2.id, e.id);
+}
+
+#[tokio::test]
+async fn shards_whose_headers_disagree_with_their_names_are_refused() {
+    // named two of two, but the headers are two of a three-way split
+    let shard = |i: u32| {
+        RepoFile::lfs(
+            &format!("Q4_0/Cut-Q4_0-{i:05}-of-00002.gguf"),
+            fixture(&format!("llama-q4_0-split-{i:05}-of-00003.gguf")),
+        )
+    };
+    let server = HfServer::start(
+        vec![Repo::new("org/Cut-GGUF", vec![shard(1), shard(2)])],
+        None,
+        true,
+    )
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let p = provisioner(home.path(), &server.url(), None, false);
+    let resolved = p
+        .resolve(&ProvisionRequest::new("hf:org/Cut-GGUF:Q4_0"))
+        .await
+        .unwrap();
+    let e = model_provisioner::plan::read_header(&p, &resolved)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "invalid_artifact", "{e}");
+    assert!(e.to_string().contains("split.count says 3"), "{e}");
+    let e = pull(&server, home.path(), "hf:org/Cut-GGUF:Q4_0")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "invalid_artifact", "{e}");
+    assert!(e.to_string().contains("split.count says 3"), "{e}");
+    // what is not a model does not stay
+    for f in resolved.plan.files() {
+        assert!(!f.exists(), "{} was left", f.display());
+    }
 }
 
 #[tokio::test]
