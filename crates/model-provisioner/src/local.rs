@@ -4,9 +4,10 @@ use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use model_catalog::{ArtifactStatus, ModelEntry};
+use model_catalog::{ArtifactStatus, ModelEntry, Shard};
 use sha2::{Digest, Sha256};
 
+use crate::reference::shard_of;
 use crate::{
     Dirs, ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorSource, summary_of,
 };
@@ -70,8 +71,75 @@ fn copy_hashing(from: &Path, to: &Path, progress: &dyn Fn(u64)) -> std::io::Resu
     result.map(|()| hex::encode(sha.finalize()))
 }
 
-fn hash_file(path: &Path) -> std::io::Result<String> {
-    model_catalog::sha256_file(path)
+/// Puts `source` at `dest`: a hard link when the filesystem allows, else a copy;
+/// its sha256.
+fn place(
+    source: &Path,
+    dest: &Path,
+    reporter: &dyn crate::ProvisionReporter,
+    progress: &dyn Fn(u64),
+) -> std::io::Result<String> {
+    if let Some(parent) = dest.parent() {
+        fs_err::create_dir_all(parent)?;
+    }
+    let _ = fs_err::remove_file(dest);
+    if std::fs::hard_link(source, dest).is_ok() {
+        reporter.narrate(
+            "import",
+            &format!("hard-linked {} into the catalog", source.display()),
+        );
+        return model_catalog::sha256_file(dest);
+    }
+    reporter.narrate(
+        "import",
+        &format!("copying {} into the catalog", source.display()),
+    );
+    copy_hashing(source, dest, progress)
+}
+
+/// The files of the model at `path` (of `len` bytes), with their sizes: when its name
+/// is a shard's (`NAME-0000K-of-0000N.gguf`, any K), the N shards beside it, in order;
+/// else it alone.
+fn model_files(path: &Path, len: u64) -> Result<Vec<(PathBuf, u64)>, ProvisionError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (Some((prefix, _, total)), Some(dir)) = (shard_of(&name), path.parent()) else {
+        return Ok(vec![(path.to_path_buf(), len)]);
+    };
+    let suffix = &name[name.len() - ".gguf".len()..];
+    (1..=total)
+        .map(|i| {
+            let shard = dir.join(format!("{prefix}-{i:05}-of-{total:05}{suffix}"));
+            match fs_err::metadata(&shard) {
+                Ok(m) if m.is_file() => Ok((shard, m.len())),
+                _ => Err(ProvisionError::NotFound(format!(
+                    "{name} is split into {total} files, but {} is not beside it",
+                    shard.display()
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Each file of a resolved entry: where it is read from, where it goes, its size.
+fn sources(entry: &ModelEntry) -> Result<Vec<(PathBuf, PathBuf, u64)>, ProvisionError> {
+    if entry.shards.is_empty() {
+        return Ok(vec![(
+            local_path(&entry.id)?,
+            entry.path.clone(),
+            entry.size,
+        )]);
+    }
+    entry
+        .shards
+        .iter()
+        .map(|s| {
+            let from = s.source_url.as_deref().unwrap_or_default();
+            Ok((local_path(from)?, s.path.clone(), s.size))
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -106,17 +174,35 @@ impl VendorSource<ModelEntry> for LocalFileVendor {
             )));
         }
         let path = fs_err::canonicalize(&path).map_err(|e| ProvisionError::Io(e.to_string()))?;
-        // refuse what is not GGUF before anything is written
-        summary_of(&[&path]).await?;
-        let id = format!("file:{}", path.display());
-        let name = path
-            .file_name()
-            .map_or_else(|| "model.gguf".into(), |n| n.to_string_lossy().into_owned());
-        let dest = self.dirs.model_dir(&id)?.join(name);
-        let mut entry = ModelEntry::new(&id, "local", &id, &dest);
-        entry.size = meta.len();
+        let sources = model_files(&path, meta.len())?;
+        // refuse what is not one whole GGUF model before anything is written
+        let paths: Vec<&Path> = sources.iter().map(|(p, _)| p.as_path()).collect();
+        summary_of(&paths).await?;
+        let first = &sources[0].0;
+        let id = format!("file:{}", first.display());
+        let dir = self.dirs.model_dir(&id)?;
+        let dest = |p: &Path| {
+            dir.join(
+                p.file_name()
+                    .map_or_else(|| "model.gguf".into(), |n| n.to_string_lossy().into_owned()),
+            )
+        };
+        let mut entry = ModelEntry::new(&id, "local", &id, &dest(first));
+        entry.size = sources.iter().map(|(_, size)| size).sum();
         entry.source_url = Some(id.clone());
+        // a sha256 given is the first file's, as the entry's is
         entry.sha256 = request.sha256.as_ref().map(|s| s.to_ascii_lowercase());
+        if sources.len() > 1 {
+            entry.shards = sources
+                .iter()
+                .map(|(p, size)| Shard {
+                    path: dest(p),
+                    size: *size,
+                    sha256: None,
+                    source_url: Some(format!("file:{}", p.display())),
+                })
+                .collect();
+        }
         Ok(Resolved { id, plan: entry })
     }
 
@@ -128,14 +214,13 @@ impl VendorSource<ModelEntry> for LocalFileVendor {
         len: u64,
     ) -> Result<crate::RangeRead, ProvisionError> {
         use std::io::Seek as _;
-        if file > 0 {
-            return Err(ProvisionError::Invalid(format!(
-                "{} is one file: it has no file {}",
-                resolved.id,
-                file + 1
-            )));
-        }
-        let source = local_path(&resolved.id)?;
+        let source = sources(&resolved.plan)?
+            .into_iter()
+            .nth(file)
+            .map(|(source, _, _)| source)
+            .ok_or_else(|| {
+                ProvisionError::Invalid(format!("{} has no file {}", resolved.id, file + 1))
+            })?;
         tokio::task::spawn_blocking(move || -> std::io::Result<crate::RangeRead> {
             let mut f = fs_err::File::open(&source)?;
             let total = f.metadata()?.len();
@@ -158,49 +243,48 @@ impl VendorSource<ModelEntry> for LocalFileVendor {
         ctx: &ProvisionContext,
     ) -> Result<ModelEntry, ProvisionError> {
         let mut entry = resolved.plan;
-        let source = local_path(&resolved.id)?;
-        let dest = entry.path.clone();
+        let files = sources(&entry)?;
         let expected = entry.sha256.clone();
-        let size = entry.size;
+        let total = entry.size;
         let reporter = ctx.reporter.clone();
         let cancel = ctx.cancel.clone();
-        let placed = tokio::task::spawn_blocking(move || -> std::io::Result<(String, bool)> {
-            if let Some(parent) = dest.parent() {
-                fs_err::create_dir_all(parent)?;
+        let copies = files.clone();
+        let hashes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<String>> {
+            let mut offset = 0;
+            let mut hashes = Vec::with_capacity(copies.len());
+            for (source, dest, size) in &copies {
+                let progress = |done: u64| {
+                    if !cancel.is_cancelled() {
+                        reporter.progress(offset + done, Some(total), 0.0, None);
+                    }
+                };
+                hashes.push(place(source, dest, &*reporter, &progress)?);
+                offset += size;
             }
-            let _ = fs_err::remove_file(&dest);
-            if std::fs::hard_link(&source, &dest).is_ok() {
-                reporter.narrate(
-                    "import",
-                    &format!("hard-linked {} into the catalog", source.display()),
-                );
-                let sha = hash_file(&dest)?;
-                reporter.progress(size, Some(size), 0.0, Some(0.0));
-                return Ok((sha, true));
-            }
-            reporter.narrate(
-                "import",
-                &format!("copying {} into the catalog", source.display()),
-            );
-            let sha = copy_hashing(&source, &dest, &|done| {
-                if !cancel.is_cancelled() {
-                    reporter.progress(done, Some(size), 0.0, None);
-                }
-            })?;
-            Ok((sha, false))
+            reporter.progress(total, Some(total), 0.0, Some(0.0));
+            Ok(hashes)
         })
         .await
         .map_err(|e| ProvisionError::Io(e.to_string()))?
-        .map_err(|e| ProvisionError::Io(format!("cannot import {}: {e}", resolved.id)))?;
-        let (sha, _linked) = placed;
+        .map_err(|e| ProvisionError::Io(format!("cannot import {}: {e}", resolved.id)));
+        let remove_all = || {
+            for (_, dest, _) in &files {
+                let _ = fs_err::remove_file(dest);
+            }
+        };
+        let hashes = hashes.inspect_err(|_| remove_all())?;
+        let sha = hashes.first().cloned().unwrap_or_default();
         if let Some(expected) = &expected
             && !expected.eq_ignore_ascii_case(&sha)
         {
-            let _ = fs_err::remove_file(&entry.path);
+            remove_all();
             return Err(ProvisionError::Invalid(format!(
                 "bad sha256 for {}: expected {expected}, got {sha}",
                 resolved.id
             )));
+        }
+        for (shard, hash) in entry.shards.iter_mut().zip(&hashes) {
+            shard.sha256 = Some(hash.clone());
         }
         let summary = summary_of(&entry.files()).await?;
         entry = entry.with_summary(summary);

@@ -145,6 +145,60 @@ async fn import_refuses_what_is_not_a_model() {
 }
 
 #[tokio::test]
+async fn importing_any_shard_imports_the_whole_split_model() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("elsewhere");
+    fs_err::create_dir_all(&dir).unwrap();
+    let shard = |i: u32| dir.join(format!("big-Q4_0-{i:05}-of-00003.gguf"));
+    for i in 1..=3 {
+        fs_err::copy(
+            fixture_path(&format!("llama-q4_0-split-{i:05}-of-00003.gguf")),
+            shard(i),
+        )
+        .unwrap();
+    }
+    let p = provisioner(home.path(), "http://127.0.0.1:9", None, true);
+    // named by its second shard: the model, by its first
+    let request = ProvisionRequest::new(format!("file:{}", shard(2).display()));
+    let resolved = p.resolve(&request).await.unwrap();
+    assert_eq!(resolved.id, format!("file:{}", shard(1).display()));
+    let header = model_provisioner::plan::read_header(&p, &resolved)
+        .await
+        .unwrap();
+    let e = p.provision(&request, &ctx().0).await.unwrap();
+    assert_eq!(e.id, resolved.id);
+    assert_eq!(e.shards.len(), 3);
+    for (i, s) in e.shards.iter().enumerate() {
+        let src = shard(i as u32 + 1);
+        assert_eq!(fs_err::read(&s.path).unwrap(), fs_err::read(&src).unwrap());
+        assert_eq!(s.sha256, Some(model_catalog::sha256_file(&src).unwrap()));
+    }
+    assert_eq!(e.path, e.shards[0].path);
+    let whole = gguf::read_bytes(&fixture("llama-q4_0.gguf"), &gguf::ReadOptions::default())
+        .unwrap()
+        .summary();
+    assert_eq!(e.gguf.as_ref(), Some(&whole));
+    assert_eq!(header.summary, whole);
+    assert_eq!(header.requests, 3);
+
+    // one shard missing: nothing is written
+    fs_err::remove_file(shard(3)).unwrap();
+    let home2 = tempfile::tempdir().unwrap();
+    let p2 = provisioner(home2.path(), "http://127.0.0.1:9", None, true);
+    let err = p2.provision(&request, &ctx().0).await.unwrap_err();
+    assert_eq!(err.code(), "not_found", "{err}");
+    assert!(err.to_string().contains("00003-of-00003"), "{err}");
+    assert!(
+        !home2.path().join("models").exists()
+            || fs_err::read_dir(home2.path().join("models"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "nothing written"
+    );
+}
+
+#[tokio::test]
 async fn http_urls_with_and_without_sha256() {
     let data = fixture("llama-q4_0.gguf");
     let server = HfServer::start(
