@@ -32,6 +32,16 @@ async fn scan(h: &crate::Hive, dirs: &[&Path]) -> (String, Value) {
     (state, result)
 }
 
+/// A hive whose user has no hub cache, no Ollama store and no llama.cpp cache.
+fn hive_without_stores(user: &Path, home: &Path) -> crate::Hive {
+    let mut c = crate::hive_cmd(home, "http://127.0.0.1:9", &[]);
+    c.env("HOME", user)
+        .env("HF_HUB_CACHE", user.join("none"))
+        .env("OLLAMA_MODELS", user.join("none"))
+        .env("LLAMA_CACHE", user.join("none"));
+    crate::spawn_hive(c)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hf_cache_ollama_and_lm_studio_are_adopted_in_place() {
     let Some(python) = crate::python_with("huggingface_hub") else {
@@ -228,12 +238,7 @@ async fn a_named_folder_is_adopted_and_the_hives_own_files_are_not() {
     fs_err::create_dir_all(folder.join("sub")).unwrap();
     fs_err::write(folder.join("sub/a.gguf"), crate::fixture("llama-q4_0.gguf")).unwrap();
     fs_err::write(folder.join("b.gguf"), b"GGUF but not really").unwrap();
-    let mut c = crate::hive_cmd(&home, "http://127.0.0.1:9", &[]);
-    c.env("HOME", user.path())
-        .env("HF_HUB_CACHE", user.path().join("none"))
-        .env("OLLAMA_MODELS", user.path().join("none"))
-        .env("LLAMA_CACHE", user.path().join("none"));
-    let h = crate::spawn_hive(c);
+    let h = hive_without_stores(user.path(), &home);
     let imported = crate::workers::import(&h, &folder.join("sub/a.gguf")).await;
     let (state, r) = scan(&h, &[&folder, &home]).await;
     assert_eq!(state, "completed", "{r}");
@@ -270,12 +275,7 @@ async fn a_split_model_is_adopted_whole_and_one_short_of_a_shard_is_not() {
         )
         .unwrap();
     }
-    let mut c = crate::hive_cmd(&home, "http://127.0.0.1:9", &[]);
-    c.env("HOME", user.path())
-        .env("HF_HUB_CACHE", user.path().join("none"))
-        .env("OLLAMA_MODELS", user.path().join("none"))
-        .env("LLAMA_CACHE", user.path().join("none"));
-    let h = crate::spawn_hive(c);
+    let h = hive_without_stores(user.path(), &home);
     let (state, r) = scan(&h, &[&folder]).await;
     assert_eq!(state, "completed", "{r}");
     let id = format!(
