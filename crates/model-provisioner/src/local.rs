@@ -173,33 +173,36 @@ impl VendorSource<ModelEntry> for LocalFileVendor {
                 path.display()
             )));
         }
-        let path = fs_err::canonicalize(&path).map_err(|e| ProvisionError::Io(e.to_string()))?;
-        let sources = model_files(&path, meta.len())?;
+        // shards are found, and copies named, by the names as given: a hub cache's
+        // snapshot links to blobs named by their sha256
+        let given = model_files(&path, meta.len())?;
+        let mut sources = Vec::with_capacity(given.len());
+        for (shard, size) in given {
+            let real =
+                fs_err::canonicalize(&shard).map_err(|e| ProvisionError::Io(e.to_string()))?;
+            let name = shard
+                .file_name()
+                .map_or_else(|| "model.gguf".into(), |n| n.to_string_lossy().into_owned());
+            sources.push((real, name, size));
+        }
         // refuse what is not one whole GGUF model before anything is written
-        let paths: Vec<&Path> = sources.iter().map(|(p, _)| p.as_path()).collect();
+        let paths: Vec<&Path> = sources.iter().map(|(p, _, _)| p.as_path()).collect();
         summary_of(&paths).await?;
-        let first = &sources[0].0;
-        let id = format!("file:{}", first.display());
+        let id = format!("file:{}", sources[0].0.display());
         let dir = self.dirs.model_dir(&id)?;
-        let dest = |p: &Path| {
-            dir.join(
-                p.file_name()
-                    .map_or_else(|| "model.gguf".into(), |n| n.to_string_lossy().into_owned()),
-            )
-        };
-        let mut entry = ModelEntry::new(&id, "local", &id, &dest(first));
-        entry.size = sources.iter().map(|(_, size)| size).sum();
+        let mut entry = ModelEntry::new(&id, "local", &id, &dir.join(&sources[0].1));
+        entry.size = sources.iter().map(|(_, _, size)| size).sum();
         entry.source_url = Some(id.clone());
         // a sha256 given is the first file's, as the entry's is
         entry.sha256 = request.sha256.as_ref().map(|s| s.to_ascii_lowercase());
         if sources.len() > 1 {
             entry.shards = sources
                 .iter()
-                .map(|(p, size)| Shard {
-                    path: dest(p),
+                .map(|(real, name, size)| Shard {
+                    path: dir.join(name),
                     size: *size,
                     sha256: None,
-                    source_url: Some(format!("file:{}", p.display())),
+                    source_url: Some(format!("file:{}", real.display())),
                 })
                 .collect();
         }

@@ -157,19 +157,16 @@ fn adopt(
     shards: Vec<Shard>,
     sha256: Option<String>,
 ) -> Option<ModelEntry> {
-    let files: Vec<&Path> = if shards.is_empty() {
-        vec![path]
-    } else {
-        shards.iter().map(|s| s.path.as_path()).collect()
-    };
-    let summary = match crate::gguf_summary(&files) {
+    let mut entry = ModelEntry::new(&id, provider, &reference, path);
+    entry.shards = shards;
+    let summary = match crate::gguf_summary(&entry.files()) {
         Ok(s) => s,
         Err(e) => {
             problem(found, path, format!("not a GGUF model: {e}"));
             return None;
         }
     };
-    let size = if shards.is_empty() {
+    let size = if entry.shards.is_empty() {
         match fs_err::metadata(path) {
             Ok(m) => m.len(),
             Err(e) => {
@@ -178,12 +175,11 @@ fn adopt(
             }
         }
     } else {
-        shards.iter().map(|s| s.size).sum()
+        entry.shards.iter().map(|s| s.size).sum()
     };
-    let mut entry = ModelEntry::new(&id, provider, &reference, path).with_summary(summary);
+    let mut entry = entry.with_summary(summary);
     entry.size = size;
     entry.sha256 = sha256;
-    entry.shards = shards;
     entry.status = ArtifactStatus::Available;
     entry.external = true;
     Some(entry)

@@ -6,7 +6,7 @@ use hf_test_server::{HfServer, Repo, RepoFile};
 use model_catalog::ArtifactStatus;
 use model_provisioner::{ArtifactProvisioner as _, ProvisionError, ProvisionRequest};
 
-use crate::{ctx, fixture, provisioner};
+use crate::{ctx, fixture, provisioner, read_header};
 
 fn repo() -> Repo {
     Repo::new(
@@ -217,13 +217,7 @@ async fn split_models_are_fetched_whole() {
 
     // the plan reads the three headers and nothing past them, and says the same
     let p = provisioner(home.path(), &server.url(), None, false);
-    let resolved = p
-        .resolve(&ProvisionRequest::new("hf:org/Split-GGUF:Q4_0"))
-        .await
-        .unwrap();
-    let header = model_provisioner::plan::read_header(&p, &resolved)
-        .await
-        .unwrap();
+    let header = read_header(&p, "hf:org/Split-GGUF:Q4_0").await.unwrap();
     assert_eq!(header.summary, whole);
     assert_eq!(header.requests, 3);
     assert_eq!(header.bytes_read, e.size, "small shards are read whole");
@@ -257,13 +251,7 @@ async fn shards_whose_headers_disagree_with_their_names_are_refused() {
     .await;
     let home = tempfile::tempdir().unwrap();
     let p = provisioner(home.path(), &server.url(), None, false);
-    let resolved = p
-        .resolve(&ProvisionRequest::new("hf:org/Cut-GGUF:Q4_0"))
-        .await
-        .unwrap();
-    let e = model_provisioner::plan::read_header(&p, &resolved)
-        .await
-        .unwrap_err();
+    let e = read_header(&p, "hf:org/Cut-GGUF:Q4_0").await.unwrap_err();
     assert_eq!(e.code(), "invalid_artifact", "{e}");
     assert!(e.to_string().contains("split.count says 3"), "{e}");
     let e = pull(&server, home.path(), "hf:org/Cut-GGUF:Q4_0")
@@ -272,6 +260,10 @@ async fn shards_whose_headers_disagree_with_their_names_are_refused() {
     assert_eq!(e.code(), "invalid_artifact", "{e}");
     assert!(e.to_string().contains("split.count says 3"), "{e}");
     // what is not a model does not stay
+    let resolved = p
+        .resolve(&ProvisionRequest::new("hf:org/Cut-GGUF:Q4_0"))
+        .await
+        .unwrap();
     for f in resolved.plan.files() {
         assert!(!f.exists(), "{} was left", f.display());
     }

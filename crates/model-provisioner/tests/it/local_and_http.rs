@@ -162,9 +162,7 @@ async fn importing_any_shard_imports_the_whole_split_model() {
     let request = ProvisionRequest::new(format!("file:{}", shard(2).display()));
     let resolved = p.resolve(&request).await.unwrap();
     assert_eq!(resolved.id, format!("file:{}", shard(1).display()));
-    let header = model_provisioner::plan::read_header(&p, &resolved)
-        .await
-        .unwrap();
+    let header = crate::read_header(&p, &request.reference).await.unwrap();
     let e = p.provision(&request, &ctx().0).await.unwrap();
     assert_eq!(e.id, resolved.id);
     assert_eq!(e.shards.len(), 3);
@@ -180,6 +178,30 @@ async fn importing_any_shard_imports_the_whole_split_model() {
     assert_eq!(e.gguf.as_ref(), Some(&whole));
     assert_eq!(header.summary, whole);
     assert_eq!(header.requests, 3);
+
+    // a hub cache's snapshot: each shard a link to a blob named by its sha256; the
+    // shards are found, and the copies named, by the links' names
+    let blobs = home.path().join("hub/blobs");
+    let snapshot = home.path().join("hub/snapshots/abc");
+    fs_err::create_dir_all(&blobs).unwrap();
+    fs_err::create_dir_all(&snapshot).unwrap();
+    for i in 1..=3 {
+        let blob = blobs.join(model_catalog::sha256_file(&shard(i)).unwrap());
+        fs_err::copy(shard(i), &blob).unwrap();
+        std::os::unix::fs::symlink(&blob, snapshot.join(shard(i).file_name().unwrap())).unwrap();
+    }
+    let home3 = tempfile::tempdir().unwrap();
+    let p3 = provisioner(home3.path(), "http://127.0.0.1:9", None, true);
+    let linked = ProvisionRequest::new(format!(
+        "file:{}",
+        snapshot.join("big-Q4_0-00001-of-00003.gguf").display()
+    ));
+    let e3 = p3.provision(&linked, &ctx().0).await.unwrap();
+    assert_eq!(e3.shards.len(), 3);
+    for (i, s) in e3.shards.iter().enumerate() {
+        assert_eq!(s.path.file_name(), shard(i as u32 + 1).file_name());
+    }
+    assert_eq!(e3.gguf.as_ref(), Some(&whole));
 
     // one shard missing: nothing is written
     fs_err::remove_file(shard(3)).unwrap();

@@ -54,6 +54,18 @@ pub fn provisioner(
     )
 }
 
+/// The plan's header read of `reference`: resolved, then read where it lies.
+pub async fn read_header(
+    p: &MultiVendorProvisioner<ModelEntry>,
+    reference: &str,
+) -> Result<model_provisioner::plan::Header, model_provisioner::ProvisionError> {
+    use model_provisioner::ArtifactProvisioner as _;
+    let resolved = p
+        .resolve(&model_provisioner::ProvisionRequest::new(reference))
+        .await?;
+    model_provisioner::plan::read_header(p, &resolved).await
+}
+
 #[derive(Debug, Default)]
 pub struct Recorder {
     pub narration: Mutex<Vec<String>>,
