@@ -30,11 +30,11 @@ pub enum CatalogError {
         existing: String,
     },
 
-    #[error("catalog database {path}: {source}")]
+    // the cause is in the message, not a source: shown once, not twice
+    #[error("catalog database {path}: {error}")]
     Sqlite {
         path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
 
     #[error(
@@ -51,6 +51,23 @@ pub enum CatalogError {
 
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl CatalogError {
+    /// Whether the database file itself is damaged (not a database, or malformed):
+    /// moving it aside and re-adopting the models is the way forward.
+    pub fn is_damaged(&self) -> bool {
+        matches!(
+            self,
+            Self::Sqlite {
+                error: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } if matches!(
+                e.code,
+                rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+            )
+        )
+    }
 }
 
 /// Ids can be long and hostile: errors show at most this many characters of one.

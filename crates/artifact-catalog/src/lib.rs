@@ -127,6 +127,19 @@ impl ArtifactStatus {
     }
 }
 
+/// A catalog entry set aside because it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Quarantined {
+    /// `model` or `worker`.
+    pub kind: &'static str,
+    /// Its id.
+    pub id: String,
+    /// Why it could not be read.
+    pub reason: String,
+    /// When it was set aside (RFC 3339).
+    pub at: String,
+}
+
 /// The current time, as precise as both backends store it (microseconds).
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
@@ -157,6 +170,13 @@ pub trait ArtifactCatalog<T: Artifact>: Send + Sync {
 
     /// Every artifact, ordered by id.
     fn list(&self) -> Result<Vec<ArtifactMetadata<T>>>;
+
+    /// Moves the entries that cannot be read (a damaged row) out of the way, where
+    /// they are kept but no longer stop a listing; every entry set aside so far, with
+    /// why. A backend whose damaged entries are skipped where they lie sets none aside.
+    fn quarantine(&self) -> Result<Vec<Quarantined>> {
+        Ok(Vec::new())
+    }
 
     /// Removes the entry (not the artifact's files); whether it was there.
     fn remove(&self, id: &str) -> Result<bool>;

@@ -35,6 +35,14 @@ const MIGRATIONS: &[&str] = &[
     // existed is our own worker
     "UPDATE artifacts SET data = json_set(data, '$.engine', 'rbee')
         WHERE kind = 'worker' AND json_type(data, '$.engine') IS NULL;",
+    // 3: rows that could not be read, kept aside rather than fatal
+    "CREATE TABLE quarantine (
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        data TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        quarantined_at TEXT NOT NULL
+    );",
 ];
 
 /// How long a writer waits for another process's write before giving up.
@@ -59,9 +67,9 @@ impl<T: Artifact> SqliteCatalog<T> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs_err::create_dir_all(parent)?;
         }
-        let err = |source| CatalogError::Sqlite {
+        let err = |error| CatalogError::Sqlite {
             path: path.clone(),
-            source,
+            error,
         };
         let mut conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
@@ -88,10 +96,10 @@ impl<T: Artifact> SqliteCatalog<T> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn sql(&self, source: rusqlite::Error) -> CatalogError {
+    fn sql(&self, error: rusqlite::Error) -> CatalogError {
         CatalogError::Sqlite {
             path: self.path.clone(),
-            source,
+            error,
         }
     }
 
@@ -214,9 +222,9 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
-    let err = |source| CatalogError::Sqlite {
+    let err = |error| CatalogError::Sqlite {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -255,6 +263,53 @@ impl<T: Artifact> ArtifactCatalog<T> for SqliteCatalog<T> {
     fn get(&self, id: &str) -> Result<Option<ArtifactMetadata<T>>> {
         let conn = self.conn();
         self.select(&conn, id)
+    }
+
+    fn quarantine(&self) -> Result<Vec<crate::Quarantined>> {
+        self.write(|tx| {
+            let mut bad = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare("SELECT id, data, added_at, last_accessed FROM artifacts WHERE kind = ?1")
+                    .map_err(|e| self.sql(e))?;
+                let mut rows = stmt.query(params![T::KIND]).map_err(|e| self.sql(e))?;
+                while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
+                    if let Err(e) = self.row_to_entry(row) {
+                        let id: String = row.get(0).map_err(|e| self.sql(e))?;
+                        let data: String = row.get(1).unwrap_or_default();
+                        bad.push((id, data, e.to_string()));
+                    }
+                }
+            }
+            for (id, data, reason) in &bad {
+                tx.execute(
+                    "INSERT INTO quarantine (kind, id, data, reason, quarantined_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![T::KIND, id, data, reason, rfc3339(Utc::now())],
+                )
+                .map_err(|e| self.sql(e))?;
+                tx.execute(
+                    "DELETE FROM artifacts WHERE kind = ?1 AND id = ?2",
+                    params![T::KIND, id],
+                )
+                .map_err(|e| self.sql(e))?;
+            }
+            let mut stmt = tx
+                .prepare("SELECT id, reason, quarantined_at FROM quarantine WHERE kind = ?1 ORDER BY quarantined_at")
+                .map_err(|e| self.sql(e))?;
+            let all = stmt
+                .query_map(params![T::KIND], |r| {
+                    Ok(crate::Quarantined {
+                        kind: T::KIND,
+                        id: r.get(0)?,
+                        reason: r.get(1)?,
+                        at: r.get(2)?,
+                    })
+                })
+                .map_err(|e| self.sql(e))?
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| self.sql(e))?;
+            Ok(all)
+        })
     }
 
     fn list(&self) -> Result<Vec<ArtifactMetadata<T>>> {

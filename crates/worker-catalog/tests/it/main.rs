@@ -157,7 +157,10 @@ fn a_catalog_from_before_engines_migrates_and_loses_nothing() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(
+        version, 3,
+        "every migration applied (3: the quarantine table)"
+    );
     let data: String = conn
         .query_row(
             "SELECT data FROM artifacts WHERE kind = 'worker'",
