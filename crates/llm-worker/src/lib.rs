@@ -65,6 +65,15 @@ pub struct Args {
     /// Seconds between heartbeats to the hive.
     #[arg(long, default_value_t = 5)]
     pub heartbeat_secs: u64,
+    /// Seconds a generation may run without producing a token before `/health`
+    /// says `stalled` (503), so the hive restarts the worker (0: never)
+    #[arg(long, default_value_t = 300)]
+    pub stall_secs: u64,
+    /// The key every request but `/health` must carry (`Authorization: Bearer KEY`),
+    /// and that heartbeats carry to the hive; the hive sets it in the environment,
+    /// never on the command line
+    #[arg(long, env = "RBEE_WORKER_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// Serves until SIGTERM or SIGINT (exit 0) or until the model fails to load (an error).
@@ -81,6 +90,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         usize::from(args.slots),
         args.queue,
     ));
+    worker.set_stall_secs(args.stall_secs);
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<LoadError>();
     {
         let worker = worker.clone();
@@ -106,6 +116,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             worker.clone(),
             hive,
             Duration::from_secs(args.heartbeat_secs.max(1)),
+            args.api_key.clone().filter(|k| !k.is_empty()),
         ));
     }
 
@@ -135,7 +146,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             });
         }
     };
-    let app = server::router(worker.clone());
+    let app = server::router(
+        worker.clone(),
+        args.api_key.clone().filter(|k| !k.is_empty()),
+    );
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
     // Connections that outlive the grace period (a client that never reads) do not
     // keep the process alive.
@@ -177,7 +191,7 @@ async fn terminate() {
 
 /// Posts the worker's state to the hive every `every`, and at once when it becomes
 /// ready. A hive that is down or slow is retried at the next beat.
-async fn heartbeats(worker: Arc<Worker>, hive: url::Url, every: Duration) {
+async fn heartbeats(worker: Arc<Worker>, hive: url::Url, every: Duration, key: Option<String>) {
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -193,9 +207,6 @@ async fn heartbeats(worker: Arc<Worker>, hive: url::Url, every: Duration) {
         tracing::warn!(%hive, "no heartbeats: bad hive URL");
         return;
     };
-    let token = std::env::var("RBEE_API_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
     let mut was_ready = false;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_sent = tokio::time::Instant::now() - every;
@@ -211,8 +222,8 @@ async fn heartbeats(worker: Arc<Worker>, hive: url::Url, every: Duration) {
         was_ready = ready;
         last_sent = tokio::time::Instant::now();
         let mut request = client.post(url.clone()).json(&worker.health());
-        if let Some(token) = &token {
-            request = request.bearer_auth(token);
+        if let Some(key) = &key {
+            request = request.bearer_auth(key);
         }
         match request.send().await {
             Ok(r) if r.status().is_success() => {}

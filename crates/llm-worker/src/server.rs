@@ -39,6 +39,13 @@ pub struct Worker {
     /// Set when the grace period is over: requests in flight are cut.
     pub cut: CancellationToken,
     last_activity: AtomicU64,
+    /// Generations running now.
+    generating: AtomicUsize,
+    /// When a generation last made progress (a token), unix seconds.
+    progress_at: AtomicU64,
+    /// Seconds without progress while generating after which health says stalled
+    /// (0: never).
+    stall_secs: AtomicU64,
 }
 
 fn unix_now() -> u64 {
@@ -61,7 +68,24 @@ impl Worker {
             draining: CancellationToken::new(),
             cut: CancellationToken::new(),
             last_activity: AtomicU64::new(unix_now()),
+            generating: AtomicUsize::new(0),
+            progress_at: AtomicU64::new(unix_now()),
+            stall_secs: AtomicU64::new(0),
         }
+    }
+
+    /// Health says `stalled` (503) when a generation makes no progress for `secs`
+    /// (0: never).
+    pub fn set_stall_secs(&self, secs: u64) {
+        self.stall_secs.store(secs, Ordering::Relaxed);
+    }
+
+    /// Whether a generation runs without progress past the stall limit.
+    pub fn is_stalled(&self) -> bool {
+        let limit = self.stall_secs.load(Ordering::Relaxed);
+        limit > 0
+            && self.generating.load(Ordering::Relaxed) > 0
+            && unix_now().saturating_sub(self.progress_at.load(Ordering::Relaxed)) >= limit
     }
 
     /// Installs the loaded model and opens the slots: the worker is ready.
@@ -84,8 +108,13 @@ impl Worker {
     /// The `/health` body, also sent as the heartbeat.
     pub fn health(&self) -> Value {
         let ready = self.is_ready();
+        let status = match (ready, self.is_stalled()) {
+            (true, true) => "stalled",
+            (true, false) => "ready",
+            (false, _) => "loading",
+        };
         json!({
-            "status": if ready { "ready" } else { "loading" },
+            "status": status,
             "worker_id": self.worker_id,
             "model": self.model.get().map(|m| m.name.clone()),
             "slots_total": self.slots_total,
@@ -96,15 +125,50 @@ impl Worker {
     }
 }
 
-/// The router over a shared [`Worker`].
-pub fn router(worker: Arc<Worker>) -> Router {
-    Router::new()
-        .route("/health", get(health))
+/// The router over a shared [`Worker`]. With `api_key`, every route but `/health`
+/// needs `Authorization: Bearer <api_key>`.
+pub fn router(worker: Arc<Worker>, api_key: Option<String>) -> Router {
+    let protected = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: axum::middleware::Next| {
+                let allowed = api_key.as_deref().is_none_or(|key| {
+                    request
+                        .headers()
+                        .get(axum::http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.split_once(' '))
+                        .is_some_and(|(scheme, given)| {
+                            scheme.eq_ignore_ascii_case("bearer") && same_secret(given.trim(), key)
+                        })
+                });
+                async move {
+                    if allowed {
+                        next.run(request).await
+                    } else {
+                        ApiError::new(
+                            StatusCode::UNAUTHORIZED,
+                            "unauthorized",
+                            "missing or wrong API key",
+                        )
+                        .into_response()
+                    }
+                }
+            },
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
         .with_state(worker)
+}
+
+/// Whether two secrets are equal, in constant time for equal lengths.
+fn same_secret(given: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 /// An error answer in OpenAI's shape.
@@ -178,7 +242,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 }
 
 async fn health(State(worker): State<Arc<Worker>>) -> Response {
-    let status = if worker.is_ready() {
+    let status = if worker.is_ready() && !worker.is_stalled() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -314,6 +378,15 @@ fn sampler_settings(defaults: SamplerSettings, c: &Checked) -> SamplerSettings {
 }
 
 /// Starts the generation on a blocking thread; pieces arrive on the receiver.
+/// One generation running, counted while it lives.
+struct Generating<'a>(&'a AtomicUsize);
+
+impl Drop for Generating<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn start(
     worker: &Arc<Worker>,
     model: Arc<Model>,
@@ -323,8 +396,12 @@ fn start(
     let (tx, rx) = mpsc::channel(64);
     let worker = worker.clone();
     worker.last_activity.store(unix_now(), Ordering::Relaxed);
+    worker.progress_at.store(unix_now(), Ordering::Relaxed);
+    worker.generating.fetch_add(1, Ordering::Relaxed);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        // counted until this closure ends, whichever way it ends
+        let _generating = Generating(&worker.generating);
         // A permit guarantees a free copy in the pool.
         let Some(mut weights) = worker.pool.lock().ok().and_then(|mut p| p.pop()) else {
             let _ = tx.blocking_send(Piece::Failed("no free slot".into()));
@@ -336,7 +413,10 @@ fn start(
             &job.prompt,
             &job.params,
             &worker.cut,
-            |text| tx.blocking_send(Piece::Text(text.to_string())).is_ok(),
+            |text| {
+                worker.progress_at.store(unix_now(), Ordering::Relaxed);
+                tx.blocking_send(Piece::Text(text.to_string())).is_ok()
+            },
         );
         if let Ok(mut pool) = worker.pool.lock() {
             pool.push(weights);
@@ -526,12 +606,25 @@ async fn chat(
     let checked = req.sampling.check()?;
     let messages = req.messages()?;
     let model = ready_model(&worker)?;
-    let prompt = model.template.render(&messages).map_err(|e| ApiError {
-        status: StatusCode::BAD_REQUEST,
-        code: "invalid_request",
-        message: e.to_string(),
-        param: Some("messages"),
-    })?;
+    // off the async runtime: a template from the model file is bounded, not trusted
+    let rendering = Arc::clone(&model);
+    let prompt = tokio::task::spawn_blocking(move || rendering.template.render(&messages))
+        .await
+        .map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: format!("the chat template's render failed: {e}"),
+            param: None,
+        })?
+        .map_err(|e| ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: match e {
+                crate::template::TemplateError::TooExpensive(_) => "template_too_expensive",
+                crate::template::TemplateError::Invalid(_) => "invalid_request",
+            },
+            message: e.to_string(),
+            param: Some("messages"),
+        })?;
     answer(&worker, model, Kind::Chat, &prompt, &checked, None).await
 }
 

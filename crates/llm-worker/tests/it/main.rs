@@ -3,6 +3,7 @@
 //! loopback, real signals.
 #![allow(clippy::unwrap_used)]
 
+mod hostile;
 mod load;
 mod serve;
 mod tokenize;
@@ -39,7 +40,12 @@ pub fn worker_cmd(model: &Path, extra: &[&str]) -> Command {
 
 /// Starts a worker and waits until it answers `ready`.
 pub async fn start(model: &Path, extra: &[&str]) -> Worker {
-    let mut child = worker_cmd(model, extra)
+    spawn(worker_cmd(model, extra)).await
+}
+
+/// Starts the worker `command` describes and waits until it answers `ready`.
+pub async fn spawn(mut command: Command) -> Worker {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

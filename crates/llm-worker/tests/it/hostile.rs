@@ -1,0 +1,148 @@
+//! What a hostile model file or a stranger on this machine can do to the worker:
+//! a chat template that loops for ever (the model rewritten by llama.cpp's own
+//! `gguf` package, `gguf_new_metadata`), and requests without the worker's key.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::{smollm2, start};
+
+/// A Python with llama.cpp's `gguf` package: `RBEE_TEST_PYTHON`, else the repo's
+/// `.venv`; without one the test skips, unless `RBEE_REQUIRE_PYTHON_TESTS` is set.
+fn python() -> Option<PathBuf> {
+    let candidate = std::env::var_os("RBEE_TEST_PYTHON").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
+        PathBuf::from,
+    );
+    let ok = std::process::Command::new(&candidate)
+        .args(["-c", "import gguf"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(candidate);
+    }
+    assert!(
+        std::env::var_os("RBEE_REQUIRE_PYTHON_TESTS").is_none(),
+        "no python with gguf at {}",
+        candidate.display()
+    );
+    eprintln!("skipped: no python with gguf");
+    None
+}
+
+const LOOP_BOMB: &str = "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}{{ a }}{% endfor %}{% endfor %}{% endfor %}";
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = fs_err::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_chat_template_that_loops_for_ever_is_a_400_and_the_worker_goes_on() {
+    let (Some(python), Some(model)) = (python(), smollm2()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.gguf");
+    let out = std::process::Command::new(&python)
+        .args([
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            "--force",
+            "--chat-template",
+            LOOP_BOMB,
+        ])
+        .arg(&model)
+        .arg(&bomb)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w = start(&bomb, &[]).await;
+    let before = rss_kib(w.child.id());
+    let chat = |content: &str| {
+        reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", w.url))
+            .json(&json!({"messages": [{"role": "user", "content": content}], "max_tokens": 2}))
+            .send()
+    };
+    let r = chat("Hi").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "template_too_expensive", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too expensive"),
+        "{v}"
+    );
+    // bounded: the render stopped, it did not grow the worker by gigabytes
+    let after = rss_kib(w.child.id());
+    assert!(
+        after < before + (256 << 10),
+        "RSS went from {before} KiB to {after} KiB"
+    );
+    // and the worker serves on: health, and a completion, which needs no template
+    let h: Value = reqwest::get(format!("{}/health", w.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["status"], "ready", "{h}");
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/completions", w.url))
+        .json(&json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        chat("again").await.unwrap().status(),
+        400,
+        "the next render is bounded too"
+    );
+}
+
+#[tokio::test]
+async fn with_a_key_every_route_but_health_needs_it() {
+    let Some(model) = smollm2() else {
+        return;
+    };
+    let mut c = crate::worker_cmd(&model, &[]);
+    c.env("RBEE_WORKER_API_KEY", "worker-key-3b9");
+    let w = crate::spawn(c).await;
+    let client = reqwest::Client::new();
+    let ask = |key: Option<&str>| {
+        let mut rb = client
+            .post(format!("{}/v1/completions", w.url))
+            .json(&json!({"prompt": "Hi", "max_tokens": 1}));
+        if let Some(k) = key {
+            rb = rb.bearer_auth(k);
+        }
+        rb.send()
+    };
+    assert_eq!(ask(None).await.unwrap().status(), 401);
+    assert_eq!(ask(Some("wrong")).await.unwrap().status(), 401);
+    assert_eq!(ask(Some("worker-key-3b9")).await.unwrap().status(), 200);
+    let models = client
+        .get(format!("{}/v1/models", w.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 401);
+    let health = reqwest::get(format!("{}/health", w.url)).await.unwrap();
+    assert_eq!(health.status(), 200, "health is open: it says nothing");
+    let cmdline = fs_err::read(format!("/proc/{}/cmdline", w.child.id())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("worker-key-3b9"));
+}
