@@ -23,8 +23,12 @@ const API_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct OciConfig {
     /// `HOST[:PORT]`s reached over plain HTTP (`--oci-insecure`, `RBEE_OCI_INSECURE`).
     pub insecure: Vec<String>,
-    /// A user name and password for every registry, overriding docker's config.
+    /// A user name and password (`RBEE_OCI_USERNAME`, `RBEE_OCI_PASSWORD`) for the
+    /// registries in `credential_hosts` alone, overriding docker's config there.
     pub credentials: Option<(String, String)>,
+    /// The `HOST[:PORT]`s `credentials` are for (`RBEE_OCI_REGISTRIES`): no other
+    /// registry is ever sent them.
+    pub credential_hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for OciConfig {
@@ -32,21 +36,44 @@ impl std::fmt::Debug for OciConfig {
         f.debug_struct("OciConfig")
             .field("insecure", &self.insecure)
             .field("credentials", &self.credentials.as_ref().map(|(u, _)| u))
+            .field("credential_hosts", &self.credential_hosts)
             .finish()
     }
 }
 
+/// What a registry is answered with when it asks.
+#[derive(Clone)]
+enum Secret {
+    /// A user name and password: basic auth, or the token service's basic auth.
+    Password(String, String),
+    /// An identity token (`identitytoken` in docker's config, as ACR and others
+    /// write it): a refresh token for the OAuth2 token service.
+    IdentityToken(String),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Password(u, _) => write!(f, "Password({u}, ...)"),
+            Self::IdentityToken(_) => f.write_str("IdentityToken(...)"),
+        }
+    }
+}
+
+fn host_list(var: &str) -> Vec<String> {
+    std::env::var(var)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 impl OciConfig {
-    /// From `RBEE_OCI_INSECURE` (comma-separated hosts), `RBEE_OCI_USERNAME` and
-    /// `RBEE_OCI_PASSWORD`.
+    /// From `RBEE_OCI_INSECURE` (comma-separated hosts), `RBEE_OCI_USERNAME`,
+    /// `RBEE_OCI_PASSWORD` and `RBEE_OCI_REGISTRIES` (the hosts those are for).
     pub fn from_env() -> Self {
-        let insecure = std::env::var("RBEE_OCI_INSECURE")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .map(str::to_owned)
-            .collect();
         let credentials = match (
             std::env::var("RBEE_OCI_USERNAME"),
             std::env::var("RBEE_OCI_PASSWORD"),
@@ -55,15 +82,34 @@ impl OciConfig {
             _ => None,
         };
         Self {
-            insecure,
+            insecure: host_list("RBEE_OCI_INSECURE"),
             credentials,
+            credential_hosts: host_list("RBEE_OCI_REGISTRIES"),
         }
     }
 
-    /// The user name and password for `registry`: ours, else docker's.
-    fn credentials_for(&self, registry: &str) -> Option<(String, String)> {
-        if let Some(c) = &self.credentials {
-            return Some(c.clone());
+    /// Whether `host` (`HOST[:PORT]`) is reached over plain HTTP.
+    pub fn is_insecure(&self, host: &str) -> bool {
+        self.insecure.iter().any(|h| h.eq_ignore_ascii_case(host))
+    }
+
+    /// A warning for credentials set for no registry, to say at start.
+    pub fn unscoped_credentials(&self) -> Option<String> {
+        (self.credentials.is_some() && self.credential_hosts.is_empty()).then(|| {
+            "RBEE_OCI_USERNAME and RBEE_OCI_PASSWORD are sent to no registry: name the registries they are for in RBEE_OCI_REGISTRIES (HOST[:PORT],...)".to_owned()
+        })
+    }
+
+    /// The secret for `registry`: ours where it is one of `credential_hosts`, else
+    /// docker's for that host.
+    fn credentials_for(&self, registry: &str) -> Option<Secret> {
+        if let Some((u, p)) = &self.credentials
+            && self
+                .credential_hosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(registry))
+        {
+            return Some(Secret::Password(u.clone(), p.clone()));
         }
         let keys = [
             registry.to_owned(),
@@ -72,8 +118,12 @@ impl OciConfig {
         ];
         keys.iter()
             .find_map(|k| match docker_credential::get_credential(k).ok()? {
-                docker_credential::DockerCredential::UsernamePassword(u, p) => Some((u, p)),
-                docker_credential::DockerCredential::IdentityToken(_) => None,
+                docker_credential::DockerCredential::UsernamePassword(u, p) => {
+                    Some(Secret::Password(u, p))
+                }
+                docker_credential::DockerCredential::IdentityToken(t) => {
+                    Some(Secret::IdentityToken(t))
+                }
             })
     }
 }
@@ -95,7 +145,9 @@ pub struct Repository {
     /// `org/model`.
     pub name: String,
     registry: String,
-    credentials: Option<(String, String)>,
+    credentials: Option<Secret>,
+    /// Hosts reached over plain HTTP: a token realm there may be plain HTTP too.
+    insecure: Vec<String>,
     auth: Arc<Mutex<Auth>>,
     push: bool,
 }
@@ -137,7 +189,7 @@ fn challenge_params(v: &str) -> Vec<(String, String)> {
 impl Repository {
     /// A client for `r`'s repository; `push` asks for push rights too.
     pub fn new(http: reqwest::Client, config: &OciConfig, r: &OciReference, push: bool) -> Self {
-        let scheme = if config.insecure.iter().any(|h| h == &r.registry) {
+        let scheme = if config.is_insecure(&r.registry) {
             "http"
         } else {
             "https"
@@ -148,6 +200,7 @@ impl Repository {
             name: r.repository.clone(),
             registry: r.registry.clone(),
             credentials: config.credentials_for(&r.registry),
+            insecure: config.insecure.clone(),
             auth: Arc::default(),
             push,
         }
@@ -226,7 +279,7 @@ impl Repository {
                 if self.credentials.is_some() {
                     ": check the credentials"
                 } else {
-                    ": it needs credentials (docker login / oras login, or RBEE_OCI_USERNAME and RBEE_OCI_PASSWORD)"
+                    ": it needs credentials (docker login / oras login, or RBEE_OCI_USERNAME and RBEE_OCI_PASSWORD with the registry in RBEE_OCI_REGISTRIES)"
                 }
             )));
         }
@@ -243,9 +296,9 @@ impl Repository {
             ))
         };
         if scheme.eq_ignore_ascii_case("basic") {
-            let Some((u, p)) = self.credentials.clone() else {
+            let Some(Secret::Password(u, p)) = self.credentials.clone() else {
                 return Err(refused(
-                    "it needs a user name and password (docker login / oras login, or RBEE_OCI_USERNAME and RBEE_OCI_PASSWORD)",
+                    "it needs a user name and password (docker login / oras login, or RBEE_OCI_USERNAME and RBEE_OCI_PASSWORD with the registry in RBEE_OCI_REGISTRIES)",
                 ));
             };
             *self.auth.lock().unwrap_or_else(PoisonError::into_inner) = Auth::Basic(u, p);
@@ -266,19 +319,70 @@ impl Repository {
         let realm = get("realm").ok_or_else(|| refused("its Bearer challenge names no realm"))?;
         let mut url = url::Url::parse(&realm)
             .map_err(|e| refused(&format!("its token realm {realm:?} is not a URL: {e}")))?;
+        // a token realm is HTTPS; plain HTTP only beside a registry named insecure,
+        // and credentials over plain HTTP only to a host named insecure itself
+        let realm_host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => String::new(),
+        };
+        let send_secret = match url.scheme() {
+            "https" => true,
+            "http"
+                if self
+                    .insecure
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(&self.registry)) =>
+            {
+                self.insecure
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(&realm_host))
+            }
+            "http" => {
+                return Err(refused(&format!(
+                    "its token realm {realm} is plain HTTP; a realm must be HTTPS unless the registry is named in --oci-insecure"
+                )));
+            }
+            other => {
+                return Err(refused(&format!(
+                    "its token realm {realm} is {other}:, not HTTPS"
+                )));
+            }
+        };
+        let secret = self.credentials.clone().filter(|_| send_secret);
         let actions = if self.push { "pull,push" } else { "pull" };
         let scope = get("scope").unwrap_or_else(|| format!("repository:{}:{actions}", self.name));
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(s) = get("service") {
-                q.append_pair("service", &s);
+        let service = get("service");
+        let rb = match &secret {
+            // OAuth2: the identity token is a refresh token
+            Some(Secret::IdentityToken(t)) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token".to_owned()),
+                    ("refresh_token", t.clone()),
+                    ("client_id", "rbee-hive".to_owned()),
+                    ("scope", scope.clone()),
+                ];
+                if let Some(s) = &service {
+                    form.push(("service", s.clone()));
+                }
+                self.http.post(url).form(&form)
             }
-            q.append_pair("scope", &scope);
+            _ => {
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(s) = &service {
+                        q.append_pair("service", s);
+                    }
+                    q.append_pair("scope", &scope);
+                }
+                let rb = self.http.get(url);
+                match &secret {
+                    Some(Secret::Password(u, p)) => rb.basic_auth(u, Some(p)),
+                    _ => rb,
+                }
+            }
         }
-        let mut rb = self.http.get(url).timeout(API_TIMEOUT);
-        if let Some((u, p)) = &self.credentials {
-            rb = rb.basic_auth(u, Some(p));
-        }
+        .timeout(API_TIMEOUT);
         let r = rb.send().await.map_err(|e| self.unreachable(&e))?;
         if !r.status().is_success() {
             return Err(refused(&format!(

@@ -81,6 +81,9 @@ impl OciVendor {
     }
 }
 
+/// New tokens asked for during one pull, for tokens that expire mid-blob.
+const MAX_TOKEN_RENEWALS: u32 = 8;
+
 /// A manifest as fetched: its digest and body.
 pub(crate) struct Fetched {
     pub digest: String,
@@ -351,16 +354,35 @@ impl VendorSource<ModelEntry> for OciVendor {
         ctx: &ProvisionContext,
     ) -> Result<ModelEntry, ProvisionError> {
         let mut entry = resolved.plan;
-        let repo = self.let_in(&entry).await?;
-        let verified = crate::fetch_files(
-            &self.downloader,
-            &self.dirs,
-            &mut entry,
-            repo.credential(),
-            ctx,
-            " (log in with docker login or oras login, or set RBEE_OCI_USERNAME and RBEE_OCI_PASSWORD)",
-        )
-        .await?;
+        let mut repo = self.let_in(&entry).await?;
+        // a token that expires during a long blob (Docker Hub's last 300 s): a new one,
+        // and the download resumes from what is on disk
+        let mut renewed = 0;
+        let verified = loop {
+            let fetched = crate::fetch_files(
+                &self.downloader,
+                &self.dirs,
+                &mut entry,
+                repo.credential(),
+                ctx,
+                " (log in with docker login or oras login, or set RBEE_OCI_USERNAME and RBEE_OCI_PASSWORD with the registry in RBEE_OCI_REGISTRIES)",
+            )
+            .await;
+            match fetched {
+                Err(ProvisionError::Unauthorized(why))
+                    if renewed < MAX_TOKEN_RENEWALS
+                        && matches!(repo.credential(), Some(download::Credential::Bearer(_))) =>
+                {
+                    renewed += 1;
+                    ctx.reporter.narrate(
+                        "download",
+                        &format!("the registry's token was refused ({why}); asking for a new one and resuming"),
+                    );
+                    repo = self.let_in(&entry).await?;
+                }
+                other => break other?,
+            }
+        };
         let summary = match crate::summary_of(&entry.files()).await {
             Ok(s) => s,
             Err(e) => {

@@ -4,7 +4,6 @@
 //! sent again; one that is sent goes in chunks read from disk, its upload session
 //! saved after each so that a push killed half-way goes on where it stopped.
 
-use std::io::{Read as _, Seek as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -397,16 +396,25 @@ async fn upload(
         },
     };
     let resumed_at = session.offset;
-    let mut file = fs_err::File::open(&b.path).map_err(|e| ProvisionError::Io(e.to_string()))?;
+    // read with tokio's file, which does its blocking reads off the async threads
+    let mut file = tokio::fs::File::open(&b.path)
+        .await
+        .map_err(|e| ProvisionError::Io(format!("{}: {e}", b.path.display())))?;
     let mut buf = vec![0u8; CHUNK];
     while session.offset < b.size {
         if cancel.is_cancelled() {
             return Err(ProvisionError::Cancelled);
         }
         let len = usize::try_from((b.size - session.offset).min(CHUNK as u64)).unwrap_or(CHUNK);
-        file.seek(std::io::SeekFrom::Start(session.offset))
-            .and_then(|_| file.read_exact(&mut buf[..len]))
-            .map_err(|e| ProvisionError::Io(format!("{}: {e}", b.path.display())))?;
+        {
+            use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+            file.seek(std::io::SeekFrom::Start(session.offset))
+                .await
+                .map_err(|e| ProvisionError::Io(format!("{}: {e}", b.path.display())))?;
+            file.read_exact(&mut buf[..len])
+                .await
+                .map_err(|e| ProvisionError::Io(format!("{}: {e}", b.path.display())))?;
+        }
         let chunk = bytes::Bytes::copy_from_slice(&buf[..len]);
         let url = absolute(repo, &session.location).map_err(|e| push_error(r, e))?;
         let range = format!("{}-{}", session.offset, session.offset + len as u64 - 1);
