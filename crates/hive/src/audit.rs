@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{Method, header};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -126,19 +126,13 @@ impl AuditLog {
 
 /// Who is calling: a short hash of the bearer token, or `anonymous`.
 pub fn caller(request: &Request) -> String {
-    request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|t| !t.is_empty())
-        .map_or_else(
-            || "anonymous".to_owned(),
-            |t| {
-                let digest = hex::encode(sha2::Sha256::digest(t.as_bytes()));
-                format!("token:{}", &digest[..12])
-            },
-        )
+    crate::api::auth::bearer(request.headers()).map_or_else(
+        || "anonymous".to_owned(),
+        |t| {
+            let digest = hex::encode(sha2::Sha256::digest(t.as_bytes()));
+            format!("token:{}", &digest[..12])
+        },
+    )
 }
 
 /// The operation and target of a mutating request, from its route and body.

@@ -25,6 +25,21 @@ pub struct Config {
     /// Bearer token every route but /health requires
     #[arg(long, env = "RBEE_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// A file holding the bearer token (mode 0600; the token never shows in `ps`); the
+    /// CLI reads the same file
+    #[arg(long, env = "RBEE_API_TOKEN_FILE", conflicts_with = "api_token")]
+    pub api_token_file: Option<PathBuf>,
+    /// More names a request's Host may give besides localhost, 127.0.0.1, [::1], this
+    /// machine's name and the address the hive listens on (DNS rebinding); `*` allows any
+    #[arg(long, env = "RBEE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Web origins allowed to call the API from a browser besides the hive's own
+    /// (globs, as OLLAMA_ORIGINS: http://localhost:3000, https://*.example.com)
+    #[arg(long, env = "RBEE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Seconds open requests and streams get at shutdown before they are ended
+    #[arg(long, env = "RBEE_SHUTDOWN_GRACE", default_value_t = 8)]
+    pub shutdown_grace_secs: u64,
     /// Hugging Face endpoint [default: HF_ENDPOINT, else the public hub]
     #[arg(long, env = "RBEE_HF_ENDPOINT")]
     pub hf_endpoint: Option<String>,
@@ -84,6 +99,10 @@ pub struct Config {
     /// The first restart backoff in milliseconds; it doubles at each restart, up to 60 s
     #[arg(long, env = "RBEE_RESTART_BACKOFF_MS", default_value_t = 1000)]
     pub restart_backoff_ms: u64,
+    /// Seconds a worker may generate without progress (no token) before it counts as
+    /// unhealthy and is restarted like any sick worker (0: never)
+    #[arg(long, env = "RBEE_WORKER_STALL_SECS", default_value_t = 300)]
+    pub worker_stall_secs: u64,
     /// Seconds a worker gets between SIGTERM and SIGKILL
     #[arg(long, env = "RBEE_WORKER_STOP_GRACE", default_value_t = 10)]
     pub worker_stop_grace_secs: u64,
@@ -124,6 +143,10 @@ pub struct Config {
     /// Seconds a partial download with no catalog entry is kept before cleanup removes it
     #[arg(long, env = "RBEE_GC_GRACE", default_value_t = 3600)]
     pub gc_grace_secs: u64,
+    /// Bytes a live worker's log may reach before it is rotated (its last part kept
+    /// as `<worker>.log.1`)
+    #[arg(long, env = "RBEE_WORKER_LOG_MAX_BYTES", value_parser = parse_bytes, default_value = "64M")]
+    pub worker_log_max_bytes: u64,
     /// Bytes the logs of stopped workers may take before cleanup removes the oldest
     #[arg(long, env = "RBEE_WORKER_LOGS_MAX_BYTES", value_parser = parse_bytes, default_value = "256M")]
     pub worker_logs_max_bytes: u64,
@@ -193,6 +216,16 @@ impl Config {
         })
     }
 
+    /// Reads `--api-token-file` into the token; a file others may read is refused.
+    pub fn load_token_file(&mut self) -> Result<(), String> {
+        let Some(path) = &self.api_token_file else {
+            return Ok(());
+        };
+        let token = read_token_file(path)?;
+        self.api_token = Some(token);
+        Ok(())
+    }
+
     /// Refuses what cannot be run safely.
     pub fn check(&self) -> Result<(), String> {
         if !self.host.is_loopback() && self.api_token.as_deref().is_none_or(str::is_empty) {
@@ -208,6 +241,32 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The token in a token file: its first line, trimmed. A file that group or others
+/// may read, or an empty one, is refused.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let meta = fs_err::metadata(path).map_err(|e| format!("--api-token-file: {e}"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "--api-token-file {}: others may read it (mode {:o}): chmod 600 it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    let text = fs_err::read_to_string(path).map_err(|e| format!("--api-token-file: {e}"))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(format!("--api-token-file {} is empty", path.display()));
+    }
+    Ok(token.to_owned())
 }
 
 #[cfg(test)]

@@ -67,6 +67,25 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A request refused at the edge (host, origin, media type, token) in the shape its
+/// route family answers errors in: Ollama's `{"error": "..."}` under `/api/`,
+/// OpenAI's under `/openai/`, the hive's own elsewhere.
+pub fn refusal(path: &str, status: StatusCode, code: &'static str, message: &str) -> Response {
+    let body = if path.starts_with("/api/") {
+        json!({ "error": message })
+    } else if path.starts_with("/openai/") {
+        let kind = if status == StatusCode::UNAUTHORIZED {
+            "authentication_error"
+        } else {
+            "invalid_request_error"
+        };
+        json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+    } else {
+        json!({"error": {"code": code, "message": message}})
+    };
+    (status, Json(body)).into_response()
+}
+
 impl From<ProvisionError> for ApiError {
     fn from(e: ProvisionError) -> Self {
         let status = match &e {

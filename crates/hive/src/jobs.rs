@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 const MAX_HISTORY: usize = 1000;
 /// How long a finished job stays visible.
 pub const FINISHED_TTL: Duration = Duration::from_secs(3600);
+/// Finished jobs kept at most, the newest: a client that starts jobs in a loop
+/// cannot grow the hive's memory without bound.
+pub const MAX_FINISHED: usize = 1000;
 
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -253,9 +256,11 @@ fn parse_deadline(headers: &axum::http::HeaderMap) -> Result<Option<tokio::time:
             .ok()
             .and_then(|s| DateTime::parse_from_rfc3339(s.trim()).ok())
             .ok_or("X-Deadline must be an RFC 3339 time, such as 2026-01-31T12:00:00Z")?;
+        // a deadline past a year is a year: no overflow of the clock
         let left = (t.with_timezone(&Utc) - Utc::now())
             .to_std()
-            .unwrap_or(Duration::ZERO);
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(366 * 86400));
         let d = now + left;
         at = Some(at.map_or(d, |a| a.min(d)));
     }
@@ -355,11 +360,22 @@ impl Jobs {
             .collect()
     }
 
-    /// Drops jobs finished longer ago than [`FINISHED_TTL`].
+    /// Drops jobs finished longer ago than [`FINISHED_TTL`], and the oldest finished
+    /// ones beyond [`MAX_FINISHED`].
     pub fn prune(&self) {
         let cutoff = Utc::now() - chrono::Duration::from_std(FINISHED_TTL).unwrap_or_default();
-        self.lock()
-            .retain(|_, j| j.info().finished_at.is_none_or(|t| t > cutoff));
+        let mut jobs = self.lock();
+        jobs.retain(|_, j| j.info().finished_at.is_none_or(|t| t > cutoff));
+        let mut finished: Vec<(DateTime<Utc>, String)> = jobs
+            .iter()
+            .filter_map(|(id, j)| j.info().finished_at.map(|t| (t, id.clone())))
+            .collect();
+        if finished.len() > MAX_FINISHED {
+            finished.sort();
+            for (_, id) in &finished[..finished.len() - MAX_FINISHED] {
+                jobs.remove(id);
+            }
+        }
     }
 
     /// Whether any job is still running.

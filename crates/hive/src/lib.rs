@@ -36,11 +36,15 @@ use crate::state::{AppState, SharedState};
 
 /// The most a request body may be.
 pub(crate) const MAX_BODY: usize = 1 << 20;
-/// How long shutdown waits for jobs to stop.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+/// How long shutdown waits, after the workers are stopped, for jobs (cancelled at the
+/// signal) to finish stopping.
+const JOBS_GRACE: Duration = Duration::from_secs(2);
+/// How long the streams ended at the grace's end get to send their last event.
+const STREAMS_FLUSH: Duration = Duration::from_secs(2);
 
 /// The API.
 pub fn app(state: SharedState) -> Router {
+    let edge = Arc::new(api::guard::Edge::new(&state.config));
     Router::new()
         .merge(api::system::router())
         .merge(api::models::router())
@@ -60,14 +64,20 @@ pub fn app(state: SharedState) -> Router {
         )
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn(jobs::deadline))
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            api::auth::auth,
-        ))
+        // outermost last: the edge's checks, then CORS, then the token, and only a
+        // request let in is audited
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             audit::record,
         ))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            api::auth::auth,
+        ))
+        .layer(api::guard::cors(Arc::clone(&edge)))
+        .layer(middleware::from_fn(move |request, next| {
+            api::guard::guard(Arc::clone(&edge), request, next)
+        }))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             metrics::track,
@@ -97,10 +107,17 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
             return Err(e).context(format!("cannot lock {}", lock_path.display()));
         }
     }
-    let catalog = ModelCatalog::open(&home, config.catalog_backend)
+    let catalog_health = ops::repair::SharedHealth::default();
+    let catalog =
+        ops::repair::open_or_set_aside(&home, config.catalog_backend, &catalog_health, || {
+            ModelCatalog::open(&home, config.catalog_backend)
+        })
         .with_context(|| format!("cannot open the model catalog in {}", home.display()))?;
     let mut oci = model_provisioner::oci::OciConfig::from_env();
     oci.insecure.clone_from(&config.oci_insecure);
+    if let Some(warning) = oci.unscoped_credentials() {
+        tracing::warn!("{warning}");
+    }
     let mut hub = model_provisioner::HubConfig::from_env().map_err(anyhow::Error::msg)?;
     if let Some(m) = &config.model_mirror {
         hub.mirror = Some(
@@ -130,7 +147,10 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
         bandwidth_limit: config.bandwidth_limit,
         ..download::DownloadConfig::default()
     })?;
-    let worker_catalog = worker_catalog::WorkerCatalog::open(&home, config.catalog_backend)
+    let worker_catalog =
+        ops::repair::open_or_set_aside(&home, config.catalog_backend, &catalog_health, || {
+            worker_catalog::WorkerCatalog::open(&home, config.catalog_backend)
+        })
         .with_context(|| format!("cannot open the worker catalog in {}", home.display()))?;
     check_worker_binaries(&worker_catalog);
     let worker_provisioner = worker_provisioner::worker_provisioner(
@@ -160,7 +180,8 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
             max_backoff: Duration::from_secs(60),
             stop_grace: Duration::from_secs(config.worker_stop_grace_secs),
             ports: config.worker_ports,
-            api_token: config.api_token.clone().filter(|t| !t.is_empty()),
+            log_max_bytes: config.worker_log_max_bytes.max(1 << 20),
+            stall: Duration::from_secs(config.worker_stall_secs),
         },
         metrics.worker.clone(),
     ));
@@ -187,6 +208,7 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
         oci,
         http,
         storage_lock: tokio::sync::Mutex::new(()),
+        catalog_health,
     });
     Ok((state, lock))
 }
@@ -229,23 +251,50 @@ pub async fn resume_downloads(state: &SharedState) -> anyhow::Result<usize> {
     Ok(pending.len())
 }
 
-/// Serves until SIGTERM or SIGINT, then cancels the jobs (keeping partials) and returns.
+/// Serves until SIGTERM or SIGINT, then, in bounded time: stops accepting and cancels
+/// the jobs (keeping partials); gives open requests and streams
+/// `--shutdown-grace-secs`; ends the streams still open with an error event that says
+/// the hive is stopping; stops every worker; returns.
 pub async fn serve(state: SharedState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    let shutdown = state.jobs.shutdown.clone();
+    let signalled = state.jobs.shutdown.clone();
+    let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let app = app(Arc::clone(&state));
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: cancelling jobs, keeping partial downloads");
-        shutdown.cancel();
-    })
-    .await?;
+    let server = {
+        let signalled = signalled.clone();
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!(
+                "shutting down: no new connections, jobs cancelled (partial downloads kept), open requests get {}s",
+                grace.as_secs()
+            );
+            signalled.cancel();
+        })
+        .into_future()
+    };
+    tokio::pin!(server);
+    let grace_over = async {
+        signalled.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = &mut server => served?,
+        () = grace_over => {
+            tracing::info!("grace period over: ending the streams still open");
+            state.gateway.streams_cut.cancel();
+            // their error events go out, then their connections close; one that
+            // does not (a client that never reads) is left to the exit
+            if tokio::time::timeout(STREAMS_FLUSH, &mut server).await.is_err() {
+                tracing::warn!("connections still open after the grace period; exiting anyway");
+            }
+        }
+    }
     tracing::info!("stopping every worker");
     state.workers.stop_all().await;
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    let deadline = Instant::now() + JOBS_GRACE;
     while state.jobs.any_running() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

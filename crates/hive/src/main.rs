@@ -23,7 +23,8 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(mut config: Config) -> anyhow::Result<()> {
+    config.load_token_file().map_err(anyhow::Error::msg)?;
     config.check().map_err(anyhow::Error::msg)?;
     let addr = std::net::SocketAddr::new(config.host, config.port);
     let (state, _lock) = hive::build_state(config)?;
@@ -52,6 +53,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     if let Ok(Some(warning)) = hive::ops::storage::pinned_over_quota(&state) {
         tracing::warn!("{warning}");
+    }
+    // a damaged catalog: unreadable rows set aside, the hive's own model folders that
+    // no entry names re-adopted (loudly, in the log and in `hive status`)
+    if let Err(e) = hive::ops::repair::repair(&state).await {
+        tracing::error!("the catalog's check at start did not run: {}", e.parts().1);
     }
     let resumed = hive::resume_downloads(&state).await?;
     if state.config.scan || !state.config.scan_dirs.is_empty() {

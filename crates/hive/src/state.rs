@@ -50,6 +50,8 @@ pub struct AppState {
     /// Held from a pull's room check to its record in the catalog, so two pulls do
     /// not count the same free space.
     pub storage_lock: tokio::sync::Mutex<()>,
+    /// What was found wrong with the catalog and done about it (`hive status`).
+    pub catalog_health: crate::ops::repair::SharedHealth,
 }
 
 impl AppState {

@@ -5,6 +5,36 @@ use futures_util::StreamExt as _;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+/// The token: `--token`, else `--token-file`, else, for a hive on this machine, the
+/// token file in the default home when there is one.
+fn token(args: &HiveArgs, base: &str) -> anyhow::Result<Option<String>> {
+    if let Some(t) = args.token.clone().filter(|t| !t.is_empty()) {
+        return Ok(Some(t));
+    }
+    let read = |path: &std::path::Path| -> anyhow::Result<String> {
+        let text = fs_err::read_to_string(path)?;
+        Ok(text.lines().next().unwrap_or("").trim().to_owned())
+    };
+    if let Some(path) = &args.token_file {
+        return read(path).map(Some);
+    }
+    let local = url::Url::parse(base).ok().is_some_and(|u| match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    });
+    let home = std::env::var_os("RBEE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/rbee"))
+        });
+    match home.map(|h| h.join("api-token")) {
+        Some(path) if local && path.is_file() => Ok(Some(read(&path)?).filter(|t| !t.is_empty())),
+        _ => Ok(None),
+    }
+}
+
 /// Where the hive is and how to talk to it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HiveArgs {
@@ -19,6 +49,10 @@ pub struct HiveArgs {
     /// The hive's API token
     #[arg(long, env = "RBEE_API_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// A file holding the hive's API token, as the hive's --api-token-file [default:
+    /// ~/.cache/rbee/api-token, for a hive on this machine, when it exists]
+    #[arg(long, env = "RBEE_API_TOKEN_FILE", global = true)]
+    pub token_file: Option<std::path::PathBuf>,
     /// Print JSON instead of tables
     #[arg(long, global = true)]
     pub json: bool,
@@ -33,10 +67,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(args: &HiveArgs) -> anyhow::Result<Self> {
+        let base = args.hive_url.trim_end_matches('/').to_owned();
         Ok(Self {
             http: reqwest::Client::builder().build()?,
-            base: args.hive_url.trim_end_matches('/').to_owned(),
-            token: args.token.clone(),
+            token: token(args, &base)?,
+            base,
         })
     }
 
@@ -69,7 +104,9 @@ impl Client {
         }
         let message = error_message(text);
         if status == StatusCode::UNAUTHORIZED {
-            bail!("the hive refused the request: {message} (set --token or RBEE_API_TOKEN)");
+            bail!(
+                "the hive refused the request: {message} (set --token, RBEE_API_TOKEN or RBEE_API_TOKEN_FILE)"
+            );
         }
         bail!("{message}")
     }

@@ -141,6 +141,9 @@ pub enum HiveCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Repair a damaged catalog: set aside entries that cannot be read and re-adopt
+    /// the hive's own model folders from their files (it also runs at every start)
+    Repair,
     /// The audit log: who changed what, when
     Audit {
         /// Entries at or after this time (RFC 3339, such as 2026-01-31T00:00:00Z)
@@ -575,6 +578,38 @@ pub async fn hive(cmd: HiveCommand, args: &HiveArgs) -> anyhow::Result<()> {
         HiveCommand::Gc { dry_run } => {
             crate::commands::storage::gc(&client, dry_run, args.json).await
         }
+        HiveCommand::Repair => {
+            let v = client.call(Method::POST, "/v1/hive/repair", None).await?;
+            if args.json {
+                return print_json(&v);
+            }
+            let list = |k: &str| v[k].as_array().cloned().unwrap_or_default();
+            for id in list("readopted") {
+                println!("re-adopted  {}", id.as_str().unwrap_or("?"));
+            }
+            for q in list("quarantined") {
+                println!(
+                    "set aside   {} {}: {}",
+                    q["kind"].as_str().unwrap_or("?"),
+                    q["id"].as_str().unwrap_or("?"),
+                    q["reason"].as_str().unwrap_or("?")
+                );
+            }
+            for u in list("unreadable") {
+                println!(
+                    "unreadable  {}: {}",
+                    u["path"].as_str().unwrap_or("?"),
+                    u["reason"].as_str().unwrap_or("?")
+                );
+            }
+            if list("readopted").is_empty()
+                && list("quarantined").is_empty()
+                && list("unreadable").is_empty()
+            {
+                println!("the catalog names every model folder, and every entry reads");
+            }
+            Ok(())
+        }
         HiveCommand::Audit { since, limit } => {
             let mut path = format!("/v1/audit?limit={limit}");
             if let Some(since) = since {
@@ -724,6 +759,28 @@ fn status_screen(
             m["id"].as_str().unwrap_or("?"),
             status_text(m)
         );
+    }
+    let health = &caps["catalog"]["health"];
+    if caps["catalog"]["ok"] == false {
+        if let Some(aside) = health["damaged_moved_to"].as_str() {
+            let _ = writeln!(out, "catalog     DAMAGED: moved to {aside}, a new one made");
+        }
+        for q in health["quarantined"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "catalog     set aside {} {}: {}",
+                q["kind"].as_str().unwrap_or("?"),
+                q["id"].as_str().unwrap_or("?"),
+                q["reason"].as_str().unwrap_or("?")
+            );
+        }
+        let readopted = health["readopted"].as_array().map_or(0, Vec::len);
+        if readopted > 0 {
+            let _ = writeln!(
+                out,
+                "catalog     {readopted} model(s) re-adopted from their folders"
+            );
+        }
     }
     let _ = writeln!(out, "binaries    {}", binaries.len());
     for b in &binaries {

@@ -92,20 +92,44 @@ pub async fn stream_events(
     let last_seq = history.last().map(|e| e.seq);
     let ended = history.iter().any(|e| e.kind == "done");
     let past = stream::iter(history.into_iter().map(|e| Ok(to_sse(&e))));
-    let live = stream::unfold((rx, ended), move |(mut rx, finished)| async move {
-        if finished {
-            return None;
-        }
-        loop {
-            match rx.recv().await {
-                Ok(e) if last_seq.is_some_and(|s| e.seq <= s) => {}
-                Ok(e) => {
-                    let done = e.kind == "done";
-                    return Some((Ok(to_sse(&e)), (rx, done)));
+    // (receiver, the highest seq queued or sent, ended, events to send)
+    let start = (
+        rx,
+        last_seq,
+        ended,
+        std::collections::VecDeque::<crate::jobs::Event>::new(),
+    );
+    let live = stream::unfold(start, move |(mut rx, mut seen, mut ended, mut queue)| {
+        let job = std::sync::Arc::clone(&job);
+        async move {
+            loop {
+                if let Some(e) = queue.pop_front() {
+                    ended |= e.kind == "done";
+                    return Some((Ok(to_sse(&e)), (rx, seen, ended, queue)));
                 }
-                // a subscriber too slow for the channel skips ahead
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return None,
+                if ended {
+                    return None;
+                }
+                match rx.recv().await {
+                    Ok(e) if seen.is_some_and(|s| e.seq <= s) => {}
+                    Ok(e) => {
+                        seen = Some(e.seq);
+                        queue.push_back(e);
+                    }
+                    // a subscriber too slow for the channel catches up from the job's
+                    // history, which keeps the result and `done`: it never hangs
+                    Err(RecvError::Lagged(_)) => {
+                        let (history, again) = job.subscribe();
+                        rx = again;
+                        for e in history {
+                            if seen.is_none_or(|s| e.seq > s) {
+                                seen = Some(e.seq);
+                                queue.push_back(e);
+                            }
+                        }
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
             }
         }
     });

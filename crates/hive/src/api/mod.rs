@@ -2,6 +2,7 @@
 //! auth middleware. The one endpoint's routes are the gateway's.
 
 pub mod auth;
+pub mod guard;
 pub mod jobs;
 pub mod models;
 pub mod openapi;

@@ -20,6 +20,13 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// An error on Ollama's routes, in Ollama's shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OllamaErrorBody {
+    /// What went wrong.
+    pub error: String,
+}
+
 /// A started job.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Accepted {
@@ -38,6 +45,7 @@ pub struct Accepted {
         super::system::audit,
         super::system::storage,
         super::system::gc,
+        super::system::repair,
         super::models::list,
         super::models::get_one,
         super::models::delete,
@@ -70,8 +78,21 @@ pub struct Accepted {
         super::workers::heartbeats,
         crate::metrics::render,
         document,
+        crate::gateway::openai::models,
+        crate::gateway::openai::chat,
+        crate::gateway::openai::completions,
+        crate::gateway::openai::embeddings,
+        crate::gateway::ollama::version,
+        crate::gateway::ollama::tags,
+        crate::gateway::ollama::ps,
+        crate::gateway::ollama::show,
+        crate::gateway::ollama::chat,
+        crate::gateway::ollama::generate,
+        crate::gateway::ollama::embed,
+        crate::gateway::ollama::delete,
+        crate::gateway::ollama::pull,
     ),
-    components(schemas(ErrorBody, ErrorDetail, Accepted, crate::ops::dispatch::Operation, super::models::DownloadBody, super::models::ImportBody, super::models::VerifyBody, super::models::UnloadBody, super::models::DownloadBatchBody, super::models::PushBody, super::models::ScanBody, super::models::PlanBody, super::system::GcBody, super::workers::SpawnBatchBody, crate::ops::workers::LoadRequest, crate::ops::workers::SpawnRequest, crate::ops::binaries::InstallRequest)),
+    components(schemas(ErrorBody, ErrorDetail, OllamaErrorBody, Accepted, crate::ops::dispatch::Operation, super::models::DownloadBody, super::models::ImportBody, super::models::VerifyBody, super::models::UnloadBody, super::models::DownloadBatchBody, super::models::PushBody, super::models::ScanBody, super::models::PlanBody, super::system::GcBody, super::workers::SpawnBatchBody, crate::ops::workers::LoadRequest, crate::ops::workers::SpawnRequest, crate::ops::binaries::InstallRequest)),
     modifiers(&BearerAuth, &CommonResponses),
     security(("bearer" = []))
 )]
@@ -99,12 +120,18 @@ struct CommonResponses;
 impl utoipa::Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::{Content, Ref, ResponseBuilder};
-        let error = |description: &str| {
+        // each route family answers errors in its own shape
+        let error = |path: &str, description: &str| {
+            let schema = if path.starts_with("/api/") {
+                "OllamaErrorBody"
+            } else {
+                "ErrorBody"
+            };
             ResponseBuilder::new()
                 .description(description)
                 .content(
                     "application/json",
-                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                    Content::new(Some(Ref::from_schema_name(schema))),
                 )
                 .build()
         };
@@ -117,7 +144,10 @@ impl utoipa::Modify for CommonResponses {
                 &mut item.patch,
             ];
             for op in operations.into_iter().flatten() {
-                let mut common = vec![("400", "Malformed request")];
+                let mut common = vec![
+                    ("400", "Malformed request"),
+                    ("403", "A foreign Host or web origin"),
+                ];
                 if path != "/health" {
                     common.push(("401", "Missing or wrong token"));
                 }
@@ -132,7 +162,7 @@ impl utoipa::Modify for CommonResponses {
                     op.responses
                         .responses
                         .entry(code.to_owned())
-                        .or_insert_with(|| error(description).into());
+                        .or_insert_with(|| error(path, description).into());
                 }
             }
         }

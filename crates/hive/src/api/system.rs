@@ -17,6 +17,15 @@ pub fn router() -> Router<SharedState> {
         .route("/v1/audit", get(audit))
         .route("/v1/storage", get(storage))
         .route("/v1/hive/gc", axum::routing::post(gc))
+        .route("/v1/hive/repair", axum::routing::post(repair))
+}
+
+/// Repairs a damaged catalog: rows that cannot be read are set aside (quarantined),
+/// and the hive's own model folders no entry names are re-adopted from their files
+/// (their sha256 hashed after, in the background). The hive does the same at start.
+#[utoipa::path(post, operation_id = "system_repair", path = "/v1/hive/repair", tag = "system", responses((status = 200, description = "What was re-adopted and set aside", body = Object), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
+pub async fn repair(State(state): State<SharedState>) -> Result<ApiJson<Value>, ApiError> {
+    Ok(ApiJson(crate::ops::repair::repair(&state).await?))
 }
 
 /// Where the bytes are: per model, the hive's own and external models, partial
@@ -56,7 +65,22 @@ pub async fn health() -> ApiJson<Value> {
 #[utoipa::path(get, operation_id = "system_capabilities", path = "/v1/capabilities", tag = "system", responses((status = 200, description = "What this machine has", body = Object)))]
 pub async fn capabilities(State(state): State<SharedState>) -> Result<ApiJson<Value>, ApiError> {
     let home = state.home.clone();
-    crate::ops::blocking(move || Ok(ApiJson(crate::capabilities::capabilities(&home)))).await
+    let health = state
+        .catalog_health
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    crate::ops::blocking(move || {
+        let mut caps = crate::capabilities::capabilities(&home);
+        if let Some(o) = caps.as_object_mut() {
+            o.insert(
+                "catalog".to_owned(),
+                json!({"ok": health.is_clean(), "health": health}),
+            );
+        }
+        Ok(ApiJson(caps))
+    })
+    .await
 }
 
 /// Which audit entries.

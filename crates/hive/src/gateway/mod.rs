@@ -103,6 +103,9 @@ pub struct Gateway {
     /// The client requests go to workers with: no overall timeout, as a stream may
     /// run for minutes.
     pub http: reqwest::Client,
+    /// Cancelled when shutdown's grace is over: every stream still open ends with
+    /// an error event that says the hive is stopping.
+    pub streams_cut: tokio_util::sync::CancellationToken,
 }
 
 impl Default for Gateway {
@@ -112,6 +115,7 @@ impl Default for Gateway {
             admit: tokio::sync::Mutex::default(),
             aliases: names::AliasIndex::default(),
             tickets: queue::Tickets::default(),
+            streams_cut: tokio_util::sync::CancellationToken::new(),
             // an idle connection is let go before llama-server's own keep-alive (5 s)
             // closes it under a request
             http: reqwest::Client::builder()

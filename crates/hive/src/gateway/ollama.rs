@@ -38,7 +38,7 @@ pub fn router() -> Router<SharedState> {
 }
 
 /// Ollama's error shape.
-struct OllamaError(GatewayError);
+pub(crate) struct OllamaError(GatewayError);
 
 impl From<GatewayError> for OllamaError {
     fn from(e: GatewayError) -> Self {
@@ -54,7 +54,7 @@ impl IntoResponse for OllamaError {
     }
 }
 
-type Answer = Result<Response, OllamaError>;
+pub(crate) type Answer = Result<Response, OllamaError>;
 
 fn bad(message: impl Into<String>) -> OllamaError {
     OllamaError(GatewayError::new(
@@ -84,37 +84,43 @@ fn parse(bytes: Result<Bytes, BytesRejection>) -> Result<Value, OllamaError> {
     }
 }
 
+/// A `keep_alive` this long or longer (about a hundred years) means for ever.
+const FOREVER_SECS: f64 = 100.0 * 365.25 * 86_400.0;
+
 /// `keep_alive` in seconds: `None` when absent (the hive's default), `Some(0)` to
-/// unload after the answer, `Some(u64::MAX)` for forever.
+/// unload after the answer, `Some(u64::MAX)` for forever (negative, or past about a
+/// hundred years).
 fn keep_alive(body: &Value) -> Result<Option<u64>, OllamaError> {
-    let forever = Some(u64::MAX);
+    let seconds = |s: f64| -> Result<Option<u64>, OllamaError> {
+        if s.is_nan() {
+            return Err(bad("keep_alive must be a duration, not NaN"));
+        }
+        if !(0.0..FOREVER_SECS).contains(&s) {
+            return Ok(Some(u64::MAX));
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ok(Some(s as u64))
+    };
     match body.get("keep_alive") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
-            Some(s) if s < 0.0 => Ok(forever),
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            Some(s) => Ok(Some(s as u64)),
+            Some(s) => seconds(s),
             None => Err(bad("keep_alive must be a duration")),
         },
         Some(Value::String(s)) => {
             let s = s.trim();
             if s.starts_with('-') {
-                return Ok(forever);
+                return Ok(Some(u64::MAX));
             }
             if let Ok(secs) = s.parse::<f64>() {
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                return Ok(Some(secs as u64));
+                return seconds(secs);
             }
-            go_duration(s)
-                .map(|secs| {
-                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                    Some(secs as u64)
-                })
-                .ok_or_else(|| {
-                    bad(format!(
-                        "keep_alive {s:?} is not a duration (such as 30s, 5m, 1h30m, or -1)"
-                    ))
-                })
+            match go_duration(s) {
+                Some(secs) => seconds(secs),
+                None => Err(bad(format!(
+                    "keep_alive {s:?} is not a duration (such as 30s, 5m, 1h30m, or -1)"
+                ))),
+            }
         }
         Some(other) => Err(bad(format!("keep_alive must be a duration, got {other}"))),
     }
@@ -233,7 +239,8 @@ fn digest(e: &ModelEntry) -> String {
     e.sha256.clone().unwrap_or_default()
 }
 
-async fn version() -> Response {
+#[utoipa::path(get, operation_id = "ollama_version", path = "/api/version", tag = "ollama", responses((status = 200, description = "The version Ollama clients read", body = Object)))]
+pub(crate) async fn version() -> Response {
     axum::Json(json!({"version": env!("CARGO_PKG_VERSION")})).into_response()
 }
 
@@ -251,7 +258,8 @@ async fn available(
         .collect())
 }
 
-async fn tags(State(state): State<SharedState>) -> Answer {
+#[utoipa::path(get, operation_id = "ollama_tags", path = "/api/tags", tag = "ollama", responses((status = 200, description = "The available models, as Ollama lists them", body = Object)))]
+pub(crate) async fn tags(State(state): State<SharedState>) -> Answer {
     let models: Vec<Value> = available(&state)
         .await?
         .iter()
@@ -266,7 +274,8 @@ async fn tags(State(state): State<SharedState>) -> Answer {
     Ok(axum::Json(json!({"models": models})).into_response())
 }
 
-async fn ps(State(state): State<SharedState>) -> Answer {
+#[utoipa::path(get, operation_id = "ollama_ps", path = "/api/ps", tag = "ollama", responses((status = 200, description = "The models loaded now", body = Object)))]
+pub(crate) async fn ps(State(state): State<SharedState>) -> Answer {
     let models = available(&state).await?;
     let mut out = Vec::new();
     for w in state
@@ -283,8 +292,12 @@ async fn ps(State(state): State<SharedState>) -> Answer {
             || "0001-01-01T00:00:00Z".to_owned(),
             |s| {
                 let from = w.last_activity.unwrap_or(w.started_at);
-                (from + chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2)))
-                    .to_rfc3339()
+                // checked: a TTL of centuries is "no expiry" rather than a panic
+                i64::try_from(s)
+                    .ok()
+                    .and_then(chrono::Duration::try_seconds)
+                    .and_then(|d| from.checked_add_signed(d))
+                    .map_or_else(|| "9999-12-31T23:59:59Z".to_owned(), |t| t.to_rfc3339())
             },
         );
         let vram = if w.backend == "cpu" { 0 } else { e.size };
@@ -296,7 +309,11 @@ async fn ps(State(state): State<SharedState>) -> Answer {
     Ok(axum::Json(json!({"models": out})).into_response())
 }
 
-async fn show(State(state): State<SharedState>, bytes: Result<Bytes, BytesRejection>) -> Answer {
+#[utoipa::path(post, operation_id = "ollama_show", path = "/api/show", tag = "ollama", request_body = Object, responses((status = 200, description = "A model's details", body = Object), (status = 404, description = "No such model", body = crate::api::openapi::OllamaErrorBody)))]
+pub(crate) async fn show(
+    State(state): State<SharedState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Answer {
     let body = parse(bytes)?;
     let e = names::resolve(&state, &model_name(&body)?).await?;
     let g = e.gguf.as_ref();
@@ -583,16 +600,28 @@ impl Translate {
     }
 }
 
-async fn chat(State(state): State<SharedState>, body: Result<Bytes, BytesRejection>) -> Answer {
+#[utoipa::path(post, operation_id = "ollama_chat", path = "/api/chat", tag = "ollama", request_body = Object, responses((status = 200, description = "The answer, whole or as NDJSON", content((Object = "application/json"), (Object = "application/x-ndjson"))), (status = 404, description = "No such model", body = crate::api::openapi::OllamaErrorBody), (status = 429, description = "The model's queue is full", body = crate::api::openapi::OllamaErrorBody)))]
+pub(crate) async fn chat(
+    State(state): State<SharedState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
     converse(state, body, true).await
 }
 
-async fn generate(State(state): State<SharedState>, body: Result<Bytes, BytesRejection>) -> Answer {
+#[utoipa::path(post, operation_id = "ollama_generate", path = "/api/generate", tag = "ollama", request_body = Object, responses((status = 200, description = "The answer, whole or as NDJSON", content((Object = "application/json"), (Object = "application/x-ndjson"))), (status = 404, description = "No such model", body = crate::api::openapi::OllamaErrorBody), (status = 429, description = "The model's queue is full", body = crate::api::openapi::OllamaErrorBody)))]
+pub(crate) async fn generate(
+    State(state): State<SharedState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
     converse(state, body, false).await
 }
 
 /// `/api/embed`: llama.cpp's `/v1/embeddings`, as `{"embeddings": [[...]]}`.
-async fn embed(State(state): State<SharedState>, bytes: Result<Bytes, BytesRejection>) -> Answer {
+#[utoipa::path(post, operation_id = "ollama_embed", path = "/api/embed", tag = "ollama", request_body = Object, responses((status = 200, description = "Embeddings", body = Object), (status = 404, description = "No such model", body = crate::api::openapi::OllamaErrorBody), (status = 429, description = "The model's queue is full", body = crate::api::openapi::OllamaErrorBody)))]
+pub(crate) async fn embed(
+    State(state): State<SharedState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Answer {
     let body = parse(bytes)?;
     let name = model_name(&body)?;
     let input = match body.get("input") {
@@ -639,7 +668,11 @@ async fn embed(State(state): State<SharedState>, bytes: Result<Bytes, BytesRejec
 
 /// `/api/delete`: removes the model from the catalog (its file too, unless it was
 /// registered where it lies).
-async fn delete(State(state): State<SharedState>, bytes: Result<Bytes, BytesRejection>) -> Answer {
+#[utoipa::path(delete, operation_id = "ollama_delete", path = "/api/delete", tag = "ollama", request_body = Object, responses((status = 200, description = "Deleted"), (status = 404, description = "No such model", body = crate::api::openapi::OllamaErrorBody), (status = 409, description = "A worker uses it", body = crate::api::openapi::OllamaErrorBody)))]
+pub(crate) async fn delete(
+    State(state): State<SharedState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Answer {
     let body = parse(bytes)?;
     let model = names::resolve(&state, &model_name(&body)?).await?;
     crate::ops::models::model_delete(&state, &model.id)
@@ -650,7 +683,11 @@ async fn delete(State(state): State<SharedState>, bytes: Result<Bytes, BytesReje
 
 /// `/api/pull`: the hive's download job of a reference, its progress as Ollama's
 /// status lines.
-async fn pull(State(state): State<SharedState>, bytes: Result<Bytes, BytesRejection>) -> Answer {
+#[utoipa::path(post, operation_id = "ollama_pull", path = "/api/pull", tag = "ollama", request_body = Object, responses((status = 200, description = "The pull's progress, whole or as NDJSON", content((Object = "application/json"), (Object = "application/x-ndjson"))), (status = 404, description = "No such model", body = crate::api::openapi::OllamaErrorBody), (status = 507, description = "No room on the disk", body = crate::api::openapi::OllamaErrorBody)))]
+pub(crate) async fn pull(
+    State(state): State<SharedState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Answer {
     let body = parse(bytes)?;
     let reference = model_name(&body)?;
     let stream = stream_flag(&body)?;
@@ -737,5 +774,17 @@ mod tests {
         assert!(k(json!([1])).is_err());
         assert_eq!(ttl(Some(u64::MAX)), Some(0));
         assert_eq!(ttl(Some(0)), Some(1));
+        // centuries are for ever, not an overflow later
+        for forever in [
+            json!(1e16),
+            json!(9_223_372_036_854_775_807_i64),
+            json!(u64::MAX),
+            json!("1e300"),
+            json!("2562047h"),
+        ] {
+            assert_eq!(k(forever.clone()), Ok(Some(u64::MAX)), "{forever}");
+        }
+        assert_eq!(k(json!(3_000_000_000_u64)), Ok(Some(3_000_000_000)));
+        assert!(k(json!("NaN")).is_err());
     }
 }

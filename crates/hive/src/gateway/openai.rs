@@ -48,7 +48,8 @@ impl IntoResponse for GatewayError {
 }
 
 /// Every available model, by alias (`rbee_id` is its catalog id; both name it).
-async fn models(State(state): State<SharedState>) -> Result<Response, GatewayError> {
+#[utoipa::path(get, operation_id = "openai_models", path = "/openai/v1/models", tag = "openai", responses((status = 200, description = "The available models, in OpenAI's list", body = Object)))]
+pub(crate) async fn models(State(state): State<SharedState>) -> Result<Response, GatewayError> {
     let catalog = std::sync::Arc::clone(&state.catalog);
     let list = crate::ops::blocking(move || Ok(catalog.list()?))
         .await
@@ -181,21 +182,24 @@ where
     }
 }
 
-async fn chat(
+#[utoipa::path(post, operation_id = "openai_chat", path = "/openai/v1/chat/completions", tag = "openai", request_body = Object, responses((status = 200, description = "The answer, whole or as server-sent events", content((Object = "application/json"), (Object = "text/event-stream"))), (status = 404, description = "No such model", body = crate::api::openapi::ErrorBody), (status = 429, description = "The model's queue is full", body = crate::api::openapi::ErrorBody)))]
+pub(crate) async fn chat(
     State(state): State<SharedState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, GatewayError> {
     forward(state, body, "/v1/chat/completions").await
 }
 
-async fn completions(
+#[utoipa::path(post, operation_id = "openai_completions", path = "/openai/v1/completions", tag = "openai", request_body = Object, responses((status = 200, description = "The answer, whole or as server-sent events", content((Object = "application/json"), (Object = "text/event-stream"))), (status = 404, description = "No such model", body = crate::api::openapi::ErrorBody), (status = 429, description = "The model's queue is full", body = crate::api::openapi::ErrorBody)))]
+pub(crate) async fn completions(
     State(state): State<SharedState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, GatewayError> {
     forward(state, body, "/v1/completions").await
 }
 
-async fn embeddings(
+#[utoipa::path(post, operation_id = "openai_embeddings", path = "/openai/v1/embeddings", tag = "openai", request_body = Object, responses((status = 200, description = "Embeddings", body = Object), (status = 404, description = "No such model", body = crate::api::openapi::ErrorBody), (status = 429, description = "The model's queue is full", body = crate::api::openapi::ErrorBody)))]
+pub(crate) async fn embeddings(
     State(state): State<SharedState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, GatewayError> {

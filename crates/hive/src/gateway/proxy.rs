@@ -12,6 +12,10 @@ use futures_util::{Stream, StreamExt as _};
 use serde_json::Value;
 
 use super::GatewayError;
+
+/// The longest line of a worker's event stream the hive reads: a worker that sends
+/// more without a line's end is cut off, not buffered without bound.
+const MAX_EVENT_LINE: usize = 4 << 20;
 use super::meter::Meter;
 use super::queue::{Ticket, take_slot};
 use crate::state::SharedState;
@@ -31,6 +35,7 @@ pub struct Upstream {
     guard: RequestGuard,
     meter: Meter,
     ticket: Ticket,
+    cut: tokio_util::sync::CancellationToken,
 }
 
 /// POSTs `body` to the worker's `path` (`/v1/chat/completions`) once one of its
@@ -54,12 +59,16 @@ pub async fn post(
         ticket.arrived,
         std::time::Instant::now(),
     );
+    // the worker's own key, never the hive's token
+    let key = state.workers.key_of(&worker.id).unwrap_or_default();
     let send = || {
-        let mut request = state.gateway.http.post(format!("{base}{path}")).json(body);
-        if let Some(t) = &state.config.api_token {
-            request = request.bearer_auth(t);
-        }
-        request.send()
+        state
+            .gateway
+            .http
+            .post(format!("{base}{path}"))
+            .bearer_auth(&key)
+            .json(body)
+            .send()
     };
     let response = tokio::time::timeout(FIRST_BYTE, async {
         match send().await {
@@ -106,6 +115,7 @@ pub async fn post(
         guard,
         meter,
         ticket,
+        cut: state.gateway.streams_cut.clone(),
     })
 }
 
@@ -132,17 +142,31 @@ impl Upstream {
         Ok(v)
     }
 
-    /// The body's bytes as they come; a failure mid-way is the last item, an error.
+    /// The body's bytes as they come; a failure mid-way, or the end of shutdown's
+    /// grace, is the last item, an error.
     pub fn bytes(self) -> impl Stream<Item = Result<Bytes, String>> + Send {
         let in_flight = (self.guard, self.ticket);
-        let mut meter = self.meter;
-        self.response.bytes_stream().map(move |chunk| {
-            let _in_flight = &in_flight;
-            if let Ok(bytes) = &chunk {
-                meter.chunk(bytes);
-            }
-            chunk.map_err(|e| format!("the worker's stream was cut: {e}"))
-        })
+        let body = Box::pin(self.response.bytes_stream());
+        futures_util::stream::unfold(
+            Some((body, self.cut, self.meter, in_flight)),
+            |open| async move {
+                let (mut body, cut, mut meter, in_flight) = open?;
+                tokio::select! {
+                    biased;
+                    () = cut.cancelled() => Some((
+                        Err("the hive is stopping: this stream was ended".to_owned()),
+                        None,
+                    )),
+                    next = body.next() => match next? {
+                        Ok(bytes) => {
+                            meter.chunk(&bytes);
+                            Some((Ok(bytes), Some((body, cut, meter, in_flight))))
+                        }
+                        Err(e) => Some((Err(format!("the worker's stream was cut: {e}")), None)),
+                    },
+                }
+            },
+        )
     }
 
     /// The `data:` payloads of a server-sent-event stream, as JSON, until `[DONE]`.
@@ -161,6 +185,15 @@ impl Upstream {
                 }
                 Ok(bytes) => {
                     pending.extend_from_slice(&bytes);
+                    if pending.len() > MAX_EVENT_LINE && !pending.contains(&b'\n') {
+                        finished = true;
+                        out.push(Err(format!(
+                            "the worker sent an event line longer than {} MiB",
+                            MAX_EVENT_LINE >> 20
+                        )));
+                        pending = Vec::new();
+                        return futures_util::stream::iter(out);
+                    }
                     while let Some(at) = pending.iter().position(|&b| b == b'\n') {
                         let line: Vec<u8> = pending.drain(..=at).collect();
                         let line = String::from_utf8_lossy(&line);

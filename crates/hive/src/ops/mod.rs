@@ -4,7 +4,8 @@
 //! model) and `binaries` nothing of theirs; `presets` uses `workers`' argument check;
 //! `scan` (adopting other tools' models) uses nothing of theirs; `storage` (the
 //! disk's limits) uses nothing of theirs, and `models` its room check before a pull;
-//! `gc` uses `storage`, and `plan` (the fit check) `storage` and `workers`.
+//! `gc` uses `storage`, and `plan` (the fit check) `storage` and `workers`; `repair`
+//! (a damaged catalog) uses nothing of theirs.
 
 pub mod binaries;
 pub mod dispatch;
@@ -12,6 +13,7 @@ pub mod gc;
 pub mod models;
 pub mod plan;
 pub mod presets;
+pub mod repair;
 pub mod scan;
 pub mod storage;
 pub mod workers;

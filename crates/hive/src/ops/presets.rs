@@ -241,7 +241,14 @@ mod tests {
             (json!({"context": 5}), "context"),
             (json!({"slots": 0}), "slots"),
             (json!({"engine": "vllm"}), "unknown engine"),
-            (json!({"engine_args": ["--port", "9"]}), "would change"),
+            (
+                json!({"engine_args": ["--port", "9"]}),
+                "--port is not allowed",
+            ),
+            (
+                json!({"engine_args": ["--log-file", "/tmp/x"]}),
+                "--log-file is not allowed",
+            ),
             (json!({"engine_args": "--temp 1"}), "must be a list"),
             (json!({"alias": "a b"}), "alias"),
             (json!({"alias": "a:b:c"}), "alias"),

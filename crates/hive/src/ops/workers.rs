@@ -69,31 +69,9 @@ async fn choose_binary(
     Ok(binary)
 }
 
-/// The flags of llama-server that the hive sets itself and a spawn may not change:
-/// where it listens, what it serves, who may call it.
-const OWN_LLAMA_FLAGS: &[&str] = &[
-    "-m",
-    "--model",
-    "-mu",
-    "--model-url",
-    "-hf",
-    "-hfr",
-    "--hf-repo",
-    "-hff",
-    "--hf-file",
-    "-dr",
-    "--docker-repo",
-    "--host",
-    "--port",
-    "--path",
-    "--api-key",
-    "--api-key-file",
-    "--alias",
-    "-a",
-];
-
-/// Refuses extra arguments that would change what the hive set (host, port, model,
-/// API key), and any for our own worker, which takes none.
+/// Refuses extra arguments outside llama.cpp's allow-list
+/// ([`crate::workers::llama::check_args`]), and any for our own worker, which takes
+/// none.
 pub(crate) fn check_engine_args(engine: Engine, args: &[String]) -> Result<(), ApiError> {
     if args.is_empty() {
         return Ok(());
@@ -104,18 +82,8 @@ pub(crate) fn check_engine_args(engine: Engine, args: &[String]) -> Result<(), A
             "llm-worker-rbee takes no extra arguments; engine_args are for llama.cpp".to_owned(),
         ));
     }
-    for arg in args {
-        let flag = arg.split_once('=').map_or(arg.as_str(), |(f, _)| f);
-        if OWN_LLAMA_FLAGS.contains(&flag) || arg.contains('\0') {
-            return Err(ApiError::bad_request(
-                "invalid_engine_args",
-                format!(
-                    "engine argument {arg:?} would change what the hive sets (host, port, model, API key); the hive refuses it"
-                ),
-            ));
-        }
-    }
-    Ok(())
+    crate::workers::llama::check_args(args)
+        .map_err(|message| ApiError::bad_request("invalid_engine_args", message))
 }
 
 /// What a spawn request asks for.

@@ -150,8 +150,10 @@ pub struct Supervision {
     pub stop_grace: Duration,
     /// Ports for workers, or any free one.
     pub ports: Option<(u16, u16)>,
-    /// The hive's token, passed in the environment for heartbeats.
-    pub api_token: Option<String>,
+    /// A live worker's log past this is rotated.
+    pub log_max_bytes: u64,
+    /// A worker generating without progress this long is unhealthy (zero: never).
+    pub stall: Duration,
 }
 
 /// What a spawn request resolved to.
@@ -205,6 +207,9 @@ pub struct WorkerEvent {
 
 struct Entry {
     record: Mutex<WorkerRecord>,
+    /// The worker's own key: in its environment, sent by the hive with every request
+    /// to it, and carried by its heartbeats. Never the hive's token.
+    key: String,
     stop: CancellationToken,
     done: CancellationToken,
 }
@@ -362,6 +367,17 @@ impl Registry {
         })
     }
 
+    /// A worker's own key, which requests to it carry.
+    pub fn key_of(&self, id: &str) -> Option<String> {
+        lock(&self.workers).get(id).map(|e| e.key.clone())
+    }
+
+    /// Whether `given` is that worker's key (constant time).
+    pub fn key_matches(&self, id: &str, given: &str) -> bool {
+        self.key_of(id)
+            .is_some_and(|k| !given.is_empty() && crate::api::auth::same_secret(given, &k))
+    }
+
     /// Records a heartbeat; false for an unknown worker.
     pub fn heartbeat(&self, id: &str, body: &Value) -> bool {
         let now = Utc::now();
@@ -421,6 +437,7 @@ impl Registry {
         };
         let entry = Arc::new(Entry {
             record: Mutex::new(record),
+            key: hex::encode(rand::random::<[u8; 32]>()),
             stop: CancellationToken::new(),
             done: CancellationToken::new(),
         });
@@ -503,6 +520,10 @@ impl Registry {
                 if let Some(n) = plan.slots {
                     args.extend(["--slots".to_owned(), n.to_string()]);
                 }
+                args.extend([
+                    "--stall-secs".to_owned(),
+                    self.supervision.stall.as_secs().to_string(),
+                ]);
                 if let Some(hive) = self.hive_url.get() {
                     args.push("--hive-url".to_owned());
                     args.push(hive.clone());
@@ -518,8 +539,14 @@ impl Registry {
                 dir.display().to_string(),
             ));
         }
-        if let Some(t) = &self.supervision.api_token {
-            env.push(("RBEE_API_TOKEN".to_owned(), t.clone()));
+        // the worker's own key, in its environment (never on its command line, which
+        // any local user can read); the hive's token never reaches a worker
+        if let Some(key) = self.key_of(&plan.id) {
+            let var = match plan.engine {
+                Engine::Rbee => "RBEE_WORKER_API_KEY",
+                Engine::LlamaCpp => "LLAMA_API_KEY",
+            };
+            env.push((var.to_owned(), key));
         }
         Launch {
             binary: plan.binary.clone(),
@@ -758,6 +785,9 @@ impl Registry {
         tick.tick().await;
         let mut failed = 0u32;
         let mut tokens_seen: Option<f64> = None;
+        // llama-server's progress: its decode count, and when it last moved
+        let mut decodes: Option<f64> = None;
+        let mut progress_at = Instant::now();
         loop {
             tokio::select! {
                 status = child.wait() => {
@@ -770,12 +800,35 @@ impl Registry {
                 }
                 () = entry.stop.cancelled() => return "stopped".into(),
                 _ = tick.tick() => {
-                    let healthy = match self.http.get(format!("{url}/health")).send().await {
+                    // a chatty worker's log is rotated (its last part kept as .log.1)
+                    if let Some(log) = self.get(id).map(|r| r.log_path) {
+                        let max = self.supervision.log_max_bytes;
+                        let rotated = tokio::task::spawn_blocking(move || process::rotate_if_over(&log, max)).await;
+                        if let Ok(Err(e)) = rotated {
+                            tracing::warn!(worker = id, "cannot rotate the worker's log: {e}");
+                        }
+                    }
+                    let mut healthy = match self.http.get(format!("{url}/health")).send().await {
                         Ok(r) => r.status().is_success(),
                         Err(_) => false,
                     };
-                    if healthy && engine == Engine::LlamaCpp {
-                        self.scrape_llama(id, url, &mut tokens_seen).await;
+                    if healthy
+                        && engine == Engine::LlamaCpp
+                        && let Some(m) = self.scrape_llama(id, url, &mut tokens_seen).await
+                    {
+                        let busy = m.processing.is_some_and(|p| p > 0.0);
+                        if !busy || m.decodes != decodes {
+                            progress_at = Instant::now();
+                            decodes = m.decodes;
+                        } else if !self.supervision.stall.is_zero()
+                            && progress_at.elapsed() >= self.supervision.stall
+                        {
+                            self.emit(id, "unhealthy", format!(
+                                "no progress for {}s with a request in flight: stalled",
+                                progress_at.elapsed().as_secs()
+                            ));
+                            healthy = false;
+                        }
                     }
                     // read each time: a load may change a live worker's TTL
                     let record = self.get(id);
@@ -825,11 +878,16 @@ impl Registry {
 
     /// llama-server reports no heartbeats: its `/metrics` gives the slots in use and
     /// the speed, and a change in its token counts is activity (for the idle TTL).
-    async fn scrape_llama(&self, id: &str, url: &str, tokens_seen: &mut Option<f64>) {
-        let Ok(r) = self.http.get(format!("{url}/metrics")).send().await else {
-            return;
-        };
-        let Ok(text) = r.text().await else { return };
+    async fn scrape_llama(
+        &self,
+        id: &str,
+        url: &str,
+        tokens_seen: &mut Option<f64>,
+    ) -> Option<llama::LlamaMetrics> {
+        let key = self.key_of(id).unwrap_or_default();
+        let request = self.http.get(format!("{url}/metrics")).bearer_auth(key);
+        let r = request.send().await.ok()?;
+        let text = r.text().await.ok()?;
         let m = llama::parse_metrics(&text);
         let used = m.processing.is_some_and(|p| p > 0.0)
             || (tokens_seen.is_some() && m.tokens_total != *tokens_seen);
@@ -851,6 +909,7 @@ impl Registry {
                 r.last_activity = Some(Utc::now());
             }
         });
+        Some(m)
     }
 
     fn give_up(

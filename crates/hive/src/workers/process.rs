@@ -67,6 +67,14 @@ pub struct Launch {
     pub log: PathBuf,
 }
 
+/// Variables of the hive's environment that no worker inherits, besides `RBEE_*`.
+const SECRET_VARS: &[&str] = &[
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "LLAMA_API_KEY",
+    "DOCKER_AUTH_CONFIG",
+];
+
 /// Starts a worker in its own process group, its output appended to its log. On
 /// Linux it gets SIGKILL when the hive dies, however it dies.
 pub fn spawn(launch: &Launch) -> std::io::Result<tokio::process::Child> {
@@ -81,6 +89,15 @@ pub fn spawn(launch: &Launch) -> std::io::Result<tokio::process::Child> {
         .0;
     let err = log.try_clone()?;
     let mut cmd = tokio::process::Command::new(&launch.binary);
+    // the hive's secrets stay with the hive: its token, the registries' and the hub's
+    // credentials, every RBEE_ setting; a worker gets only what `launch.env` says
+    for (key, _) in std::env::vars_os() {
+        if let Some(k) = key.to_str()
+            && (k.starts_with("RBEE_") || SECRET_VARS.contains(&k))
+        {
+            cmd.env_remove(&key);
+        }
+    }
     cmd.args(&launch.args)
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -220,13 +237,43 @@ impl RunRecord {
     }
 }
 
+/// Rotates a live worker's log past `max` bytes: its content goes to `<log>.1`
+/// (replacing the one before) and the log is emptied in place, so the worker,
+/// which appends to it, writes on at its start. Lines written between the copy and
+/// the truncation are lost, as with logrotate's `copytruncate`. Blocking.
+pub fn rotate_if_over(log: &Path, max: u64) -> std::io::Result<bool> {
+    let Ok(meta) = fs_err::metadata(log) else {
+        return Ok(false);
+    };
+    if meta.len() <= max {
+        return Ok(false);
+    }
+    let mut older = log.as_os_str().to_owned();
+    older.push(".1");
+    fs_err::copy(log, std::path::PathBuf::from(older))?;
+    fs_err::OpenOptions::new()
+        .write(true)
+        .open(log)?
+        .set_len(0)?;
+    Ok(true)
+}
+
 /// The last `lines` lines of a log file.
 pub fn log_tail(path: &Path, lines: usize) -> String {
-    let Ok(text) = fs_err::read(path) else {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    // the last 64 KiB, read after a seek: a log of gigabytes costs the same
+    let Ok(mut f) = fs_err::File::open(path) else {
         return String::new();
     };
-    let start = text.len().saturating_sub(64 * 1024);
-    let text = String::from_utf8_lossy(&text[start..]);
+    let len = f.metadata().map_or(0, |m| m.len());
+    let mut text = Vec::new();
+    if f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))
+        .is_err()
+        || f.read_to_end(&mut text).is_err()
+    {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&text);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -15,7 +15,7 @@ use hf_test_server::test_model as smollm2;
 
 /// A Python with Playwright, and Chromium; else the test skips, unless
 /// `RBEE_REQUIRE_BROWSER_TESTS` is set.
-fn browser() -> Option<PathBuf> {
+pub fn browser() -> Option<PathBuf> {
     let chromium = std::env::var_os("RBEE_CHROMIUM")
         .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
     if !chromium.is_file() {

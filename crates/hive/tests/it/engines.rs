@@ -181,9 +181,12 @@ pub(crate) fn llama_servers_under(home: &Path) -> Vec<u64> {
     out
 }
 
-async fn complete(url: &str, prompt: &str) -> String {
-    let r = crate::client()
-        .post(format!("{url}/v1/completions"))
+async fn complete(url: &str, key: Option<&str>, prompt: &str) -> String {
+    let mut r = crate::client().post(format!("{url}/v1/completions"));
+    if let Some(key) = key {
+        r = r.bearer_auth(key);
+    }
+    let r = r
         .json(&json!({"prompt": prompt, "max_tokens": 16, "temperature": 0, "seed": 1}))
         .send()
         .await
@@ -199,7 +202,11 @@ async fn a_llama_server_worker_answers_as_the_same_binary_by_hand_and_leaves_not
         return;
     };
     let home = tempfile::tempdir().unwrap();
-    let h = hive(home.path(), &[]);
+    // secrets in the hive's environment, which no worker may inherit
+    let mut c = crate::hive_cmd(home.path(), "http://127.0.0.1:9", &[]);
+    c.env("RBEE_OCI_PASSWORD", "hive-secret-oci-5a")
+        .env("HF_TOKEN", "hf_hive_secret_5a");
+    let h = crate::spawn_hive(c);
     let (s, b) = add(&h, &server, "cpu").await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["engine"], "llama.cpp");
@@ -250,7 +257,29 @@ async fn a_llama_server_worker_answers_as_the_same_binary_by_hand_and_leaves_not
     assert_eq!(w["engine"], "llama.cpp", "{w}");
     let url = w["url"].as_str().unwrap().to_owned();
     let prompt = "The capital of France is";
-    let through_hive = complete(&url, prompt).await;
+    // straight to the worker: it takes only its own key, which only its user can read
+    let key = crate::worker_key(&w);
+    let r = crate::client()
+        .post(format!("{url}/v1/completions"))
+        .json(&json!({"prompt": prompt, "max_tokens": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a request without the worker's key");
+    let environ = fs_err::read(format!("/proc/{}/environ", w["pid"])).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    for secret in ["RBEE_API_TOKEN", "hive-secret-oci-5a", "hf_hive_secret_5a"] {
+        assert!(
+            !environ.contains(secret),
+            "{secret} in a worker's environment"
+        );
+    }
+    let cmdline = fs_err::read(format!("/proc/{}/cmdline", w["pid"])).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(&key),
+        "the key is not on its command line"
+    );
+    let through_hive = complete(&url, Some(&key), prompt).await;
 
     // the same binary by hand, the same command line but the port
     let port = {
@@ -284,7 +313,7 @@ async fn a_llama_server_worker_answers_as_the_same_binary_by_hand_and_leaves_not
             .is_ok_and(|r| r.status().is_success())
     })
     .await;
-    let by_hand_text = complete(&hand_url, prompt).await;
+    let by_hand_text = complete(&hand_url, None, prompt).await;
     by_hand.kill().unwrap();
     by_hand.wait().unwrap();
     assert_eq!(through_hive, by_hand_text);
@@ -305,7 +334,7 @@ async fn a_llama_server_worker_answers_as_the_same_binary_by_hand_and_leaves_not
     .await;
     let again = get(&h, &format!("/v1/workers/{id}")).await.1;
     assert_eq!(again["url"].as_str(), Some(url.as_str()));
-    assert_eq!(complete(&url, prompt).await, through_hive);
+    assert_eq!(complete(&url, Some(&key), prompt).await, through_hive);
 
     // what it reports reaches the worker's record and the hive's metrics
     wait_for("its speed from /metrics", async || {
@@ -386,6 +415,58 @@ async fn sigterm_to_the_hive_stops_its_llama_servers() {
     assert!(llama_servers_under(home.path()).is_empty());
 }
 
+/// SIGTERM while a long generation streams: the stream ends with an error event that
+/// says the hive is stopping, the hive is gone within its grace and a few seconds, and
+/// no worker is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_long_stream_ends_it_and_exits_in_bounded_time() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let grace = 2;
+    let mut h = hive(home.path(), &["--shutdown-grace-secs", &grace.to_string()]);
+    add(&h, &server, "cpu").await;
+    let local = home.path().join("SmolLM2.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    let model_id = import(&h, &local).await;
+    // 30,000 tokens would take many minutes here
+    let mut r = crate::client()
+        .post(format!("{}/openai/v1/completions", h.url))
+        .json(
+            &json!({"model": model_id, "prompt": "Once upon a time", "max_tokens": 30000,
+                      "ignore_eos": true, "stream": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut seen = String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()).into_owned();
+    let signalled = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(h.child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    while let Ok(Some(chunk)) = r.chunk().await {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let status = h.child.wait().unwrap();
+    let took = signalled.elapsed();
+    eprintln!("the hive exited {took:?} after SIGTERM, with {grace}s of grace");
+    assert!(status.success(), "{status}");
+    assert!(took < std::time::Duration::from_secs(grace + 5), "{took:?}");
+    assert!(
+        seen.contains("the hive is stopping"),
+        "the stream's last event: {}",
+        &seen[seen.len().saturating_sub(400)..]
+    );
+    assert!(
+        llama_servers_under(home.path()).is_empty(),
+        "no worker left"
+    );
+}
+
 /// The README's path for a model our worker cannot run: add llama-server, import
 /// the Gemma file, spawn it (llama.cpp by default), ask it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,7 +492,12 @@ async fn gemma_runs_on_llama_cpp_and_answers() {
     assert_eq!(state, "completed", "{ev:?}");
     // the file is the base model, with no chat template: a completion, which a
     // model of 270M parameters continues on the subject
-    let text = complete(w["url"].as_str().unwrap(), "The capital of France is").await;
+    let text = complete(
+        w["url"].as_str().unwrap(),
+        Some(&crate::worker_key(&w)),
+        "The capital of France is",
+    )
+    .await;
     assert!(text.contains("France"), "{text:?}");
     let (s, _) = post(&h, "/v1/models/unload", json!({"id": model_id})).await;
     assert_eq!(s, 200);
@@ -517,6 +603,7 @@ async fn llama_server_built_by_the_hive_from_source_serves_gemma() {
             "{}/v1/chat/completions",
             w["url"].as_str().unwrap()
         ))
+        .bearer_auth(crate::worker_key(&w))
         .json(&json!({
             "model": model_id,
             "messages": [{"role": "user", "content": "Name a colour."}],
@@ -690,7 +777,7 @@ async fn llama_cpp_runs_a_pull_in_the_hub_cache_layout_offline() {
             .is_ok_and(|r| r.status().is_success())
     })
     .await;
-    let text = complete(&url, "The capital of France is").await;
+    let text = complete(&url, None, "The capital of France is").await;
     llama.kill().unwrap();
     llama.wait().unwrap();
     assert!(!text.is_empty());

@@ -151,9 +151,11 @@ async fn a_client_that_goes_away_cancels_the_generation() {
     assert_eq!(ask(&h, &id).await.0, 200, "warm");
     let (_, list) = get(&h, "/v1/workers").await;
     let worker = list["workers"][0]["url"].as_str().unwrap().to_owned();
+    let key = crate::worker_key(&list["workers"][0]);
     let busy = async || {
         let text = crate::client()
             .get(format!("{worker}/metrics"))
+            .bearer_auth(&key)
             .send()
             .await
             .unwrap()

@@ -6,11 +6,14 @@ mod api;
 mod audit;
 mod batch;
 mod dashboard;
+mod edge;
 mod engines;
+mod fields;
 mod gateway;
 mod integrity;
 mod oci;
 mod pulls;
+mod repair;
 mod restart;
 mod scan;
 mod storage;
@@ -249,4 +252,20 @@ pub fn big_gguf(len: usize) -> Vec<u8> {
     let mut d = fixture("llama-q4_0.gguf");
     d.extend_from_slice(&hf_test_server::test_bytes(len, 9));
     d
+}
+
+/// A worker's own key, read from its environment as only its user can: what a
+/// request straight to the worker (not through the hive) must carry.
+pub fn worker_key(worker: &Value) -> String {
+    let pid = worker["pid"].as_u64().unwrap();
+    let environ = fs_err::read(format!("/proc/{pid}/environ")).unwrap();
+    environ
+        .split(|&b| b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| {
+            kv.strip_prefix("LLAMA_API_KEY=")
+                .or_else(|| kv.strip_prefix("RBEE_WORKER_API_KEY="))
+        })
+        .unwrap_or_else(|| panic!("worker {pid} has no key in its environment"))
+        .to_owned()
 }

@@ -639,6 +639,7 @@ async fn a_registry_behind_a_password_takes_our_credentials_and_dockers() {
         );
         c.env_remove("RBEE_OCI_USERNAME")
             .env_remove("RBEE_OCI_PASSWORD")
+            .env_remove("RBEE_OCI_REGISTRIES")
             .env("DOCKER_CONFIG", home.join("no-docker"));
         for (k, v) in env {
             c.env(k, v);
@@ -667,6 +668,7 @@ async fn a_registry_behind_a_password_takes_our_credentials_and_dockers() {
         &[
             ("RBEE_OCI_USERNAME", "lab".into()),
             ("RBEE_OCI_PASSWORD", "s3cret".into()),
+            ("RBEE_OCI_REGISTRIES", host.clone()),
         ],
     );
     let (state, out) = push(&h, &id, &target).await;
@@ -678,6 +680,7 @@ async fn a_registry_behind_a_password_takes_our_credentials_and_dockers() {
         &[
             ("RBEE_OCI_USERNAME", "lab".into()),
             ("RBEE_OCI_PASSWORD", "wrong".into()),
+            ("RBEE_OCI_REGISTRIES", host.clone()),
         ],
     );
     let (s, _, e) = pull(&h2, &target).await;
@@ -956,6 +959,7 @@ async fn the_bearer_token_flow_gets_a_token_for_the_manifest_and_the_blob() {
         let mut c = crate::hive_cmd(home, "http://127.0.0.1:9", &["--oci-insecure", &host]);
         c.env("RBEE_OCI_USERNAME", "lab")
             .env("RBEE_OCI_PASSWORD", password)
+            .env("RBEE_OCI_REGISTRIES", &host)
             .env("DOCKER_CONFIG", home.join("no-docker"));
         crate::spawn_hive(c)
     };
@@ -981,4 +985,400 @@ async fn the_bearer_token_flow_gets_a_token_for_the_manifest_and_the_blob() {
         blob_reads.load(Ordering::SeqCst) >= 1,
         "the blob came with the token"
     );
+}
+
+/// Credentials go only where they belong: to the registries named in
+/// `RBEE_OCI_REGISTRIES`, and over plain HTTP only to a host named insecure. A
+/// registry (here a stub that speaks the Bearer challenge and records every
+/// `Authorization` it is sent) gets none when the credentials are another host's, or
+/// when its token realm is a plain-HTTP host not named insecure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_never_reach_a_registry_or_realm_they_are_not_for() {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    use std::sync::{Arc, Mutex};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    // the realm names this same server as `localhost`, a host not named insecure
+    let realm = format!("http://localhost:{port}/token");
+    tokio::spawn(async move {
+        let app = axum::Router::new().fallback(move |h: HeaderMap| {
+            let (record, realm) = (Arc::clone(&record), realm.clone());
+            async move {
+                if let Some(a) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+                    record.lock().unwrap().push(a.to_owned());
+                }
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(
+                        header::WWW_AUTHENTICATE,
+                        format!(r#"Bearer realm="{realm}",service="stub""#),
+                    )],
+                )
+                    .into_response()
+            }
+        });
+        axum::serve(listener, app).await.unwrap();
+    });
+    let host = format!("127.0.0.1:{port}");
+    let target = format!("oci://{host}/lab/m:v1");
+    for scoped_to in ["registry.other.example:5000", host.as_str()] {
+        let home = tempfile::tempdir().unwrap();
+        let mut c = crate::hive_cmd(
+            home.path(),
+            "http://127.0.0.1:9",
+            &["--oci-insecure", &host],
+        );
+        c.env("RBEE_OCI_USERNAME", "lab")
+            .env("RBEE_OCI_PASSWORD", "never-sent-7f")
+            .env("RBEE_OCI_REGISTRIES", scoped_to)
+            .env("DOCKER_CONFIG", home.path().join("no-docker"));
+        let h = crate::spawn_hive(c);
+        let (s, _, e) = pull(&h, &target).await;
+        assert_eq!(s, 403, "{e}");
+        assert_eq!(get(&h, "/v1/models").await.1, json!([]));
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.is_empty(), "the stub was sent credentials: {seen:?}");
+}
+
+/// A token that expires in the middle of a blob (Docker Hub's last 300 s): the
+/// registry's 401 is answered with a new token from the realm, and the download
+/// resumes from what it already has. The stub cuts the first blob answer half-way and
+/// refuses the token it was sent with from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_expires_mid_blob_is_renewed_and_the_pull_resumes() {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let gguf = crate::big_gguf(6 << 20);
+    let sha = hex::encode(sha2::Sha256::digest(&gguf));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+        "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.raw", "digest": format!("sha256:{sha}"), "size": gguf.len()}],
+    })
+    .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let issued = Arc::new(AtomicUsize::new(0));
+    let expired = Arc::new(Mutex::new(Vec::<String>::new()));
+    let blob_bytes = Arc::new(AtomicUsize::new(0));
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let realm = format!("http://{host}/token");
+    let (i2, e2, b2) = (
+        Arc::clone(&issued),
+        Arc::clone(&expired),
+        Arc::clone(&blob_bytes),
+    );
+    tokio::spawn(async move {
+        let challenge = move || {
+            (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    header::WWW_AUTHENTICATE,
+                    format!(r#"Bearer realm="{realm}",service="stub""#),
+                )],
+            )
+                .into_response()
+        };
+        let valid = {
+            let (issued, expired) = (Arc::clone(&i2), Arc::clone(&e2));
+            move |h: &HeaderMap| -> Option<String> {
+                let t = h
+                    .get(header::AUTHORIZATION)?
+                    .to_str()
+                    .ok()?
+                    .strip_prefix("Bearer ")?
+                    .to_owned();
+                let latest = format!("T-{}", issued.load(Ordering::SeqCst));
+                (t == latest && !expired.lock().unwrap().contains(&t)).then_some(t)
+            }
+        };
+        let (v1, v2, c1, c2) = (valid.clone(), valid, challenge.clone(), challenge.clone());
+        let app = axum::Router::new()
+            .route(
+                "/token",
+                axum::routing::get(move || {
+                    let n = i2.fetch_add(1, Ordering::SeqCst) + 1;
+                    async move { axum::Json(json!({"token": format!("T-{n}")})).into_response() }
+                }),
+            )
+            .route(
+                "/v2/lab/m/manifests/{tag}",
+                axum::routing::any(move |h: HeaderMap| {
+                    let (body, ok, c) = (manifest.clone(), v1(&h).is_some(), c1.clone());
+                    async move {
+                        if !ok {
+                            return c();
+                        }
+                        (
+                            [(
+                                header::CONTENT_TYPE,
+                                "application/vnd.oci.image.manifest.v1+json",
+                            )],
+                            body,
+                        )
+                            .into_response()
+                    }
+                }),
+            )
+            .route(
+                "/v2/lab/m/blobs/{digest}",
+                axum::routing::any(move |h: HeaderMap| {
+                    let (data, token, c) = (gguf.clone(), v2(&h), c2.clone());
+                    let (expired, sent, cut) = (Arc::clone(&e2), Arc::clone(&b2), Arc::clone(&cut));
+                    async move {
+                        let Some(token) = token else { return c() };
+                        let len = data.len();
+                        let (start, end) = h
+                            .get(header::RANGE)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("bytes="))
+                            .and_then(|v| v.split_once('-'))
+                            .map_or((0, len - 1), |(a, b)| {
+                                (
+                                    a.parse().unwrap_or(0),
+                                    b.parse().unwrap_or(len - 1).min(len - 1),
+                                )
+                            });
+                        let body = data[start..=end].to_vec();
+                        // the first answer of substance: this token dies now
+                        if body.len() >= (1 << 19) && !cut.swap(true, Ordering::SeqCst) {
+                            // this token dies now: half of what was asked, then the cut
+                            expired.lock().unwrap().push(token);
+                            let half = body[..body.len() / 2].to_vec();
+                            sent.fetch_add(half.len(), Ordering::SeqCst);
+                            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                                vec![Ok(half), Err(std::io::Error::other("cut"))];
+                            return (
+                                StatusCode::PARTIAL_CONTENT,
+                                [
+                                    (header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")),
+                                    (header::CONTENT_LENGTH, body.len().to_string()),
+                                ],
+                                axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+                            )
+                                .into_response();
+                        }
+                        sent.fetch_add(body.len(), Ordering::SeqCst);
+                        (
+                            StatusCode::PARTIAL_CONTENT,
+                            [
+                                (header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")),
+                                (header::ACCEPT_RANGES, "bytes".to_owned()),
+                            ],
+                            body,
+                        )
+                            .into_response()
+                    }
+                }),
+            )
+            .fallback(move || {
+                let c = challenge.clone();
+                async move { c() }
+            });
+        axum::serve(listener, app).await.unwrap();
+    });
+    let home = tempfile::tempdir().unwrap();
+    let mut c = crate::hive_cmd(
+        home.path(),
+        "http://127.0.0.1:9",
+        &["--oci-insecure", &host],
+    );
+    c.env("DOCKER_CONFIG", home.path().join("no-docker"));
+    let h = crate::spawn_hive(c);
+    let (s, state, m) = pull(&h, &format!("oci://{host}/lab/m:v1")).await;
+    assert_eq!((s, state.as_str()), (202, "completed"), "{m}");
+    assert_eq!(m["sha256"], sha.as_str(), "{m}");
+    assert!(
+        issued.load(Ordering::SeqCst) >= 2,
+        "a second token was asked for"
+    );
+    let sent = blob_bytes.load(Ordering::SeqCst);
+    assert!(
+        sent < (6 << 20) + (6 << 20) / 2 + (1 << 20),
+        "the pull resumed, not restarted: {sent} bytes sent"
+    );
+}
+
+/// Two Debian `docker-registry`s: one behind a password, one open, each reached
+/// through a loopback proxy that records the `Authorization` headers it passes on.
+/// With the credentials scoped to the first (`RBEE_OCI_REGISTRIES`), a push there
+/// and a pull from the second both work, and the second never sees a credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_credentials_reach_their_registry_and_never_the_other() {
+    use std::sync::{Arc, Mutex};
+    let (Some(locked), Some(open)) = (
+        Registry::start_with_password("lab", "s3cret"),
+        Registry::start(),
+    ) else {
+        return;
+    };
+    /// A proxy to `upstream` that records each request's Authorization.
+    async fn recording_proxy(upstream: String) -> (String, Arc<Mutex<Vec<Option<String>>>>) {
+        let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+        let record = Arc::clone(&seen);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let me = host.clone();
+        tokio::spawn(async move {
+            let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+                let (client, upstream, record, me) = (
+                    client.clone(),
+                    upstream.clone(),
+                    Arc::clone(&record),
+                    me.clone(),
+                );
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let auth = parts
+                        .headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    record.lock().unwrap().push(auth);
+                    let url = format!("http://{upstream}{}", parts.uri);
+                    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                    let mut rb = client.request(parts.method.clone(), url).body(body);
+                    for (k, v) in &parts.headers {
+                        if k != "host" {
+                            rb = rb.header(k, v);
+                        }
+                    }
+                    let r = rb.send().await.unwrap();
+                    let mut out = axum::http::Response::builder().status(r.status().as_u16());
+                    for (k, v) in r.headers() {
+                        // locations name the upstream; the client must come back here
+                        let v = v.to_str().unwrap_or_default().replace(&upstream, &me);
+                        out = out.header(k.as_str(), v);
+                    }
+                    out.body(axum::body::Body::from(r.bytes().await.unwrap()))
+                        .unwrap()
+                }
+            });
+            axum::serve(listener, app).await.unwrap();
+        });
+        (host, seen)
+    }
+    let (locked_host, locked_seen) = recording_proxy(locked.host.clone()).await;
+    let (open_host, open_seen) = recording_proxy(open.host.clone()).await;
+    let home = tempfile::tempdir().unwrap();
+    let insecure = format!("{locked_host},{open_host}");
+    let mut c = crate::hive_cmd(
+        home.path(),
+        "http://127.0.0.1:9",
+        &["--oci-insecure", &insecure],
+    );
+    c.env("RBEE_OCI_USERNAME", "lab")
+        .env("RBEE_OCI_PASSWORD", "s3cret")
+        .env("RBEE_OCI_REGISTRIES", &locked_host)
+        .env("DOCKER_CONFIG", home.path().join("no-docker"));
+    let h = crate::spawn_hive(c);
+    let file = home.path().join("m.gguf");
+    fs_err::write(&file, crate::fixture("llama-q4_0.gguf")).unwrap();
+    let id = import(&h, &file).await;
+    // the same model onto both: the password one with the credentials, the open one
+    // without
+    for host in [&locked_host, &open_host] {
+        let (state, out) = push(&h, &id, &format!("oci://{host}/models/m:v1")).await;
+        assert_eq!(state, "completed", "{host}: {out}");
+    }
+    let (s, state, m) = pull(&h, &format!("oci://{open_host}/models/m:v1")).await;
+    assert_eq!((s, state.as_str()), (202, "completed"), "{m}");
+    let locked_seen = locked_seen.lock().unwrap().clone();
+    assert!(
+        locked_seen
+            .iter()
+            .flatten()
+            .any(|a| a.starts_with("Basic ")),
+        "the password registry got its credentials: {locked_seen:?}"
+    );
+    let open_seen = open_seen.lock().unwrap().clone();
+    assert!(!open_seen.is_empty());
+    assert!(
+        open_seen.iter().all(Option::is_none),
+        "the open registry was sent an Authorization: {open_seen:?}"
+    );
+}
+
+/// An `identitytoken` in docker's config (as `az acr login` writes it) is used as an
+/// OAuth2 refresh token at the realm, and only for its own registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_token_from_dockers_config_gets_the_registry_token() {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    let gguf = crate::fixture("llama-q4_0.gguf");
+    let sha = hex::encode(sha2::Sha256::digest(&gguf));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+        "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.raw", "digest": format!("sha256:{sha}"), "size": gguf.len()}],
+    })
+    .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let realm = format!("http://{host}/oauth2/token");
+    tokio::spawn(async move {
+        let app = axum::Router::new()
+            .route(
+                "/oauth2/token",
+                axum::routing::post(|form: axum::extract::Form<std::collections::HashMap<String, String>>| async move {
+                    let ok = form.get("grant_type").map(String::as_str) == Some("refresh_token")
+                        && form.get("refresh_token").map(String::as_str) == Some("ID-TOKEN-42")
+                        && form.get("service").map(String::as_str) == Some("stub");
+                    if ok {
+                        axum::Json(json!({"access_token": "ACCESS-9"})).into_response()
+                    } else {
+                        StatusCode::UNAUTHORIZED.into_response()
+                    }
+                }),
+            )
+            .fallback(move |req: axum::extract::Request| {
+                let (realm, manifest, gguf) = (realm.clone(), manifest.clone(), gguf.clone());
+                async move {
+                    let h: &HeaderMap = req.headers();
+                    if h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some("Bearer ACCESS-9") {
+                        return (
+                            StatusCode::UNAUTHORIZED,
+                            [(header::WWW_AUTHENTICATE, format!(r#"Bearer realm="{realm}",service="stub",scope="repository:lab/m:pull""#))],
+                        )
+                            .into_response();
+                    }
+                    if req.uri().path().contains("/manifests/") {
+                        return ([(header::CONTENT_TYPE, "application/vnd.oci.image.manifest.v1+json")], manifest).into_response();
+                    }
+                    gguf.into_response()
+                }
+            });
+        axum::serve(listener, app).await.unwrap();
+    });
+    let home = tempfile::tempdir().unwrap();
+    let docker = home.path().join("docker");
+    fs_err::create_dir_all(&docker).unwrap();
+    fs_err::write(
+        docker.join("config.json"),
+        json!({"auths": {host.clone(): {"auth": "", "identitytoken": "ID-TOKEN-42"}}}).to_string(),
+    )
+    .unwrap();
+    let mut c = crate::hive_cmd(
+        home.path(),
+        "http://127.0.0.1:9",
+        &["--oci-insecure", &host],
+    );
+    c.env_remove("RBEE_OCI_USERNAME")
+        .env("DOCKER_CONFIG", &docker);
+    let h = crate::spawn_hive(c);
+    let (s, state, m) = pull(&h, &format!("oci://{host}/lab/m:v1")).await;
+    assert_eq!((s, state.as_str()), (202, "completed"), "{m}");
+    assert_eq!(m["sha256"], sha.as_str(), "{m}");
 }

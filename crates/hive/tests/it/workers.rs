@@ -133,9 +133,18 @@ async fn a_worker_serves_restarts_after_kill_9_and_stops_cleanly() {
     let pid = worker["pid"].as_u64().unwrap();
     let id = worker["id"].as_str().unwrap().to_owned();
 
-    // A completion through the worker's own URL.
+    // A completion through the worker's own URL, with its own key; none is refused.
+    let key = crate::worker_key(&worker);
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v1/completions"))
+        .json(&json!({"prompt": "x", "max_tokens": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a request without the worker's key");
     let v: Value = reqwest::Client::new()
         .post(format!("{url}/v1/completions"))
+        .bearer_auth(&key)
         .json(&json!({"prompt": "The capital of France is", "max_tokens": 6, "temperature": 0}))
         .send()
         .await
@@ -185,6 +194,7 @@ async fn a_worker_serves_restarts_after_kill_9_and_stops_cleanly() {
     );
     let r = crate::client()
         .post(format!("{url}/v1/completions"))
+        .bearer_auth(&key)
         .json(&json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}))
         .send()
         .await
