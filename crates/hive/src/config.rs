@@ -29,7 +29,7 @@ pub struct Config {
     /// CLI reads the same file
     #[arg(long, env = "RBEE_API_TOKEN_FILE", conflicts_with = "api_token")]
     pub api_token_file: Option<PathBuf>,
-    /// More names a request's Host may give besides localhost, 127.0.0.1, [::1], this
+    /// More names a request's Host may give besides localhost, 127.0.0.1, ::1, this
     /// machine's name and the address the hive listens on (DNS rebinding); `*` allows any
     #[arg(long, env = "RBEE_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,

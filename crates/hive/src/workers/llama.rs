@@ -265,7 +265,7 @@ fn instead(flag: &str) -> Option<&'static str> {
     })
 }
 
-/// Checks extra arguments for llama-server against [`ALLOWED_FLAGS`]: each flag must
+/// Checks extra arguments for llama-server against the allow-list: each flag must
 /// be listed, and a value follows its flag (`--temp 0.7`, `--temp=0.7`). The error
 /// names the flag and says what to do instead.
 pub fn check_args(args: &[String]) -> Result<(), String> {

@@ -231,7 +231,16 @@ impl RunRecord {
             f.sync_all()?;
             fs_err::rename(&tmp, &self.path)
         };
-        if let Err(e) = write() {
+        // the write and its fsync block: on the runtime's worker threads, tokio is told
+        // so, and moves the other tasks off this thread meanwhile
+        let on_runtime = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let written = if on_runtime {
+            tokio::task::block_in_place(write)
+        } else {
+            write()
+        };
+        if let Err(e) = written {
             tracing::error!(path = %self.path.display(), "cannot record the running workers: {e}");
         }
     }
@@ -276,4 +285,37 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = String::from_utf8_lossy(&text);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{log_tail, rotate_if_over};
+    use std::io::Write as _;
+
+    #[test]
+    fn a_live_log_past_its_limit_is_rotated_in_place() {
+        let dir = tempfile::tempdir().unwrap_or_else(|_| unreachable!());
+        let log = dir.path().join("w.log");
+        // the worker's handle: append mode, as the hive opens it
+        let mut worker = fs_err::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|_| unreachable!());
+        for i in 0..1000 {
+            writeln!(worker, "line {i}").unwrap_or_else(|_| unreachable!());
+        }
+        assert_eq!(
+            rotate_if_over(&log, 1 << 20).ok(),
+            Some(false),
+            "under the limit"
+        );
+        assert_eq!(rotate_if_over(&log, 100).ok(), Some(true));
+        let older = fs_err::read_to_string(dir.path().join("w.log.1")).unwrap_or_default();
+        assert!(older.ends_with("line 999\n"), "the old part is kept");
+        // the worker writes on at the start of the emptied file
+        writeln!(worker, "after").unwrap_or_else(|_| unreachable!());
+        assert_eq!(fs_err::read_to_string(&log).unwrap_or_default(), "after\n");
+        assert_eq!(log_tail(&log, 5), "after");
+    }
 }
