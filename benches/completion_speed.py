@@ -8,15 +8,21 @@ import json
 import statistics
 import sys
 import time
+import os
 import urllib.request
 
 name, url = sys.argv[1], sys.argv[2]
+# a worker spawned by the hive takes only its own key (API_KEY, read by the caller
+# from the worker's environment)
+headers = {"content-type": "application/json"}
+if os.environ.get("API_KEY"):
+    headers["authorization"] = "Bearer " + os.environ["API_KEY"]
 
 
 def complete(prompt, n):
     body = json.dumps({"prompt": prompt, "max_tokens": n, "temperature": 0,
                        "cache_prompt": False, "ignore_eos": True}).encode()
-    req = urllib.request.Request(url + "/v1/completions", body, {"content-type": "application/json"})
+    req = urllib.request.Request(url + "/v1/completions", body, headers)
     t = time.perf_counter()
     with urllib.request.urlopen(req) as r:
         v = json.load(r)

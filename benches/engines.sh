@@ -21,9 +21,13 @@ for _ in $(seq 100); do curl -sf "$RBEE_HIVE_URL/health" >/dev/null && break; sl
 "$bin/rbee" worker-binaries add "$server" >/dev/null
 "$server" --version 2>&1 | grep '^version' || true
 hive_run() { # name id
-  local url
-  url=$("$bin/rbee" --json workers spawn "$2" --threads 2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
-  python3 benches/completion_speed.py "$1: hive-spawned" "$url"
+  local spawned url key
+  spawned=$("$bin/rbee" --json workers spawn "$2" --threads 2)
+  url=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])' <<<"$spawned")
+  # the worker takes only its own key, which its user reads from its environment
+  key=$(tr '\0' '\n' < "/proc/$(python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])' <<<"$spawned")/environ" \
+    | sed -n 's/^LLAMA_API_KEY=//p')
+  API_KEY="$key" python3 benches/completion_speed.py "$1: hive-spawned" "$url"
   "$bin/rbee" models unload "$2" >/dev/null
 }
 hand_run() { # name id model

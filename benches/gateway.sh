@@ -46,7 +46,12 @@ kill $router; wait $router 2>/dev/null || true
 router=
 
 echo "warm: the same worker, through the hive and straight"
-url=$("$bin/rbee" --json workers spawn "$id" --threads 2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
+spawned=$("$bin/rbee" --json workers spawn "$id" --threads 2)
+url=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])' <<<"$spawned")
+# the worker takes only its own key, which its user reads from its environment
+API_KEY=$(tr '\0' '\n' < "/proc/$(python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])' <<<"$spawned")/environ" \
+  | sed -n 's/^LLAMA_API_KEY=//p')
+export API_KEY
 for _ in 1 2; do
   python3 benches/stream_speed.py "hive /openai/v1 (warm)" "$RBEE_HIVE_URL/openai/v1" "$id" 5
   python3 benches/stream_speed.py "straight to the worker (warm)" "$url/v1" "$id" 5

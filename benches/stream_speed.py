@@ -11,16 +11,22 @@ import json
 import statistics
 import sys
 import time
+import os
 import urllib.request
 
 name, base, model, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+# a worker spawned by the hive takes only its own key (API_KEY, read by the caller
+# from the worker's environment)
+headers = {"content-type": "application/json"}
+if os.environ.get("API_KEY"):
+    headers["authorization"] = "Bearer " + os.environ["API_KEY"]
 
 
 def stream(n):
     body = json.dumps({"model": model, "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": n,
                        "temperature": 0, "stream": True, "ignore_eos": True,
                        "cache_prompt": False}).encode()
-    req = urllib.request.Request(base + "/completions", body, {"content-type": "application/json"})
+    req = urllib.request.Request(base + "/completions", body, headers)
     start = time.perf_counter()
     first = None
     tokens = 0
