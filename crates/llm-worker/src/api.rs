@@ -52,6 +52,10 @@ pub struct Sampling {
     /// Send the answer as server-sent events.
     #[serde(default)]
     pub stream: bool,
+    /// Go on past end-of-generation tokens, to `max_tokens`, as llama.cpp's server
+    /// takes it.
+    #[serde(default)]
+    pub ignore_eos: bool,
     /// Only 1 is supported.
     pub n: Option<i64>,
     /// `include_usage`.
@@ -150,6 +154,8 @@ pub struct Checked {
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
+    /// `ignore_eos`.
+    pub ignore_eos: bool,
 }
 
 impl Sampling {
@@ -239,6 +245,7 @@ impl Sampling {
             seed: self.seed,
             stop,
             stream: self.stream,
+            ignore_eos: self.ignore_eos,
             include_usage: self
                 .stream_options
                 .as_ref()

@@ -434,6 +434,8 @@ pub struct GenerateParams {
     pub seed: u64,
     /// Texts that end the generation; they are not part of the output.
     pub stop: Vec<String>,
+    /// Go on past end-of-generation tokens.
+    pub ignore_eos: bool,
 }
 
 /// Why a generation ended.
@@ -607,7 +609,7 @@ fn generate_in_context(
         let next = sampler.sample(&mut step, &history);
         history.push(next);
         generated.push(next);
-        if model.vocab.is_end_of_generation(next) {
+        if !params.ignore_eos && model.vocab.is_end_of_generation(next) {
             finish = Finish::Stop;
             break;
         }

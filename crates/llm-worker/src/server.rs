@@ -361,6 +361,7 @@ fn prepare(
             sampler: sampler_settings(model.sampling, checked),
             seed: checked.seed.unwrap_or_else(rand::random),
             stop: checked.stop.clone(),
+            ignore_eos: checked.ignore_eos,
         },
     })
 }

@@ -342,7 +342,8 @@ async fn sigterm_cuts_requests_after_the_grace_period_and_exits_0() {
     let mut w = start(&model, &["--grace-secs", "1"]).await;
     let r = reqwest::Client::new()
         .post(format!("{}/v1/completions", w.url))
-        .json(&json!({"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 3000, "temperature": 0, "stream": true}))
+        .json(&json!({"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 3000, "temperature": 0, "stream": true,
+                      "ignore_eos": true}))
         .send()
         .await
         .unwrap();
