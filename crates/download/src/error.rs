@@ -26,6 +26,11 @@ pub enum DownloadError {
     #[error("{url}: {message}")]
     Network { url: String, message: String },
 
+    #[error(
+        "{url}: the server's certificate is not trusted by this machine ({message}); add its CA to the system's certificate store, or point SSL_CERT_FILE at it"
+    )]
+    Certificate { url: String, message: String },
+
     #[error("{url}: {message}")]
     Protocol { url: String, message: String },
 
@@ -100,6 +105,7 @@ impl DownloadError {
             Self::Unauthorized { .. } => "unauthorized",
             Self::NotFound { .. } => "not_found",
             Self::Network { .. } => "network_error",
+            Self::Certificate { .. } => "untrusted_certificate",
             Self::Protocol { .. } => "protocol_error",
             Self::RetriesExhausted { .. } => "retries_exhausted",
             Self::Sha256Mismatch { .. } => "sha256_mismatch",

@@ -65,13 +65,21 @@ pub(crate) fn status_failure(url: &str, resp: &Response) -> Failure {
     }
 }
 
-/// Classifies a transport error: all are worth another try.
+/// Classifies a transport error: all are worth another try, but a certificate this
+/// machine does not trust, which no retry changes.
 pub(crate) fn transport_failure(url: &str, e: &reqwest::Error) -> Failure {
     let mut message = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         message = format!("{message}: {s}");
         source = s.source();
+    }
+    // rustls says so in its error's text, the one part of the chain reqwest keeps
+    if let Some(at) = message.find("invalid peer certificate") {
+        return Failure::Fatal(DownloadError::Certificate {
+            url: url.to_owned(),
+            message: message[at..].to_owned(),
+        });
     }
     Failure::Retry {
         error: DownloadError::Network {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use hf_test_server::{HfServer, Repo, RepoFile};
 use serde_json::{Value, json};
 
-use crate::{big_gguf, enc, events, get, post, start, wait_for};
+use crate::{big_gguf, enc, events, get, post, pull, start, wait_for};
 
 const REPO: &str = "org/Mirror-GGUF";
 const FILE: &str = "Mirror-Q4_0.gguf";
@@ -269,4 +269,140 @@ async fn a_pull_in_the_hub_cache_layout_is_found_by_huggingface_hub() {
         !find("main").status.success(),
         "gone for huggingface_hub too"
     );
+}
+
+/// A lab's own HTTPS server, signed by a CA that only this machine's store knows
+/// (`SSL_CERT_FILE`, as curl and Python read it): the pull trusts what the machine
+/// trusts. Without that CA the pull is refused, with the certificate named, and
+/// nothing is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_from_a_private_ca_in_the_machines_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("openssl (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lab test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+    ]);
+    fs_err::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "srv.pem",
+    ]);
+    let www = d.join("www");
+    fs_err::create_dir_all(&www).unwrap();
+    fs_err::write(www.join("lab.gguf"), crate::fixture("llama-q4_0.gguf")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = "import http.server, ssl, sys, functools\n\
+h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])\n\
+s = http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), h)\n\
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain(sys.argv[3], sys.argv[4])\n\
+s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+print('ready', flush=True); s.serve_forever()\n";
+    let mut server = std::process::Command::new("python3")
+        .args(["-c", script, &port.to_string()])
+        .arg(&www)
+        .arg(d.join("srv.pem"))
+        .arg(d.join("srv.key"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let url = format!("https://127.0.0.1:{port}/lab.gguf");
+    for trusted in [false, true] {
+        let home = tempfile::tempdir().unwrap();
+        let mut c = crate::hive_cmd(home.path(), "http://127.0.0.1:9", &[]);
+        // an empty bundle, else the lab's CA: what this machine trusts
+        let bundle = if trusted {
+            d.join("ca.pem")
+        } else {
+            d.join("none.pem")
+        };
+        if !trusted {
+            fs_err::write(&bundle, "").unwrap();
+        }
+        c.env("SSL_CERT_FILE", &bundle).env_remove("SSL_CERT_DIR");
+        let h = crate::spawn_hive(c);
+        let (s, state, ev) = pull(&h, &url).await;
+        if trusted {
+            assert_eq!((s, state.as_str()), (202, "completed"), "{ev:?}");
+        } else {
+            let said = format!("{s} {state} {ev:?}");
+            assert!(state != "completed", "{said}");
+            assert!(said.to_lowercase().contains("certificate"), "{said}");
+            let (_, models) = get(&h, "/v1/models").await;
+            assert!(
+                models
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|m| m["status"]["state"] != "available"),
+                "{models}"
+            );
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
 }
