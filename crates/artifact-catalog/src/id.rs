@@ -26,9 +26,11 @@ pub fn validate_id(id: &str) -> Result<(), CatalogError> {
     })
 }
 
-fn kept(b: u8, first: bool) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && !first)
-}
+/// The bytes a folder name writes `%XX`: all but letters, digits, `-`, `_` and `.`.
+const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.');
 
 /// The folder name of an id: letters, digits, `-`, `_` and `.` (not first) are
 /// kept, every other byte is written `%XX`. The encoding is injective and
@@ -36,13 +38,10 @@ fn kept(b: u8, first: bool) -> bool {
 /// hidden, or holds a `/` or NUL: it cannot leave its parent folder.
 pub fn encode_dir_name(id: &str) -> Result<String, CatalogError> {
     validate_id(id)?;
-    let mut out = String::with_capacity(id.len() + 8);
-    for (i, &b) in id.as_bytes().iter().enumerate() {
-        if kept(b, i == 0) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+    let mut out = percent_encoding::utf8_percent_encode(id, ENCODED).to_string();
+    // a leading `.` would make the folder hidden, or `.`/`..`
+    if let Some(rest) = out.strip_prefix('.') {
+        out = format!("%2E{rest}");
     }
     if out.len() > MAX_DIR_NAME {
         return Err(CatalogError::InvalidId {
@@ -58,20 +57,10 @@ pub fn encode_dir_name(id: &str) -> Result<String, CatalogError> {
 
 /// The id of a folder name made by [`encode_dir_name`]; `None` for any other name.
 pub fn decode_dir_name(name: &str) -> Option<String> {
-    let bytes = name.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = name.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    let id = String::from_utf8(out).ok()?;
+    let id = percent_encoding::percent_decode_str(name)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
     // Only the canonical spelling decodes, so no two names give one id.
     (encode_dir_name(&id).ok()? == name).then_some(id)
 }

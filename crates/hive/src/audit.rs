@@ -191,9 +191,9 @@ fn describe(method: &Method, route: &str, path: &str, body: &Value) -> (String, 
 }
 
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map_or_else(|| s.to_owned(), |(_, v)| v.into_owned())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The middleware: records every mutating request but worker heartbeats.

@@ -234,7 +234,5 @@ async fn heartbeats(worker: Arc<Worker>, hive: url::Url, every: Duration, key: O
 }
 
 fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }

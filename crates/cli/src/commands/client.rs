@@ -146,31 +146,15 @@ impl Client {
         if !resp.status().is_success() {
             bail!("cannot follow job {job_id}: {}", resp.status());
         }
-        let mut stream = resp.bytes_stream();
-        let mut buf = String::new();
-        let (mut kind, mut data) = (String::new(), String::new());
-        while let Some(chunk) = stream.next().await {
-            buf.push_str(&String::from_utf8_lossy(
-                &chunk.context("the event stream broke")?,
-            ));
-            while let Some(nl) = buf.find('\n') {
-                let line = buf[..nl].trim_end_matches('\r').to_owned();
-                buf.drain(..=nl);
-                if line.is_empty() {
-                    if !kind.is_empty() || !data.is_empty() {
-                        let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                        on_event(&kind, &v);
-                        if kind == "done" {
-                            return Ok(v);
-                        }
-                    }
-                    kind.clear();
-                    data.clear();
-                } else if let Some(k) = line.strip_prefix("event:") {
-                    kind = k.trim().to_owned();
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    data.push_str(d.strip_prefix(' ').unwrap_or(d));
-                }
+        // bytes split anywhere (a character across two chunks), data on several
+        // lines, comments: the one SSE decoder
+        let mut events = eventsource_stream::Eventsource::eventsource(resp.bytes_stream());
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| anyhow::anyhow!("the event stream broke: {e}"))?;
+            let v: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+            on_event(&event.event, &v);
+            if event.event == "done" {
+                return Ok(v);
             }
         }
         bail!("the hive closed the event stream of job {job_id} before it finished")
@@ -195,15 +179,14 @@ fn root_cause(e: &reqwest::Error) -> String {
     s
 }
 
+/// Every byte but the unreserved ones (RFC 3986): an id as one URL path segment.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// An id as one URL path segment.
 pub fn encode_id(id: &str) -> String {
-    let mut out = String::new();
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(id, SEGMENT).to_string()
 }

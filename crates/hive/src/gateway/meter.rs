@@ -15,6 +15,20 @@ use crate::metrics::{Metrics, ModelLabel};
 /// The most of a whole (not streamed) answer kept to read its usage.
 const WHOLE_MAX: usize = 4 << 20;
 
+/// The time from the request's going to the worker to the answer's first byte.
+#[derive(Debug)]
+pub struct FirstByte {
+    histogram: Histogram,
+    sent: Instant,
+}
+
+impl FirstByte {
+    /// The first byte is here.
+    pub fn observe(self) {
+        self.histogram.observe(self.sent.elapsed().as_secs_f64());
+    }
+}
+
 /// Watches one answer's bytes; records its figures when dropped.
 #[derive(Debug)]
 pub struct Meter {
@@ -28,8 +42,6 @@ pub struct Meter {
     events: u64,
     first_at: Option<Instant>,
     last_at: Option<Instant>,
-    /// A line not yet ended.
-    partial: Vec<u8>,
     /// A whole answer, while it is small enough.
     whole: Vec<u8>,
     /// Its figures are recorded already.
@@ -56,7 +68,6 @@ impl Meter {
             events: 0,
             first_at: None,
             last_at: None,
-            partial: Vec::new(),
             whole: Vec::new(),
             recorded: false,
         }
@@ -67,35 +78,43 @@ impl Meter {
         self.stream = stream;
     }
 
-    /// Sees the next chunk of the body.
+    /// Whether the answer is a stream.
+    pub fn is_stream(&self) -> bool {
+        self.stream
+    }
+
+    /// The time to the first byte, to be observed where the bytes arrive (a stream's
+    /// events are metered elsewhere, by the task that decodes them).
+    pub fn take_first_byte(&mut self) -> Option<FirstByte> {
+        self.first_byte.take().map(|histogram| FirstByte {
+            histogram,
+            sent: self.sent,
+        })
+    }
+
+    /// Sees the next chunk of the body: its arrival, and a whole answer's bytes.
     pub fn chunk(&mut self, bytes: &[u8]) {
-        let now = Instant::now();
         if let Some(h) = self.first_byte.take() {
-            h.observe(now.duration_since(self.sent).as_secs_f64());
+            h.observe(self.sent.elapsed().as_secs_f64());
         }
-        if !self.stream {
-            if self.whole.len() + bytes.len() <= WHOLE_MAX {
-                self.whole.extend_from_slice(bytes);
-            }
+        if !self.stream && self.whole.len() + bytes.len() <= WHOLE_MAX {
+            self.whole.extend_from_slice(bytes);
+        }
+    }
+
+    /// Sees one event of a stream, as the SSE decoder gives it.
+    pub fn event(&mut self, data: &str) {
+        if data.trim() == "[DONE]" || !is_token(data.as_bytes()) {
             return;
         }
-        self.partial.extend_from_slice(bytes);
-        while let Some(at) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=at).collect();
-            let Some(data) = line.strip_prefix(b"data:") else {
-                continue;
-            };
-            if data.trim_ascii() == b"[DONE]" || !is_token(data) {
-                continue;
-            }
-            self.events += 1;
-            if self.first_at.is_none() {
-                self.first_at = Some(now);
-                self.first_token
-                    .observe(now.duration_since(self.arrived).as_secs_f64());
-            }
-            self.last_at = Some(now);
+        let now = Instant::now();
+        self.events += 1;
+        if self.first_at.is_none() {
+            self.first_at = Some(now);
+            self.first_token
+                .observe(now.duration_since(self.arrived).as_secs_f64());
         }
+        self.last_at = Some(now);
     }
 
     /// Sees a whole answer already parsed.

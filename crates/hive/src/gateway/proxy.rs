@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use bytes::Bytes;
+use eventsource_stream::{EventStreamError, Eventsource as _};
 use futures_util::{Stream, StreamExt as _};
 use serde_json::Value;
 
@@ -143,14 +144,31 @@ impl Upstream {
     }
 
     /// The body's bytes as they come; a failure mid-way, or the end of shutdown's
-    /// grace, is the last item, an error.
+    /// grace, is the last item, an error. A stream's events are metered beside it,
+    /// by a task that decodes a copy of each chunk.
     pub fn bytes(self) -> impl Stream<Item = Result<Bytes, String>> + Send {
         let in_flight = (self.guard, self.ticket);
         let body = Box::pin(self.response.bytes_stream());
+        let mut meter = self.meter;
+        let metered = if meter.is_stream() {
+            let first_byte = meter.take_first_byte();
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+            tokio::spawn(async move {
+                let chunks = tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+                    .map(Ok::<_, std::convert::Infallible>);
+                let mut events = std::pin::pin!(capped(chunks).eventsource());
+                while let Some(Ok(event)) = events.next().await {
+                    meter.event(&event.data);
+                }
+            });
+            Metered::Beside(tx, first_byte)
+        } else {
+            Metered::Here(meter)
+        };
         futures_util::stream::unfold(
-            Some((body, self.cut, self.meter, in_flight)),
+            Some((body, self.cut, metered, in_flight)),
             |open| async move {
-                let (mut body, cut, mut meter, in_flight) = open?;
+                let (mut body, cut, mut metered, in_flight) = open?;
                 tokio::select! {
                     biased;
                     () = cut.cancelled() => Some((
@@ -159,8 +177,16 @@ impl Upstream {
                     )),
                     next = body.next() => match next? {
                         Ok(bytes) => {
-                            meter.chunk(&bytes);
-                            Some((Ok(bytes), Some((body, cut, meter, in_flight))))
+                            match &mut metered {
+                                Metered::Here(meter) => meter.chunk(&bytes),
+                                Metered::Beside(tx, first_byte) => {
+                                    if let Some(f) = first_byte.take() {
+                                        f.observe();
+                                    }
+                                    let _ = tx.send(bytes.clone());
+                                }
+                            }
+                            Some((Ok(bytes), Some((body, cut, metered, in_flight))))
                         }
                         Err(e) => Some((Err(format!("the worker's stream was cut: {e}")), None)),
                     },
@@ -169,50 +195,63 @@ impl Upstream {
         )
     }
 
-    /// The `data:` payloads of a server-sent-event stream, as JSON, until `[DONE]`.
+    /// The `data:` payloads of a server-sent-event stream, as JSON, until `[DONE]`;
+    /// a failure (the worker's, or a line past the longest read) is the last item.
     pub fn events(self) -> impl Stream<Item = Result<Value, String>> + Send {
-        let mut pending = Vec::<u8>::new();
-        let mut finished = false;
-        self.bytes().flat_map(move |chunk| {
-            let mut out: Vec<Result<Value, String>> = Vec::new();
-            if finished {
-                return futures_util::stream::iter(out);
-            }
-            match chunk {
-                Err(e) => {
-                    finished = true;
-                    out.push(Err(e));
-                }
-                Ok(bytes) => {
-                    pending.extend_from_slice(&bytes);
-                    if pending.len() > MAX_EVENT_LINE && !pending.contains(&b'\n') {
-                        finished = true;
-                        out.push(Err(format!(
-                            "the worker sent an event line longer than {} MiB",
-                            MAX_EVENT_LINE >> 20
-                        )));
-                        pending = Vec::new();
-                        return futures_util::stream::iter(out);
+        capped(self.bytes())
+            .eventsource()
+            .scan(false, |ended, event| {
+                let item = if *ended {
+                    None
+                } else {
+                    match event {
+                        Ok(e) if e.data.trim() == "[DONE]" => None,
+                        Ok(e) => Some(
+                            serde_json::from_str::<Value>(&e.data)
+                                .map_err(|err| format!("the worker sent a bad event: {err}")),
+                        ),
+                        Err(EventStreamError::Transport(e)) => Some(Err(e)),
+                        Err(e) => Some(Err(format!("the worker sent a bad event stream: {e}"))),
                     }
-                    while let Some(at) = pending.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = pending.drain(..=at).collect();
-                        let line = String::from_utf8_lossy(&line);
-                        let Some(data) = line.trim().strip_prefix("data:") else {
-                            continue;
-                        };
-                        let data = data.trim();
-                        if data == "[DONE]" {
-                            finished = true;
-                            break;
-                        }
-                        match serde_json::from_str::<Value>(data) {
-                            Ok(v) => out.push(Ok(v)),
-                            Err(e) => out.push(Err(format!("the worker sent a bad event: {e}"))),
-                        }
-                    }
-                }
-            }
-            futures_util::stream::iter(out)
-        })
+                };
+                *ended = item.as_ref().is_none_or(Result::is_err);
+                std::future::ready(item)
+            })
     }
+}
+
+/// Where a stream's meter sees its chunks: here, or in the task that decodes them.
+enum Metered {
+    Here(Meter),
+    Beside(
+        tokio::sync::mpsc::UnboundedSender<Bytes>,
+        Option<super::meter::FirstByte>,
+    ),
+}
+
+/// The bytes of an event stream, failing once a line runs past [`MAX_EVENT_LINE`]
+/// without ending: what a decoder buffers stays bounded.
+fn capped<E: std::fmt::Display>(
+    chunks: impl Stream<Item = Result<Bytes, E>> + Send,
+) -> impl Stream<Item = Result<Bytes, String>> + Send {
+    chunks.scan(0usize, |open_line, chunk| {
+        let item = match chunk {
+            Err(e) => Err(e.to_string()),
+            Ok(bytes) => {
+                *open_line = match bytes.iter().rposition(|&b| b == b'\n') {
+                    Some(at) => bytes.len() - at - 1,
+                    None => open_line.saturating_add(bytes.len()),
+                };
+                if *open_line > MAX_EVENT_LINE {
+                    Err(format!(
+                        "the worker sent an event line longer than {} MiB",
+                        MAX_EVENT_LINE >> 20
+                    ))
+                } else {
+                    Ok(bytes)
+                }
+            }
+        };
+        std::future::ready(Some(item))
+    })
 }
