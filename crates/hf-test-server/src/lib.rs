@@ -650,3 +650,29 @@ pub fn test_model() -> Option<std::path::PathBuf> {
     );
     None
 }
+
+/// The Python that can `import modules` (`"openai, ollama"`): `RBEE_TEST_PYTHON`, else
+/// the repo's `.venv` (made by `.ci/run`). `None` means skip the test: there is none
+/// and `RBEE_REQUIRE_PYTHON_TESTS` is not set (with it, none fails the test).
+pub fn python_with(modules: &str) -> Option<std::path::PathBuf> {
+    let candidate = std::env::var_os("RBEE_TEST_PYTHON").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
+        std::path::PathBuf::from,
+    );
+    let ok = std::process::Command::new(&candidate)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(candidate);
+    }
+    assert!(
+        std::env::var_os("RBEE_REQUIRE_PYTHON_TESTS").is_none(),
+        "no python with {modules} at {}",
+        candidate.display()
+    );
+    eprintln!(
+        "skipped: no python with {modules} (python3 -m venv .venv && .venv/bin/pip install -r requirements-test.txt)"
+    );
+    None
+}

@@ -271,11 +271,19 @@ fn parse_deadline(headers: &axum::http::HeaderMap) -> Result<Option<tokio::time:
 #[derive(Debug, Default)]
 pub struct Jobs {
     jobs: Mutex<HashMap<String, Arc<Job>>>,
-    /// Cancels every job at shutdown.
-    pub shutdown: CancellationToken,
+    /// Cancels every job at shutdown, and tracks their tasks.
+    shutdown: crate::shutdown::Shutdown,
 }
 
 impl Jobs {
+    /// The jobs of a hive that stops with `shutdown`.
+    pub fn new(shutdown: crate::shutdown::Shutdown) -> Self {
+        Self {
+            jobs: Mutex::default(),
+            shutdown,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Job>>> {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -310,7 +318,7 @@ impl Jobs {
         let fut = work(Arc::clone(&job));
         let j = Arc::clone(&job);
         let deadline = DEADLINE.try_with(|d| *d).ok().flatten();
-        tokio::spawn(async move {
+        self.shutdown.spawn(async move {
             j.set_running();
             let outcome = match deadline {
                 None => fut.await,
@@ -376,10 +384,5 @@ impl Jobs {
                 jobs.remove(id);
             }
         }
-    }
-
-    /// Whether any job is still running.
-    pub fn any_running(&self) -> bool {
-        self.lock().values().any(|j| !j.info().state.is_finished())
     }
 }

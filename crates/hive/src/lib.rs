@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod jobs;
 pub mod metrics;
 pub mod ops;
+pub mod shutdown;
 pub mod state;
 pub mod workers;
 
@@ -190,13 +191,15 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
         tracing::warn!(?reaped, "stopped workers the last run left behind");
     }
     let audit = Arc::new(audit::AuditLog::new(&home));
+    let shutdown = shutdown::Shutdown::default();
     let state = Arc::new(AppState {
         download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
         config,
         home,
         catalog: Arc::new(catalog),
         provisioner: Arc::new(provisioner),
-        jobs: Jobs::default(),
+        jobs: Jobs::new(shutdown.clone()),
+        shutdown,
         started: Instant::now(),
         metrics,
         models_cache: state::ModelsCache::default(),
@@ -256,7 +259,7 @@ pub async fn resume_downloads(state: &SharedState) -> anyhow::Result<usize> {
 /// `--shutdown-grace-secs`; ends the streams still open with an error event that says
 /// the hive is stopping; stops every worker; returns.
 pub async fn serve(state: SharedState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-    let signalled = state.jobs.shutdown.clone();
+    let signalled = state.shutdown.clone();
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let app = app(Arc::clone(&state));
     let server = {
@@ -271,13 +274,13 @@ pub async fn serve(state: SharedState, listener: tokio::net::TcpListener) -> any
                 "shutting down: no new connections, jobs cancelled (partial downloads kept), open requests get {}s",
                 grace.as_secs()
             );
-            signalled.cancel();
+            signalled.begin();
         })
         .into_future()
     };
     tokio::pin!(server);
     let grace_over = async {
-        signalled.cancelled().await;
+        signalled.stopping().await;
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
@@ -294,9 +297,8 @@ pub async fn serve(state: SharedState, listener: tokio::net::TcpListener) -> any
     }
     tracing::info!("stopping every worker");
     state.workers.stop_all().await;
-    let deadline = Instant::now() + JOBS_GRACE;
-    while state.jobs.any_running() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if !state.shutdown.wait(JOBS_GRACE).await {
+        tracing::warn!("background work still running after the grace period; exiting anyway");
     }
     Ok(())
 }
@@ -375,7 +377,7 @@ pub async fn announce(state: SharedState, queen: url::Url, url: String) {
         }
     };
     let mut backoff = Duration::from_secs(1);
-    let shutdown = state.jobs.shutdown.clone();
+    let shutdown = state.shutdown.clone();
     loop {
         let home = state.home.clone();
         let caps = tokio::task::spawn_blocking(move || capabilities::capabilities(&home))
@@ -404,7 +406,7 @@ pub async fn announce(state: SharedState, queen: url::Url, url: String) {
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            () = shutdown.cancelled() => return,
+            () = shutdown.stopping() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(60));
     }

@@ -35,7 +35,7 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     let _ = state.workers.hive_url.set(hive::local_url(local));
     if let Some(queen) = state.config.queen_url.clone() {
         let reachable = hive::reachable_url(local, &queen);
-        tokio::spawn(hive::announce(
+        state.shutdown.spawn(hive::announce(
             std::sync::Arc::clone(&state),
             queen,
             reachable,
@@ -70,11 +70,13 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
             tracing::warn!("the scan at start did not run: {}", e.parts().1);
         }
     }
-    tokio::spawn(hive::ops::storage::record_use(std::sync::Arc::clone(
-        &state,
-    )));
+    state
+        .shutdown
+        .spawn(hive::ops::storage::record_use(std::sync::Arc::clone(
+            &state,
+        )));
     let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
-    tokio::spawn(hive::ops::models::integrity_schedule(
+    state.shutdown.spawn(hive::ops::models::integrity_schedule(
         std::sync::Arc::clone(&state),
         secs(state.config.integrity_interval_secs),
         secs(state.config.rehash_interval_secs),

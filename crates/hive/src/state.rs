@@ -25,6 +25,8 @@ pub struct AppState {
     pub provisioner: Arc<MultiVendorProvisioner<ModelEntry>>,
     /// Jobs.
     pub jobs: Jobs,
+    /// The end: the token cancelled at SIGTERM, and every background task.
+    pub shutdown: crate::shutdown::Shutdown,
     /// Bounds the downloads running at once.
     pub download_slots: Arc<Semaphore>,
     /// When the daemon started.

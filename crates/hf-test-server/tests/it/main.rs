@@ -10,25 +10,7 @@ use hf_test_server::{HfServer, Repo, RepoFile, test_bytes};
 /// (made by `.ci/run`). Without one the test says so and passes, unless
 /// `RBEE_REQUIRE_PYTHON_TESTS` is set (CI sets it).
 fn python() -> Option<PathBuf> {
-    let candidate = std::env::var_os("RBEE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
-        });
-    let ok = std::process::Command::new(&candidate)
-        .args(["-c", "import huggingface_hub"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(candidate);
-    }
-    assert!(
-        std::env::var_os("RBEE_REQUIRE_PYTHON_TESTS").is_none(),
-        "no python with huggingface_hub at {}",
-        candidate.display()
-    );
-    eprintln!("skipped: no python with huggingface_hub (run .ci/run or set RBEE_TEST_PYTHON)");
-    None
+    hf_test_server::python_with("huggingface_hub")
 }
 
 const SCRIPT: &str = r#"

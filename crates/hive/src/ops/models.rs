@@ -185,7 +185,7 @@ pub async fn integrity_schedule(
     every: Option<Duration>,
     rehash_every: Option<Duration>,
 ) {
-    let shutdown = state.jobs.shutdown.clone();
+    let shutdown = state.shutdown.clone();
     let start = tokio::time::Instant::now();
     let mut next_check = Some(start);
     let mut next_hash = rehash_every.map(|d| start + d);
@@ -194,7 +194,7 @@ pub async fn integrity_schedule(
         let Some(due) = due else { return };
         tokio::select! {
             () = tokio::time::sleep_until(due) => {}
-            () = shutdown.cancelled() => return,
+            () = shutdown.stopping() => return,
         }
         let now = tokio::time::Instant::now();
         let rehash = next_hash.is_some_and(|t| t <= now);
@@ -450,7 +450,7 @@ async fn record_failure(
     error: String,
 ) -> (&'static str, String) {
     let cancelled = code == "cancelled";
-    if cancelled && s.jobs.shutdown.is_cancelled() {
+    if cancelled && s.shutdown.is_stopping() {
         return (
             code,
             "the hive is shutting down: the download resumes at its next start".into(),

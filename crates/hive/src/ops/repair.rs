@@ -189,7 +189,9 @@ pub async fn repair(state: &SharedState) -> Result<Value, ApiError> {
             added.join(", ")
         );
         state.models_changed();
-        tokio::spawn(hash_each(Arc::clone(state), added.clone()));
+        state
+            .shutdown
+            .spawn(hash_each(Arc::clone(state), added.clone()));
     }
     for (dir, why) in &unreadable {
         tracing::warn!(dir = %dir.display(), "a model folder could not be re-adopted: {why}");
@@ -215,7 +217,7 @@ pub async fn repair(state: &SharedState) -> Result<Value, ApiError> {
 /// The sha256 of each re-adopted model, one after the other, off the async threads.
 async fn hash_each(state: SharedState, ids: Vec<String>) {
     for id in ids {
-        if state.jobs.shutdown.is_cancelled() {
+        if state.shutdown.is_stopping() {
             return;
         }
         let catalog = Arc::clone(&state.catalog);

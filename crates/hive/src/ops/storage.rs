@@ -285,11 +285,11 @@ pub async fn usage(state: &SharedState) -> Result<Value, ApiError> {
 /// is touched when a worker for it becomes ready and when one ends, until shutdown.
 pub async fn record_use(state: SharedState) {
     let mut events = state.workers.events.subscribe();
-    let shutdown = state.jobs.shutdown.clone();
+    let shutdown = state.shutdown.clone();
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
-            () = shutdown.cancelled() => return,
+            () = shutdown.stopping() => return,
         };
         let event = match event {
             Ok(e) => e,

@@ -61,6 +61,14 @@ pub(crate) fn gemma() -> Option<PathBuf> {
     required("Gemma 3 270M", found, "scripts/fetch-gemma.sh fetches it")
 }
 
+/// llama-server added, and SmolLM2 imported from a copy in the home: the model's id.
+pub(crate) async fn smollm2_on_llama(h: &Hive, home: &Path, server: &Path, model: &Path) -> String {
+    add(h, server, "cpu").await;
+    let local = home.join("SmolLM2.gguf");
+    fs_err::copy(model, &local).unwrap();
+    import(h, &local).await
+}
+
 pub(crate) async fn add(h: &Hive, path: &Path, worker: &str) -> (u16, Value) {
     let (status, v) = post(
         h,
@@ -426,10 +434,7 @@ async fn sigterm_during_a_long_stream_ends_it_and_exits_in_bounded_time() {
     let home = tempfile::tempdir().unwrap();
     let grace = 2;
     let mut h = hive(home.path(), &["--shutdown-grace-secs", &grace.to_string()]);
-    add(&h, &server, "cpu").await;
-    let local = home.path().join("SmolLM2.gguf");
-    fs_err::copy(&model, &local).unwrap();
-    let model_id = import(&h, &local).await;
+    let model_id = smollm2_on_llama(&h, home.path(), &server, &model).await;
     // 30,000 tokens would take many minutes here
     let mut r = crate::client()
         .post(format!("{}/openai/v1/completions", h.url))

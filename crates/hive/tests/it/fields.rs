@@ -7,8 +7,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
 
-use crate::engines::{add, llama_server};
-use crate::workers::{hive, import};
+use crate::engines::{llama_server, smollm2_on_llama};
+use crate::workers::hive;
 use hf_test_server::test_model as smollm2;
 
 /// Numbers at the edges, numbers of the wrong kind, and things that are not numbers.
@@ -117,10 +117,7 @@ async fn no_request_field_makes_a_5xx_or_breaks_ps() {
     };
     let home = tempfile::tempdir().unwrap();
     let h = hive(home.path(), &[]);
-    add(&h, &server, "cpu").await;
-    let local = home.path().join("SmolLM2.gguf");
-    fs_err::copy(&model, &local).unwrap();
-    let id = import(&h, &local).await;
+    let id = smollm2_on_llama(&h, home.path(), &server, &model).await;
     let url = h.url.clone();
     let handle = tokio::runtime::Handle::current();
     // proptest drives synchronously; each case is a blocking call into the runtime

@@ -144,10 +144,7 @@ async fn a_client_that_goes_away_cancels_the_generation() {
     };
     let home = tempfile::tempdir().unwrap();
     let h = hive(home.path(), &[]);
-    add(&h, &server, "cpu").await;
-    let local = home.path().join("SmolLM2.gguf");
-    fs_err::copy(&model, &local).unwrap();
-    let id = import(&h, &local).await;
+    let id = crate::engines::smollm2_on_llama(&h, home.path(), &server, &model).await;
     assert_eq!(ask(&h, &id).await.0, 200, "warm");
     let (_, list) = get(&h, "/v1/workers").await;
     let worker = list["workers"][0]["url"].as_str().unwrap().to_owned();
@@ -710,10 +707,7 @@ async fn embeddings_come_from_a_worker_the_preset_starts_for_them() {
     };
     let home = tempfile::tempdir().unwrap();
     let h = hive(home.path(), &[]);
-    add(&h, &server, "cpu").await;
-    let local = home.path().join("SmolLM2.gguf");
-    fs_err::copy(&model, &local).unwrap();
-    let id = import(&h, &local).await;
+    let id = crate::engines::smollm2_on_llama(&h, home.path(), &server, &model).await;
     let r = crate::client()
         .patch(format!("{}/v1/models/{}", h.url, crate::enc(&id)))
         .json(&json!({"alias": "smol:embed", "engine_args": ["--embeddings", "--pooling", "mean"]}))

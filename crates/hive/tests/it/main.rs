@@ -76,30 +76,9 @@ pub fn spawn_hive(mut command: Command) -> Hive {
     Hive { child, url }
 }
 
-/// The Python that can `import modules` (`"openai, ollama"`): `RBEE_TEST_PYTHON`,
-/// else the repo's `.venv`; without one the test skips, unless
-/// `RBEE_REQUIRE_PYTHON_TESTS` is set.
+/// The Python that can `import modules` (`"openai, ollama"`), or a skip.
 pub fn python_with(modules: &str) -> Option<std::path::PathBuf> {
-    let candidate = std::env::var_os("RBEE_TEST_PYTHON").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
-        std::path::PathBuf::from,
-    );
-    let ok = Command::new(&candidate)
-        .args(["-c", &format!("import {modules}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(candidate);
-    }
-    assert!(
-        std::env::var_os("RBEE_REQUIRE_PYTHON_TESTS").is_none(),
-        "no python with {modules} at {}",
-        candidate.display()
-    );
-    eprintln!(
-        "skipped: no python with {modules} (python3 -m venv .venv && .venv/bin/pip install -r requirements-test.txt)"
-    );
-    None
+    hf_test_server::python_with(modules)
 }
 
 /// The real `huggingface_hub` downloads `file` of `repo` from the hub at `hub` into

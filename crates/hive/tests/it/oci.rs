@@ -858,14 +858,7 @@ async fn the_bearer_token_flow_gets_a_token_for_the_manifest_and_the_blob() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let gguf = crate::fixture("llama-q4_0.gguf");
-    let sha = hex::encode(sha2::Sha256::digest(&gguf));
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
-        "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.raw", "digest": format!("sha256:{sha}"), "size": gguf.len()}],
-    })
-    .to_string();
+    let (sha, manifest) = modelpack_manifest(&gguf);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let host = listener.local_addr().unwrap().to_string();
     let tokens = Arc::new(AtomicUsize::new(0));
@@ -1055,14 +1048,7 @@ async fn a_token_that_expires_mid_blob_is_renewed_and_the_pull_resumes() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     let gguf = crate::big_gguf(6 << 20);
-    let sha = hex::encode(sha2::Sha256::digest(&gguf));
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
-        "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.raw", "digest": format!("sha256:{sha}"), "size": gguf.len()}],
-    })
-    .to_string();
+    let (sha, manifest) = modelpack_manifest(&gguf);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let host = listener.local_addr().unwrap().to_string();
     let issued = Arc::new(AtomicUsize::new(0));
@@ -1317,14 +1303,7 @@ async fn an_identity_token_from_dockers_config_gets_the_registry_token() {
     use axum::http::{HeaderMap, StatusCode, header};
     use axum::response::IntoResponse;
     let gguf = crate::fixture("llama-q4_0.gguf");
-    let sha = hex::encode(sha2::Sha256::digest(&gguf));
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
-        "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.raw", "digest": format!("sha256:{sha}"), "size": gguf.len()}],
-    })
-    .to_string();
+    let (sha, manifest) = modelpack_manifest(&gguf);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let host = listener.local_addr().unwrap().to_string();
     let realm = format!("http://{host}/oauth2/token");
@@ -1381,4 +1360,18 @@ async fn an_identity_token_from_dockers_config_gets_the_registry_token() {
     let (s, state, m) = pull(&h, &format!("oci://{host}/lab/m:v1")).await;
     assert_eq!((s, state.as_str()), (202, "completed"), "{m}");
     assert_eq!(m["sha256"], sha.as_str(), "{m}");
+}
+
+/// A ModelPack manifest of one GGUF layer, as a stub registry serves it: the layer's
+/// sha256, and the manifest's text.
+fn modelpack_manifest(gguf: &[u8]) -> (String, String) {
+    let sha = hex::encode(sha2::Sha256::digest(gguf));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+        "layers": [{"mediaType": "application/vnd.cncf.model.weight.v1.raw", "digest": format!("sha256:{sha}"), "size": gguf.len()}],
+    })
+    .to_string();
+    (sha, manifest)
 }

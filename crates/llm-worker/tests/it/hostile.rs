@@ -2,33 +2,15 @@
 //! a chat template that loops for ever (the model rewritten by llama.cpp's own
 //! `gguf` package, `gguf_new_metadata`), and requests without the worker's key.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
 use crate::{smollm2, start};
 
-/// A Python with llama.cpp's `gguf` package: `RBEE_TEST_PYTHON`, else the repo's
-/// `.venv`; without one the test skips, unless `RBEE_REQUIRE_PYTHON_TESTS` is set.
+/// A Python with llama.cpp's `gguf` package, or a skip.
 fn python() -> Option<PathBuf> {
-    let candidate = std::env::var_os("RBEE_TEST_PYTHON").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
-        PathBuf::from,
-    );
-    let ok = std::process::Command::new(&candidate)
-        .args(["-c", "import gguf"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(candidate);
-    }
-    assert!(
-        std::env::var_os("RBEE_REQUIRE_PYTHON_TESTS").is_none(),
-        "no python with gguf at {}",
-        candidate.display()
-    );
-    eprintln!("skipped: no python with gguf");
-    None
+    hf_test_server::python_with("gguf")
 }
 
 const LOOP_BOMB: &str = "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}{{ a }}{% endfor %}{% endfor %}{% endfor %}";
@@ -75,7 +57,13 @@ async fn a_chat_template_that_loops_for_ever_is_a_400_and_the_worker_goes_on() {
             .json(&json!({"messages": [{"role": "user", "content": content}], "max_tokens": 2}))
             .send()
     };
+    let asked = std::time::Instant::now();
     let r = chat("Hi").await.unwrap();
+    eprintln!(
+        "the loop bomb was answered {} in {:?}",
+        r.status(),
+        asked.elapsed()
+    );
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "template_too_expensive", "{v}");
@@ -88,6 +76,7 @@ async fn a_chat_template_that_loops_for_ever_is_a_400_and_the_worker_goes_on() {
     );
     // bounded: the render stopped, it did not grow the worker by gigabytes
     let after = rss_kib(w.child.id());
+    eprintln!("the worker's RSS: {before} KiB before, {after} KiB after");
     assert!(
         after < before + (256 << 10),
         "RSS went from {before} KiB to {after} KiB"
