@@ -126,7 +126,7 @@ impl AuditLog {
 
 /// Who is calling: a short hash of the bearer token, or `anonymous`.
 pub fn caller(request: &Request) -> String {
-    crate::api::auth::bearer(request.headers()).map_or_else(
+    crate::secret::bearer(request.headers()).map_or_else(
         || "anonymous".to_owned(),
         |t| {
             let digest = hex::encode(sha2::Sha256::digest(t.as_bytes()));

@@ -4,7 +4,34 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use model_provisioner::ProvisionError;
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
+
+// The shapes errors are answered in, for the OpenAPI document.
+
+/// An error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The error itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A short machine-readable code, such as `not_found`.
+    pub code: String,
+    /// What was wrong, for people.
+    pub message: String,
+}
+
+/// An error on Ollama's routes, in Ollama's shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OllamaErrorBody {
+    /// What went wrong.
+    pub error: String,
+}
 
 /// An error answered as `{"error": {"code", "message"}}` with its status. A 4xx says
 /// exactly what was wrong with the request; a 5xx is logged in full and answered

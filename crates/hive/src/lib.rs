@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod jobs;
 pub mod metrics;
 pub mod ops;
+pub mod secret;
 pub mod shutdown;
 pub mod state;
 pub mod workers;
@@ -108,7 +109,7 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
             return Err(e).context(format!("cannot lock {}", lock_path.display()));
         }
     }
-    let catalog_health = ops::repair::SharedHealth::default();
+    let catalog_health = state::SharedHealth::default();
     let catalog =
         ops::repair::open_or_set_aside(&home, config.catalog_backend, &catalog_health, || {
             ModelCatalog::open(&home, config.catalog_backend)

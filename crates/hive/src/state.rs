@@ -53,7 +53,7 @@ pub struct AppState {
     /// not count the same free space.
     pub storage_lock: tokio::sync::Mutex<()>,
     /// What was found wrong with the catalog and done about it (`hive status`).
-    pub catalog_health: crate::ops::repair::SharedHealth,
+    pub catalog_health: SharedHealth,
 }
 
 impl AppState {
@@ -104,3 +104,32 @@ impl ModelsCache {
 
 /// The state as handlers get it.
 pub type SharedState = Arc<AppState>;
+
+/// A model folder that could not be re-adopted, and why.
+pub type Unreadable = (PathBuf, String);
+
+/// What was found wrong with the catalog, and done about it, for `hive status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CatalogHealth {
+    /// Where a damaged database was moved, at start.
+    pub damaged_moved_to: Option<PathBuf>,
+    /// Entries set aside because they could not be read.
+    pub quarantined: Vec<artifact_catalog::Quarantined>,
+    /// Models re-adopted from their folders.
+    pub readopted: Vec<String>,
+    /// Folders under `models/` that could not be re-adopted, with why.
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl CatalogHealth {
+    /// Whether anything was wrong.
+    pub fn is_clean(&self) -> bool {
+        self.damaged_moved_to.is_none()
+            && self.quarantined.is_empty()
+            && self.readopted.is_empty()
+            && self.unreadable.is_empty()
+    }
+}
+
+/// The catalog's health, shared.
+pub type SharedHealth = Arc<Mutex<CatalogHealth>>;

@@ -28,7 +28,7 @@ pub fn router() -> Router<SharedState> {
 }
 
 /// Runs any operation as a job.
-#[utoipa::path(post, operation_id = "jobs_create", path = "/v1/jobs", tag = "jobs", request_body = Operation, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 404, description = "Unknown model, repo or file", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "jobs_create", path = "/v1/jobs", tag = "jobs", request_body = Operation, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 404, description = "Unknown model, repo or file", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<SharedState>,
     ApiJson(op): ApiJson<Operation>,
@@ -38,7 +38,7 @@ pub async fn create(
 }
 
 /// Every job, newest first.
-#[utoipa::path(get, operation_id = "jobs_list", path = "/v1/jobs", tag = "jobs", responses((status = 200, description = "Jobs", body = Vec<Object>), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "jobs_list", path = "/v1/jobs", tag = "jobs", responses((status = 200, description = "Jobs", body = Vec<Object>), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody)))]
 pub async fn list(State(state): State<SharedState>) -> ApiJson<Value> {
     ApiJson(json!(state.jobs.list()))
 }
@@ -52,7 +52,7 @@ fn find(state: &SharedState, id: &str) -> Result<std::sync::Arc<crate::jobs::Job
 }
 
 /// A job's state, result or error, and last progress.
-#[utoipa::path(get, operation_id = "jobs_get_one", path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "The job id")), responses((status = 200, description = "The job", body = Object), (status = 404, description = "No such job", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "jobs_get_one", path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "The job id")), responses((status = 200, description = "The job", body = Object), (status = 404, description = "No such job", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody)))]
 pub async fn get_one(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -61,7 +61,7 @@ pub async fn get_one(
 }
 
 /// Cancels a job; a download stops within a second and keeps its partial.
-#[utoipa::path(delete, operation_id = "jobs_cancel", path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "The job id")), responses((status = 200, description = "Cancel requested", body = Object), (status = 404, description = "No such job", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(delete, operation_id = "jobs_cancel", path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "The job id")), responses((status = 200, description = "Cancel requested", body = Object), (status = 404, description = "No such job", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody)))]
 pub async fn cancel(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -82,7 +82,7 @@ fn to_sse(e: &Event) -> SseEvent {
 
 /// The job's events over SSE: those it already had, then the new ones, ending
 /// with `done`.
-#[utoipa::path(get, operation_id = "jobs_stream_events", path = "/v1/jobs/{id}/stream", tag = "jobs", params(("id" = String, Path, description = "The job id")), responses((status = 200, description = "`narration`, `progress`, `result`, `error`, then `done`", content_type = "text/event-stream"), (status = 404, description = "No such job", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "jobs_stream_events", path = "/v1/jobs/{id}/stream", tag = "jobs", params(("id" = String, Path, description = "The job id")), responses((status = 200, description = "`narration`, `progress`, `result`, `error`, then `done`", content_type = "text/event-stream"), (status = 404, description = "No such job", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody)))]
 pub async fn stream_events(
     State(state): State<SharedState>,
     Path(id): Path<String>,

@@ -114,7 +114,7 @@ fn default_limit() -> usize {
 /// The models in the catalog, in id order, downloading ones with their progress:
 /// a page of them; `X-Total-Count` says how many there are, and `Link: rel="next"`
 /// where the next page is.
-#[utoipa::path(get, operation_id = "models_list", path = "/v1/models", tag = "models", params(Page), responses((status = 200, description = "Catalog entries", body = Vec<Object>), (status = 400, description = "Bad page", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "models_list", path = "/v1/models", tag = "models", params(Page), responses((status = 200, description = "Catalog entries", body = Vec<Object>), (status = 400, description = "Bad page", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<SharedState>,
     page: Result<Query<Page>, QueryRejection>,
@@ -157,7 +157,7 @@ pub struct Detail {
 }
 
 /// One model.
-#[utoipa::path(get, operation_id = "models_get_one", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded"), Detail), responses((status = 200, description = "The entry", body = Object), (status = 400, description = "Bad query", body = crate::api::openapi::ErrorBody), (status = 404, description = "Not in the catalog", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "models_get_one", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded"), Detail), responses((status = 200, description = "The entry", body = Object), (status = 400, description = "Bad query", body = crate::error::ErrorBody), (status = 404, description = "Not in the catalog", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody)))]
 pub async fn get_one(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -173,7 +173,7 @@ pub async fn get_one(
 
 /// Changes how the model is run: its preset (context, slots, engine, engine_args,
 /// alias, keep_alive_secs, pinned); `null` clears a field.
-#[utoipa::path(patch, operation_id = "models_set_preset", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), request_body = Object, responses((status = 200, description = "The model with its new preset", body = Object), (status = 400, description = "A bad field, or an engine not installed", body = crate::api::openapi::ErrorBody), (status = 404, description = "Not in the catalog", body = crate::api::openapi::ErrorBody), (status = 409, description = "The alias names another model", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(patch, operation_id = "models_set_preset", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), request_body = Object, responses((status = 200, description = "The model with its new preset", body = Object), (status = 400, description = "A bad field, or an engine not installed", body = crate::error::ErrorBody), (status = 404, description = "Not in the catalog", body = crate::error::ErrorBody), (status = 409, description = "The alias names another model", body = crate::error::ErrorBody)))]
 pub async fn set_preset(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -185,7 +185,7 @@ pub async fn set_preset(
 }
 
 /// Removes a model's entry and files.
-#[utoipa::path(delete, operation_id = "models_delete", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), responses((status = 200, description = "Removed", body = Object), (status = 404, description = "Not in the catalog", body = crate::api::openapi::ErrorBody), (status = 409, description = "Downloading or in use", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(delete, operation_id = "models_delete", path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "The model id, URL-encoded")), responses((status = 200, description = "Removed", body = Object), (status = 404, description = "Not in the catalog", body = crate::error::ErrorBody), (status = 409, description = "Downloading or in use", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody)))]
 pub async fn delete(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -194,7 +194,7 @@ pub async fn delete(
 }
 
 /// Starts downloading a model; a bad or unknown reference is answered at once.
-#[utoipa::path(post, operation_id = "models_download", path = "/v1/models/download", tag = "models", request_body = DownloadBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such repo, file or quant", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody), (status = 507, description = "It cannot fit on disk or in the quota, even after evicting what can go", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_download", path = "/v1/models/download", tag = "models", request_body = DownloadBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 404, description = "No such repo, file or quant", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody), (status = 507, description = "It cannot fit on disk or in the quota, even after evicting what can go", body = crate::error::ErrorBody)))]
 pub async fn download(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<DownloadBody>,
@@ -213,7 +213,7 @@ pub async fn download(
 /// Adopts the models the Hugging Face and llama.cpp caches, Ollama's store, LM
 /// Studio's folder and `dirs` hold, where they lie, as a job whose result lists what
 /// was added, updated, already known or gone, and what could not be read.
-#[utoipa::path(post, operation_id = "models_scan", path = "/v1/models/scan", tag = "models", request_body = ScanBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "A folder that is not there", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_scan", path = "/v1/models/scan", tag = "models", request_body = ScanBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "A folder that is not there", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn scan(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<ScanBody>,
@@ -227,7 +227,7 @@ pub async fn scan(
 /// over every shard, disk needed against the free space and the quota (with the
 /// models a pull would evict), memory by context against RAM and each GPU, and the
 /// installed engines that run it. Nothing is fetched or recorded.
-#[utoipa::path(post, operation_id = "models_plan", path = "/v1/models/plan", tag = "models", request_body = PlanBody, responses((status = 200, description = "The plan", body = Object), (status = 400, description = "Bad reference, or not a GGUF file", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such repo, file or quant", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody), (status = 502, description = "The model's server did not answer as one should", body = crate::api::openapi::ErrorBody), (status = 504, description = "It took too long", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_plan", path = "/v1/models/plan", tag = "models", request_body = PlanBody, responses((status = 200, description = "The plan", body = Object), (status = 400, description = "Bad reference, or not a GGUF file", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 404, description = "No such repo, file or quant", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody), (status = 502, description = "The model's server did not answer as one should", body = crate::error::ErrorBody), (status = 504, description = "It took too long", body = crate::error::ErrorBody)))]
 pub async fn plan(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<PlanBody>,
@@ -239,7 +239,7 @@ pub async fn plan(
 
 /// Pushes an available model to an OCI registry as a ModelPack artifact, as a job
 /// whose result names the manifest's digest.
-#[utoipa::path(post, operation_id = "models_push", path = "/v1/models/push", tag = "models", request_body = PushBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad target", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 404, description = "Not in the catalog", body = crate::api::openapi::ErrorBody), (status = 409, description = "Not available", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_push", path = "/v1/models/push", tag = "models", request_body = PushBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad target", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 404, description = "Not in the catalog", body = crate::error::ErrorBody), (status = 409, description = "Not available", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn push(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<PushBody>,
@@ -257,7 +257,7 @@ pub async fn push(
 
 /// Makes sure a ready worker serves the model (spawns one, pulling the model first if
 /// it is a reference not in the catalog), as a job whose result is the worker.
-#[utoipa::path(post, operation_id = "models_load", path = "/v1/models/load", tag = "models", request_body = crate::ops::workers::LoadRequest, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::api::openapi::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::api::openapi::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_load", path = "/v1/models/load", tag = "models", request_body = crate::ops::workers::LoadRequest, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::error::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn load(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<crate::ops::workers::LoadRequest>,
@@ -276,7 +276,7 @@ pub struct DownloadBatchBody {
 
 /// Downloads several models: one parent job whose narration names each child job,
 /// and whose result lists each outcome; one failure does not stop the others.
-#[utoipa::path(post, operation_id = "models_download_batch", path = "/v1/models/download-batch", tag = "models", request_body = DownloadBatchBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_download_batch", path = "/v1/models/download-batch", tag = "models", request_body = DownloadBatchBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn download_batch(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<DownloadBatchBody>,
@@ -297,7 +297,7 @@ pub struct UnloadBody {
 }
 
 /// Stops every worker serving the model.
-#[utoipa::path(post, operation_id = "models_unload", path = "/v1/models/unload", tag = "models", request_body = UnloadBody, responses((status = 200, description = "The stopped workers", body = Object), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_unload", path = "/v1/models/unload", tag = "models", request_body = UnloadBody, responses((status = 200, description = "The stopped workers", body = Object), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn unload(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<UnloadBody>,
@@ -317,7 +317,7 @@ pub struct VerifyBody {
 }
 
 /// Checks every available model's files; problems mark the model failed.
-#[utoipa::path(post, operation_id = "models_verify", path = "/v1/models/verify", tag = "models", request_body = VerifyBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_verify", path = "/v1/models/verify", tag = "models", request_body = VerifyBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn verify(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<VerifyBody>,
@@ -333,7 +333,7 @@ pub async fn verify(
 }
 
 /// Registers a local GGUF file (hard link, else copy).
-#[utoipa::path(post, operation_id = "models_import", path = "/v1/models/import", tag = "models", request_body = ImportBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::api::openapi::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such file", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_import", path = "/v1/models/import", tag = "models", request_body = ImportBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 404, description = "No such file", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn import(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<ImportBody>,

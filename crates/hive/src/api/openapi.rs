@@ -4,28 +4,7 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
-/// An error answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong.
-    pub error: ErrorDetail,
-}
-
-/// The error itself.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// A short machine-readable code, such as `not_found`.
-    pub code: String,
-    /// What was wrong, for people.
-    pub message: String,
-}
-
-/// An error on Ollama's routes, in Ollama's shape.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OllamaErrorBody {
-    /// What went wrong.
-    pub error: String,
-}
+use crate::error::{ErrorBody, ErrorDetail, OllamaErrorBody};
 
 /// A started job.
 #[derive(Debug, Serialize, ToSchema)]

@@ -23,14 +23,14 @@ pub fn router() -> Router<SharedState> {
 /// Repairs a damaged catalog: rows that cannot be read are set aside (quarantined),
 /// and the hive's own model folders no entry names are re-adopted from their files
 /// (their sha256 hashed after, in the background). The hive does the same at start.
-#[utoipa::path(post, operation_id = "system_repair", path = "/v1/hive/repair", tag = "system", responses((status = 200, description = "What was re-adopted and set aside", body = Object), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "system_repair", path = "/v1/hive/repair", tag = "system", responses((status = 200, description = "What was re-adopted and set aside", body = Object), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody)))]
 pub async fn repair(State(state): State<SharedState>) -> Result<ApiJson<Value>, ApiError> {
     Ok(ApiJson(crate::ops::repair::repair(&state).await?))
 }
 
 /// Where the bytes are: per model, the hive's own and external models, partial
 /// downloads, push sessions, worker logs and binaries, and the space free.
-#[utoipa::path(get, operation_id = "system_storage", path = "/v1/storage", tag = "system", responses((status = 200, description = "Bytes by where they are", body = Object), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "system_storage", path = "/v1/storage", tag = "system", responses((status = 200, description = "Bytes by where they are", body = Object), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody)))]
 pub async fn storage(State(state): State<SharedState>) -> Result<ApiJson<Value>, ApiError> {
     Ok(ApiJson(crate::ops::storage::usage(&state).await?))
 }
@@ -47,7 +47,7 @@ pub struct GcBody {
 /// Cleans up: partial downloads no model can resume (past the grace period),
 /// left-over files of installs that died, the oldest logs of stopped workers beyond
 /// the limit; lists what it removed and the bytes freed.
-#[utoipa::path(post, operation_id = "system_gc", path = "/v1/hive/gc", tag = "system", request_body = GcBody, responses((status = 200, description = "What was removed", body = Object), (status = 401, description = "Missing or wrong token", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "system_gc", path = "/v1/hive/gc", tag = "system", request_body = GcBody, responses((status = 200, description = "What was removed", body = Object), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn gc(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<GcBody>,
@@ -95,7 +95,7 @@ pub struct AuditQuery {
 }
 
 /// The audit log: one entry per mutating request, oldest first.
-#[utoipa::path(get, operation_id = "system_audit", path = "/v1/audit", tag = "system", params(AuditQuery), responses((status = 200, description = "Audit entries, oldest first", body = Vec<Object>), (status = 400, description = "Bad query", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "system_audit", path = "/v1/audit", tag = "system", params(AuditQuery), responses((status = 200, description = "Audit entries, oldest first", body = Vec<Object>), (status = 400, description = "Bad query", body = crate::error::ErrorBody)))]
 pub async fn audit(
     State(state): State<SharedState>,
     query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,

@@ -58,7 +58,7 @@ pub async fn list(State(state): State<SharedState>) -> ApiJson<Value> {
 }
 
 /// One worker.
-#[utoipa::path(get, operation_id = "workers_get_one", path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)), responses((status = 200, description = "The worker", body = Object), (status = 404, description = "No such worker", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "workers_get_one", path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)), responses((status = 200, description = "The worker", body = Object), (status = 404, description = "No such worker", body = crate::error::ErrorBody)))]
 pub async fn get_one(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -71,7 +71,7 @@ pub async fn get_one(
 }
 
 /// Starts a worker for an available model; a job that ends when it is ready.
-#[utoipa::path(post, operation_id = "workers_spawn", path = "/v1/workers/spawn", tag = "workers", request_body = SpawnRequest, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::api::openapi::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::api::openapi::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "workers_spawn", path = "/v1/workers/spawn", tag = "workers", request_body = SpawnRequest, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::error::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn spawn(
     State(state): State<SharedState>,
     ApiJson(req): ApiJson<SpawnRequest>,
@@ -90,7 +90,7 @@ pub struct SpawnBatchBody {
 
 /// Starts several workers: one parent job, a child job each; one failure does not stop
 /// the others.
-#[utoipa::path(post, operation_id = "workers_spawn_batch", path = "/v1/workers/spawn-batch", tag = "workers", request_body = SpawnBatchBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "workers_spawn_batch", path = "/v1/workers/spawn-batch", tag = "workers", request_body = SpawnBatchBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn spawn_batch(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<SpawnBatchBody>,
@@ -103,7 +103,7 @@ pub async fn spawn_batch(
 }
 
 /// Stops a worker: SIGTERM, the grace period, SIGKILL.
-#[utoipa::path(delete, operation_id = "workers_stop", path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)), responses((status = 200, description = "Stopped", body = Object), (status = 404, description = "No such worker", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(delete, operation_id = "workers_stop", path = "/v1/workers/{id}", tag = "workers", params(("id" = String, Path)), responses((status = 200, description = "Stopped", body = Object), (status = 404, description = "No such worker", body = crate::error::ErrorBody)))]
 pub async fn stop(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -112,7 +112,7 @@ pub async fn stop(
 }
 
 /// A worker's heartbeat.
-#[utoipa::path(post, operation_id = "workers_heartbeat", path = "/v1/workers/{id}/heartbeat", tag = "workers", params(("id" = String, Path)), request_body = Object, responses((status = 204, description = "Recorded"), (status = 404, description = "No such worker", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "workers_heartbeat", path = "/v1/workers/{id}/heartbeat", tag = "workers", params(("id" = String, Path)), request_body = Object, responses((status = 204, description = "Recorded"), (status = 404, description = "No such worker", body = crate::error::ErrorBody)))]
 pub async fn heartbeat(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -136,7 +136,7 @@ pub struct LogQuery {
 }
 
 /// A worker's stdout and stderr; `x-log-offset` is where the next read starts.
-#[utoipa::path(get, operation_id = "workers_logs", path = "/v1/workers/{id}/logs", tag = "workers", params(("id" = String, Path), LogQuery), responses((status = 200, description = "The log", content_type = "text/plain"), (status = 404, description = "No such log", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "workers_logs", path = "/v1/workers/{id}/logs", tag = "workers", params(("id" = String, Path), LogQuery), responses((status = 200, description = "The log", content_type = "text/plain"), (status = 404, description = "No such log", body = crate::error::ErrorBody)))]
 pub async fn logs(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -195,7 +195,7 @@ pub async fn binaries(State(state): State<SharedState>) -> Result<ApiJson<Value>
 }
 
 /// One worker binary.
-#[utoipa::path(get, operation_id = "workers_binary", path = "/v1/worker-binaries/{id}", tag = "worker-binaries", params(("id" = String, Path)), responses((status = 200, description = "The binary", body = Object), (status = 404, description = "Not installed", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(get, operation_id = "workers_binary", path = "/v1/worker-binaries/{id}", tag = "worker-binaries", params(("id" = String, Path)), responses((status = 200, description = "The binary", body = Object), (status = 404, description = "Not installed", body = crate::error::ErrorBody)))]
 pub async fn binary(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -206,7 +206,7 @@ pub async fn binary(
 }
 
 /// Builds or downloads a worker binary, as a job.
-#[utoipa::path(post, operation_id = "workers_install", path = "/v1/worker-binaries/install", tag = "worker-binaries", request_body = InstallRequest, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::api::openapi::ErrorBody), (status = 404, description = "No source to build from", body = crate::api::openapi::ErrorBody), (status = 422, description = "Malformed body", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "workers_install", path = "/v1/worker-binaries/install", tag = "worker-binaries", request_body = InstallRequest, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 404, description = "No source to build from", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn install(
     State(state): State<SharedState>,
     ApiJson(req): ApiJson<InstallRequest>,
@@ -216,7 +216,7 @@ pub async fn install(
 }
 
 /// Removes a worker binary; 409 while a worker runs it.
-#[utoipa::path(delete, operation_id = "workers_remove_binary", path = "/v1/worker-binaries/{id}", tag = "worker-binaries", params(("id" = String, Path)), responses((status = 200, description = "Removed", body = Object), (status = 404, description = "Not installed", body = crate::api::openapi::ErrorBody), (status = 409, description = "In use", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(delete, operation_id = "workers_remove_binary", path = "/v1/worker-binaries/{id}", tag = "worker-binaries", params(("id" = String, Path)), responses((status = 200, description = "Removed", body = Object), (status = 404, description = "Not installed", body = crate::error::ErrorBody), (status = 409, description = "In use", body = crate::error::ErrorBody)))]
 pub async fn remove_binary(
     State(state): State<SharedState>,
     Path(id): Path<String>,

@@ -309,7 +309,7 @@ pub(crate) async fn ps(State(state): State<SharedState>) -> Answer {
     Ok(axum::Json(json!({"models": out})).into_response())
 }
 
-#[utoipa::path(post, operation_id = "ollama_show", path = "/api/show", tag = "ollama", request_body = Object, responses((status = 200, description = "A model's details", body = Object), (status = 404, description = "No such model", body = crate::api::openapi::OllamaErrorBody)))]
+#[utoipa::path(post, operation_id = "ollama_show", path = "/api/show", tag = "ollama", request_body = Object, responses((status = 200, description = "A model's details", body = Object), (status = 404, description = "No such model", body = crate::error::OllamaErrorBody)))]
 pub(crate) async fn show(
     State(state): State<SharedState>,
     bytes: Result<Bytes, BytesRejection>,
@@ -600,7 +600,7 @@ impl Translate {
     }
 }
 
-#[utoipa::path(post, operation_id = "ollama_chat", path = "/api/chat", tag = "ollama", request_body = Object, responses((status = 200, description = "The answer, whole or as NDJSON", content((Object = "application/json"), (Object = "application/x-ndjson"))), (status = 404, description = "No such model", body = crate::api::openapi::OllamaErrorBody), (status = 429, description = "The model's queue is full", body = crate::api::openapi::OllamaErrorBody)))]
+#[utoipa::path(post, operation_id = "ollama_chat", path = "/api/chat", tag = "ollama", request_body = Object, responses((status = 200, description = "The answer, whole or as NDJSON", content((Object = "application/json"), (Object = "application/x-ndjson"))), (status = 404, description = "No such model", body = crate::error::OllamaErrorBody), (status = 429, description = "The model's queue is full", body = crate::error::OllamaErrorBody)))]
 pub(crate) async fn chat(
     State(state): State<SharedState>,
     body: Result<Bytes, BytesRejection>,
@@ -608,7 +608,7 @@ pub(crate) async fn chat(
     converse(state, body, true).await
 }
 
-#[utoipa::path(post, operation_id = "ollama_generate", path = "/api/generate", tag = "ollama", request_body = Object, responses((status = 200, description = "The answer, whole or as NDJSON", content((Object = "application/json"), (Object = "application/x-ndjson"))), (status = 404, description = "No such model", body = crate::api::openapi::OllamaErrorBody), (status = 429, description = "The model's queue is full", body = crate::api::openapi::OllamaErrorBody)))]
+#[utoipa::path(post, operation_id = "ollama_generate", path = "/api/generate", tag = "ollama", request_body = Object, responses((status = 200, description = "The answer, whole or as NDJSON", content((Object = "application/json"), (Object = "application/x-ndjson"))), (status = 404, description = "No such model", body = crate::error::OllamaErrorBody), (status = 429, description = "The model's queue is full", body = crate::error::OllamaErrorBody)))]
 pub(crate) async fn generate(
     State(state): State<SharedState>,
     body: Result<Bytes, BytesRejection>,
@@ -617,7 +617,7 @@ pub(crate) async fn generate(
 }
 
 /// `/api/embed`: llama.cpp's `/v1/embeddings`, as `{"embeddings": [[...]]}`.
-#[utoipa::path(post, operation_id = "ollama_embed", path = "/api/embed", tag = "ollama", request_body = Object, responses((status = 200, description = "Embeddings", body = Object), (status = 404, description = "No such model", body = crate::api::openapi::OllamaErrorBody), (status = 429, description = "The model's queue is full", body = crate::api::openapi::OllamaErrorBody)))]
+#[utoipa::path(post, operation_id = "ollama_embed", path = "/api/embed", tag = "ollama", request_body = Object, responses((status = 200, description = "Embeddings", body = Object), (status = 404, description = "No such model", body = crate::error::OllamaErrorBody), (status = 429, description = "The model's queue is full", body = crate::error::OllamaErrorBody)))]
 pub(crate) async fn embed(
     State(state): State<SharedState>,
     bytes: Result<Bytes, BytesRejection>,
@@ -668,7 +668,7 @@ pub(crate) async fn embed(
 
 /// `/api/delete`: removes the model from the catalog (its file too, unless it was
 /// registered where it lies).
-#[utoipa::path(delete, operation_id = "ollama_delete", path = "/api/delete", tag = "ollama", request_body = Object, responses((status = 200, description = "Deleted"), (status = 404, description = "No such model", body = crate::api::openapi::OllamaErrorBody), (status = 409, description = "A worker uses it", body = crate::api::openapi::OllamaErrorBody)))]
+#[utoipa::path(delete, operation_id = "ollama_delete", path = "/api/delete", tag = "ollama", request_body = Object, responses((status = 200, description = "Deleted"), (status = 404, description = "No such model", body = crate::error::OllamaErrorBody), (status = 409, description = "A worker uses it", body = crate::error::OllamaErrorBody)))]
 pub(crate) async fn delete(
     State(state): State<SharedState>,
     bytes: Result<Bytes, BytesRejection>,
@@ -683,7 +683,7 @@ pub(crate) async fn delete(
 
 /// `/api/pull`: the hive's download job of a reference, its progress as Ollama's
 /// status lines.
-#[utoipa::path(post, operation_id = "ollama_pull", path = "/api/pull", tag = "ollama", request_body = Object, responses((status = 200, description = "The pull's progress, whole or as NDJSON", content((Object = "application/json"), (Object = "application/x-ndjson"))), (status = 404, description = "No such model", body = crate::api::openapi::OllamaErrorBody), (status = 507, description = "No room on the disk", body = crate::api::openapi::OllamaErrorBody)))]
+#[utoipa::path(post, operation_id = "ollama_pull", path = "/api/pull", tag = "ollama", request_body = Object, responses((status = 200, description = "The pull's progress, whole or as NDJSON", content((Object = "application/json"), (Object = "application/x-ndjson"))), (status = 404, description = "No such model", body = crate::error::OllamaErrorBody), (status = 507, description = "No room on the disk", body = crate::error::OllamaErrorBody)))]
 pub(crate) async fn pull(
     State(state): State<SharedState>,
     bytes: Result<Bytes, BytesRejection>,

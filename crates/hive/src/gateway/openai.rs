@@ -182,7 +182,7 @@ where
     }
 }
 
-#[utoipa::path(post, operation_id = "openai_chat", path = "/openai/v1/chat/completions", tag = "openai", request_body = Object, responses((status = 200, description = "The answer, whole or as server-sent events", content((Object = "application/json"), (Object = "text/event-stream"))), (status = 404, description = "No such model", body = crate::api::openapi::ErrorBody), (status = 429, description = "The model's queue is full", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "openai_chat", path = "/openai/v1/chat/completions", tag = "openai", request_body = Object, responses((status = 200, description = "The answer, whole or as server-sent events", content((Object = "application/json"), (Object = "text/event-stream"))), (status = 404, description = "No such model", body = crate::error::ErrorBody), (status = 429, description = "The model's queue is full", body = crate::error::ErrorBody)))]
 pub(crate) async fn chat(
     State(state): State<SharedState>,
     body: Result<Bytes, BytesRejection>,
@@ -190,7 +190,7 @@ pub(crate) async fn chat(
     forward(state, body, "/v1/chat/completions").await
 }
 
-#[utoipa::path(post, operation_id = "openai_completions", path = "/openai/v1/completions", tag = "openai", request_body = Object, responses((status = 200, description = "The answer, whole or as server-sent events", content((Object = "application/json"), (Object = "text/event-stream"))), (status = 404, description = "No such model", body = crate::api::openapi::ErrorBody), (status = 429, description = "The model's queue is full", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "openai_completions", path = "/openai/v1/completions", tag = "openai", request_body = Object, responses((status = 200, description = "The answer, whole or as server-sent events", content((Object = "application/json"), (Object = "text/event-stream"))), (status = 404, description = "No such model", body = crate::error::ErrorBody), (status = 429, description = "The model's queue is full", body = crate::error::ErrorBody)))]
 pub(crate) async fn completions(
     State(state): State<SharedState>,
     body: Result<Bytes, BytesRejection>,
@@ -198,7 +198,7 @@ pub(crate) async fn completions(
     forward(state, body, "/v1/completions").await
 }
 
-#[utoipa::path(post, operation_id = "openai_embeddings", path = "/openai/v1/embeddings", tag = "openai", request_body = Object, responses((status = 200, description = "Embeddings", body = Object), (status = 404, description = "No such model", body = crate::api::openapi::ErrorBody), (status = 429, description = "The model's queue is full", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(post, operation_id = "openai_embeddings", path = "/openai/v1/embeddings", tag = "openai", request_body = Object, responses((status = 200, description = "Embeddings", body = Object), (status = 404, description = "No such model", body = crate::error::ErrorBody), (status = 429, description = "The model's queue is full", body = crate::error::ErrorBody)))]
 pub(crate) async fn embeddings(
     State(state): State<SharedState>,
     body: Result<Bytes, BytesRejection>,

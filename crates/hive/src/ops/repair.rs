@@ -12,43 +12,16 @@
 //! It uses nothing of the other operations.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 
-use artifact_catalog::{ArtifactStatus, Backend, CatalogError, Quarantined};
+use artifact_catalog::{ArtifactStatus, Backend, CatalogError};
 use model_catalog::{ModelCatalog, ModelEntry};
 use model_provisioner::scan::{Store, scan};
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::ops::blocking;
-use crate::state::SharedState;
-
-/// What was found wrong with the catalog, and done about it, for `hive status`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CatalogHealth {
-    /// Where a damaged database was moved, at start.
-    pub damaged_moved_to: Option<PathBuf>,
-    /// Entries set aside because they could not be read.
-    pub quarantined: Vec<Quarantined>,
-    /// Models re-adopted from their folders.
-    pub readopted: Vec<String>,
-    /// Folders under `models/` that could not be re-adopted, with why.
-    pub unreadable: Vec<Unreadable>,
-}
-
-impl CatalogHealth {
-    /// Whether anything was wrong.
-    pub fn is_clean(&self) -> bool {
-        self.damaged_moved_to.is_none()
-            && self.quarantined.is_empty()
-            && self.readopted.is_empty()
-            && self.unreadable.is_empty()
-    }
-}
-
-/// The catalog's health, shared.
-pub type SharedHealth = Arc<Mutex<CatalogHealth>>;
+use crate::state::{SharedHealth, SharedState, Unreadable};
 
 /// Opens `open` on `home`'s catalog; a database that is damaged is moved aside
 /// (with its WAL and shared-memory files), said once, and a new one opened.
@@ -103,9 +76,6 @@ fn provider_of(id: &str) -> &'static str {
         "local"
     }
 }
-
-/// A folder that could not be re-adopted, and why.
-pub type Unreadable = (PathBuf, String);
 
 /// The hive's own model folders that no entry names, adopted from their files: what
 /// was added, and what could not be read. Blocking.

@@ -375,7 +375,7 @@ impl Registry {
     /// Whether `given` is that worker's key (constant time).
     pub fn key_matches(&self, id: &str, given: &str) -> bool {
         self.key_of(id)
-            .is_some_and(|k| !given.is_empty() && crate::api::auth::same_secret(given, &k))
+            .is_some_and(|k| !given.is_empty() && crate::secret::same_secret(given, &k))
     }
 
     /// Records a heartbeat; false for an unknown worker.
