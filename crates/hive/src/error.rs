@@ -94,13 +94,23 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Whether a path is one of OpenAI's (`/openai/v1/...`, and the gateway's routes at
+/// `/v1`): its errors come in OpenAI's shape.
+fn is_openai_path(path: &str) -> bool {
+    path.starts_with("/openai/")
+        || matches!(
+            path,
+            "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings"
+        )
+}
+
 /// A request refused at the edge (host, origin, media type, token) in the shape its
 /// route family answers errors in: Ollama's `{"error": "..."}` under `/api/`,
 /// OpenAI's under `/openai/`, the hive's own elsewhere.
 pub fn refusal(path: &str, status: StatusCode, code: &'static str, message: &str) -> Response {
     let body = if path.starts_with("/api/") {
         json!({ "error": message })
-    } else if path.starts_with("/openai/") {
+    } else if is_openai_path(path) {
         let kind = if status == StatusCode::UNAUTHORIZED {
             "authentication_error"
         } else {

@@ -64,7 +64,12 @@ pub fn app(state: SharedState) -> Router {
                 .merge(gateway::ollama::router())
                 .layer(axum::extract::DefaultBodyLimit::max(gateway::MAX_BODY)),
         )
-        .fallback(|| async { ApiError::not_found("no such route") })
+        .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
+            ApiError::not_found(format!(
+                "no such route: {method} {}; the hive serves its API under /v1 (GET /openapi.json lists every route), OpenAI's at /v1/chat/completions, /v1/completions, /v1/embeddings and under /openai/v1, Ollama's under /api, and the dashboard at /",
+                uri.path()
+            ))
+        })
         .layer(middleware::from_fn(jobs::deadline))
         // outermost last: the edge's checks, then CORS, then the token, and only a
         // request let in is audited

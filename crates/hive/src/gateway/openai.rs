@@ -1,5 +1,6 @@
 //! OpenAI-compatible routes under one base URL, `/openai/v1`: `GET /models`,
-//! `POST /chat/completions`, `/completions` and `/embeddings`. `model` names a
+//! `POST /chat/completions`, `/completions` and `/embeddings`; the last three also at
+//! `/v1`, where OpenAI's clients look by default. `model` names a
 //! catalog id or an alias; streams pass through as the worker sends them. Errors are
 //! OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`.
 
@@ -23,6 +24,10 @@ pub fn router() -> Router<SharedState> {
         .route("/openai/v1/chat/completions", post(chat))
         .route("/openai/v1/completions", post(completions))
         .route("/openai/v1/embeddings", post(embeddings))
+        // at the path OpenAI's clients, Ollama, LM Studio and llama-server use
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
 }
 
 impl IntoResponse for GatewayError {

@@ -824,3 +824,53 @@ async fn our_own_worker_answers_through_the_one_endpoint() {
         "{v}"
     );
 }
+
+/// OpenAI's routes at `/v1`, where the official clients look with
+/// `base_url=http://127.0.0.1:7835/v1` (as with Ollama, LM Studio and llama-server):
+/// the same answer as under `/openai/v1`, errors in OpenAI's shape; a route that does
+/// not exist says which do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openais_routes_answer_at_v1_too() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    let id = crate::engines::smollm2_on_llama(&h, home.path(), &server, &model).await;
+    let body = json!({"model": id, "messages": [{"role": "user", "content": "Name a colour."}],
+                      "max_tokens": 8, "temperature": 0});
+    let (s, at_v1) = post(&h, "/v1/chat/completions", body.clone()).await;
+    assert_eq!(s, 200, "{at_v1}");
+    let (s, at_openai) = post(&h, "/openai/v1/chat/completions", body).await;
+    assert_eq!(s, 200, "{at_openai}");
+    assert_eq!(
+        at_v1["choices"][0]["message"]["content"],
+        at_openai["choices"][0]["message"]["content"]
+    );
+    let (s, v) = post(
+        &h,
+        "/v1/completions",
+        json!({"model": id, "prompt": "1, 2, 3,", "max_tokens": 4, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["choices"][0]["text"].is_string(), "{v}");
+    let (s, v) = post(
+        &h,
+        "/v1/chat/completions",
+        json!({"model": "no-such-model", "messages": []}),
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(
+        v["error"]["type"], "invalid_request_error",
+        "OpenAI's shape: {v}"
+    );
+    let (s, v) = post(&h, "/v1/messages-nope", json!({})).await;
+    assert_eq!(s, 404);
+    let said = v["error"]["message"].as_str().unwrap();
+    assert!(
+        said.contains("/v1/chat/completions") && said.contains("/api"),
+        "{said}"
+    );
+}
