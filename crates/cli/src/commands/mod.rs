@@ -4,6 +4,7 @@ pub mod client;
 pub mod gguf;
 pub mod job;
 pub mod models;
+pub mod names;
 pub mod progress;
 pub mod storage;
 pub mod workers;

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::commands::client::{Client, HiveArgs, encode_id};
 use crate::commands::gguf::{human_bytes, human_count};
 use crate::commands::job::{follow_job, print_json};
+use crate::commands::names::{all_models, model_id};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
@@ -29,7 +30,7 @@ pub enum ModelsCommand {
     },
     /// Push an available model to an OCI registry: oci://HOST/REPO:TAG (HOST may be HOST:PORT)
     Push {
-        /// The model's id
+        /// The model: its id, its alias, or the start of either
         id: String,
         /// Where: oci://HOST/REPO:TAG, or oci://HOST:PORT/REPO:TAG
         target: String,
@@ -47,17 +48,17 @@ pub enum ModelsCommand {
     Du,
     /// Show one model
     Show {
-        /// The model's id
+        /// The model: its id, its alias, or the start of either
         id: String,
     },
     /// Remove a model and its files
     Rm {
-        /// The model's id
+        /// The model: its id, its alias, or the start of either
         id: String,
     },
     /// Make sure a worker serves the model (spawns one, pulling the model if needed)
     Load {
-        /// The model's id, or a reference to pull
+        /// The model: its id, its alias, the start of either, or a reference to pull
         id: String,
         /// cpu, cuda, metal, vulkan or rocm (default: the model's preset's, else cpu)
         #[arg(long)]
@@ -74,7 +75,7 @@ pub enum ModelsCommand {
     },
     /// Stop the workers serving the model
     Unload {
-        /// The model's id
+        /// The model: its id, its alias, or the start of either
         id: String,
     },
     /// Check that every model's files are there, whole; failures mark the model failed
@@ -91,7 +92,7 @@ pub enum ModelsCommand {
     /// Set how the model is run (its preset), for every spawn, load and request
     /// through the one endpoint
     Set {
-        /// The model's id
+        /// The model: its id, its alias, or the start of either
         id: String,
         /// The name the one endpoint knows it by, name:tag
         #[arg(long)]
@@ -165,6 +166,7 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             device,
             ttl,
         } => {
+            let id = model_id(&client, &id).await?;
             let mut body = json!({"id": id, "worker": worker, "device": device});
             if let Some(e) = engine {
                 body["engine"] = json!(e);
@@ -185,6 +187,7 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             .await
         }
         ModelsCommand::Unload { id } => {
+            let id = model_id(&client, &id).await?;
             let v = client
                 .call(Method::POST, "/v1/models/unload", Some(json!({"id": id})))
                 .await?;
@@ -278,6 +281,7 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             .await
         }
         ModelsCommand::Push { id, target } => {
+            let id = model_id(&client, &id).await?;
             let started = client
                 .call(
                     Method::POST,
@@ -317,23 +321,33 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
                 println!("no models; pull one with `rbee models pull hf:ORG/REPO`");
                 return Ok(());
             }
+            // the name people type first (every command takes it), the id last, whole
+            let width = rows
+                .iter()
+                .filter_map(|m| m["alias"].as_str())
+                .map(|a| a.chars().count())
+                .max()
+                .unwrap_or(4)
+                .clamp(4, 40);
             println!(
-                "{:<60} {:>10} {:<8} {:<12} STATUS",
-                "ID", "SIZE", "QUANT", "ARCH"
+                "{:<width$} {:>10} {:<8} {:<12} {:<24} ID",
+                "NAME", "SIZE", "QUANT", "ARCH", "STATUS"
             );
             for m in rows {
                 println!(
-                    "{:<60} {:>10} {:<8} {:<12} {}",
-                    m["id"].as_str().unwrap_or("?"),
+                    "{:<width$} {:>10} {:<8} {:<12} {:<24} {}",
+                    m["alias"].as_str().unwrap_or("-"),
                     size_text(&m),
                     m["gguf"]["quantization"].as_str().unwrap_or("-"),
                     m["gguf"]["architecture"].as_str().unwrap_or("-"),
                     status_text(&m),
+                    m["id"].as_str().unwrap_or("?"),
                 );
             }
             Ok(())
         }
         ModelsCommand::Show { id } => {
+            let id = model_id(&client, &id).await?;
             let m = client
                 .call(Method::GET, &format!("/v1/models/{}", encode_id(&id)), None)
                 .await?;
@@ -396,6 +410,7 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             if body.is_empty() {
                 anyhow::bail!("nothing to set: see rbee models set --help");
             }
+            let id = model_id(&client, &id).await?;
             let m = client
                 .call(
                     Method::PATCH,
@@ -410,6 +425,7 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             Ok(())
         }
         ModelsCommand::Rm { id } => {
+            let id = model_id(&client, &id).await?;
             let r = client
                 .call(
                     Method::DELETE,
@@ -425,27 +441,6 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
                 human_bytes(r["bytes_freed"].as_u64().unwrap_or(0))
             );
             Ok(())
-        }
-    }
-}
-
-/// Every model, page by page.
-async fn all_models(client: &Client) -> anyhow::Result<Value> {
-    const PAGE: usize = 1000;
-    let mut all = Vec::new();
-    loop {
-        let page = client
-            .call(
-                Method::GET,
-                &format!("/v1/models?offset={}&limit={PAGE}", all.len()),
-                None,
-            )
-            .await?;
-        let items = page.as_array().cloned().unwrap_or_default();
-        let n = items.len();
-        all.extend(items);
-        if n < PAGE {
-            return Ok(Value::Array(all));
         }
     }
 }

@@ -17,7 +17,7 @@ pub enum WorkersCommand {
     Ls,
     /// Start a worker for a model in the catalog; waits until it is ready
     Spawn {
-        /// The model's id (see `rbee models ls`)
+        /// The model: its id, its alias, or the start of either (see `rbee models ls`)
         model: String,
         /// cpu, cuda, metal, vulkan or rocm (default: the model's preset's, else cpu)
         #[arg(long)]
@@ -180,6 +180,7 @@ pub async fn workers(cmd: WorkersCommand, args: &HiveArgs) -> anyhow::Result<()>
             threads,
             force,
         } => {
+            let model = crate::commands::names::model_id(&client, &model).await?;
             let mut body =
                 json!({"model": model, "worker": worker, "device": device, "force": force});
             if let Some(e) = engine {

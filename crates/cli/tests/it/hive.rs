@@ -381,3 +381,56 @@ async fn worker_binaries_and_workers_from_the_command_line() {
     let (ok, _, err) = rbee(&d, &["workers", "spawn", &id]);
     assert!(!ok && err.contains("worker-binaries install cpu"), "{err}");
 }
+
+/// Every command takes what people type: an id, an alias, a unique prefix. An
+/// ambiguous prefix lists the candidates, a typo says what is near, and nothing is
+/// changed by either.
+#[test]
+fn models_by_id_alias_prefix_and_typo() {
+    let home = tempfile::tempdir().unwrap();
+    let d = start(home.path(), "http://127.0.0.1:9");
+    for (file, name) in [
+        ("llama-q4_0.gguf", "tinyllama-a.gguf"),
+        ("gemma-q8_0-align64.gguf", "tinyllama-b.gguf"),
+    ] {
+        let local = home.path().join(name);
+        fs_err::copy(gguf_fixtures().join(file), &local).unwrap();
+        let (ok, _, err) = rbee(&d, &["models", "import", local.to_str().unwrap()]);
+        assert!(ok, "{err}");
+    }
+    let (_, out, _) = rbee(&d, &["--json", "models", "ls"]);
+    let models: Value = serde_json::from_str(&out).unwrap();
+    let (id, alias) = (
+        models[0]["id"].as_str().unwrap().to_owned(),
+        models[0]["alias"].as_str().unwrap().to_owned(),
+    );
+    // by id, by alias in any case, by the start of the alias
+    for word in [
+        id.as_str(),
+        alias.as_str(),
+        &alias.to_uppercase(),
+        &alias[..alias.len() - 2],
+    ] {
+        let (ok, out, err) = rbee(&d, &["--json", "models", "show", word]);
+        assert!(ok, "{word}: {err}");
+        let m: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(m["id"], id.as_str(), "{word}");
+    }
+    // a prefix both share: the candidates, and nothing removed
+    let (ok, _, err) = rbee(&d, &["models", "rm", "tinyllama"]);
+    assert!(!ok);
+    assert!(err.contains("names 2 models"), "{err}");
+    // a typo: what is near
+    let mut typo = alias.clone();
+    typo.pop();
+    typo.push('x');
+    let (ok, _, err) = rbee(&d, &["models", "show", &format!("{typo}zz")]);
+    assert!(!ok);
+    assert!(err.contains("did you mean"), "{err}");
+    let (_, out, _) = rbee(&d, &["--json", "models", "ls"]);
+    let after: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(after.as_array().unwrap().len(), 2, "nothing was removed");
+    // and one that is unique goes
+    let (ok, _, err) = rbee(&d, &["models", "rm", &alias]);
+    assert!(ok, "{err}");
+}

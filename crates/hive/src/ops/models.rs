@@ -45,7 +45,7 @@ pub async fn model_list_page(
                 .list()?
                 .iter()
                 .map(|r| {
-                    serde_json::to_vec(r)
+                    serde_json::to_vec(&entry_json(r))
                         .map(bytes::Bytes::from)
                         .map_err(ApiError::internal)
                 })
@@ -66,17 +66,20 @@ pub async fn model_list_page(
     Ok((bytes::Bytes::from(body), all.len()))
 }
 
+/// A catalog entry as the API shows it: its record, and its alias (the name the one
+/// endpoint, Ollama's clients and the CLI know it by).
+fn entry_json(r: &model_catalog::ModelRecord) -> Value {
+    let mut v = json!(r);
+    v["alias"] = json!(r.artifact.alias());
+    v
+}
+
 /// One model, as JSON; 404 when absent.
 pub async fn model_get(state: &SharedState, id: &str) -> Result<Value, ApiError> {
     let catalog = Arc::clone(&state.catalog);
     let id = id.to_owned();
     blocking(move || match catalog.get(&id)? {
-        Some(r) => {
-            // the name the one endpoint knows it by
-            let mut v = json!(r);
-            v["alias"] = json!(r.artifact.alias());
-            Ok(v)
-        }
+        Some(r) => Ok(entry_json(&r)),
         None => Err(ApiError::not_found(format!(
             "model {id:?} is not in the catalog"
         ))),
