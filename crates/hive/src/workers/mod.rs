@@ -902,7 +902,9 @@ impl Registry {
             )]
             let busy = m.processing.unwrap_or(0.0).clamp(0.0, slots as f64) as u64;
             r.slots_available = Some(slots - busy);
-            if m.tokens_per_second.is_some() {
+            // llama-server empties this figure's bucket at every read of /metrics: a
+            // scrape with no generation since the last one says 0, which is no news
+            if m.tokens_per_second.is_some_and(|t| t > 0.0) {
                 r.tokens_per_second = m.tokens_per_second;
             }
             if used {
