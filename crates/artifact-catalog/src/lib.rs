@@ -13,6 +13,7 @@
 
 mod error;
 mod filesystem;
+mod generation;
 mod id;
 pub mod provision;
 mod sqlite;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::CatalogError;
 pub use filesystem::FilesystemCatalog;
+pub use generation::Generational;
 pub use id::{MAX_ID_LEN, decode_dir_name, encode_dir_name, validate_id};
 pub use sqlite::SqliteCatalog;
 

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use artifact_catalog::{
     Artifact, ArtifactCatalog, ArtifactMetadata, ArtifactStatus, Backend, CatalogError,
+    Generational,
 };
 mod alias;
 
@@ -41,7 +42,7 @@ pub fn model_dir(models_dir: &Path, id: &str) -> Result<PathBuf> {
 /// It dereferences to the generic [`ArtifactCatalog`] (add, get, list, modify, ...)
 /// and adds the model catalog's own calls.
 pub struct ModelCatalog {
-    inner: Box<dyn ArtifactCatalog<ModelEntry>>,
+    inner: Generational<ModelEntry>,
     models_dir: PathBuf,
 }
 
@@ -58,9 +59,16 @@ impl ModelCatalog {
     /// `home/models/*/metadata.json` with the filesystem backend.
     pub fn open(home: &Path, backend: Backend) -> Result<Self> {
         let models_dir = home.join("models");
-        let inner = backend.open(&home.join("catalog.db"), &models_dir)?;
+        let inner = Generational::new(backend.open(&home.join("catalog.db"), &models_dir)?);
         fs_err::create_dir_all(&models_dir)?;
         Ok(Self { inner, models_dir })
+    }
+
+    /// How many writes went through this catalog since it was opened: what is
+    /// derived from it (the hive's model list, its alias index) is rebuilt when this
+    /// moved. Read it before reading the catalog.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation()
     }
 
     /// `home/models`.
@@ -100,6 +108,6 @@ impl Deref for ModelCatalog {
     type Target = dyn ArtifactCatalog<ModelEntry>;
 
     fn deref(&self) -> &Self::Target {
-        self.inner.as_ref()
+        &self.inner
     }
 }

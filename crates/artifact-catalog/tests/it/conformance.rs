@@ -438,3 +438,35 @@ fn kinds_sharing_a_database_stay_apart() {
     assert!(things.remove("same-id").unwrap());
     assert!(others.contains("same-id").unwrap());
 }
+
+#[test]
+fn a_generational_catalog_moves_at_every_write_and_only_then() {
+    each_backend(|b, dir| {
+        let c = artifact_catalog::Generational::new(b.open(dir));
+        let mut last = c.generation();
+        let mut moved = |c: &artifact_catalog::Generational<Thing>, what: &str| {
+            let now = c.generation();
+            assert!(now > last, "{}: {what} moved nothing", b.name());
+            last = now;
+        };
+        c.add(Thing::new("a")).unwrap();
+        moved(&c, "add");
+        c.set_status("a", ArtifactStatus::Available).unwrap();
+        moved(&c, "set_status");
+        c.touch("a").unwrap();
+        moved(&c, "touch");
+        c.update(Thing::new("a")).unwrap();
+        moved(&c, "update");
+        c.modify("a", &mut |e| e.artifact.size = 7).unwrap();
+        moved(&c, "modify");
+        let before = c.generation();
+        c.get("a").unwrap();
+        c.list().unwrap();
+        c.len().unwrap();
+        c.contains("a").unwrap();
+        c.find_by_source("p", "r").unwrap();
+        assert_eq!(c.generation(), before, "{}: reads move nothing", b.name());
+        c.remove("a").unwrap();
+        assert!(c.generation() > before, "{}: remove", b.name());
+    });
+}
