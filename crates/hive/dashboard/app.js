@@ -460,15 +460,11 @@ async function renderModels() {
 
 // ---- one model -----------------------------------------------------------------
 
-const CONTEXTS = [2048, 4096, 8192, 32768];
-
 async function renderModel(id) {
   page(el("p", { text: "Loading " + id + "…" }));
   let m;
-  let caps = {};
   try {
     m = (await api("GET", "/v1/models/" + encodeURIComponent(id) + "?metadata=true")).value;
-    caps = (await api("GET", "/v1/capabilities")).value || {};
   } catch (e) {
     page(el("h2", { text: id }), errorBox(e));
     return;
@@ -486,24 +482,21 @@ async function renderModel(id) {
   ];
   const propTable = table("Properties", ["Property", "Value"],
     props.map(([k, v]) => el("tr", {}, el("th", { scope: "row", text: k }), el("td", { text: v === null || v === undefined ? "–" : String(v) }))));
-  const ram = (caps.ram || {}).total_bytes;
-  const gpus = caps.gpus || [];
-  const contexts = CONTEXTS.slice();
-  if (g.context_length && !contexts.includes(g.context_length)) contexts.push(g.context_length);
-  const memRows = contexts.map((ctx) => {
-    const kv = g.kv_cache_bytes_per_token ? g.kv_cache_bytes_per_token * ctx : null;
-    const total = (g.tensor_data_size || a.size || 0) + (kv || 0);
-    const fit = (cap) => (cap ? (total <= cap ? "fits" : "does not fit") : "–");
-    return el("tr", {},
-      el("th", { scope: "row", text: ctx + (ctx === g.context_length ? " (max)" : "") }),
-      el("td", { class: "num", text: bytes(g.tensor_data_size) }),
-      el("td", { class: "num", text: kv === null ? "unknown" : bytes(kv) }),
-      el("td", { class: "num", text: bytes(total) }),
-      el("td", { text: fit(ram) }),
-      gpus.map((gpu) => el("td", { text: fit(gpu.memory_total_bytes) })));
-  });
+  // the hive's own estimate (the one admission and spawns use), against each budget
+  const mem = m.memory || { by_context: [], gpus: [] };
+  const ramBudget = mem.ram_budget_bytes;
+  const gpuBudgets = mem.gpus || [];
+  const fit = (total, cap) => (cap ? (total <= cap ? "fits" : "does not fit") : "–");
+  const workerCtx = mem.worker ? mem.worker.context : null;
+  const memRows = mem.by_context.map((f) => el("tr", {},
+    el("th", { scope: "row", text: f.context + (f.context === g.context_length ? " (max)" : "") + (f.context === workerCtx ? " (a worker's)" : "") }),
+    el("td", { class: "num", text: bytes(f.weights_bytes) }),
+    el("td", { class: "num", text: f.kv_cache_bytes === null || f.kv_cache_bytes === undefined ? "unknown" : bytes(f.kv_cache_bytes) }),
+    el("td", { class: "num", text: bytes(f.total_bytes) }),
+    el("td", { text: fit(f.total_bytes, ramBudget) }),
+    gpuBudgets.map((gpu) => el("td", { text: fit(f.total_bytes, gpu.budget_bytes) }))));
   const memTable = table("Memory by context (weights and an f16 KV cache)",
-    ["Context", "Weights", "KV cache", "Total", "RAM " + bytes(ram)].concat(gpus.map((x) => "GPU " + x.index + " " + bytes(x.memory_total_bytes))),
+    ["Context", "Weights", "KV cache", "Total", "RAM budget " + bytes(ramBudget)].concat(gpuBudgets.map((x) => "GPU " + x.index + " budget " + bytes(x.budget_bytes))),
     memRows);
   const files = (a.shards && a.shards.length ? a.shards : [{ path: a.path, size: a.size, sha256: a.sha256 }]);
   const fileTable = table("Files", ["Path", "Size", "sha256"],

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::error::ApiError;
 use crate::jobs::Job;
@@ -21,31 +21,6 @@ pub const MAX_ITEMS: usize = 100;
 pub type Started = Pin<Box<dyn Future<Output = Result<Arc<Job>, ApiError>> + Send>>;
 /// A child job, or why it was refused (code, message).
 type Child = Result<Arc<Job>, (&'static str, String)>;
-
-/// Waits for a job's `done`; returns its state and its result or error.
-pub async fn wait_job(job: &Job) -> (String, Value) {
-    let (mut seen, mut rx) = job.subscribe();
-    loop {
-        if let Some(done) = seen.iter().find(|e| e.kind == "done") {
-            let state = done.data["state"].as_str().unwrap_or("failed").to_owned();
-            let payload = seen
-                .iter()
-                .rev()
-                .find(|e| e.kind == "result" || e.kind == "error")
-                .map_or(Value::Null, |e| e.data.clone());
-            return (state, payload);
-        }
-        match rx.recv().await {
-            Ok(e) => seen.push(e),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                seen = job.subscribe().0;
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                return ("failed".into(), Value::Null);
-            }
-        }
-    }
-}
 
 /// Checks the batch's size and starts the parent job over `items` (label, how to
 /// start it).
@@ -87,13 +62,16 @@ pub fn start(
         for (label, child) in children {
             let outcome = match child {
                 Ok(c) => {
-                    let (state, payload) = wait_job(&c).await;
+                    let info = c.finished().await;
+                    let state = info.state.name();
                     job.narrate("child", &format!("{label}: {state}"));
-                    if state != "completed" {
+                    let (key, payload) = if info.state == crate::jobs::JobState::Completed {
+                        ("result", info.result)
+                    } else {
                         failed += 1;
-                    }
-                    let key = if state == "completed" { "result" } else { "error" };
-                    json!({"item": label, "job_id": c.info().job_id, "state": state, key: payload})
+                        ("error", info.error)
+                    };
+                    json!({"item": label, "job_id": info.job_id, "state": state, key: payload})
                 }
                 Err((code, message)) => {
                     failed += 1;

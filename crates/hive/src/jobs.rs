@@ -62,6 +62,17 @@ impl JobState {
     }
 }
 
+/// How a job that did not complete ended: its state and its error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    /// `failed` or `cancelled`.
+    pub state: JobState,
+    /// The error's code.
+    pub code: String,
+    /// The error's message.
+    pub message: String,
+}
+
 /// One SSE event: `event: <kind>`, `data: <json>`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
@@ -128,6 +139,10 @@ impl Job {
 
     fn push(&self, kind: &'static str, data: Value) {
         let mut inner = self.lock();
+        self.push_in(&mut inner, kind, data);
+    }
+
+    fn push_in(&self, inner: &mut Inner, kind: &'static str, data: Value) {
         if inner.info.state.is_finished() {
             return;
         }
@@ -204,10 +219,49 @@ impl Job {
             Ok(v) => self.push("result", v),
             Err((code, message)) => self.push("error", json!({"code": code, "message": message})),
         }
-        self.push("done", json!({"state": state.name()}));
+        // the state is set with the last event, so whoever sees `done` sees it too
         let mut inner = self.lock();
+        self.push_in(&mut inner, "done", json!({"state": state.name()}));
         inner.info.state = state;
         inner.info.finished_at = Some(Utc::now());
+    }
+
+    /// Waits for the job to end; its public view then.
+    pub async fn finished(&self) -> JobInfo {
+        let (_, mut events) = self.subscribe();
+        loop {
+            let info = self.info();
+            if info.state.is_finished() {
+                return info;
+            }
+            if let Err(broadcast::error::RecvError::Closed) = events.recv().await {
+                return self.info();
+            }
+        }
+    }
+
+    /// Waits for the job to end, and gives its result as the operation's own type
+    /// (a [`crate::workers::WorkerRecord`] for a load, a model's record for a pull);
+    /// how it ended otherwise.
+    pub async fn wait<T: serde::de::DeserializeOwned>(&self) -> Result<T, Unfinished> {
+        let info = self.finished().await;
+        let text =
+            |v: &Option<Value>, k: &str| v.as_ref().and_then(|e| e[k].as_str()).map(str::to_owned);
+        match (info.state, info.result) {
+            (JobState::Completed, Some(result)) => {
+                serde_json::from_value(result).map_err(|e| Unfinished {
+                    state: JobState::Failed,
+                    code: "internal".to_owned(),
+                    message: format!("job {} gave a result of another shape: {e}", info.job_id),
+                })
+            }
+            (state, _) => Err(Unfinished {
+                state,
+                code: text(&info.error, "code").unwrap_or_else(|| state.name().to_owned()),
+                message: text(&info.error, "message")
+                    .unwrap_or_else(|| format!("job {} {}", info.job_id, state.name())),
+            }),
+        }
     }
 
     /// The events so far, and a receiver for the ones after them.

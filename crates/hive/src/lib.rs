@@ -11,6 +11,7 @@ pub mod batch;
 pub mod capabilities;
 pub mod config;
 pub mod dashboard;
+pub mod engines;
 pub mod error;
 pub mod gateway;
 pub mod jobs;
@@ -36,8 +37,6 @@ use crate::error::ApiError;
 use crate::jobs::Jobs;
 use crate::state::{AppState, SharedState};
 
-/// The most a request body may be.
-pub(crate) const MAX_BODY: usize = 1 << 20;
 /// How long shutdown waits, after the workers are stopped, for jobs (cancelled at the
 /// signal) to finish stopping.
 const JOBS_GRACE: Duration = Duration::from_secs(2);
@@ -52,17 +51,18 @@ pub fn app(state: SharedState) -> Router {
         .merge(api::models::router())
         .merge(api::jobs::router())
         .merge(api::workers::router())
-        .route("/metrics", axum::routing::get(metrics::render))
+        .route("/metrics", axum::routing::get(api::metrics::render))
         .route("/openapi.json", axum::routing::get(api::openapi::document))
         .merge(dashboard::router())
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(api::MAX_BODY))
         // the one endpoint takes longer bodies (long chats) and answers a body too
         // large in its own families' shapes
         .merge(
             Router::new()
                 .merge(gateway::openai::router())
                 .merge(gateway::ollama::router())
-                .layer(axum::extract::DefaultBodyLimit::max(gateway::MAX_BODY)),
+                .layer(axum::extract::DefaultBodyLimit::max(gateway::MAX_BODY))
+                .with_state(Arc::new(gateway::Gateway::new(Arc::clone(&state)))),
         )
         .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
             ApiError::not_found(format!(
@@ -75,7 +75,7 @@ pub fn app(state: SharedState) -> Router {
         // request let in is audited
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
-            audit::record,
+            api::audit::record,
         ))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -87,7 +87,7 @@ pub fn app(state: SharedState) -> Router {
         }))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
-            metrics::track,
+            api::metrics::track,
         ))
         .with_state(state)
 }
@@ -213,7 +213,6 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
         worker_provisioner: Arc::new(worker_provisioner),
         workers,
         audit,
-        gateway: gateway::Gateway::default(),
         oci,
         http,
         storage_lock: tokio::sync::Mutex::new(()),
@@ -293,7 +292,7 @@ pub async fn serve(state: SharedState, listener: tokio::net::TcpListener) -> any
         served = &mut server => served?,
         () = grace_over => {
             tracing::info!("grace period over: ending the streams still open");
-            state.gateway.streams_cut.cancel();
+            state.shutdown.end_grace();
             // their error events go out, then their connections close; one that
             // does not (a client that never reads) is left to the exit
             if tokio::time::timeout(STREAMS_FLUSH, &mut server).await.is_err() {

@@ -1,22 +1,13 @@
-//! `/metrics` in the Prometheus text format.
-
-use std::sync::Arc;
-use std::time::Instant;
+//! The hive's counters and gauges; `api/metrics.rs` serves them at `/metrics`.
 
 use artifact_catalog::ArtifactStatus;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use model_catalog::ModelRecord;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::error::ApiError;
-use crate::state::SharedState;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -318,163 +309,104 @@ impl Metrics {
     }
 }
 
-/// Counts every request and its latency, by the route's template (not the raw path).
-pub async fn track(State(state): State<SharedState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let m = &state.metrics;
-    m.http_requests
-        .get_or_create(&HttpLabels {
-            method: method.clone(),
-            route: route.clone(),
-            status: response.status().as_u16().to_string(),
-        })
-        .inc();
-    m.http_latency
-        .get_or_create(&RouteLabel { method, route })
-        .observe(started.elapsed().as_secs_f64());
-    response
-}
-
-/// The content type of the Prometheus text format, what `/metrics` serves by default.
-pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// The content type of OpenMetrics, served when the scraper asks for it.
-pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// `GET /metrics`: the Prometheus text format, or OpenMetrics when `Accept` names it.
-#[utoipa::path(get, operation_id = "metrics", path = "/metrics", tag = "system", responses((status = 200, description = "The Prometheus text format (version 0.0.4), or OpenMetrics 1.0 when `Accept` asks for `application/openmetrics-text`", content((String = "text/plain"), (String = "application/openmetrics-text")))))]
-pub async fn render(
-    State(state): State<SharedState>,
-    headers: axum::http::HeaderMap,
-) -> Result<Response, ApiError> {
-    let catalog = Arc::clone(&state.catalog);
-    let records = tokio::task::spawn_blocking(move || catalog.list())
-        .await
-        .map_err(ApiError::internal)??;
-    let m = &state.metrics;
-    for s in ["available", "downloading", "paused", "failed"] {
-        let n = records
-            .iter()
-            .filter(|r| r.artifact.status.name() == s)
-            .count();
-        m.models
-            .get_or_create(&StateLabel { state: s.into() })
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-    let bytes: u64 = records
-        .iter()
-        .filter(|r| r.artifact.status == ArtifactStatus::Available)
-        .map(|r| r.artifact.size)
-        .sum();
-    m.catalog_bytes
-        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-    for (s, n) in state.jobs.count_by_state() {
-        m.jobs
-            .get_or_create(&StateLabel {
-                state: s.name().into(),
+impl Metrics {
+    /// Counts a request and its latency, by the route's template (not the raw path).
+    pub fn request_done(&self, method: String, route: String, status: u16, seconds: f64) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                method: method.clone(),
+                route: route.clone(),
+                status: status.to_string(),
             })
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+            .inc();
+        self.http_latency
+            .get_or_create(&RouteLabel { method, route })
+            .observe(seconds);
     }
-    for (s, n) in state.workers.count_by_state() {
-        m.workers
-            .get_or_create(&StateLabel { state: s.into() })
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-    // workers come and go: the per-worker families hold the live ones only
-    m.worker_slots_busy.clear();
-    m.worker_tokens_per_second.clear();
-    for w in state
-        .workers
-        .list()
-        .into_iter()
-        .filter(|w| w.state.is_live())
-    {
-        let labels = WorkerLabels {
-            worker: w.id.clone(),
-            engine: w.engine.to_string(),
-            model: w.model_ref.clone(),
-        };
-        if let (Some(total), Some(free)) = (w.slots_total, w.slots_available) {
-            m.worker_slots_busy
-                .get_or_create(&labels)
-                .set(i64::try_from(total.saturating_sub(free)).unwrap_or(0));
-        }
-        if let Some(tps) = w.tokens_per_second {
-            m.worker_tokens_per_second.get_or_create(&labels).set(tps);
-        }
-    }
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &m.registry)
-        .map_err(ApiError::internal)?;
-    let openmetrics = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"));
-    Ok(if openmetrics {
-        ([(header::CONTENT_TYPE, OPENMETRICS_TEXT)], text).into_response()
-    } else {
-        (
-            [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
-            to_prometheus_text(&text),
-        )
-            .into_response()
-    })
-}
 
-/// OpenMetrics text as the Prometheus text format (0.0.4) has it: a counter's
-/// `# HELP` and `# TYPE` name its `_total` samples, `unknown` is `untyped`, and there
-/// are no `# UNIT` or `# EOF` lines. Samples are the same in both.
-fn to_prometheus_text(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
-        let meta = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|p| Some((p, line.strip_prefix(p)?)));
-        match meta {
-            Some((prefix, rest)) => {
-                let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
-                let name = if counters.contains(name) {
-                    format!("{name}_total")
-                } else {
-                    name.to_owned()
-                };
-                let text = if prefix == "# TYPE " && text == "unknown" {
-                    "untyped"
-                } else {
-                    text
-                };
-                out.push_str(&format!("{prefix}{name} {text}\n"));
+    /// Sets the gauges read from the state at a scrape: the catalog's models by
+    /// state and their bytes, and the jobs and workers by state.
+    pub fn set_gauges(
+        &self,
+        models: &[ModelRecord],
+        jobs: impl IntoIterator<Item = (&'static str, usize)>,
+        workers: impl IntoIterator<Item = (&'static str, usize)>,
+    ) {
+        for s in ["available", "downloading", "paused", "failed"] {
+            let n = models
+                .iter()
+                .filter(|r| r.artifact.status.name() == s)
+                .count();
+            self.models
+                .get_or_create(&StateLabel { state: s.into() })
+                .set(gauge(n));
+        }
+        let bytes: u64 = models
+            .iter()
+            .filter(|r| r.artifact.status == ArtifactStatus::Available)
+            .map(|r| r.artifact.size)
+            .sum();
+        self.catalog_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        for (s, n) in jobs {
+            self.jobs
+                .get_or_create(&StateLabel { state: s.into() })
+                .set(gauge(n));
+        }
+        for (s, n) in workers {
+            self.workers
+                .get_or_create(&StateLabel { state: s.into() })
+                .set(gauge(n));
+        }
+    }
+
+    /// Sets the per-worker gauges to these live workers' figures: workers come and
+    /// go, so the families hold the live ones only.
+    pub fn set_live_workers<'a>(&self, live: impl IntoIterator<Item = LiveWorker<'a>>) {
+        self.worker_slots_busy.clear();
+        self.worker_tokens_per_second.clear();
+        for w in live {
+            let labels = WorkerLabels {
+                worker: w.id.to_owned(),
+                engine: w.engine.to_owned(),
+                model: w.model.to_owned(),
+            };
+            if let Some(busy) = w.slots_busy {
+                self.worker_slots_busy
+                    .get_or_create(&labels)
+                    .set(i64::try_from(busy).unwrap_or(0));
             }
-            None if line.starts_with("# UNIT ") || line == "# EOF" => {}
-            None => {
-                out.push_str(line);
-                out.push('\n');
+            if let Some(tps) = w.tokens_per_second {
+                self.worker_tokens_per_second
+                    .get_or_create(&labels)
+                    .set(tps);
             }
         }
     }
-    out
+
+    /// Every family in OpenMetrics text.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::to_prometheus_text;
+/// A live worker's figures, for its gauges.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveWorker<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// Its engine's name.
+    pub engine: &'a str,
+    /// The model it serves.
+    pub model: &'a str,
+    /// Slots answering a request now, where it says.
+    pub slots_busy: Option<u64>,
+    /// Its last generation speed, where it says.
+    pub tokens_per_second: Option<f64>,
+}
 
-    #[test]
-    fn counters_are_named_by_their_samples() {
-        let om = "# HELP rbee_downloads Finished downloads.\n# TYPE rbee_downloads counter\nrbee_downloads_total{result=\"failed\"} 0\n# HELP rbee_jobs Jobs.\n# TYPE rbee_jobs gauge\nrbee_jobs 2\n# TYPE rbee_x unknown\nrbee_x 1\n# EOF\n";
-        assert_eq!(
-            to_prometheus_text(om),
-            "# HELP rbee_downloads_total Finished downloads.\n# TYPE rbee_downloads_total counter\nrbee_downloads_total{result=\"failed\"} 0\n# HELP rbee_jobs Jobs.\n# TYPE rbee_jobs gauge\nrbee_jobs 2\n# TYPE rbee_x untyped\nrbee_x 1\n"
-        );
-    }
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -1,6 +1,7 @@
 //! Who owns the end: one token cancelled when the hive begins to stop, and one
 //! tracker of every background task the hive starts (jobs, schedules, the
-//! re-adoption's hashing), so that stopping waits for them instead of polling.
+//! re-adoption's hashing), so that stopping waits for them instead of polling; and
+//! one token cancelled when the grace given to open streams is over.
 //!
 //! A leaf: it knows nothing of the rest of the hive.
 
@@ -15,6 +16,7 @@ use tokio_util::task::TaskTracker;
 pub struct Shutdown {
     token: CancellationToken,
     tracker: TaskTracker,
+    grace_over: CancellationToken,
 }
 
 impl Shutdown {
@@ -52,6 +54,17 @@ impl Shutdown {
     pub fn begin(&self) {
         self.token.cancel();
         self.tracker.close();
+    }
+
+    /// Ends the grace: every stream still open ends with an error event that says
+    /// the hive is stopping.
+    pub fn end_grace(&self) {
+        self.grace_over.cancel();
+    }
+
+    /// The token cancelled when the grace is over: an open stream watches it.
+    pub fn grace_over(&self) -> &CancellationToken {
+        &self.grace_over
     }
 
     /// Waits, at most `limit`, for every tracked task to end; whether they all did.

@@ -1,7 +1,6 @@
 //! What every request handler shares.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -43,8 +42,6 @@ pub struct AppState {
     pub workers: Arc<crate::workers::Registry>,
     /// The audit log.
     pub audit: Arc<crate::audit::AuditLog>,
-    /// The one endpoint's shared loads.
-    pub gateway: crate::gateway::Gateway,
     /// Registries reached over plain HTTP, and credentials, for pushes.
     pub oci: model_provisioner::oci::OciConfig,
     /// The client pushes go out with.
@@ -56,36 +53,23 @@ pub struct AppState {
     pub catalog_health: SharedHealth,
 }
 
-impl AppState {
-    /// Every write to the model catalog calls this, so the list is rebuilt.
-    pub fn models_changed(&self) {
-        self.models_cache.generation.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 /// The catalog's entries, each already serialized, in id order: a page of
 /// `GET /v1/models` is then a copy of bytes, not a query and a serialization. The
-/// daemon is the catalog's only writer (one per home), so a generation counter
-/// bumped at each write keeps it true.
+/// daemon is the catalog's only writer (one per home), and the catalog's generation
+/// moves at each write ([`ModelCatalog::generation`]), so it stays true.
 #[derive(Debug, Default)]
 pub struct ModelsCache {
-    generation: AtomicU64,
     built: Mutex<Option<(u64, Arc<Vec<bytes::Bytes>>)>>,
 }
 
 impl ModelsCache {
-    /// How many times the catalog was written since the daemon started: anything
-    /// derived from the catalog is still true while this has not moved.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
-    }
-
-    /// The entries; `rebuild` makes them when the catalog changed since.
+    /// The entries as of the catalog's `generation` (read before the catalog);
+    /// `rebuild` makes them when the catalog changed since they were made.
     pub fn get_or_build(
         &self,
+        generation: u64,
         rebuild: impl FnOnce() -> Result<Vec<bytes::Bytes>, crate::error::ApiError>,
     ) -> Result<Arc<Vec<bytes::Bytes>>, crate::error::ApiError> {
-        let generation = self.generation.load(Ordering::SeqCst);
         if let Some((g, v)) = self
             .built
             .lock()

@@ -106,6 +106,8 @@ def run(p):
     expect(page.locator("th", has_text="general.architecture")).to_have_count(1)
     expect(page.locator("th", has_text="tokenizer.chat_template")).to_have_count(1)
     expect(page.locator("caption", has_text="Memory by context")).to_have_count(1)
+    # the hive's own estimate, the row of the context a worker gets marked
+    expect(page.locator("th", has_text="(a worker's)")).to_have_count(1)
     shot(page, "model")
 
     # workers: spawn one, see it, follow its log

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::ApiJson;
-use crate::api::models::accepted;
+use crate::api::accepted;
 use crate::error::ApiError;
 use crate::jobs::Event;
 use crate::ops::dispatch::{self, Operation};
@@ -28,7 +28,7 @@ pub fn router() -> Router<SharedState> {
 }
 
 /// Runs any operation as a job.
-#[utoipa::path(post, operation_id = "jobs_create", path = "/v1/jobs", tag = "jobs", request_body = Operation, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 404, description = "Unknown model, repo or file", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "jobs_create", path = "/v1/jobs", tag = "jobs", request_body = Operation, responses((status = 202, description = "Started", body = crate::api::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 404, description = "Unknown model, repo or file", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<SharedState>,
     ApiJson(op): ApiJson<Operation>,

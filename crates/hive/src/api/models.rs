@@ -3,15 +3,14 @@
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::api::ApiJson;
+use crate::api::{ApiJson, accepted};
 use crate::error::ApiError;
 use crate::ops::dispatch::{self, Operation};
 use crate::ops::models;
@@ -84,15 +83,6 @@ pub struct PushBody {
 pub struct ImportBody {
     /// An absolute path to a GGUF file on this machine.
     pub path: String,
-}
-
-/// `202 {"job_id", "stream_url"}`.
-pub fn accepted(job: &crate::jobs::Job) -> impl IntoResponse + use<> {
-    let id = job.info().job_id;
-    (
-        StatusCode::ACCEPTED,
-        ApiJson(json!({"job_id": id, "stream_url": format!("/v1/jobs/{id}/stream")})),
-    )
 }
 
 /// Which page of the list.
@@ -194,7 +184,7 @@ pub async fn delete(
 }
 
 /// Starts downloading a model; a bad or unknown reference is answered at once.
-#[utoipa::path(post, operation_id = "models_download", path = "/v1/models/download", tag = "models", request_body = DownloadBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 404, description = "No such repo, file or quant", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody), (status = 507, description = "It cannot fit on disk or in the quota, even after evicting what can go", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_download", path = "/v1/models/download", tag = "models", request_body = DownloadBody, responses((status = 202, description = "Started", body = crate::api::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 404, description = "No such repo, file or quant", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody), (status = 507, description = "It cannot fit on disk or in the quota, even after evicting what can go", body = crate::error::ErrorBody)))]
 pub async fn download(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<DownloadBody>,
@@ -213,7 +203,7 @@ pub async fn download(
 /// Adopts the models the Hugging Face and llama.cpp caches, Ollama's store, LM
 /// Studio's folder and `dirs` hold, where they lie, as a job whose result lists what
 /// was added, updated, already known or gone, and what could not be read.
-#[utoipa::path(post, operation_id = "models_scan", path = "/v1/models/scan", tag = "models", request_body = ScanBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "A folder that is not there", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_scan", path = "/v1/models/scan", tag = "models", request_body = ScanBody, responses((status = 202, description = "Started", body = crate::api::Accepted), (status = 400, description = "A folder that is not there", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn scan(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<ScanBody>,
@@ -239,7 +229,7 @@ pub async fn plan(
 
 /// Pushes an available model to an OCI registry as a ModelPack artifact, as a job
 /// whose result names the manifest's digest.
-#[utoipa::path(post, operation_id = "models_push", path = "/v1/models/push", tag = "models", request_body = PushBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad target", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 404, description = "Not in the catalog", body = crate::error::ErrorBody), (status = 409, description = "Not available", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_push", path = "/v1/models/push", tag = "models", request_body = PushBody, responses((status = 202, description = "Started", body = crate::api::Accepted), (status = 400, description = "Bad target", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 404, description = "Not in the catalog", body = crate::error::ErrorBody), (status = 409, description = "Not available", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn push(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<PushBody>,
@@ -257,7 +247,7 @@ pub async fn push(
 
 /// Makes sure a ready worker serves the model (spawns one, pulling the model first if
 /// it is a reference not in the catalog), as a job whose result is the worker.
-#[utoipa::path(post, operation_id = "models_load", path = "/v1/models/load", tag = "models", request_body = crate::ops::workers::LoadRequest, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::error::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_load", path = "/v1/models/load", tag = "models", request_body = crate::ops::workers::LoadRequest, responses((status = 202, description = "Started", body = crate::api::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::error::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn load(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<crate::ops::workers::LoadRequest>,
@@ -276,7 +266,7 @@ pub struct DownloadBatchBody {
 
 /// Downloads several models: one parent job whose narration names each child job,
 /// and whose result lists each outcome; one failure does not stop the others.
-#[utoipa::path(post, operation_id = "models_download_batch", path = "/v1/models/download-batch", tag = "models", request_body = DownloadBatchBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_download_batch", path = "/v1/models/download-batch", tag = "models", request_body = DownloadBatchBody, responses((status = 202, description = "Started", body = crate::api::Accepted), (status = 400, description = "Empty or too big", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn download_batch(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<DownloadBatchBody>,
@@ -317,7 +307,7 @@ pub struct VerifyBody {
 }
 
 /// Checks every available model's files; problems mark the model failed.
-#[utoipa::path(post, operation_id = "models_verify", path = "/v1/models/verify", tag = "models", request_body = VerifyBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_verify", path = "/v1/models/verify", tag = "models", request_body = VerifyBody, responses((status = 202, description = "Started", body = crate::api::Accepted), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn verify(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<VerifyBody>,
@@ -333,7 +323,7 @@ pub async fn verify(
 }
 
 /// Registers a local GGUF file (hard link, else copy).
-#[utoipa::path(post, operation_id = "models_import", path = "/v1/models/import", tag = "models", request_body = ImportBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 404, description = "No such file", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "models_import", path = "/v1/models/import", tag = "models", request_body = ImportBody, responses((status = 202, description = "Started", body = crate::api::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 404, description = "No such file", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn import(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<ImportBody>,

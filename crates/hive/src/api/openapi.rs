@@ -1,19 +1,10 @@
 //! `/openapi.json`, generated from the handlers' own annotations.
 
 use axum::Json;
-use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::OpenApi;
 
+use super::Accepted;
 use crate::error::{ErrorBody, ErrorDetail, OllamaErrorBody};
-
-/// A started job.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Accepted {
-    /// The job's id.
-    pub job_id: String,
-    /// Where its SSE events are.
-    pub stream_url: String,
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -55,7 +46,7 @@ pub struct Accepted {
         super::workers::install,
         super::workers::remove_binary,
         super::workers::heartbeats,
-        crate::metrics::render,
+        super::metrics::render,
         document,
         crate::gateway::openai::models,
         crate::gateway::openai::chat,

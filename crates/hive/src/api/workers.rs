@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::ApiJson;
-use crate::api::models::accepted;
+use crate::api::accepted;
 use crate::error::ApiError;
 use crate::ops::binaries::InstallRequest;
 use crate::ops::workers::SpawnRequest;
@@ -71,7 +71,7 @@ pub async fn get_one(
 }
 
 /// Starts a worker for an available model; a job that ends when it is ready.
-#[utoipa::path(post, operation_id = "workers_spawn", path = "/v1/workers/spawn", tag = "workers", request_body = SpawnRequest, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::error::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "workers_spawn", path = "/v1/workers/spawn", tag = "workers", request_body = SpawnRequest, responses((status = 202, description = "Started", body = crate::api::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 404, description = "Unknown model or no worker binary", body = crate::error::ErrorBody), (status = 409, description = "Model not available, or not enough memory", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn spawn(
     State(state): State<SharedState>,
     ApiJson(req): ApiJson<SpawnRequest>,
@@ -90,7 +90,7 @@ pub struct SpawnBatchBody {
 
 /// Starts several workers: one parent job, a child job each; one failure does not stop
 /// the others.
-#[utoipa::path(post, operation_id = "workers_spawn_batch", path = "/v1/workers/spawn-batch", tag = "workers", request_body = SpawnBatchBody, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Empty or too big", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "workers_spawn_batch", path = "/v1/workers/spawn-batch", tag = "workers", request_body = SpawnBatchBody, responses((status = 202, description = "Started", body = crate::api::Accepted), (status = 400, description = "Empty or too big", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn spawn_batch(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<SpawnBatchBody>,
@@ -206,7 +206,7 @@ pub async fn binary(
 }
 
 /// Builds or downloads a worker binary, as a job.
-#[utoipa::path(post, operation_id = "workers_install", path = "/v1/worker-binaries/install", tag = "worker-binaries", request_body = InstallRequest, responses((status = 202, description = "Started", body = crate::api::openapi::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 404, description = "No source to build from", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "workers_install", path = "/v1/worker-binaries/install", tag = "worker-binaries", request_body = InstallRequest, responses((status = 202, description = "Started", body = crate::api::Accepted), (status = 400, description = "Bad request", body = crate::error::ErrorBody), (status = 404, description = "No source to build from", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
 pub async fn install(
     State(state): State<SharedState>,
     ApiJson(req): ApiJson<InstallRequest>,

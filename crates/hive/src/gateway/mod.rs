@@ -11,7 +11,7 @@
 //! - `meter.rs`: time to first token and tokens/s, read from the answers;
 //! - `openai.rs`, `ollama.rs`: the two route families, each with its error shape.
 
-pub mod admission;
+pub mod fields;
 pub mod meter;
 pub mod names;
 pub mod ollama;
@@ -26,6 +26,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use model_catalog::ModelEntry;
 
+use crate::engines::memory::Device;
+use crate::ops::admission;
 use crate::state::SharedState;
 use crate::workers::{WorkerRecord, WorkerState};
 
@@ -62,12 +64,6 @@ impl From<crate::error::ApiError> for GatewayError {
     fn from(e: crate::error::ApiError) -> Self {
         let status = e.status_code();
         let (code, message) = e.parts();
-        // a load that does not fit is the gateway's "try later", not a conflict
-        let status = if code == "insufficient_memory" {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            status
-        };
         Self::new(status, code, message)
     }
 }
@@ -88,10 +84,13 @@ impl From<axum::extract::rejection::BytesRejection> for GatewayError {
     }
 }
 
-/// The loads in progress, one lock per model: concurrent requests for a cold model
-/// share its one load.
+/// The one endpoint's state: the hive's, and the gateway's own (the loads in
+/// progress, one lock per model, so that concurrent requests for a cold model share
+/// its one load; the queue; the alias index).
 #[derive(Debug)]
 pub struct Gateway {
+    /// The hive's state.
+    pub hive: SharedState,
     loads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Held from the budget check until the new worker is registered (and so
     /// counted), so that two loads never both take the same free room.
@@ -103,19 +102,20 @@ pub struct Gateway {
     /// The client requests go to workers with: no overall timeout, as a stream may
     /// run for minutes.
     pub http: reqwest::Client,
-    /// Cancelled when shutdown's grace is over: every stream still open ends with
-    /// an error event that says the hive is stopping.
-    pub streams_cut: tokio_util::sync::CancellationToken,
 }
 
-impl Default for Gateway {
-    fn default() -> Self {
+/// The gateway's state as handlers get it.
+pub type SharedGateway = Arc<Gateway>;
+
+impl Gateway {
+    /// The gateway of this hive.
+    pub fn new(hive: SharedState) -> Self {
         Self {
+            hive,
             loads: Mutex::default(),
             admit: tokio::sync::Mutex::default(),
             aliases: names::AliasIndex::default(),
             tickets: queue::Tickets::default(),
-            streams_cut: tokio_util::sync::CancellationToken::new(),
             // an idle connection is let go before llama-server's own keep-alive (5 s)
             // closes it under a request
             http: reqwest::Client::builder()
@@ -124,9 +124,7 @@ impl Default for Gateway {
                 .unwrap_or_default(),
         }
     }
-}
 
-impl Gateway {
     fn lock_for(&self, model_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut loads = self.loads.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(loads.entry(model_id.to_owned()).or_default())
@@ -145,36 +143,10 @@ fn retry_after(r: &mut axum::response::Response) {
     }
 }
 
-/// The backend a load runs on when the model's preset does not say: a GPU's, when a
-/// binary for one is installed, else the CPU.
-async fn backend_for(state: &SharedState) -> String {
-    use worker_catalog::{ArtifactStatus, Platform, WorkerType};
-    let catalog = Arc::clone(&state.worker_catalog);
-    let list = crate::ops::blocking(move || Ok(catalog.list()?))
-        .await
-        .unwrap_or_default();
-    let installed: Vec<WorkerType> = list
-        .into_iter()
-        .map(|r| r.artifact)
-        .filter(|b| b.status == ArtifactStatus::Available && b.platform == Platform::current())
-        .map(|b| b.worker_type)
-        .collect();
-    [
-        WorkerType::CudaLlm,
-        WorkerType::MetalLlm,
-        WorkerType::RocmLlm,
-        WorkerType::VulkanLlm,
-    ]
-    .into_iter()
-    .find(|t| installed.contains(t))
-    .unwrap_or(WorkerType::CpuLlm)
-    .backend()
-    .to_owned()
-}
-
 /// The ready worker serving a model, the least busy first.
-fn ready_worker(state: &SharedState, model_id: &str) -> Option<WorkerRecord> {
+fn ready_worker(state: &Gateway, model_id: &str) -> Option<WorkerRecord> {
     state
+        .hive
         .workers
         .list()
         .into_iter()
@@ -185,66 +157,56 @@ fn ready_worker(state: &SharedState, model_id: &str) -> Option<WorkerRecord> {
 /// A ready worker for the model: a live one, else one loaded now (the request waits,
 /// within ten minutes). `keep_alive` (seconds; 0 for none) becomes its idle TTL.
 pub async fn ensure_worker(
-    state: &SharedState,
+    state: &Gateway,
     model: &ModelEntry,
     keep_alive: Option<u64>,
 ) -> Result<WorkerRecord, GatewayError> {
-    let lock = state.gateway.lock_for(&model.id);
+    let lock = state.lock_for(&model.id);
     let _one_load = lock.lock().await;
     if let Some(w) = ready_worker(state, &model.id) {
         if let Some(secs) = keep_alive {
-            return Ok(state.workers.set_idle_ttl(&w.id, Some(secs)).unwrap_or(w));
+            return Ok(state
+                .hive
+                .workers
+                .set_idle_ttl(&w.id, Some(secs))
+                .unwrap_or(w));
         }
         return Ok(w);
     }
     let waited_from = std::time::Instant::now();
-    let admitted = state.gateway.admit.lock().await;
-    // the preset's backend, else a GPU's when one is installed
-    let backend = match &model.preset.worker {
-        Some(w) => w.clone(),
-        None => backend_for(state).await,
-    };
-    let device = admission::Device::of(&backend, model.preset.device.unwrap_or(0));
-    admission::make_room(state, model, device).await?;
-    let job = loop {
-        let started = crate::ops::workers::start_load(
-            state,
-            crate::ops::workers::LoadRequest {
-                id: model.id.clone(),
-                worker: model.preset.worker.is_none().then(|| backend.clone()),
-                engine: None,
-                device: 0,
-                idle_ttl_secs: keep_alive,
-            },
-        )
+    let admitted = state.admit.lock().await;
+    let hive = &state.hive;
+    // where it runs, by the one rule a spawn uses too
+    let (wtype, device) = crate::ops::workers::backend(hive, None, 0, &model.preset)
         .await
-        .map_err(GatewayError::from);
-        match started {
-            Ok(job) => {
-                state
-                    .metrics
-                    .gateway_loads
-                    .get_or_create(&crate::metrics::ModelLabel {
-                        model: model.id.clone(),
-                    })
-                    .inc();
-                break job;
-            }
-            // within the budget, but the machine itself is short: the same eviction
-            Err(e) if e.code == "insufficient_memory" => {
-                if !admission::evict_one(state, model, device).await {
-                    return Err(GatewayError::new(
-                        e.status,
-                        &e.code,
-                        format!("{}; no idle worker is left to stop", e.message),
-                    ));
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    };
+        .map_err(GatewayError::from)?;
+    let device = Device::of(wtype.backend(), device);
+    admission::make_room(hive, model, device)
+        .await
+        .map_err(|n| GatewayError::from(n.into_error(StatusCode::SERVICE_UNAVAILABLE)))?;
+    // admitted: the room is made, and this lock keeps it until the worker counts
+    let job = crate::ops::workers::start_load(
+        hive,
+        crate::ops::workers::LoadRequest {
+            id: model.id.clone(),
+            // the same rule again picks the same backend and device
+            worker: None,
+            engine: None,
+            device: 0,
+            idle_ttl_secs: keep_alive,
+            force: true,
+        },
+    )
+    .await
+    .map_err(GatewayError::from)?;
+    hive.metrics
+        .gateway_loads
+        .get_or_create(&crate::metrics::ModelLabel {
+            model: model.id.clone(),
+        })
+        .inc();
     drop(admitted);
-    let outcome = tokio::time::timeout(LOAD_DEADLINE, crate::batch::wait_job(&job))
+    let loaded = tokio::time::timeout(LOAD_DEADLINE, job.wait::<WorkerRecord>())
         .await
         .map_err(|_| {
             GatewayError::new(
@@ -256,24 +218,14 @@ pub async fn ensure_worker(
                     LOAD_DEADLINE.as_secs()
                 ),
             )
-        })?;
-    let (ended, record) = outcome;
-    if ended != "completed" {
-        return Err(GatewayError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            record["code"].as_str().unwrap_or("load_failed"),
-            record["message"].as_str().map_or_else(
-                || format!("the load of {} {ended}", model.id),
-                str::to_owned,
-            ),
-        ));
-    }
-    let id = record["id"].as_str().unwrap_or_default().to_owned();
+        })?
+        .map_err(|u| GatewayError::new(StatusCode::SERVICE_UNAVAILABLE, &u.code, u.message))?;
+    let id = loaded.id;
     // the load may have found a worker still starting: wait for it to be ready
-    let mut events = state.workers.events.subscribe();
+    let mut events = state.hive.workers.events.subscribe();
     let waited = tokio::time::timeout(LOAD_DEADLINE, async {
         loop {
-            match state.workers.get(&id) {
+            match state.hive.workers.get(&id) {
                 Some(w) if w.state == WorkerState::Ready && w.url.is_some() => return Ok(w),
                 Some(w) if w.state.is_live() => {}
                 Some(w) => {
@@ -301,6 +253,7 @@ pub async fn ensure_worker(
     })
     .await;
     state
+        .hive
         .metrics
         .gateway_load_seconds
         .get_or_create(&crate::metrics::ModelLabel {

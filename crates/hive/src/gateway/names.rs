@@ -9,15 +9,15 @@ use std::sync::Arc;
 use artifact_catalog::ArtifactStatus;
 use artifact_catalog::provision::ArtifactProvisioner as _;
 use axum::http::StatusCode;
-use model_catalog::ModelEntry;
+use model_catalog::{ModelCatalog, ModelEntry};
 
+use super::Gateway;
 use super::GatewayError;
 use crate::ops::blocking;
-use crate::state::SharedState;
 
 /// The available model a request names; an unknown name is a 404 that lists none of
 /// the others (the list is `GET /models` or `/api/tags`).
-pub async fn resolve(state: &SharedState, name: &str) -> Result<ModelEntry, GatewayError> {
+pub async fn resolve(state: &Gateway, name: &str) -> Result<ModelEntry, GatewayError> {
     let name = name.trim().to_owned();
     if name.is_empty() {
         return Err(GatewayError::new(
@@ -26,16 +26,20 @@ pub async fn resolve(state: &SharedState, name: &str) -> Result<ModelEntry, Gate
             "the request names no model",
         ));
     }
-    let catalog = Arc::clone(&state.catalog);
+    let catalog = Arc::clone(&state.hive.catalog);
     let wanted = name.clone();
     let exact = blocking(move || Ok(catalog.get(&wanted)?.map(|r| r.artifact)))
         .await
         .map_err(GatewayError::from)?;
     let found = match exact {
         Some(e) => Some(e),
-        None => match state.gateway.aliases.find(state, &name).await? {
+        None => match state
+            .aliases
+            .find(&state.hive.catalog, state.hive.catalog.generation(), &name)
+            .await?
+        {
             Some(id) => {
-                let catalog = Arc::clone(&state.catalog);
+                let catalog = Arc::clone(&state.hive.catalog);
                 blocking(move || Ok(catalog.get(&id)?.map(|r| r.artifact)))
                     .await
                     .map_err(GatewayError::from)?
@@ -45,7 +49,7 @@ pub async fn resolve(state: &SharedState, name: &str) -> Result<ModelEntry, Gate
     };
     let entry = match found {
         Some(e) => e,
-        None if state.config.gateway_pull && state.provisioner.supports(&name) => {
+        None if state.hive.config.gateway_pull && state.hive.provisioner.supports(&name) => {
             pull(state, &name).await?
         }
         None => {
@@ -67,37 +71,23 @@ pub async fn resolve(state: &SharedState, name: &str) -> Result<ModelEntry, Gate
 }
 
 /// Pulls a reference into the catalog (as `model_download` does, one job), and waits.
-async fn pull(state: &SharedState, reference: &str) -> Result<ModelEntry, GatewayError> {
+async fn pull(state: &Gateway, reference: &str) -> Result<ModelEntry, GatewayError> {
     let job = crate::ops::dispatch::start(
-        state,
+        &state.hive,
         crate::ops::dispatch::Operation::ModelDownload {
             model_ref: reference.to_owned(),
             sha256: None,
         },
     )
     .await?;
-    let (ended, result) = crate::batch::wait_job(&job).await;
-    if ended != "completed" {
-        return Err(GatewayError::new(
+    let record: model_catalog::ModelRecord = job.wait().await.map_err(|u| {
+        GatewayError::new(
             StatusCode::BAD_GATEWAY,
             "pull_failed",
-            format!(
-                "pulling {reference} {ended}: {}",
-                result["message"].as_str().unwrap_or_default()
-            ),
-        ));
-    }
-    let id = result["id"].as_str().unwrap_or_default().to_owned();
-    let catalog = Arc::clone(&state.catalog);
-    blocking(move || Ok(catalog.get(&id)?.map(|r| r.artifact)))
-        .await?
-        .ok_or_else(|| {
-            GatewayError::new(
-                StatusCode::BAD_GATEWAY,
-                "pull_failed",
-                format!("{reference} was pulled but is not in the catalog"),
-            )
-        })
+            format!("pulling {reference} {}: {}", u.state.name(), u.message),
+        )
+    })?;
+    Ok(record.artifact)
 }
 
 /// Alias to catalog id.
@@ -113,8 +103,13 @@ pub struct AliasIndex {
 impl AliasIndex {
     /// The id a name stands for: an alias, or a bare name (or `name:latest`) that
     /// one model's alias has.
-    async fn find(&self, state: &SharedState, name: &str) -> Result<Option<String>, GatewayError> {
-        let map = self.get(state).await?;
+    async fn find(
+        &self,
+        catalog: &Arc<ModelCatalog>,
+        generation: u64,
+        name: &str,
+    ) -> Result<Option<String>, GatewayError> {
+        let map = self.get(catalog, generation).await?;
         let lower = name.to_ascii_lowercase();
         if let Some(id) = map.get(&lower) {
             return Ok(Some(id.clone()));
@@ -129,16 +124,20 @@ impl AliasIndex {
         })
     }
 
-    async fn get(&self, state: &SharedState) -> Result<Aliases, GatewayError> {
+    /// The index as of `generation` (read before the catalog: a write during the
+    /// rebuild moves it past this).
+    async fn get(
+        &self,
+        catalog: &Arc<ModelCatalog>,
+        generation: u64,
+    ) -> Result<Aliases, GatewayError> {
         let mut built = self.built.lock().await;
-        // read before the catalog: a write during the rebuild moves it past this
-        let generation = state.models_cache.generation();
         if let Some((g, map)) = built.as_ref()
             && *g == generation
         {
             return Ok(Arc::clone(map));
         }
-        let catalog = Arc::clone(&state.catalog);
+        let catalog = Arc::clone(catalog);
         let map: HashMap<String, String> = blocking(move || {
             Ok(catalog
                 .list()?

@@ -20,11 +20,11 @@ use futures_util::StreamExt as _;
 use model_catalog::ModelEntry;
 use serde_json::{Value, json};
 
+use super::{Gateway, SharedGateway};
 use super::{GatewayError, ensure_worker, names, proxy};
-use crate::state::SharedState;
 
 /// The routes.
-pub fn router() -> Router<SharedState> {
+pub fn router() -> Router<SharedGateway> {
     Router::new()
         .route("/api/version", get(version))
         .route("/api/tags", get(tags))
@@ -245,9 +245,9 @@ pub(crate) async fn version() -> Response {
 }
 
 async fn available(
-    state: &SharedState,
+    state: &Gateway,
 ) -> Result<Vec<(ModelEntry, chrono::DateTime<Utc>)>, OllamaError> {
-    let catalog = std::sync::Arc::clone(&state.catalog);
+    let catalog = std::sync::Arc::clone(&state.hive.catalog);
     let list = crate::ops::blocking(move || Ok(catalog.list()?))
         .await
         .map_err(GatewayError::from)?;
@@ -259,7 +259,7 @@ async fn available(
 }
 
 #[utoipa::path(get, operation_id = "ollama_tags", path = "/api/tags", tag = "ollama", responses((status = 200, description = "The available models, as Ollama lists them", body = Object)))]
-pub(crate) async fn tags(State(state): State<SharedState>) -> Answer {
+pub(crate) async fn tags(State(state): State<SharedGateway>) -> Answer {
     let models: Vec<Value> = available(&state)
         .await?
         .iter()
@@ -275,10 +275,11 @@ pub(crate) async fn tags(State(state): State<SharedState>) -> Answer {
 }
 
 #[utoipa::path(get, operation_id = "ollama_ps", path = "/api/ps", tag = "ollama", responses((status = 200, description = "The models loaded now", body = Object)))]
-pub(crate) async fn ps(State(state): State<SharedState>) -> Answer {
+pub(crate) async fn ps(State(state): State<SharedGateway>) -> Answer {
     let models = available(&state).await?;
     let mut out = Vec::new();
     for w in state
+        .hive
         .workers
         .list()
         .into_iter()
@@ -311,7 +312,7 @@ pub(crate) async fn ps(State(state): State<SharedState>) -> Answer {
 
 #[utoipa::path(post, operation_id = "ollama_show", path = "/api/show", tag = "ollama", request_body = Object, responses((status = 200, description = "A model's details", body = Object), (status = 404, description = "No such model", body = crate::error::OllamaErrorBody)))]
 pub(crate) async fn show(
-    State(state): State<SharedState>,
+    State(state): State<SharedGateway>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let body = parse(bytes)?;
@@ -354,9 +355,9 @@ pub(crate) async fn show(
 }
 
 /// After the answer: `keep_alive: 0` unloads the model now.
-async fn unload_if_asked(state: &SharedState, model_id: &str, keep_alive: Option<u64>) {
+async fn unload_if_asked(state: &Gateway, model_id: &str, keep_alive: Option<u64>) {
     if keep_alive == Some(0) {
-        let _ = crate::ops::workers::unload(state, model_id).await;
+        let _ = crate::ops::workers::unload(&state.hive, model_id).await;
     }
 }
 
@@ -372,7 +373,11 @@ fn nanos(secs: f64) -> u64 {
 }
 
 /// `/api/chat` and `/api/generate`: the OpenAI route of the worker, translated.
-async fn converse(state: SharedState, bytes: Result<Bytes, BytesRejection>, chat: bool) -> Answer {
+async fn converse(
+    state: SharedGateway,
+    bytes: Result<Bytes, BytesRejection>,
+    chat: bool,
+) -> Answer {
     let started = Instant::now();
     let body = parse(bytes)?;
     let name = model_name(&body)?;
@@ -380,6 +385,7 @@ async fn converse(state: SharedState, bytes: Result<Bytes, BytesRejection>, chat
     let stream = stream_flag(&body)?;
     let mut upstream_body = json!({"stream": stream});
     options(&body, &mut upstream_body)?;
+    super::fields::check_numbers(&upstream_body).map_err(|m| bad(format!("options: {m}")))?;
     // Ollama's structured outputs, "json" or a JSON schema: OpenAI's response_format
     // for a chat, llama.cpp's json_schema for a completion (our worker has neither)
     let schema = match body.get("format") {
@@ -548,7 +554,7 @@ struct Run {
     t: Translate,
     usage: Value,
     reason: String,
-    state: SharedState,
+    state: SharedGateway,
     model_id: String,
     keep: Option<u64>,
 }
@@ -602,7 +608,7 @@ impl Translate {
 
 #[utoipa::path(post, operation_id = "ollama_chat", path = "/api/chat", tag = "ollama", request_body = Object, responses((status = 200, description = "The answer, whole or as NDJSON", content((Object = "application/json"), (Object = "application/x-ndjson"))), (status = 404, description = "No such model", body = crate::error::OllamaErrorBody), (status = 429, description = "The model's queue is full", body = crate::error::OllamaErrorBody)))]
 pub(crate) async fn chat(
-    State(state): State<SharedState>,
+    State(state): State<SharedGateway>,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     converse(state, body, true).await
@@ -610,7 +616,7 @@ pub(crate) async fn chat(
 
 #[utoipa::path(post, operation_id = "ollama_generate", path = "/api/generate", tag = "ollama", request_body = Object, responses((status = 200, description = "The answer, whole or as NDJSON", content((Object = "application/json"), (Object = "application/x-ndjson"))), (status = 404, description = "No such model", body = crate::error::OllamaErrorBody), (status = 429, description = "The model's queue is full", body = crate::error::OllamaErrorBody)))]
 pub(crate) async fn generate(
-    State(state): State<SharedState>,
+    State(state): State<SharedGateway>,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     converse(state, body, false).await
@@ -619,7 +625,7 @@ pub(crate) async fn generate(
 /// `/api/embed`: llama.cpp's `/v1/embeddings`, as `{"embeddings": [[...]]}`.
 #[utoipa::path(post, operation_id = "ollama_embed", path = "/api/embed", tag = "ollama", request_body = Object, responses((status = 200, description = "Embeddings", body = Object), (status = 404, description = "No such model", body = crate::error::OllamaErrorBody), (status = 429, description = "The model's queue is full", body = crate::error::OllamaErrorBody)))]
 pub(crate) async fn embed(
-    State(state): State<SharedState>,
+    State(state): State<SharedGateway>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let body = parse(bytes)?;
@@ -670,12 +676,12 @@ pub(crate) async fn embed(
 /// registered where it lies).
 #[utoipa::path(delete, operation_id = "ollama_delete", path = "/api/delete", tag = "ollama", request_body = Object, responses((status = 200, description = "Deleted"), (status = 404, description = "No such model", body = crate::error::OllamaErrorBody), (status = 409, description = "A worker uses it", body = crate::error::OllamaErrorBody)))]
 pub(crate) async fn delete(
-    State(state): State<SharedState>,
+    State(state): State<SharedGateway>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let body = parse(bytes)?;
     let model = names::resolve(&state, &model_name(&body)?).await?;
-    crate::ops::models::model_delete(&state, &model.id)
+    crate::ops::models::model_delete(&state.hive, &model.id)
         .await
         .map_err(GatewayError::from)?;
     Ok(StatusCode::OK.into_response())
@@ -685,14 +691,14 @@ pub(crate) async fn delete(
 /// status lines.
 #[utoipa::path(post, operation_id = "ollama_pull", path = "/api/pull", tag = "ollama", request_body = Object, responses((status = 200, description = "The pull's progress, whole or as NDJSON", content((Object = "application/json"), (Object = "application/x-ndjson"))), (status = 404, description = "No such model", body = crate::error::OllamaErrorBody), (status = 507, description = "No room on the disk", body = crate::error::OllamaErrorBody)))]
 pub(crate) async fn pull(
-    State(state): State<SharedState>,
+    State(state): State<SharedGateway>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let body = parse(bytes)?;
     let reference = model_name(&body)?;
     let stream = stream_flag(&body)?;
     let job = crate::ops::dispatch::start(
-        &state,
+        &state.hive,
         crate::ops::dispatch::Operation::ModelDownload {
             model_ref: reference.clone(),
             sha256: None,

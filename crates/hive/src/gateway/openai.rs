@@ -14,11 +14,11 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use worker_catalog::Engine;
 
+use super::SharedGateway;
 use super::{GatewayError, ensure_worker, names, proxy};
-use crate::state::SharedState;
 
 /// The routes.
-pub fn router() -> Router<SharedState> {
+pub fn router() -> Router<SharedGateway> {
     Router::new()
         .route("/openai/v1/models", get(models))
         .route("/openai/v1/chat/completions", post(chat))
@@ -54,8 +54,8 @@ impl IntoResponse for GatewayError {
 
 /// Every available model, by alias (`rbee_id` is its catalog id; both name it).
 #[utoipa::path(get, operation_id = "openai_models", path = "/openai/v1/models", tag = "openai", responses((status = 200, description = "The available models, in OpenAI's list", body = Object)))]
-pub(crate) async fn models(State(state): State<SharedState>) -> Result<Response, GatewayError> {
-    let catalog = std::sync::Arc::clone(&state.catalog);
+pub(crate) async fn models(State(state): State<SharedGateway>) -> Result<Response, GatewayError> {
+    let catalog = std::sync::Arc::clone(&state.hive.catalog);
     let list = crate::ops::blocking(move || Ok(catalog.list()?))
         .await
         .map_err(GatewayError::from)?;
@@ -113,7 +113,7 @@ pub(super) fn parse_body(bytes: &[u8]) -> Result<(Value, String), GatewayError> 
 
 /// Resolves, loads, and forwards to the worker's own route of the same name.
 async fn forward(
-    state: SharedState,
+    state: SharedGateway,
     bytes: Result<Bytes, BytesRejection>,
     path: &str,
 ) -> Result<Response, GatewayError> {
@@ -128,6 +128,8 @@ async fn forward(
             format!("`stream` must be true or false, got {stream}"),
         ));
     }
+    super::fields::check_numbers(&body)
+        .map_err(|m| GatewayError::new(StatusCode::BAD_REQUEST, "invalid_body", m))?;
     let model = names::resolve(&state, &name).await?;
     let ticket = super::queue::enter(&state, &model)?;
     let worker = ensure_worker(&state, &model, None).await?;
@@ -189,7 +191,7 @@ where
 
 #[utoipa::path(post, operation_id = "openai_chat", path = "/openai/v1/chat/completions", tag = "openai", request_body = Object, responses((status = 200, description = "The answer, whole or as server-sent events", content((Object = "application/json"), (Object = "text/event-stream"))), (status = 404, description = "No such model", body = crate::error::ErrorBody), (status = 429, description = "The model's queue is full", body = crate::error::ErrorBody)))]
 pub(crate) async fn chat(
-    State(state): State<SharedState>,
+    State(state): State<SharedGateway>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, GatewayError> {
     forward(state, body, "/v1/chat/completions").await
@@ -197,7 +199,7 @@ pub(crate) async fn chat(
 
 #[utoipa::path(post, operation_id = "openai_completions", path = "/openai/v1/completions", tag = "openai", request_body = Object, responses((status = 200, description = "The answer, whole or as server-sent events", content((Object = "application/json"), (Object = "text/event-stream"))), (status = 404, description = "No such model", body = crate::error::ErrorBody), (status = 429, description = "The model's queue is full", body = crate::error::ErrorBody)))]
 pub(crate) async fn completions(
-    State(state): State<SharedState>,
+    State(state): State<SharedGateway>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, GatewayError> {
     forward(state, body, "/v1/completions").await
@@ -205,7 +207,7 @@ pub(crate) async fn completions(
 
 #[utoipa::path(post, operation_id = "openai_embeddings", path = "/openai/v1/embeddings", tag = "openai", request_body = Object, responses((status = 200, description = "Embeddings", body = Object), (status = 404, description = "No such model", body = crate::error::ErrorBody), (status = 429, description = "The model's queue is full", body = crate::error::ErrorBody)))]
 pub(crate) async fn embeddings(
-    State(state): State<SharedState>,
+    State(state): State<SharedGateway>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, GatewayError> {
     forward(state, body, "/v1/embeddings").await

@@ -17,9 +17,9 @@ use super::GatewayError;
 /// The longest line of a worker's event stream the hive reads: a worker that sends
 /// more without a line's end is cut off, not buffered without bound.
 const MAX_EVENT_LINE: usize = 4 << 20;
+use super::Gateway;
 use super::meter::Meter;
 use super::queue::{Ticket, take_slot};
-use crate::state::SharedState;
 use crate::workers::{RequestGuard, WorkerRecord};
 
 /// How long a worker may take to start answering.
@@ -42,7 +42,7 @@ pub struct Upstream {
 /// POSTs `body` to the worker's `path` (`/v1/chat/completions`) once one of its
 /// slots is free.
 pub async fn post(
-    state: &SharedState,
+    state: &Gateway,
     worker: &WorkerRecord,
     path: &str,
     body: &Value,
@@ -52,19 +52,23 @@ pub async fn post(
     let label = crate::metrics::ModelLabel {
         model: worker.model_ref.clone(),
     };
-    state.metrics.gateway_requests.get_or_create(&label).inc();
+    state
+        .hive
+        .metrics
+        .gateway_requests
+        .get_or_create(&label)
+        .inc();
     let guard = take_slot(state, worker, FIRST_BYTE).await?;
     let mut meter = Meter::new(
-        &state.metrics,
+        &state.hive.metrics,
         &worker.model_ref,
         ticket.arrived,
         std::time::Instant::now(),
     );
     // the worker's own key, never the hive's token
-    let key = state.workers.key_of(&worker.id).unwrap_or_default();
+    let key = state.hive.workers.key_of(&worker.id).unwrap_or_default();
     let send = || {
         state
-            .gateway
             .http
             .post(format!("{base}{path}"))
             .bearer_auth(&key)
@@ -116,7 +120,7 @@ pub async fn post(
         guard,
         meter,
         ticket,
-        cut: state.gateway.streams_cut.clone(),
+        cut: state.hive.shutdown.grace_over().clone(),
     })
 }
 

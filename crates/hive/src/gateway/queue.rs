@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use model_catalog::ModelEntry;
 
+use super::Gateway;
 use super::GatewayError;
-use crate::state::SharedState;
 use crate::workers::{RequestGuard, WorkerRecord, WorkerState};
 
 /// Requests holding a ticket, by model id.
@@ -47,8 +47,9 @@ impl Drop for Ticket {
 
 /// The slots a model's requests may use at once: its live workers' slots, else the
 /// preset's, else one.
-fn slots_of(state: &SharedState, model: &ModelEntry) -> u64 {
+fn slots_of(state: &Gateway, model: &ModelEntry) -> u64 {
     let live: u64 = state
+        .hive
         .workers
         .list()
         .into_iter()
@@ -63,10 +64,10 @@ fn slots_of(state: &SharedState, model: &ModelEntry) -> u64 {
 }
 
 /// A ticket for a request to `model`, or a 429 when its slots and queue are full.
-pub fn enter(state: &SharedState, model: &ModelEntry) -> Result<Ticket, GatewayError> {
+pub fn enter(state: &Gateway, model: &ModelEntry) -> Result<Ticket, GatewayError> {
     let slots = slots_of(state, model);
-    let queue = state.config.gateway_queue;
-    let tickets = state.gateway.tickets.clone();
+    let queue = state.hive.config.gateway_queue;
+    let tickets = state.tickets.clone();
     let mut held = tickets.0.lock().unwrap_or_else(PoisonError::into_inner);
     let n = held.entry(model.id.clone()).or_default();
     if *n >= slots + queue {
@@ -91,17 +92,17 @@ pub fn enter(state: &SharedState, model: &ModelEntry) -> Result<Ticket, GatewayE
 /// Waits, within `deadline`, for a free slot on `worker` and counts the request on
 /// it. A worker that stops being ready meanwhile ends the wait with a 503.
 pub async fn take_slot(
-    state: &SharedState,
+    state: &Gateway,
     worker: &WorkerRecord,
     deadline: Duration,
 ) -> Result<RequestGuard, GatewayError> {
     let waited_from = Instant::now();
     let until = tokio::time::Instant::now() + deadline;
     let guard = loop {
-        let freed = state.workers.slot_freed.notified();
+        let freed = state.hive.workers.slot_freed.notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
-        match state.workers.get(&worker.id) {
+        match state.hive.workers.get(&worker.id) {
             Some(w) if w.state == WorkerState::Ready => {}
             other => {
                 return Err(GatewayError::new(
@@ -115,7 +116,7 @@ pub async fn take_slot(
                 ));
             }
         }
-        if let Some(g) = state.workers.try_begin_request(&worker.id) {
+        if let Some(g) = state.hive.workers.try_begin_request(&worker.id) {
             break g;
         }
         // a slot frees, or the worker's state changes (seen on the next turn)
@@ -133,6 +134,7 @@ pub async fn take_slot(
         }
     };
     state
+        .hive
         .metrics
         .gateway_queue_wait
         .get_or_create(&crate::metrics::ModelLabel {

@@ -72,6 +72,7 @@ fn install_reference(
 /// Resolves an install (a bad source is a 4xx), records the binary as installing,
 /// and builds or downloads it in a job.
 pub async fn start_install(state: &SharedState, req: InstallRequest) -> Result<Arc<Job>, ApiError> {
+    crate::ops::check_sha256(req.sha256.as_deref())?;
     let (wanted_engine, wtype) = engine_and_type(&req.worker)?;
     let source = req.source.unwrap_or_else(|| "local".into());
     let request = ProvisionRequest {

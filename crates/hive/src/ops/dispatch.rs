@@ -1,6 +1,8 @@
 //! `POST /v1/jobs`: every operation by name, each checked before its job starts, so a
-//! bad request is a 4xx, never a failed job. It only dispatches: the work is in the
-//! resource's own module.
+//! bad request is a 4xx, never a failed job. It only dispatches: the work, and its
+//! checks, are in the resource's own module, whoever starts it. An operation that
+//! has a resource route takes that route's own request (`ModelLoad(LoadRequest)`),
+//! so the two cannot drift.
 
 use std::sync::Arc;
 
@@ -10,8 +12,10 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::jobs::Job;
+use crate::ops::binaries::InstallRequest;
 use crate::ops::err;
 use crate::ops::models::{model_delete, model_get, model_list, start_provision, verify_models};
+use crate::ops::workers::{LoadRequest, SpawnRequest};
 use crate::state::SharedState;
 
 /// Every operation, as `POST /v1/jobs` takes it: `{"operation": "model_download", ...}`.
@@ -75,43 +79,14 @@ pub enum Operation {
         workers: Vec<crate::ops::workers::SpawnRequest>,
     },
     /// Make sure a ready worker serves a model (spawn one, pulling the model, if needed).
-    ModelLoad {
-        /// The model's catalog id, or a reference.
-        id: String,
-        /// `cpu`, `cuda`, `metal`, `vulkan` or `rocm` (default: the model's preset's,
-        /// else `cpu`).
-        #[serde(default)]
-        worker: Option<String>,
-        /// `rbee` or `llama.cpp` (default: llama.cpp when installed, else rbee).
-        #[serde(default)]
-        engine: Option<String>,
-        /// The device index.
-        #[serde(default)]
-        device: u32,
-        /// Stop the worker after this many idle seconds (0: never).
-        #[serde(default)]
-        idle_ttl_secs: Option<u64>,
-    },
+    ModelLoad(LoadRequest),
     /// Stop the workers that serve a model.
     ModelUnload {
         /// The model's catalog id.
         id: String,
     },
     /// Build or download a worker binary.
-    WorkerInstall {
-        /// The backend, optionally after its engine: `cpu`, `llama.cpp:cuda`.
-        worker: String,
-        /// `local` (build our worker, the default), a release archive's URL,
-        /// `file:/path` of a binary, or a llama.cpp source tree's absolute path.
-        #[serde(default)]
-        source: Option<String>,
-        /// The release archive's sha256 (required for a URL).
-        #[serde(default)]
-        sha256: Option<String>,
-        /// More cmake settings for a llama.cpp build.
-        #[serde(default)]
-        cmake_args: Vec<String>,
-    },
+    WorkerInstall(InstallRequest),
     /// Remove a worker binary.
     WorkerRemove {
         /// Its id.
@@ -125,35 +100,7 @@ pub enum Operation {
         id: String,
     },
     /// Start a worker for an available model.
-    WorkerSpawn {
-        /// The model's catalog id.
-        model: String,
-        /// `cpu`, `cuda`, `metal`, `vulkan` or `rocm` (default: the model's preset's,
-        /// else `cpu`).
-        #[serde(default)]
-        worker: Option<String>,
-        /// `rbee` or `llama.cpp` (default: llama.cpp when installed, else rbee).
-        #[serde(default)]
-        engine: Option<String>,
-        /// More arguments for llama.cpp (none may change host, port, model, API key).
-        #[serde(default)]
-        engine_args: Vec<String>,
-        /// The device index.
-        #[serde(default)]
-        device: u32,
-        /// Start even when the memory estimate exceeds the free memory.
-        #[serde(default)]
-        force: bool,
-        /// Download a model that is not in the catalog first (default true).
-        #[serde(default = "yes")]
-        pull: bool,
-        /// Stop the worker after this many idle seconds (0: never).
-        #[serde(default)]
-        idle_ttl_secs: Option<u64>,
-        /// CPU threads (default: the physical cores).
-        #[serde(default)]
-        threads: Option<u32>,
-    },
+    WorkerSpawn(SpawnRequest),
     /// Stop a worker.
     WorkerStop {
         /// Its id.
@@ -161,10 +108,6 @@ pub enum Operation {
     },
     /// List the workers.
     WorkerList,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Operation {
@@ -179,30 +122,18 @@ impl Operation {
             Self::ModelVerify { .. } => "model_verify",
             Self::ModelPush { .. } => "model_push",
             Self::ModelScan { .. } => "model_scan",
-            Self::ModelLoad { .. } => "model_load",
+            Self::ModelLoad(_) => "model_load",
             Self::ModelDownloadBatch { .. } => "model_download_batch",
             Self::WorkerSpawnBatch { .. } => "worker_spawn_batch",
             Self::ModelUnload { .. } => "model_unload",
-            Self::WorkerInstall { .. } => "worker_install",
+            Self::WorkerInstall(_) => "worker_install",
             Self::WorkerRemove { .. } => "worker_remove",
             Self::WorkerCatalogList => "worker_catalog_list",
             Self::WorkerCatalogGet { .. } => "worker_catalog_get",
-            Self::WorkerSpawn { .. } => "worker_spawn",
+            Self::WorkerSpawn(_) => "worker_spawn",
             Self::WorkerStop { .. } => "worker_stop",
             Self::WorkerList => "worker_list",
         }
-    }
-}
-
-fn check_sha256(sha: Option<&str>) -> Result<(), ApiError> {
-    match sha {
-        Some(s) if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            Err(ApiError::bad_request(
-                "invalid_sha256",
-                format!("sha256 must be 64 hex digits, got {s:?}"),
-            ))
-        }
-        _ => Ok(()),
     }
 }
 
@@ -211,7 +142,6 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
     let name = op.name();
     match op {
         Operation::ModelDownload { model_ref, sha256 } => {
-            check_sha256(sha256.as_deref())?;
             start_provision(
                 state,
                 name,
@@ -283,22 +213,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
                 .collect();
             crate::batch::start(state, name, items)
         }
-        Operation::ModelLoad {
-            id,
-            worker,
-            engine,
-            device,
-            idle_ttl_secs,
-        } => {
-            let req = crate::ops::workers::LoadRequest {
-                id,
-                worker,
-                engine,
-                device,
-                idle_ttl_secs,
-            };
-            crate::ops::workers::start_load(state, req).await
-        }
+        Operation::ModelLoad(req) => crate::ops::workers::start_load(state, req).await,
         Operation::ModelUnload { id } => {
             let s = Arc::clone(state);
             Ok(state.jobs.spawn(name, move |_| async move {
@@ -329,21 +244,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
                 Ok(report)
             }))
         }
-        Operation::WorkerInstall {
-            worker,
-            source,
-            sha256,
-            cmake_args,
-        } => {
-            check_sha256(sha256.as_deref())?;
-            let req = crate::ops::binaries::InstallRequest {
-                worker,
-                source,
-                sha256,
-                cmake_args,
-            };
-            crate::ops::binaries::start_install(state, req).await
-        }
+        Operation::WorkerInstall(req) => crate::ops::binaries::start_install(state, req).await,
         Operation::WorkerRemove { id } => {
             crate::ops::binaries::binary_get(state, &id).await?;
             let s = Arc::clone(state);
@@ -363,30 +264,7 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
             let record = crate::ops::binaries::binary_get(state, &id).await?;
             Ok(state.jobs.spawn(name, move |_| async move { Ok(record) }))
         }
-        Operation::WorkerSpawn {
-            model,
-            worker,
-            engine,
-            engine_args,
-            device,
-            force,
-            pull,
-            idle_ttl_secs,
-            threads,
-        } => {
-            let req = crate::ops::workers::SpawnRequest {
-                model,
-                worker,
-                engine,
-                engine_args,
-                device,
-                force,
-                pull,
-                idle_ttl_secs,
-                threads,
-            };
-            crate::ops::workers::start_spawn(state, req).await
-        }
+        Operation::WorkerSpawn(req) => crate::ops::workers::start_spawn(state, req).await,
         Operation::WorkerStop { id } => {
             if state.workers.get(&id).is_none() {
                 return Err(ApiError::not_found(format!("no worker {id:?}")));
@@ -399,6 +277,66 @@ pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiEr
         Operation::WorkerList => {
             let list = json!({"workers": state.workers.list()});
             Ok(state.jobs.spawn(name, move |_| async move { Ok(list) }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Operation;
+
+    fn parse(v: serde_json::Value) -> Result<Operation, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn todays_documents_still_parse() {
+        let spawn = parse(serde_json::json!({
+            "operation": "worker_spawn", "model": "m", "worker": "cpu", "engine": "llama.cpp",
+            "engine_args": ["--temp", "0"], "device": 0, "force": true, "pull": false,
+            "idle_ttl_secs": 30, "threads": 2
+        }));
+        match spawn {
+            Ok(Operation::WorkerSpawn(r)) => {
+                assert_eq!(
+                    (r.model.as_str(), r.force, r.pull, r.threads),
+                    ("m", true, false, Some(2))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(serde_json::json!({"operation": "worker_spawn", "model": "m"})) {
+            Ok(Operation::WorkerSpawn(r)) => assert!(r.pull && !r.force, "the defaults hold"),
+            other => panic!("{other:?}"),
+        }
+        match parse(serde_json::json!({"operation": "model_load", "id": "m", "idle_ttl_secs": 0})) {
+            Ok(Operation::ModelLoad(r)) => {
+                assert_eq!((r.id.as_str(), r.idle_ttl_secs), ("m", Some(0)))
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(serde_json::json!({
+            "operation": "worker_install", "worker": "llama.cpp:cpu", "source": "/src",
+            "cmake_args": ["-DGGML_NATIVE=OFF"]
+        })) {
+            Ok(Operation::WorkerInstall(r)) => assert_eq!(r.cmake_args.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(serde_json::json!({"operation": "model_download", "model_ref": "hf:a/b"})),
+            Ok(Operation::ModelDownload { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_fields_and_operations_are_refused() {
+        for bad in [
+            serde_json::json!({"operation": "worker_spawn", "model": "m", "modle": "x"}),
+            serde_json::json!({"operation": "model_load", "id": "m", "extra": 1}),
+            serde_json::json!({"operation": "rm_rf"}),
+            serde_json::json!({"model": "m"}),
+        ] {
+            assert!(parse(bad.clone()).is_err(), "{bad}");
         }
     }
 }

@@ -7,6 +7,7 @@
 //! `gc` uses `storage`, and `plan` (the fit check) `storage` and `workers`; `repair`
 //! (a damaged catalog) uses nothing of theirs.
 
+pub mod admission;
 pub mod binaries;
 pub mod dispatch;
 pub mod gc;
@@ -48,5 +49,18 @@ impl artifact_catalog::provision::ProvisionReporter for JobNarrator {
 
     fn step(&self, done: u64, total: Option<u64>, unit: &str, current: &str) {
         self.0.step(done, total, unit, current);
+    }
+}
+
+/// A sha256 given with a request must be 64 hex digits.
+pub(crate) fn check_sha256(sha: Option<&str>) -> Result<(), ApiError> {
+    match sha {
+        Some(s) if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Err(ApiError::bad_request(
+                "invalid_sha256",
+                format!("sha256 must be 64 hex digits, got {s:?}"),
+            ))
+        }
+        _ => Ok(()),
     }
 }

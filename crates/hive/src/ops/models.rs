@@ -40,7 +40,7 @@ pub async fn model_list_page(
 ) -> Result<(bytes::Bytes, usize), ApiError> {
     let s = Arc::clone(state);
     let all = blocking(move || {
-        s.models_cache.get_or_build(|| {
+        s.models_cache.get_or_build(s.catalog.generation(), || {
             s.catalog
                 .list()?
                 .iter()
@@ -74,12 +74,50 @@ fn entry_json(r: &model_catalog::ModelRecord) -> Value {
     v
 }
 
-/// One model, as JSON; 404 when absent.
+/// The contexts a model's memory is shown at: some below its own, and its own.
+const SHOWN_CONTEXTS: [u64; 4] = [2048, 4096, 8192, 32768];
+
+/// What a model needs in memory ([`crate::engines::memory`], the one estimate): at
+/// the context its worker gets, at some others, and each device's budget beside.
+fn memory_json(state: &SharedState, entry: &model_catalog::ModelEntry) -> Value {
+    use crate::engines::memory::{self, Device};
+    let trained = entry.gguf.as_ref().and_then(|g| g.context_length);
+    let mut contexts: Vec<u64> = SHOWN_CONTEXTS
+        .into_iter()
+        .filter(|&c| trained.is_none_or(|t| c < t))
+        .collect();
+    contexts.extend(trained);
+    let margins = crate::ops::admission::margins(state);
+    let gpus: Vec<Value> = crate::capabilities::gpus()
+        .iter()
+        .filter_map(|g| {
+            let index = u32::try_from(g["index"].as_u64()?).ok()?;
+            let budget = memory::budget(Device::Gpu(index), margins)?;
+            Some(json!({"index": index, "budget_bytes": budget.bytes}))
+        })
+        .collect();
+    json!({
+        "worker": memory::of_model(entry),
+        "by_context": contexts
+            .iter()
+            .map(|&c| memory::footprint(entry.gguf.as_ref(), entry.size, c))
+            .collect::<Vec<_>>(),
+        "ram_budget_bytes": memory::budget(Device::Ram, margins).map(|b| b.bytes),
+        "gpus": gpus,
+    })
+}
+
+/// One model, as JSON, with what it needs in memory; 404 when absent.
 pub async fn model_get(state: &SharedState, id: &str) -> Result<Value, ApiError> {
     let catalog = Arc::clone(&state.catalog);
     let id = id.to_owned();
+    let s = Arc::clone(state);
     blocking(move || match catalog.get(&id)? {
-        Some(r) => Ok(entry_json(&r)),
+        Some(r) => {
+            let mut v = entry_json(&r);
+            v["memory"] = memory_json(&s, &r.artifact);
+            Ok(v)
+        }
         None => Err(ApiError::not_found(format!(
             "model {id:?} is not in the catalog"
         ))),
@@ -117,7 +155,6 @@ pub async fn model_delete(state: &SharedState, id: &str) -> Result<Value, ApiErr
             ));
         }
         catalog.remove(&id)?;
-        state2.models_changed();
         if record.artifact.external {
             // another tool's file: forgotten, never touched
             remove_model_dir(&catalog, &id)?;
@@ -173,7 +210,6 @@ pub async fn verify_models(state: &SharedState, rehash: bool) -> Result<Value, A
     let report = blocking(move || Ok(catalog.verify(rehash)?)).await?;
     state.metrics.integrity_checked(report.problems.len());
     if !report.problems.is_empty() {
-        state.models_changed();
         for p in &report.problems {
             tracing::warn!(id = %p.id, "integrity check: {}", p.reason);
         }
@@ -220,6 +256,7 @@ pub(crate) async fn start_provision(
     operation: &str,
     request: ProvisionRequest,
 ) -> Result<Arc<Job>, ApiError> {
+    crate::ops::check_sha256(request.sha256.as_deref())?;
     match resolve_and_record(state, request).await? {
         Recorded::Available(record) => {
             let record = json!(record);
@@ -283,7 +320,6 @@ pub async fn resolve_and_record(
     }
     let evicted = make_room(state, &resolved.plan).await?;
     let catalog = Arc::clone(&state.catalog);
-    let s2 = Arc::clone(state);
     let plan = resolved.plan.clone();
     let existing = blocking(move || {
         let existing = catalog.get(&plan.id)?;
@@ -291,11 +327,9 @@ pub async fn resolve_and_record(
             Some(r) if r.artifact.status == ArtifactStatus::Available => {}
             Some(_) => {
                 catalog.update(plan)?;
-                s2.models_changed();
             }
             None => {
                 catalog.add(plan)?;
-                s2.models_changed();
             }
         }
         Ok(existing)
@@ -422,14 +456,9 @@ pub async fn fetch_model(
                     entry.hashed_at = Some(artifact_catalog::now());
                 }
                 let catalog = Arc::clone(&s.catalog);
-                let s2 = Arc::clone(s);
-                let record = blocking(move || {
-                    let r = catalog.update(entry)?;
-                    s2.models_changed();
-                    Ok(json!(r))
-                })
-                .await
-                .map_err(err)?;
+                let record = blocking(move || Ok(json!(catalog.update(entry)?)))
+                    .await
+                    .map_err(err)?;
                 job.narrate("done", &format!("{id} is available"));
                 Ok(record)
             }
@@ -513,7 +542,6 @@ async fn record_failure(
                 },
             )?;
         }
-        s2.models_changed();
         Ok(message)
     })
     .await;
@@ -651,7 +679,6 @@ impl ProvisionReporter for JobReporter {
                     bytes_total,
                 });
             });
-            state.models_changed();
         });
     }
 }

@@ -1,8 +1,9 @@
 //! Fit before fetch (`POST /v1/models/plan`, `rbee models pull --dry-run`): a model's
 //! GGUF header read where it lies with a few `Range` requests, and what fetching and
 //! running it would take here: disk against the quota and the free space (with the
-//! models a pull would evict), memory at several contexts against RAM and each GPU,
-//! and the installed engines that can run it. Nothing is recorded or fetched.
+//! models a pull would evict), memory at several contexts (the one estimate,
+//! [`crate::engines::memory`]) against the RAM's and each GPU's budget, and the
+//! installed engines that can run it. Nothing is recorded or fetched.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,8 @@ use artifact_catalog::ArtifactStatus;
 use artifact_catalog::provision::{ArtifactProvisioner as _, ProvisionRequest};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use worker_catalog::Engine;
 
+use crate::engines::memory::{self, Device};
 use crate::error::ApiError;
 use crate::ops::blocking;
 use crate::ops::storage::plan_room;
@@ -79,26 +80,31 @@ pub async fn plan(
     } else {
         contexts.to_vec()
     };
-    let ram_total = {
-        let mut sys = sysinfo::System::new();
-        sys.refresh_memory();
-        sys.total_memory()
-    };
+    let ram_total = memory::ram_total();
+    let margins = crate::ops::admission::margins(state);
+    let ram_budget = memory::budget(Device::Ram, margins).map_or(ram_total, |b| b.bytes);
     let gpus = crate::capabilities::gpus();
+    let gpu_budgets: Vec<(Value, Option<u64>)> = gpus
+        .iter()
+        .map(|g| {
+            let index = g["index"].as_u64().and_then(|i| u32::try_from(i).ok());
+            let budget = index.and_then(|i| memory::budget(Device::Gpu(i), margins));
+            (g["index"].clone(), budget.map(|b| b.bytes))
+        })
+        .collect();
     let memory: Vec<Value> = contexts
         .iter()
         .map(|&ctx| {
-            let m = summary.memory_estimate(ctx);
-            let total = m.total_bytes.max(entry.size);
+            let m = memory::footprint(Some(&summary), entry.size, ctx);
             json!({
                 "context": ctx,
                 "weights_bytes": m.weights_bytes,
                 "kv_cache_bytes": m.kv_cache_bytes,
-                "total_bytes": total,
-                "fits_ram": total <= ram_total,
-                "fits_gpus": gpus.iter().map(|g| json!({
-                    "index": g["index"],
-                    "fits": g["memory_total_bytes"].as_u64().map(|t| total <= t),
+                "total_bytes": m.total_bytes,
+                "fits_ram": m.total_bytes <= ram_budget,
+                "fits_gpus": gpu_budgets.iter().map(|(index, budget)| json!({
+                    "index": index,
+                    "fits": budget.map(|b| m.total_bytes <= b),
                 })).collect::<Vec<_>>(),
             })
         })
@@ -112,16 +118,8 @@ pub async fn plan(
         .map(|r| &r.artifact)
         .filter(|b| b.status == ArtifactStatus::Available)
         .map(|b| {
-            let (runs, why) = match b.engine {
-                Engine::LlamaCpp => (true, None),
-                Engine::Rbee if crate::ops::workers::llm_worker_runs(&arch) => (true, None),
-                Engine::Rbee => (
-                    false,
-                    Some(format!(
-                        "llm-worker-rbee does not run the {arch:?} architecture"
-                    )),
-                ),
-            };
+            let why = crate::engines::runs(b.engine, &arch).err();
+            let runs = why.is_none();
             json!({
                 "id": b.id,
                 "engine": b.engine.as_str(),
@@ -148,6 +146,7 @@ pub async fn plan(
         "disk": if available { json!({"needed_bytes": 0, "fits": true, "evict": [], "already_here": true}) } else { json!(room) },
         "memory": {
             "ram_total_bytes": ram_total,
+            "ram_budget_bytes": ram_budget,
             "gpus": gpus.iter().map(|g| json!({"index": g["index"], "name": g["name"], "memory_total_bytes": g["memory_total_bytes"]})).collect::<Vec<_>>(),
             "by_context": memory,
         },

@@ -216,7 +216,6 @@ pub async fn patch(state: &SharedState, id: &str, body: Value) -> Result<Value, 
         Ok(catalog.update(entry)?)
     })
     .await?;
-    state.models_changed();
     Ok(json!(record))
 }
 

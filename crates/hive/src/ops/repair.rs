@@ -158,7 +158,6 @@ pub async fn repair(state: &SharedState) -> Result<Value, ApiError> {
             state.catalog.models_dir().display(),
             added.join(", ")
         );
-        state.models_changed();
         state
             .shutdown
             .spawn(hash_each(Arc::clone(state), added.clone()));
@@ -206,7 +205,6 @@ async fn hash_each(state: SharedState, ids: Vec<String>) {
         if let Err(e) = done {
             tracing::warn!("hashing a re-adopted model: {}", e.parts().1);
         }
-        state.models_changed();
     }
 }
 

@@ -142,7 +142,6 @@ pub async fn run(state: &SharedState, job: &Job, stores: Vec<Store>) -> Result<V
         Ok((added, updated, unchanged, own, gone, to_hash))
     })
     .await?;
-    state.models_changed();
     job.narrate(
         "scan",
         &format!(
@@ -177,9 +176,7 @@ pub async fn run(state: &SharedState, job: &Job, stores: Vec<Store>) -> Result<V
         .unwrap_or(false);
         hashed += usize::from(ok);
     }
-    if hashed > 0 {
-        state.models_changed();
-    }
+
     Ok(json!({
         "stores": found.stores,
         "added": added,

@@ -306,7 +306,6 @@ pub async fn record_use(state: SharedState) {
         let touched = blocking(move || {
             if s.catalog.get(&worker.model_ref)?.is_some() {
                 s.catalog.touch(&worker.model_ref)?;
-                s.models_changed();
             }
             Ok(())
         })

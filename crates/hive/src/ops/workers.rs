@@ -10,22 +10,15 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use worker_catalog::{Engine, Platform, WorkerBinary, WorkerType};
 
+use crate::engines::memory::{self, Device};
+use crate::engines::{self, SpawnPlan};
 use crate::error::ApiError;
 use crate::jobs::Job;
+use crate::ops::admission;
 use crate::ops::binaries::{conflict, engine, worker_type};
 use crate::ops::blocking;
 use crate::state::SharedState;
-use crate::workers::{SpawnPlan, new_id};
-
-/// The context length the memory check assumes: what the worker allocates at most.
-const SPAWN_CONTEXT: u64 = 4096;
-
-/// The architectures `llm-worker-rbee` runs (as `llm_worker::SUPPORTED_ARCHITECTURES`).
-const RBEE_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3"];
-
-pub(crate) fn llm_worker_runs(architecture: &str) -> bool {
-    RBEE_ARCHITECTURES.contains(&architecture)
-}
+use crate::workers::new_id;
 
 /// The binary a spawn runs: of the engine asked for, else llama.cpp when one is
 /// installed for the type, else our own. One whose file changed since it was
@@ -69,20 +62,9 @@ async fn choose_binary(
     Ok(binary)
 }
 
-/// Refuses extra arguments outside llama.cpp's allow-list
-/// ([`crate::workers::llama::check_args`]), and any for our own worker, which takes
-/// none.
+/// Refuses extra arguments the engine does not allow ([`engines::check_args`]).
 pub(crate) fn check_engine_args(engine: Engine, args: &[String]) -> Result<(), ApiError> {
-    if args.is_empty() {
-        return Ok(());
-    }
-    if engine == Engine::Rbee {
-        return Err(ApiError::bad_request(
-            "invalid_engine_args",
-            "llm-worker-rbee takes no extra arguments; engine_args are for llama.cpp".to_owned(),
-        ));
-    }
-    crate::workers::llama::check_args(args)
+    engines::check_args(engine, args)
         .map_err(|message| ApiError::bad_request("invalid_engine_args", message))
 }
 
@@ -93,7 +75,7 @@ pub struct SpawnRequest {
     /// The catalog id of an available model.
     pub model: String,
     /// `cpu`, `cuda`, `metal`, `vulkan` or `rocm` (default: the model's preset's,
-    /// else `cpu`).
+    /// else a GPU's when a binary for one is installed, else `cpu`).
     #[serde(default)]
     pub worker: Option<String>,
     /// `rbee` or `llama.cpp` (default: llama.cpp when one is installed, else rbee).
@@ -106,7 +88,7 @@ pub struct SpawnRequest {
     /// The device index (default 0).
     #[serde(default)]
     pub device: u32,
-    /// Start even when the model's memory estimate exceeds the free memory.
+    /// Start even when the model does not fit in the device's memory budget.
     #[serde(default)]
     pub force: bool,
     /// When `model` is not in the catalog, take it as a reference (`hf:ORG/REPO`,
@@ -143,21 +125,6 @@ fn yes() -> bool {
     true
 }
 
-/// Encoder-only architectures, which make embeddings and nothing else.
-fn is_embedding_architecture(arch: &str) -> bool {
-    matches!(
-        arch,
-        "bert"
-            | "nomic-bert"
-            | "nomic-bert-moe"
-            | "jina-bert-v2"
-            | "jina-bert-v3"
-            | "neo-bert"
-            | "modern-bert"
-            | "t5encoder"
-    )
-}
-
 /// A model's preset; none for a model not in the catalog (a reference to pull).
 async fn preset_of(state: &SharedState, id: &str) -> Result<model_catalog::Preset, ApiError> {
     let catalog = Arc::clone(&state.catalog);
@@ -169,17 +136,31 @@ async fn preset_of(state: &SharedState, id: &str) -> Result<model_catalog::Prese
     )
 }
 
-/// The backend and device: the request's, else the preset's, else the CPU's.
-fn backend(
-    asked: &Option<String>,
+/// The backend and device, by the one rule ([`engines::pick_backend`]): the
+/// request's, else the preset's, else a GPU's when a binary for one is installed,
+/// else the CPU's.
+pub(crate) async fn backend(
+    state: &SharedState,
+    asked: Option<&str>,
     device: u32,
     preset: &model_catalog::Preset,
 ) -> Result<(WorkerType, u32), ApiError> {
-    match (asked, &preset.worker) {
-        (Some(w), _) => Ok((worker_type(w)?, device)),
-        (None, Some(w)) => Ok((worker_type(w)?, preset.device.unwrap_or(device))),
-        (None, None) => Ok((WorkerType::CpuLlm, device)),
-    }
+    let asked = asked.map(worker_type).transpose()?;
+    let from_preset = preset.worker.as_deref().map(worker_type).transpose()?;
+    let catalog = Arc::clone(&state.worker_catalog);
+    let installed: Vec<WorkerType> = blocking(move || Ok(catalog.list()?))
+        .await?
+        .into_iter()
+        .map(|r| r.artifact)
+        .filter(|b| b.status == ArtifactStatus::Available && b.platform == Platform::current())
+        .map(|b| b.worker_type)
+        .collect();
+    let wtype = engines::pick_backend(asked, from_preset, &installed);
+    let device = match (asked, preset.device) {
+        (None, Some(d)) => d,
+        _ => device,
+    };
+    Ok((wtype, device))
 }
 
 /// Checks a spawn request (model available, binary installed, memory) and starts the
@@ -187,7 +168,7 @@ fn backend(
 pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<Arc<Job>, ApiError> {
     // the model's preset fills in what the request leaves out
     let preset = preset_of(state, &req.model).await?;
-    let (wtype, device) = backend(&req.worker, req.device, &preset)?;
+    let (wtype, device) = backend(state, req.worker.as_deref(), req.device, &preset).await?;
     req.device = device;
     let threads = threads(req.threads)?;
     if wtype == WorkerType::CpuLlm && req.device != 0 {
@@ -264,37 +245,19 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
 
     // an embedding model is served by llama-server's embedding mode, which it
     // must be started in
-    if binary.engine == Engine::LlamaCpp
-        && entry
-            .gguf
-            .as_ref()
-            .and_then(|g| g.architecture.as_deref())
-            .is_some_and(is_embedding_architecture)
-        && !engine_args
-            .iter()
-            .any(|a| a == "--embedding" || a == "--embeddings")
-    {
-        engine_args.push("--embeddings".to_owned());
+    let architecture = entry.gguf.as_ref().and_then(|g| g.architecture.as_deref());
+    engines::kind_args(binary.engine, architecture, &mut engine_args);
+    if let Some(arch) = architecture {
+        engines::runs(binary.engine, arch)
+            .map_err(|message| ApiError::bad_request("unsupported_architecture", message))?;
     }
-    if binary.engine == Engine::Rbee
-        && let Some(arch) = entry.gguf.as_ref().and_then(|g| g.architecture.as_deref())
-        && !llm_worker_runs(arch)
-    {
-        return Err(ApiError::bad_request(
-            "unsupported_architecture",
-            format!(
-                "llm-worker-rbee does not run architecture `{arch}` (it runs {}); llama.cpp does: rbee worker-binaries add /path/to/llama-server",
-                RBEE_ARCHITECTURES.join(", ")
-            ),
-        ));
-    }
+    let device_of = Device::of(wtype.backend(), req.device);
     if !req.force && fetch.is_none() {
-        check_memory(&entry.path, wtype, req.device).await?;
+        admission::fit(state, &entry, device_of)
+            .await
+            .map_err(|n| n.into_error(StatusCode::CONFLICT))?;
     }
-    let trained = entry.gguf.as_ref().and_then(|g| g.context_length);
-    let context = preset
-        .context
-        .unwrap_or_else(|| trained.unwrap_or(SPAWN_CONTEXT).min(SPAWN_CONTEXT));
+    let context = memory::context_for(&entry);
 
     let id = new_id();
     let plan = SpawnPlan {
@@ -327,7 +290,7 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
             .join(format!("{id}.log")),
     };
     let s = Arc::clone(state);
-    let (force, device) = (req.force, req.device);
+    let force = req.force;
     Ok(state.jobs.spawn("worker_spawn", move |job| async move {
         if let Some((new_entry, evicted)) = fetch {
             job.narrate(
@@ -337,9 +300,15 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
             crate::ops::models::narrate_evictions(&job, &evicted);
             crate::ops::models::fetch_model(&s, &job, entry.clone(), new_entry).await?;
             if !force {
-                check_memory(&entry.path, wtype, device)
+                let catalog = Arc::clone(&s.catalog);
+                let fetched = entry.id.clone();
+                let fetched = blocking(move || Ok(catalog.get(&fetched)?))
                     .await
-                    .map_err(|e| e.parts())?;
+                    .map_err(|e| e.parts())?
+                    .map_or_else(|| entry.clone(), |r| r.artifact);
+                admission::fit(&s, &fetched, device_of)
+                    .await
+                    .map_err(|n| n.into_error(StatusCode::CONFLICT).parts())?;
             }
         }
         let mut events = s.workers.events.subscribe();
@@ -377,54 +346,6 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
     }))
 }
 
-/// Refuses a spawn whose model will not fit: the GGUF's weights plus a KV cache of
-/// [`SPAWN_CONTEXT`] tokens against the free RAM (CPU) or the device's free VRAM.
-async fn check_memory(
-    path: &std::path::Path,
-    wtype: WorkerType,
-    device: u32,
-) -> Result<(), ApiError> {
-    let path = path.to_path_buf();
-    blocking(move || {
-        let file = fs_err::File::open(&path).map_err(ApiError::internal)?;
-        let g = gguf::read(std::io::BufReader::new(file), &gguf::ReadOptions::default())
-            .map_err(|e| conflict("model_not_ready", format!("{}: {e}", path.display())))?;
-        let ctx = g
-            .summary()
-            .context_length
-            .unwrap_or(SPAWN_CONTEXT)
-            .min(SPAWN_CONTEXT);
-        let need = g.memory_estimate(ctx).total_bytes;
-        let (free, what) = match wtype {
-            WorkerType::CudaLlm => match crate::capabilities::gpu_free_memory(device) {
-                Some(free) => (free, format!("free VRAM on GPU {device}")),
-                None => return Ok(()),
-            },
-            // their memory is not one this hive reads yet
-            WorkerType::VulkanLlm | WorkerType::RocmLlm => return Ok(()),
-            _ => {
-                let mut sys = sysinfo::System::new();
-                sys.refresh_memory();
-                (sys.available_memory(), "available RAM".to_owned())
-            }
-        };
-        if need > free {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "insufficient_memory",
-                format!(
-                    "the model needs about {} ({} context), {what} is {}: free some or pass force",
-                    download::human_bytes(need),
-                    ctx,
-                    download::human_bytes(free)
-                ),
-            ));
-        }
-        Ok(())
-    })
-    .await
-}
-
 /// Stops a worker; 404 when unknown.
 pub async fn stop(state: &SharedState, id: &str) -> Result<Value, ApiError> {
     match state.workers.stop(id).await {
@@ -440,7 +361,7 @@ pub struct LoadRequest {
     /// The model: a catalog id, or a reference to pull first.
     pub id: String,
     /// `cpu`, `cuda`, `metal`, `vulkan` or `rocm` (default: the model's preset's,
-    /// else `cpu`).
+    /// else a GPU's when a binary for one is installed, else `cpu`).
     #[serde(default)]
     pub worker: Option<String>,
     /// `rbee` or `llama.cpp` (default: llama.cpp when installed, else rbee).
@@ -452,12 +373,15 @@ pub struct LoadRequest {
     /// Stop the worker after this many seconds without a request (0: never).
     #[serde(default)]
     pub idle_ttl_secs: Option<u64>,
+    /// Start even when the model does not fit in the device's memory budget.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Makes sure a worker serves the model: answers with a live one, else spawns one.
 pub async fn start_load(state: &SharedState, req: LoadRequest) -> Result<Arc<Job>, ApiError> {
     let preset = preset_of(state, &req.id).await?;
-    let (wtype, device) = backend(&req.worker, req.device, &preset)?;
+    let (wtype, device) = backend(state, req.worker.as_deref(), req.device, &preset).await?;
     let engine = engine(req.engine.as_deref().or(preset.engine.as_deref()))?;
     let serving = state.workers.list().into_iter().find(|w| {
         w.model_ref == req.id
@@ -500,7 +424,7 @@ pub async fn start_load(state: &SharedState, req: LoadRequest) -> Result<Arc<Job
             engine: req.engine,
             engine_args: Vec::new(),
             device,
-            force: false,
+            force: req.force,
             pull: true,
             idle_ttl_secs: req.idle_ttl_secs,
             threads: None,

@@ -6,7 +6,6 @@
 //! worker runs in its own process group, which is what is signalled; on Linux a
 //! worker gets SIGKILL when the hive dies.
 
-pub mod llama;
 pub mod process;
 
 use std::collections::{HashMap, HashSet};
@@ -22,10 +21,12 @@ use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 use worker_catalog::Engine;
 
+pub use crate::engines::SpawnPlan;
+use crate::engines::{self, llama};
 use crate::workers::process::{Launch, RunRecord};
 
 /// Where a worker stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerState {
     /// Started, not ready yet (loading its model).
@@ -76,7 +77,7 @@ impl WorkerState {
 }
 
 /// A worker as `GET /v1/workers` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct WorkerRecord {
     /// Its id.
     pub id: String,
@@ -154,44 +155,6 @@ pub struct Supervision {
     pub log_max_bytes: u64,
     /// A worker generating without progress this long is unhealthy (zero: never).
     pub stall: Duration,
-}
-
-/// What a spawn request resolved to.
-#[derive(Debug, Clone)]
-pub struct SpawnPlan {
-    /// The new worker's id.
-    pub id: String,
-    /// The model's catalog id.
-    pub model_ref: String,
-    /// The model file.
-    pub model_path: PathBuf,
-    /// `cpu`, `cuda` or `metal`.
-    pub backend: String,
-    /// Which engine the binary is: it decides the command line and readiness.
-    pub engine: Engine,
-    /// The engine's version as it writes it (`0.1.0`, `b6123`).
-    pub engine_version: String,
-    /// More arguments for the engine, checked by the spawn.
-    pub engine_args: Vec<String>,
-    /// The context to allocate (llama.cpp's `-c`).
-    pub context: u64,
-    /// Requests served at once, when the model's preset says (else the engine's
-    /// default: one for llama.cpp as the hive runs it).
-    pub slots: Option<u32>,
-    /// The device.
-    pub device: u32,
-    /// The binary.
-    pub binary: PathBuf,
-    /// The folder of shared libraries installed beside the binary, for the loader.
-    pub library_dir: Option<PathBuf>,
-    /// The binary's catalog id.
-    pub binary_id: String,
-    /// CPU threads.
-    pub threads: u32,
-    /// Its log file.
-    pub log_path: PathBuf,
-    /// Stop it after this long without a request.
-    pub idle_ttl: Option<Duration>,
 }
 
 /// A lifecycle event, on the heartbeat stream and the spawn job.
@@ -404,10 +367,7 @@ impl Registry {
     /// Starts a worker's supervisor; the receiver says how its first start went.
     pub fn spawn(self: &Arc<Self>, plan: SpawnPlan) -> oneshot::Receiver<StartOutcome> {
         // llama-server's slots are the hive's to set; ours reports its own
-        let llama_slots = match plan.engine {
-            Engine::LlamaCpp => Some(plan.slots.map_or(llama::SLOTS, u64::from)),
-            Engine::Rbee => None,
-        };
+        let llama_slots = engines::slots_set_by_hive(&plan);
         let record = WorkerRecord {
             id: plan.id.clone(),
             url: None,
@@ -503,35 +463,12 @@ impl Registry {
     }
 
     fn launch(&self, plan: &SpawnPlan, port: u16) -> Launch {
-        let args = match plan.engine {
-            Engine::Rbee => {
-                let mut args = vec![
-                    "--worker-id".to_owned(),
-                    plan.id.clone(),
-                    "--model".to_owned(),
-                    plan.model_path.display().to_string(),
-                    "--port".to_owned(),
-                    port.to_string(),
-                    "--device".to_owned(),
-                    plan.device.to_string(),
-                    "--threads".to_owned(),
-                    plan.threads.to_string(),
-                ];
-                if let Some(n) = plan.slots {
-                    args.extend(["--slots".to_owned(), n.to_string()]);
-                }
-                args.extend([
-                    "--stall-secs".to_owned(),
-                    self.supervision.stall.as_secs().to_string(),
-                ]);
-                if let Some(hive) = self.hive_url.get() {
-                    args.push("--hive-url".to_owned());
-                    args.push(hive.clone());
-                }
-                args
-            }
-            Engine::LlamaCpp => llama::server_args(plan, port),
-        };
+        let args = engines::command_line(
+            plan,
+            port,
+            self.supervision.stall,
+            self.hive_url.get().map(String::as_str),
+        );
         let mut env = vec![("NO_COLOR".to_owned(), "1".to_owned())];
         if let Some(dir) = &plan.library_dir {
             env.push((
@@ -542,11 +479,7 @@ impl Registry {
         // the worker's own key, in its environment (never on its command line, which
         // any local user can read); the hive's token never reaches a worker
         if let Some(key) = self.key_of(&plan.id) {
-            let var = match plan.engine {
-                Engine::Rbee => "RBEE_WORKER_API_KEY",
-                Engine::LlamaCpp => "LLAMA_API_KEY",
-            };
-            env.push((var.to_owned(), key));
+            env.push((engines::key_var(plan.engine).to_owned(), key));
         }
         Launch {
             binary: plan.binary.clone(),
@@ -595,16 +528,7 @@ impl Registry {
             if let Ok(r) = self.http.get(format!("{url}/health")).send().await {
                 // llama-server answers 503 while it loads, 200 once ready; our
                 // worker says `ready`
-                let ok = r.status().is_success();
-                let ready = match engine {
-                    Engine::LlamaCpp => ok,
-                    Engine::Rbee => {
-                        ok && r
-                            .json::<Value>()
-                            .await
-                            .is_ok_and(|v| v["status"] == "ready")
-                    }
-                };
+                let ready = engines::is_ready(engine, r).await;
                 if ready {
                     return Ok(());
                 }

@@ -119,6 +119,28 @@ async fn no_request_field_makes_a_5xx_or_breaks_ps() {
     let h = hive(home.path(), &[]);
     let id = smollm2_on_llama(&h, home.path(), &server, &model).await;
     let url = h.url.clone();
+    // cases the search once found, kept: an integer past what llama.cpp reads as
+    // 32 bits took the worker down; now it is the request's 400
+    for (path, body) in [
+        (
+            "/api/chat",
+            json!({"model": id, "messages": [{"role": "user", "content": "Hi"}], "stream": false,
+                   "options": {"repeat_last_n": 11_115_725_699_367_595_044_u64, "num_predict": 1}}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": id, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1,
+                   "seed": 4_294_967_296_u64}),
+        ),
+    ] {
+        let r = reqwest::Client::new()
+            .post(format!("{url}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path} {body}");
+    }
     let handle = tokio::runtime::Handle::current();
     // proptest drives synchronously; each case is a blocking call into the runtime
     tokio::task::spawn_blocking(move || {

@@ -411,8 +411,6 @@ async fn bad_gateway_requests_are_4xx_in_each_familys_shape() {
     assert_eq!(get(&h, "/v1/workers").await.1["workers"], json!([]));
 }
 
-/// What the admission counts for a model before its worker is measured, from the
-/// model's record as the API shows it (weights and a KV cache of 4096 tokens).
 /// The sum of a metric's samples over its labels, from Prometheus' text format.
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -421,6 +419,8 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// What the admission counts for a model before its worker is measured, from the
+/// model's record as the API shows it (weights and a KV cache of 4096 tokens).
 fn estimate(model: &Value) -> u64 {
     let g = &model["gguf"];
     let ctx = g["context_length"].as_u64().unwrap_or(4096).min(4096);
@@ -457,6 +457,13 @@ async fn a_budget_for_one_model_evicts_the_idle_one_and_never_the_busy_one() {
         assert_eq!(ask(&h, &id).await.0, 200);
         let (_, list) = get(&h, "/v1/workers").await;
         let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&id))).await;
+        // the hive's one estimate, as the model's page shows it, is this one
+        assert_eq!(
+            m["memory"]["worker"]["total_bytes"].as_u64(),
+            Some(estimate(&m)),
+            "{m}"
+        );
+        assert_eq!(m["memory"]["worker"]["context"], 4096, "{m}");
         (
             list["workers"][0]["rss_bytes"].as_u64().unwrap(),
             estimate(&m),

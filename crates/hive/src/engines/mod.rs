@@ -1,0 +1,201 @@
+//! What an engine is, in one place: the command line it is given, the architectures
+//! it runs, the extra flags it allows, how it says it is ready, the key it reads, and
+//! the memory a model needs under it ([`memory`]). The supervisor (`workers/`) and the
+//! operations (`ops/`) ask here; nothing here starts a process or reads the state.
+
+pub mod llama;
+pub mod memory;
+pub mod rbee;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use worker_catalog::{Engine, WorkerType};
+
+/// What a spawn request resolved to.
+#[derive(Debug, Clone)]
+pub struct SpawnPlan {
+    /// The new worker's id.
+    pub id: String,
+    /// The model's catalog id.
+    pub model_ref: String,
+    /// The model file.
+    pub model_path: PathBuf,
+    /// `cpu`, `cuda` or `metal`.
+    pub backend: String,
+    /// Which engine the binary is: it decides the command line and readiness.
+    pub engine: Engine,
+    /// The engine's version as it writes it (`0.1.0`, `b6123`).
+    pub engine_version: String,
+    /// More arguments for the engine, checked by the spawn.
+    pub engine_args: Vec<String>,
+    /// The context to allocate (llama.cpp's `-c`).
+    pub context: u64,
+    /// Requests served at once, when the model's preset says (else the engine's
+    /// default: one for llama.cpp as the hive runs it).
+    pub slots: Option<u32>,
+    /// The device.
+    pub device: u32,
+    /// The binary.
+    pub binary: PathBuf,
+    /// The folder of shared libraries installed beside the binary, for the loader.
+    pub library_dir: Option<PathBuf>,
+    /// The binary's catalog id.
+    pub binary_id: String,
+    /// CPU threads.
+    pub threads: u32,
+    /// Its log file.
+    pub log_path: PathBuf,
+    /// Stop it after this long without a request.
+    pub idle_ttl: Option<Duration>,
+}
+
+/// The command line of a worker on `port` (`hive_url`: where our own worker
+/// reports; `stall`: how long it may generate without progress).
+pub fn command_line(
+    plan: &SpawnPlan,
+    port: u16,
+    stall: Duration,
+    hive_url: Option<&str>,
+) -> Vec<String> {
+    match plan.engine {
+        Engine::Rbee => rbee::args(plan, port, stall, hive_url),
+        Engine::LlamaCpp => llama::server_args(plan, port),
+    }
+}
+
+/// The environment variable a worker reads its API key from (never its command
+/// line, which any local user can read).
+pub fn key_var(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Rbee => "RBEE_WORKER_API_KEY",
+        Engine::LlamaCpp => "LLAMA_API_KEY",
+    }
+}
+
+/// Whether a worker's answer to `GET /health` says it is ready: llama-server
+/// answers 503 while it loads and 200 once ready; ours says `{"status":"ready"}`.
+pub async fn is_ready(engine: Engine, health: reqwest::Response) -> bool {
+    if !health.status().is_success() {
+        return false;
+    }
+    match engine {
+        Engine::LlamaCpp => true,
+        Engine::Rbee => health
+            .json::<serde_json::Value>()
+            .await
+            .is_ok_and(|v| v["status"] == "ready"),
+    }
+}
+
+/// The slots the hive sets for the worker, where the engine takes them from the
+/// hive (llama.cpp's `-np`); `None` where the worker reports its own (ours).
+pub fn slots_set_by_hive(plan: &SpawnPlan) -> Option<u64> {
+    match plan.engine {
+        Engine::LlamaCpp => Some(plan.slots.map_or(llama::SLOTS, u64::from)),
+        Engine::Rbee => None,
+    }
+}
+
+/// Refuses extra arguments outside llama.cpp's allow-list ([`llama::check_args`]),
+/// and any for our own worker, which takes none.
+pub fn check_args(engine: Engine, args: &[String]) -> Result<(), String> {
+    if args.is_empty() {
+        return Ok(());
+    }
+    match engine {
+        Engine::Rbee => Err(
+            "llm-worker-rbee takes no extra arguments; engine_args are for llama.cpp".to_owned(),
+        ),
+        Engine::LlamaCpp => llama::check_args(args),
+    }
+}
+
+/// Whether the engine runs a model of this architecture; why not, when it does not.
+pub fn runs(engine: Engine, architecture: &str) -> Result<(), String> {
+    match engine {
+        Engine::LlamaCpp => Ok(()),
+        Engine::Rbee if rbee::runs(architecture) => Ok(()),
+        Engine::Rbee => Err(format!(
+            "llm-worker-rbee does not run architecture `{architecture}` (it runs {}); llama.cpp does: rbee worker-binaries add /path/to/llama-server",
+            rbee::ARCHITECTURES.join(", ")
+        )),
+    }
+}
+
+/// Encoder-only architectures, which make embeddings and nothing else: llama.cpp
+/// serves them started in its embedding mode.
+pub fn is_embedding_architecture(architecture: &str) -> bool {
+    matches!(
+        architecture,
+        "bert"
+            | "nomic-bert"
+            | "nomic-bert-moe"
+            | "jina-bert-v2"
+            | "jina-bert-v3"
+            | "neo-bert"
+            | "modern-bert"
+            | "t5encoder"
+    )
+}
+
+/// The arguments a model's kind adds: `--embeddings` for an embedding model on
+/// llama.cpp, unless they are there already.
+pub fn kind_args(engine: Engine, architecture: Option<&str>, args: &mut Vec<String>) {
+    if engine == Engine::LlamaCpp
+        && architecture.is_some_and(is_embedding_architecture)
+        && !args
+            .iter()
+            .any(|a| a == "--embedding" || a == "--embeddings")
+    {
+        args.push("--embeddings".to_owned());
+    }
+}
+
+/// The one rule for where a model runs, for a spawn, a load and the one endpoint
+/// alike: the backend asked for, else the model's preset's, else a GPU's when a
+/// binary for one is installed here, else the CPU's.
+pub fn pick_backend(
+    asked: Option<WorkerType>,
+    preset: Option<WorkerType>,
+    installed: &[WorkerType],
+) -> WorkerType {
+    asked.or(preset).unwrap_or_else(|| {
+        [
+            WorkerType::CudaLlm,
+            WorkerType::MetalLlm,
+            WorkerType::RocmLlm,
+            WorkerType::VulkanLlm,
+        ]
+        .into_iter()
+        .find(|t| installed.contains(t))
+        .unwrap_or(WorkerType::CpuLlm)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backend_is_asked_then_preset_then_an_installed_gpu_then_the_cpu() {
+        use WorkerType::{CpuLlm, CudaLlm, VulkanLlm};
+        assert_eq!(
+            pick_backend(Some(CpuLlm), Some(CudaLlm), &[CudaLlm]),
+            CpuLlm
+        );
+        assert_eq!(pick_backend(None, Some(CpuLlm), &[CudaLlm]), CpuLlm);
+        assert_eq!(pick_backend(None, None, &[CpuLlm, VulkanLlm]), VulkanLlm);
+        assert_eq!(pick_backend(None, None, &[CpuLlm]), CpuLlm);
+    }
+
+    #[test]
+    fn our_worker_takes_no_extra_flags_and_names_what_it_runs() {
+        assert!(check_args(Engine::Rbee, &[]).is_ok());
+        assert!(check_args(Engine::Rbee, &["--temp".into(), "1".into()]).is_err());
+        assert!(runs(Engine::Rbee, "llama").is_ok());
+        let why = runs(Engine::Rbee, "gemma3").err().unwrap_or_default();
+        assert!(why.contains("llama, qwen2, qwen3"), "{why}");
+        assert!(runs(Engine::LlamaCpp, "gemma3").is_ok());
+    }
+}
