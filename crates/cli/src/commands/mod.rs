@@ -7,4 +7,5 @@ pub mod models;
 pub mod names;
 pub mod progress;
 pub mod storage;
+pub mod table;
 pub mod workers;

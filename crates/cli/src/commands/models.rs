@@ -322,28 +322,27 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             // the name people type first (every command takes it), the id last, whole
-            let width = rows
+            let rows = rows
                 .iter()
-                .filter_map(|m| m["alias"].as_str())
-                .map(|a| a.chars().count())
-                .max()
-                .unwrap_or(4)
-                .clamp(4, 40);
-            println!(
-                "{:<width$} {:>10} {:<8} {:<12} {:<24} ID",
-                "NAME", "SIZE", "QUANT", "ARCH", "STATUS"
+                .map(|m| {
+                    vec![
+                        m["alias"].as_str().unwrap_or("-").to_owned(),
+                        size_text(m),
+                        m["gguf"]["quantization"].as_str().unwrap_or("-").to_owned(),
+                        m["gguf"]["architecture"].as_str().unwrap_or("-").to_owned(),
+                        status_text(m),
+                        m["id"].as_str().unwrap_or("?").to_owned(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                super::table::render(
+                    &["NAME", "SIZE", "QUANT", "ARCH", "STATUS", "ID"],
+                    &["SIZE"],
+                    rows
+                )
             );
-            for m in rows {
-                println!(
-                    "{:<width$} {:>10} {:<8} {:<12} {:<24} {}",
-                    m["alias"].as_str().unwrap_or("-"),
-                    size_text(&m),
-                    m["gguf"]["quantization"].as_str().unwrap_or("-"),
-                    m["gguf"]["architecture"].as_str().unwrap_or("-"),
-                    status_text(&m),
-                    m["id"].as_str().unwrap_or("?"),
-                );
-            }
             Ok(())
         }
         ModelsCommand::Show { id } => {

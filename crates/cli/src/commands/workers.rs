@@ -106,38 +106,46 @@ fn column(v: &Value) -> String {
 /// The workers as a table, as `ollama ps` shows them: where each serves, its memory,
 /// its slots (`1 of 1 free`), and when it stops for idling.
 pub fn workers_table(workers: &[Value]) -> String {
-    use std::fmt::Write as _;
-    let mut out = format!(
-        "{:<17} {:<10} {:<20} {:<8} {:<24} {:>9} {:<12} {:<14} {:<8} MODEL\n",
-        "ID", "STATE", "ENGINE", "PID", "URL", "MEMORY", "SLOTS", "IDLE STOP", "RESTARTS"
-    );
-    for w in workers {
-        let slots = match (w["slots_available"].as_u64(), w["slots_total"].as_u64()) {
-            (Some(a), Some(t)) => format!("{a} of {t} free"),
-            _ => "-".into(),
-        };
-        let memory = w["rss_bytes"]
-            .as_u64()
-            .map_or_else(|| "-".to_owned(), human_bytes);
-        let _ = writeln!(
-            out,
-            "{:<17} {:<10} {:<20} {:<8} {:<24} {:>9} {:<12} {:<14} {:<8} {}",
-            column(&w["id"]),
-            column(&w["state"]),
-            format!("{} {}", column(&w["engine"]), column(&w["engine_version"])),
-            column(&w["pid"]),
-            column(&w["url"]),
-            memory,
-            slots,
-            idle_stop(w),
-            column(&w["restart_count"]),
-            column(&w["model_ref"])
-        );
-        if w["state"] == "failed" {
-            let _ = writeln!(out, "  reason: {}", column(&w["reason"]));
-        }
-    }
-    out
+    let rows = workers
+        .iter()
+        .map(|w| {
+            let slots = match (w["slots_available"].as_u64(), w["slots_total"].as_u64()) {
+                (Some(a), Some(t)) => format!("{a} of {t} free"),
+                _ => "-".into(),
+            };
+            let memory = w["rss_bytes"]
+                .as_u64()
+                .map_or_else(|| "-".to_owned(), human_bytes);
+            vec![
+                column(&w["id"]),
+                column(&w["state"]),
+                format!("{} {}", column(&w["engine"]), column(&w["engine_version"])),
+                column(&w["pid"]),
+                column(&w["url"]),
+                memory,
+                slots,
+                idle_stop(w),
+                column(&w["restart_count"]),
+                column(&w["model_ref"]),
+            ]
+        })
+        .collect();
+    super::table::render(
+        &[
+            "ID",
+            "STATE",
+            "ENGINE",
+            "PID",
+            "URL",
+            "MEMORY",
+            "SLOTS",
+            "IDLE STOP",
+            "RESTARTS",
+            "MODEL",
+        ],
+        &["MEMORY", "RESTARTS"],
+        rows,
+    )
 }
 
 /// When an idle worker stops: `in 4m05s` (its idle TTL less its idle time), or
@@ -255,23 +263,35 @@ pub async fn binaries(cmd: WorkerBinariesCommand, args: &HiveArgs) -> anyhow::Re
                 println!("no worker binaries: install one with `rbee worker-binaries install cpu`");
                 return Ok(());
             }
-            println!(
-                "{:<36} {:<10} {:<10} {:<8} {:<8} {:>10}  SOURCE",
-                "ID", "ENGINE", "VERSION", "BACKEND", "STATE", "SIZE"
+            let rows = list
+                .iter()
+                .map(|b| {
+                    vec![
+                        column(&b["id"]),
+                        column(&b["engine"]),
+                        column(&b["engine_version"]),
+                        column(&b["worker_type"])
+                            .trim_end_matches("_llm")
+                            .to_owned(),
+                        column(&b["status"]["state"]),
+                        human_bytes(b["size"].as_u64().unwrap_or(0)),
+                        column(&b["source"]),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                super::table::render(
+                    &[
+                        "ID", "ENGINE", "VERSION", "BACKEND", "STATE", "SIZE", "SOURCE"
+                    ],
+                    &["SIZE"],
+                    rows
+                )
             );
-            for b in list {
-                println!(
-                    "{:<36} {:<10} {:<10} {:<8} {:<8} {:>10}  {}",
-                    column(&b["id"]),
-                    column(&b["engine"]),
-                    column(&b["engine_version"]),
-                    column(&b["worker_type"]).trim_end_matches("_llm"),
-                    column(&b["status"]["state"]),
-                    human_bytes(b["size"].as_u64().unwrap_or(0)),
-                    column(&b["source"])
-                );
+            for b in &list {
                 if let Some(e) = b["status"]["error"].as_str() {
-                    println!("  error: {e}");
+                    println!("{}: {e}", column(&b["id"]));
                 }
             }
             Ok(())
