@@ -60,7 +60,17 @@ pub struct Sampling {
     pub n: Option<i64>,
     /// `include_usage`.
     pub stream_options: Option<StreamOptions>,
+    /// Tools the model may call: this worker calls none, so a list of them is
+    /// refused, never ignored.
+    pub tools: Option<Value>,
+    /// Which tool to call; only `none` (or nothing) is served.
+    pub tool_choice: Option<Value>,
+    /// The answer's format; only `text` is served (no grammar here).
+    pub response_format: Option<Value>,
 }
+
+/// What the engine that can serve what this worker cannot.
+const USE_LLAMA: &str = "llama.cpp's server can: rbee models set MODEL --engine llama.cpp";
 
 /// `POST /v1/completions`.
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +171,37 @@ pub struct Checked {
 impl Sampling {
     /// Checks every field against OpenAI's ranges.
     pub fn check(&self) -> Result<Checked, Invalid> {
+        if self
+            .tools
+            .as_ref()
+            .is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty()))
+        {
+            return Err(Invalid::new(
+                "tools",
+                format!("llm-worker-rbee cannot call tools; {USE_LLAMA}"),
+            ));
+        }
+        if let Some(choice) = &self.tool_choice
+            && !choice.is_null()
+            && choice != "none"
+        {
+            return Err(Invalid::new(
+                "tool_choice",
+                format!("llm-worker-rbee cannot call tools (tool_choice {choice}); {USE_LLAMA}"),
+            ));
+        }
+        if let Some(format) = &self.response_format
+            && !format.is_null()
+            && format["type"] != "text"
+        {
+            return Err(Invalid::new(
+                "response_format",
+                format!(
+                    "llm-worker-rbee answers in text only, not {}; {USE_LLAMA}",
+                    format["type"]
+                ),
+            ));
+        }
         if let Some(n) = self.n
             && n != 1
         {
@@ -374,6 +415,25 @@ mod tests {
         assert!(sampling(json!({"top_p": 1.5})).is_err());
         assert!(sampling(json!({"max_tokens": 0})).is_err());
         assert!(sampling(json!({"n": 2})).is_err());
+        // what this worker cannot do is refused, never ignored
+        let tool = json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]);
+        assert_eq!(
+            sampling(json!({"tools": tool})).err().and_then(|e| e.param),
+            Some("tools")
+        );
+        assert!(sampling(json!({"tool_choice": "required"})).is_err());
+        assert!(sampling(json!({"response_format": {"type": "json_object"}})).is_err());
+        assert!(
+            sampling(json!({"response_format": {"type": "json_schema", "json_schema": {}}}))
+                .is_err()
+        );
+        // what asks for nothing more is served
+        assert!(
+            sampling(
+                json!({"tools": [], "tool_choice": "none", "response_format": {"type": "text"}})
+            )
+            .is_ok()
+        );
         assert!(sampling(json!({"stop": ["a", "b", "c", "d", "e"]})).is_err());
         assert!(sampling(json!({"top_k": -1})).is_err());
         assert!(sampling(json!({"min_p": 1.5})).is_err());
