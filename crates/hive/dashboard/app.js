@@ -268,13 +268,14 @@ function modelValue(m, key) {
 async function loadAllModels(onFirst) {
   // one screenful first, so the page is usable at once; the rest in pages of 1000
   const first = await api("GET", "/v1/models?limit=" + PAGE_ROWS);
-  modelsView.all = first.value || [];
+  modelsView.all = (first.value && first.value.data) || [];
   modelsView.total = Number(first.response.headers.get("x-total-count") || modelsView.all.length);
   onFirst();
   for (let offset = modelsView.all.length; offset < modelsView.total; offset += 1000) {
     const next = await api("GET", "/v1/models?limit=1000&offset=" + offset);
-    if (!next.value || next.value.length === 0) break;
-    modelsView.all = modelsView.all.concat(next.value);
+    const rows = (next.value && next.value.data) || [];
+    if (rows.length === 0) break;
+    modelsView.all = modelsView.all.concat(rows);
     onFirst();
   }
 }

@@ -314,7 +314,8 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
         ModelsCommand::Ls => {
             let models = all_models(&client).await?;
             if args.json {
-                return print_json(&models);
+                // the API's own list shape, every page in one
+                return print_json(&json!({"object": "list", "data": models}));
             }
             let rows = models.as_array().cloned().unwrap_or_default();
             if rows.is_empty() {

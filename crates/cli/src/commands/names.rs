@@ -21,7 +21,12 @@ pub async fn all_models(client: &Client) -> anyhow::Result<Value> {
                 None,
             )
             .await?;
-        let items = page.as_array().cloned().unwrap_or_default();
+        // OpenAI's list shape; a bare list from a hive before it
+        let items = page["data"]
+            .as_array()
+            .or(page.as_array())
+            .cloned()
+            .unwrap_or_default();
         let n = items.len();
         all.extend(items);
         if n < PAGE {

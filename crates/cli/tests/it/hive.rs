@@ -98,6 +98,8 @@ async fn pull_list_show_import_remove() {
     let (ok, out, _) = rbee(&d, &["models", "ls", "--json"]);
     assert!(ok);
     let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["object"], "list", "{list}");
+    let list = &list["data"];
     assert_eq!(list[0]["id"], id);
 
     let (ok, out, _) = rbee(&d, &["models", "show", id]);
@@ -152,8 +154,7 @@ async fn pull_list_show_import_remove() {
     let (ok, out, _) = rbee(&d, &["models", "ls", "--json"]);
     assert!(ok);
     assert_eq!(
-        serde_json::from_str::<Value>(&out)
-            .unwrap()
+        serde_json::from_str::<Value>(&out).unwrap()["data"]
             .as_array()
             .unwrap()
             .len(),
@@ -302,7 +303,7 @@ async fn worker_binaries_and_workers_from_the_command_line() {
     let (ok, _, err) = rbee(&d, &["models", "import", model.to_str().unwrap()]);
     assert!(ok, "{err}");
     let (_, out, _) = rbee(&d, &["--json", "models", "ls"]);
-    let models: Value = serde_json::from_str(&out).unwrap();
+    let models: Value = serde_json::from_str::<Value>(&out).unwrap()["data"].clone();
     let id = models[0]["id"].as_str().unwrap().to_owned();
 
     let (ok, out, err) = rbee(&d, &["workers", "spawn", &id]);
@@ -359,7 +360,10 @@ async fn worker_binaries_and_workers_from_the_command_line() {
         ok && out.contains("serves it at http://127.0.0.1:"),
         "{out} {err}"
     );
-    let (ok, out, _) = rbee(&d, &["models", "unload", &id]);
+    // `ps` and `stop`, as Ollama's users type them: what is loaded, and stop it
+    let (ok, out, _) = rbee(&d, &["ps"]);
+    assert!(ok && out.contains("ready") && out.contains(&id), "{out}");
+    let (ok, out, _) = rbee(&d, &["stop", &id]);
     assert!(ok && out.contains("stopped worker-"), "{out}");
     let (ok, out, _) = rbee(&d, &["models", "unload", &id]);
     assert!(ok && out.contains("no worker served"), "{out}");
@@ -399,7 +403,7 @@ fn models_by_id_alias_prefix_and_typo() {
         assert!(ok, "{err}");
     }
     let (_, out, _) = rbee(&d, &["--json", "models", "ls"]);
-    let models: Value = serde_json::from_str(&out).unwrap();
+    let models: Value = serde_json::from_str::<Value>(&out).unwrap()["data"].clone();
     let (id, alias) = (
         models[0]["id"].as_str().unwrap().to_owned(),
         models[0]["alias"].as_str().unwrap().to_owned(),
@@ -428,7 +432,7 @@ fn models_by_id_alias_prefix_and_typo() {
     assert!(!ok);
     assert!(err.contains("did you mean"), "{err}");
     let (_, out, _) = rbee(&d, &["--json", "models", "ls"]);
-    let after: Value = serde_json::from_str(&out).unwrap();
+    let after: Value = serde_json::from_str::<Value>(&out).unwrap()["data"].clone();
     assert_eq!(after.as_array().unwrap().len(), 2, "nothing was removed");
     // and one that is unique goes
     let (ok, _, err) = rbee(&d, &["models", "rm", &alias]);

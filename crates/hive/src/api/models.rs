@@ -85,6 +85,17 @@ pub struct ImportBody {
     pub path: String,
 }
 
+/// A page of the catalog in OpenAI's list shape: OpenAI's clients read it as their
+/// own model list, and each entry carries the catalog's fields beside `id`,
+/// `object`, `created` and `owned_by`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: String,
+    /// The entries of this page, in id order.
+    pub data: Vec<Value>,
+}
+
 /// Which page of the list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -104,7 +115,7 @@ fn default_limit() -> usize {
 /// The models in the catalog, in id order, downloading ones with their progress:
 /// a page of them; `X-Total-Count` says how many there are, and `Link: rel="next"`
 /// where the next page is.
-#[utoipa::path(get, operation_id = "models_list", path = "/v1/models", tag = "models", params(Page), responses((status = 200, description = "Catalog entries", body = Vec<Object>), (status = 400, description = "Bad page", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody)))]
+#[utoipa::path(get, operation_id = "models_list", path = "/v1/models", tag = "models", params(Page), responses((status = 200, description = "Catalog entries, in OpenAI's list shape", body = ModelList), (status = 400, description = "Bad page", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<SharedState>,
     page: Result<Query<Page>, QueryRejection>,

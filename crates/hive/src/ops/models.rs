@@ -32,7 +32,8 @@ pub async fn model_list(state: &SharedState) -> Result<Value, ApiError> {
 /// The most entries one page of `GET /v1/models` holds.
 pub const MAX_PAGE: usize = 1000;
 
-/// A page of the model list as a JSON array, and how many models there are.
+/// A page of the model list in OpenAI's list shape (`{"object": "list", "data":
+/// [...]}`, so OpenAI's clients read it as their own), and how many models there are.
 pub async fn model_list_page(
     state: &SharedState,
     offset: usize,
@@ -54,15 +55,19 @@ pub async fn model_list_page(
     })
     .await?;
     let page = all.iter().skip(offset).take(limit);
-    let mut body = Vec::with_capacity(2 + page.clone().map(|b| b.len() + 1).sum::<usize>());
-    body.push(b'[');
+    const OPEN: &[u8] = br#"{"object":"list","data":["#;
+    const CLOSE: &[u8] = b"]}";
+    let mut body = Vec::with_capacity(
+        OPEN.len() + CLOSE.len() + page.clone().map(|b| b.len() + 1).sum::<usize>(),
+    );
+    body.extend_from_slice(OPEN);
     for (i, entry) in page.enumerate() {
         if i > 0 {
             body.push(b',');
         }
         body.extend_from_slice(entry);
     }
-    body.push(b']');
+    body.extend_from_slice(CLOSE);
     Ok((bytes::Bytes::from(body), all.len()))
 }
 
@@ -71,6 +76,10 @@ pub async fn model_list_page(
 fn entry_json(r: &model_catalog::ModelRecord) -> Value {
     let mut v = json!(r);
     v["alias"] = json!(r.artifact.alias());
+    // OpenAI's fields for a model, beside the catalog's
+    v["object"] = json!("model");
+    v["created"] = json!(r.added_at.timestamp());
+    v["owned_by"] = json!(r.artifact.provider);
     v
 }
 

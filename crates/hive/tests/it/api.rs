@@ -3,7 +3,7 @@
 use hf_test_server::{HfServer, Repo, RepoFile};
 use serde_json::json;
 
-use crate::{enc, events, fixture, get, post, start};
+use crate::{enc, events, fixture, get, model_list, post, start};
 
 fn tiny_repo() -> Repo {
     Repo::new(
@@ -66,7 +66,7 @@ async fn pull_streams_events_in_order_and_lands_in_the_catalog() {
     assert_eq!(s, 200);
     assert_eq!(m["gguf"]["quantization"], "Q4_K_M");
     assert!(m["verified"].as_bool().unwrap());
-    let (_, all) = get(&h, "/v1/models").await;
+    let all = model_list(&h).await;
     assert_eq!(all.as_array().unwrap().len(), 1);
     // pulling again is a no-op that succeeds
     let (_, again) = post(
@@ -239,7 +239,7 @@ async fn bad_input_is_a_clear_4xx_and_changes_nothing() {
         assert!(body["error"]["code"].is_string(), "{body}");
         assert!(message.contains(words), "{message:?} lacks {words:?}");
     }
-    let (_, all) = get(&h, "/v1/models").await;
+    let all = model_list(&h).await;
     assert_eq!(all, json!([]), "nothing was added");
     // a body over the limit: 413, answered before it is read (the client may see
     // the connection close while it still writes)
@@ -352,10 +352,14 @@ async fn the_model_list_pages() {
             .contains("offset=2&limit=2")
     );
     let first: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(first["object"], "list", "OpenAI's list shape: {first}");
+    let first = first["data"].clone();
     assert_eq!(first.as_array().unwrap().len(), 2);
+    assert_eq!(first[0]["object"], "model", "{first}");
+    assert!(first[0]["created"].as_i64().unwrap() > 0, "{first}");
     let r = page("?offset=2&limit=2").await;
     assert!(r.headers().get("link").is_none());
-    let rest: serde_json::Value = r.json().await.unwrap();
+    let rest = r.json::<serde_json::Value>().await.unwrap()["data"].clone();
     assert_eq!(rest.as_array().unwrap().len(), 1);
     // in id order, no entry twice
     let ids: Vec<String> = first

@@ -3,7 +3,7 @@
 use hf_test_server::{HfServer, Repo, RepoFile};
 use serde_json::json;
 
-use crate::{events, fixture, get, post, start};
+use crate::{events, fixture, get, model_list, post, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_download_lists_each_outcome() {
@@ -42,7 +42,7 @@ async fn a_batch_download_lists_each_outcome() {
     );
     let (_, info) = get(&h, &format!("/v1/jobs/{child}")).await;
     assert_eq!(info["state"], "completed");
-    let (_, models) = get(&h, "/v1/models").await;
+    let models = model_list(&h).await;
     assert_eq!(models.as_array().unwrap().len(), 2);
 
     for bad in [

@@ -137,6 +137,15 @@ pub async fn get(h: &Hive, path: &str) -> (u16, Value) {
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// The catalog, as `GET /v1/models` lists it (its first page): the `data` of
+/// OpenAI's list shape.
+pub async fn model_list(h: &Hive) -> Value {
+    let (s, list) = get(h, "/v1/models").await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list["object"], "list", "{list}");
+    list["data"].clone()
+}
+
 /// A text answer, such as `/metrics`.
 pub async fn get_text(h: &Hive, path: &str) -> String {
     client()

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use crate::workers::{finish, hive, import};
-use crate::{get, post};
+use crate::{get, model_list, post};
 
 fn python() -> Option<PathBuf> {
     crate::python_with("oras.client")
@@ -1031,7 +1031,7 @@ async fn credentials_never_reach_a_registry_or_realm_they_are_not_for() {
         let h = crate::spawn_hive(c);
         let (s, _, e) = pull(&h, &target).await;
         assert_eq!(s, 403, "{e}");
-        assert_eq!(get(&h, "/v1/models").await.1, json!([]));
+        assert_eq!(model_list(&h).await, json!([]));
     }
     let seen = seen.lock().unwrap().clone();
     assert!(seen.is_empty(), "the stub was sent credentials: {seen:?}");

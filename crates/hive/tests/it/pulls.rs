@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use hf_test_server::{HfServer, Repo, RepoFile};
 use serde_json::{Value, json};
 
-use crate::{big_gguf, enc, events, get, post, pull, start, wait_for};
+use crate::{big_gguf, enc, events, get, model_list, post, pull, start, wait_for};
 
 const REPO: &str = "org/Mirror-GGUF";
 const FILE: &str = "Mirror-Q4_0.gguf";
@@ -21,7 +21,7 @@ async fn mirror(len: usize) -> (HfServer, RepoFile) {
 /// What a user sees of the home: the catalog and the folders under `models/` and
 /// `downloads/`.
 async fn home_state(h: &crate::Hive, home: &std::path::Path) -> (Value, Vec<String>) {
-    let (_, models) = get(h, "/v1/models").await;
+    let models = model_list(h).await;
     let mut files = Vec::new();
     for dir in ["models", "downloads"] {
         if let Ok(rd) = fs_err::read_dir(home.join(dir)) {
@@ -252,7 +252,7 @@ async fn a_pull_in_the_hub_cache_layout_is_found_by_huggingface_hub() {
     let ev = events(&h, job["job_id"].as_str().unwrap()).await;
     let r = &ev[ev.len() - 2].1;
     assert_eq!(r["added"], json!([]), "{r}");
-    let (_, models) = get(&h, "/v1/models").await;
+    let models = model_list(&h).await;
     assert_eq!(models.as_array().unwrap().len(), 1, "{models}");
 
     let id = "hf:org/Cache-GGUF/sub/Cache-Q4_0.gguf";
@@ -392,7 +392,7 @@ print('ready', flush=True); s.serve_forever()\n";
             let said = format!("{s} {state} {ev:?}");
             assert!(state != "completed", "{said}");
             assert!(said.to_lowercase().contains("certificate"), "{said}");
-            let (_, models) = get(&h, "/v1/models").await;
+            let models = model_list(&h).await;
             assert!(
                 models
                     .as_array()

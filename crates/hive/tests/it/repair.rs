@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::workers::import;
-use crate::{fixture, get, post, start, wait_for};
+use crate::{fixture, get, model_list, post, start, wait_for};
 
 fn hive(home: &Path) -> crate::Hive {
     start(home, "http://127.0.0.1:9", &[])
@@ -35,7 +35,7 @@ async fn catalog_health(h: &crate::Hive) -> Value {
 
 /// The model is back, available, and its sha256 is hashed again.
 async fn back(h: &crate::Hive, id: &str, sha: &Value) {
-    let (_, models) = get(h, "/v1/models").await;
+    let models = model_list(h).await;
     let m = models
         .as_array()
         .unwrap()
@@ -46,7 +46,7 @@ async fn back(h: &crate::Hive, id: &str, sha: &Value) {
     assert_eq!(m["status"]["state"], "available", "{m}");
     assert_eq!(m["gguf"]["architecture"], "llama", "{m}");
     wait_for("the re-adopted model's sha256", async || {
-        let (_, models) = get(h, "/v1/models").await;
+        let models = model_list(h).await;
         models
             .as_array()
             .unwrap()
@@ -63,7 +63,7 @@ async fn a_damaged_catalog_is_said_and_its_models_come_back() {
     let id = home_with_a_model(home).await;
     let sha = {
         let h = hive(home);
-        get(&h, "/v1/models").await.1[0]["sha256"].clone()
+        model_list(&h).await[0]["sha256"].clone()
     };
     assert!(sha.is_string());
 

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use hf_test_server::{HfServer, Repo, RepoFile};
 use serde_json::json;
 
-use crate::{big_gguf, enc, events, get, post, start, wait_for};
+use crate::{big_gguf, enc, events, get, model_list, post, start, wait_for};
 
 const ID: &str = "hf:org/Big-GGUF/Big-Q4_0.gguf";
 
@@ -236,7 +236,7 @@ async fn a_deadline_fails_the_job_and_keeps_the_partial() {
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], "invalid_deadline");
     }
-    let (_, models) = get(&h, "/v1/models").await;
+    let models = model_list(&h).await;
     assert_eq!(models, json!([]));
 
     // 16 MiB at about 4 MiB/s does not fit in 1.5 s.

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use crate::workers::finish;
-use crate::{get, post};
+use crate::{get, model_list, post};
 
 fn sha(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
@@ -180,7 +180,7 @@ async fn the_hf_cache_ollama_and_lm_studio_are_adopted_in_place() {
     let (_, again) = scan(&h, &[]).await;
     assert_eq!(again["added"], json!([]), "{again}");
     assert_eq!(again["unchanged"], 3, "{again}");
-    let (_, list) = get(&h, "/v1/models").await;
+    let list = model_list(&h).await;
     assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
     let after: Vec<_> = [&snapshot_file, &blob, &lms_file]
         .iter()
@@ -247,7 +247,7 @@ async fn a_named_folder_is_adopted_and_the_hives_own_files_are_not() {
     assert_eq!(r["added"], json!([]), "{r}");
     assert_eq!(r["the_hives_own"], json!([imported]), "{r}");
     assert!(r["problems"].to_string().contains("b.gguf"), "{r}");
-    let (_, list) = get(&h, "/v1/models").await;
+    let list = model_list(&h).await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["external"], Value::Null, "{list}");
 }

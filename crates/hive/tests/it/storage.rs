@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::engines::{add, gemma, llama_server};
 use crate::workers::{finish, import};
-use crate::{enc, fixture, get, post, pull, start, wait_for};
+use crate::{enc, fixture, get, model_list, post, pull, start, wait_for};
 
 /// A small real GGUF, padded to `len` with bytes of `seed`.
 fn padded_gguf(len: usize, seed: u64) -> Vec<u8> {
@@ -48,7 +48,7 @@ async fn patch(h: &crate::Hive, id: &str, body: Value) -> u16 {
 }
 
 async fn ids(h: &crate::Hive) -> Vec<String> {
-    let (_, models) = get(h, "/v1/models").await;
+    let models = model_list(h).await;
     let mut ids: Vec<String> = models
         .as_array()
         .unwrap()
@@ -362,7 +362,7 @@ async fn the_plan_reads_only_the_header_and_matches_the_pull() {
     assert_eq!(plan["disk"]["needed_bytes"], len);
     assert_eq!(plan["disk"]["fits"], true);
     assert!(!plan["memory"]["by_context"].as_array().unwrap().is_empty());
-    let (_, models) = get(&h, "/v1/models").await;
+    let models = model_list(&h).await;
     assert_eq!(models, json!([]), "a plan records nothing");
 
     let (_, state, ev) = pull(&h, "hf:google/gemma-3-270m-GGUF").await;
@@ -427,7 +427,7 @@ async fn the_plan_reads_only_the_header_and_matches_the_pull() {
             "{reference}: {v}"
         );
     }
-    let (_, models) = get(&h, "/v1/models").await;
+    let models = model_list(&h).await;
     assert_eq!(
         models.as_array().unwrap().len(),
         1,
@@ -452,7 +452,7 @@ async fn a_pull_past_the_free_disk_is_refused_before_its_first_byte() {
     assert_eq!(st, 507, "{body}");
     assert!(body.contains("--min-free-disk"), "{body}");
     assert_eq!(hf.bytes_sent(), sent);
-    let (_, models) = get(&h, "/v1/models").await;
+    let models = model_list(&h).await;
     assert_eq!(models, json!([]));
     let left = fs_err::read_dir(home.path().join("models")).map_or(0, Iterator::count);
     assert_eq!(left, 0, "no folder made");

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{Hive, events, get, post, start, wait_for};
+use crate::{Hive, events, get, model_list, post, start, wait_for};
 
 use hf_test_server::test_model as smollm2;
 
@@ -495,7 +495,7 @@ async fn spawning_a_reference_pulls_it_first_in_the_same_job() {
     )
     .await;
     assert_eq!(status, 404, "{v}");
-    let (_, models) = get(&h, "/v1/models").await;
+    let models = model_list(&h).await;
     assert_eq!(models, json!([]), "a refused spawn records nothing");
 
     let (status, job) = post(&h, "/v1/workers/spawn", json!({"model": reference})).await;
@@ -510,7 +510,7 @@ async fn spawning_a_reference_pulls_it_first_in_the_same_job() {
     let ready = actions.iter().position(|a| *a == "ready").unwrap();
     assert!(pull < ready, "{actions:?}");
     assert_eq!(worker["state"], "ready");
-    let (_, models) = get(&h, "/v1/models").await;
+    let models = model_list(&h).await;
     assert_eq!(models[0]["status"]["state"], "available");
     assert_eq!(worker["model_ref"], models[0]["id"]);
 }
