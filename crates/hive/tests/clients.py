@@ -53,6 +53,36 @@ try:
 except openai.NotFoundError as e:
     assert "not in this hive" in str(e), e
 
+# --- openai at /v1, where Ollama, LM Studio and llama-server serve it --------
+v1 = openai.OpenAI(base_url=f"{base}/v1", api_key="unused")
+listed = list(v1.models.list())
+# the hive's own list, in OpenAI's shape: the catalog's fields ride beside
+by_alias = {getattr(m, "alias", None): m for m in listed}
+assert alias in by_alias, [m.id for m in listed]
+entry = by_alias[alias]
+assert entry.object == "model" and entry.created > 0 and entry.owned_by, entry
+assert v1.models.retrieve(entry.id).id == entry.id
+seen["v1_models"] = [m.id for m in listed]
+v1_chat = v1.chat.completions.create(
+    model=alias,
+    messages=[{"role": "user", "content": "What is the capital of France?"}],
+    max_tokens=12,
+    temperature=0,
+)
+assert v1_chat.choices[0].message.content == text, (v1_chat, text)
+v1_pieces = [
+    c.choices[0].delta.content
+    for c in v1.chat.completions.create(
+        model=entry.id,
+        messages=[{"role": "user", "content": "Count from one to five."}],
+        max_tokens=16,
+        temperature=0,
+        stream=True,
+    )
+    if c.choices and c.choices[0].delta.content
+]
+assert "".join(v1_pieces) == "".join(pieces), (v1_pieces, pieces)
+
 # --- ollama ---------------------------------------------------------------
 o = ollama.Client(host=base)
 names = [m.model for m in o.list().models]
@@ -83,6 +113,34 @@ seen["ollama_stream_chunks"] = len(parts)
 gen = o.generate(model=alias, prompt="The capital of France is", options={"temperature": 0, "num_predict": 8}, keep_alive="10m")
 assert gen.response.strip() and gen.done, gen
 seen["ollama_generate"] = gen.response
+
+# a generate goes through the model's chat template (as Ollama's does) unless raw:
+# the prompt the engine sees is the one its own chat route makes of that question
+question = "What is the capital of France?"
+templated = o.generate(model=alias, prompt=question, options={"temperature": 0, "num_predict": 12})
+assert templated.response.strip(), templated
+as_chat = client.chat.completions.create(
+    model=alias, messages=[{"role": "user", "content": question}], max_tokens=12, temperature=0
+)
+assert templated.prompt_eval_count == as_chat.usage.prompt_tokens, (templated, as_chat.usage)
+assert templated.response == as_chat.choices[0].message.content, (templated.response, as_chat)
+bare = o.generate(model=alias, prompt=question, raw=True, options={"temperature": 0, "num_predict": 12})
+assert bare.prompt_eval_count < templated.prompt_eval_count, (bare, templated)
+with_system = o.generate(model=alias, prompt=question, system="Answer in one word.", options={"temperature": 0, "num_predict": 4})
+system_chat = client.chat.completions.create(
+    model=alias,
+    messages=[{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": question}],
+    max_tokens=4,
+    temperature=0,
+)
+assert with_system.prompt_eval_count == system_chat.usage.prompt_tokens, (with_system, system_chat.usage)
+for bad in [dict(raw=True, template="{{ .Prompt }}"), dict(suffix="}"), dict(images=["aGk="])]:
+    try:
+        o.generate(model=alias, prompt=question, **bad)
+        raise AssertionError(f"{bad} was answered")
+    except ollama.ResponseError as e:
+        assert e.status_code == 400, e
+seen["ollama_generate_templated"] = templated.response
 
 shaped = o.generate(model=alias, prompt="Describe a cat as JSON.", format="json", options={"temperature": 0, "num_predict": 24})
 assert shaped.response.lstrip().startswith("{"), shaped.response

@@ -398,7 +398,41 @@ async fn converse(
             )));
         }
     };
-    match (schema, chat) {
+    // a generate goes through the model's own chat template, as Ollama's does,
+    // unless it is `raw`
+    let raw = match body.get("raw") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(bad(format!("raw must be true or false, got {other}"))),
+    };
+    let upstream_chat = chat || !raw;
+    for (field, why) in [
+        (
+            "template",
+            "a Go template is not applied here: the model's own chat template is (send raw: true with the prompt already formatted)",
+        ),
+        ("suffix", "fill-in-the-middle (suffix) is not served"),
+        ("images", "this model has no vision projector"),
+    ] {
+        if body
+            .get(field)
+            .is_some_and(|v| !v.is_null() && v != "" && v != &json!([]))
+        {
+            let why = if field == "template" && raw {
+                "raw and template exclude each other"
+            } else {
+                why
+            };
+            return Err(bad(format!("{field}: {why}")));
+        }
+    }
+    if let Some(think) = body.get("think").filter(|t| !t.is_null()) {
+        let Some(think) = think.as_bool() else {
+            return Err(bad(format!("think must be true or false, got {think}")));
+        };
+        upstream_body["chat_template_kwargs"] = json!({"enable_thinking": think});
+    }
+    match (schema, upstream_chat) {
         (None, _) => {}
         (Some(s), true) if s == json!({}) => {
             upstream_body["response_format"] = json!({"type": "json_object"});
@@ -424,12 +458,21 @@ async fn converse(
             Some(Value::String(s)) => s.clone(),
             Some(other) => return Err(bad(format!("prompt must be a string, got {other}"))),
         };
-        let system = body.get("system").and_then(Value::as_str).unwrap_or("");
-        upstream_body["prompt"] = json!(if system.is_empty() {
-            prompt.clone()
+        let system = match body.get("system") {
+            None | Some(Value::Null) => "",
+            Some(Value::String(s)) => s.as_str(),
+            Some(other) => return Err(bad(format!("system must be a string, got {other}"))),
+        };
+        if raw {
+            upstream_body["prompt"] = json!(prompt);
         } else {
-            format!("{system}\n\n{prompt}")
-        });
+            let mut messages = Vec::new();
+            if !system.is_empty() {
+                messages.push(json!({"role": "system", "content": system}));
+            }
+            messages.push(json!({"role": "user", "content": prompt}));
+            upstream_body["messages"] = json!(messages);
+        }
         prompt.is_empty()
     };
     let model = names::resolve(&state, &name).await?;
@@ -461,7 +504,7 @@ async fn converse(
     if stream {
         upstream_body["stream_options"] = json!({"include_usage": true});
     }
-    let path = if chat {
+    let path = if upstream_chat {
         "/v1/chat/completions"
     } else {
         "/v1/completions"
@@ -482,6 +525,7 @@ async fn converse(
     let t = Translate {
         name,
         chat,
+        upstream_chat,
         load_secs,
         started,
     };
@@ -562,7 +606,10 @@ struct Run {
 /// OpenAI's answer in Ollama's words.
 struct Translate {
     name: String,
+    /// Ollama's chat shape (else generate's).
     chat: bool,
+    /// The worker answered on its chat route (else its completions route).
+    upstream_chat: bool,
     load_secs: f64,
     started: Instant,
 }
@@ -571,7 +618,7 @@ impl Translate {
     /// The text of one OpenAI chunk or answer.
     fn piece(&self, v: &Value) -> String {
         let c = &v["choices"][0];
-        let text = if self.chat {
+        let text = if self.upstream_chat {
             c["delta"]["content"]
                 .as_str()
                 .or_else(|| c["message"]["content"].as_str())
