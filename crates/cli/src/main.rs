@@ -34,6 +34,13 @@ enum Command {
     /// Read GGUF model files, without a hive
     #[command(subcommand)]
     Gguf(commands::gguf::GgufCommand),
+    /// What is loaded now: each worker, its model, its memory, until when (`workers ls`)
+    Ps,
+    /// Stop serving a model: every worker of it stops (`models unload`)
+    Stop {
+        /// The model: its id, its alias, or the start of either
+        model: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +65,13 @@ fn main() -> ExitCode {
             Command::WorkerBinaries(cmd) => commands::workers::binaries(cmd, &cli.hive).await,
             Command::Hive(cmd) => commands::models::hive(cmd, &cli.hive).await,
             Command::Gguf(_) => Ok(()),
+            Command::Ps => {
+                commands::workers::workers(commands::workers::WorkersCommand::Ls, &cli.hive).await
+            }
+            Command::Stop { model } => {
+                let unload = commands::models::ModelsCommand::Unload { id: model };
+                commands::models::run(unload, &cli.hive).await
+            }
         }
     });
     match result {
