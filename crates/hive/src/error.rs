@@ -100,8 +100,32 @@ fn is_openai_path(path: &str) -> bool {
     path.starts_with("/openai/")
         || matches!(
             path,
-            "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings"
+            "/v1/chat/completions"
+                | "/v1/completions"
+                | "/v1/embeddings"
+                | "/v1/responses"
+                | "/v1/rerank"
+                | "/rerank"
         )
+}
+
+/// An error in Anthropic's shape, `{"type": "error", "error": {"type", "message"}}`.
+pub fn anthropic_error(status: StatusCode, message: &str) -> serde_json::Value {
+    json!({"type": "error", "error": {"type": anthropic_type(status), "message": message}})
+}
+
+/// Anthropic's error type for a status.
+fn anthropic_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        s if s >= 500 => "api_error",
+        _ => "invalid_request_error",
+    }
 }
 
 /// A request refused at the edge (host, origin, media type, token) in the shape its
@@ -110,6 +134,8 @@ fn is_openai_path(path: &str) -> bool {
 pub fn refusal(path: &str, status: StatusCode, code: &'static str, message: &str) -> Response {
     let body = if path.starts_with("/api/") {
         json!({ "error": message })
+    } else if path.starts_with("/v1/messages") {
+        anthropic_error(status, message)
     } else if is_openai_path(path) {
         let kind = if status == StatusCode::UNAUTHORIZED {
             "authentication_error"

@@ -61,12 +61,13 @@ pub fn app(state: SharedState) -> Router {
             Router::new()
                 .merge(gateway::openai::router())
                 .merge(gateway::ollama::router())
+                .merge(gateway::anthropic::router())
                 .layer(axum::extract::DefaultBodyLimit::max(gateway::MAX_BODY))
                 .with_state(Arc::new(gateway::Gateway::new(Arc::clone(&state)))),
         )
         .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
             ApiError::not_found(format!(
-                "no such route: {method} {}; the hive serves its API under /v1 (GET /openapi.json lists every route), OpenAI's at /v1/chat/completions, /v1/completions, /v1/embeddings and under /openai/v1, Ollama's under /api, and the dashboard at /",
+                "no such route: {method} {}; the hive serves its API under /v1 (GET /openapi.json lists every route), OpenAI's at /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses and under /openai/v1, Anthropic's at /v1/messages, reranking at /v1/rerank, Ollama's under /api, and the dashboard at /",
                 uri.path()
             ))
         })

@@ -100,19 +100,7 @@ pub async fn record(State(state): State<SharedState>, request: Request, next: Ne
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     // asking a model is not a change (a load it causes is a job of its own)
-    let inference = matches!(
-        route.as_str(),
-        "/openai/v1/chat/completions"
-            | "/openai/v1/completions"
-            | "/openai/v1/embeddings"
-            | "/v1/chat/completions"
-            | "/v1/completions"
-            | "/v1/embeddings"
-            | "/api/chat"
-            | "/api/generate"
-            | "/api/embed"
-            | "/api/show"
-    );
+    let inference = crate::gateway::INFERENCE_ROUTES.contains(&route.as_str());
     if !mutating || inference || route == "/v1/workers/{id}/heartbeat" {
         return next.run(request).await;
     }

@@ -11,6 +11,7 @@
 //! - `meter.rs`: time to first token and tokens/s, read from the answers;
 //! - `openai.rs`, `ollama.rs`: the two route families, each with its error shape.
 
+pub mod anthropic;
 pub mod fields;
 pub mod meter;
 pub mod names;
@@ -103,6 +104,28 @@ pub struct Gateway {
     /// run for minutes.
     pub http: reqwest::Client,
 }
+
+/// The one endpoint's routes that ask a model and change nothing (the audit log
+/// leaves them out; their bodies may be longer than the hive's own API takes).
+pub const INFERENCE_ROUTES: &[&str] = &[
+    "/openai/v1/chat/completions",
+    "/openai/v1/completions",
+    "/openai/v1/embeddings",
+    "/openai/v1/responses",
+    "/openai/v1/rerank",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/rerank",
+    "/rerank",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/api/chat",
+    "/api/generate",
+    "/api/embed",
+    "/api/show",
+];
 
 /// The gateway's state as handlers get it.
 pub type SharedGateway = Arc<Gateway>;

@@ -24,10 +24,16 @@ pub fn router() -> Router<SharedGateway> {
         .route("/openai/v1/chat/completions", post(chat))
         .route("/openai/v1/completions", post(completions))
         .route("/openai/v1/embeddings", post(embeddings))
+        .route("/openai/v1/responses", post(responses))
+        .route("/openai/v1/rerank", post(rerank))
         // at the path OpenAI's clients, Ollama, LM Studio and llama-server use
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/responses", post(responses))
+        // Jina's and Cohere's shape, at the paths llama-server serves it
+        .route("/v1/rerank", post(rerank))
+        .route("/rerank", post(rerank))
 }
 
 impl IntoResponse for GatewayError {
@@ -111,8 +117,19 @@ pub(super) fn parse_body(bytes: &[u8]) -> Result<(Value, String), GatewayError> 
     Ok((body, model))
 }
 
+/// What a worker route is, when only llama.cpp's server has it.
+fn only_llama_serves(path: &str) -> Option<&'static str> {
+    match path {
+        "/v1/embeddings" => Some("embeddings"),
+        "/v1/responses" => Some("Responses API"),
+        "/v1/rerank" => Some("reranking"),
+        "/v1/messages" | "/v1/messages/count_tokens" => Some("Anthropic Messages API"),
+        _ => None,
+    }
+}
+
 /// Resolves, loads, and forwards to the worker's own route of the same name.
-async fn forward(
+pub(super) async fn forward(
     state: SharedGateway,
     bytes: Result<Bytes, BytesRejection>,
     path: &str,
@@ -133,11 +150,16 @@ async fn forward(
     let model = names::resolve(&state, &name).await?;
     let ticket = super::queue::enter(&state, &model)?;
     let worker = ensure_worker(&state, &model, None).await?;
-    if path == "/v1/embeddings" && worker.engine == Engine::Rbee {
+    if worker.engine == Engine::Rbee
+        && let Some(what) = only_llama_serves(path)
+    {
         return Err(GatewayError::new(
             StatusCode::BAD_REQUEST,
             "unsupported",
-            "llm-worker-rbee has no embeddings; llama.cpp's server does",
+            format!(
+                "llm-worker-rbee has no {what}; llama.cpp's server does (rbee models set {} --engine llama.cpp)",
+                model.alias()
+            ),
         ));
     }
     body["model"] = json!(model.id);
@@ -211,4 +233,34 @@ pub(crate) async fn embeddings(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, GatewayError> {
     forward(state, body, "/v1/embeddings").await
+}
+
+#[utoipa::path(post, operation_id = "openai_responses", path = "/v1/responses", tag = "openai", request_body = Object, responses((status = 200, description = "The response, whole or as server-sent events (llama.cpp's engine)", content((Object = "application/json"), (Object = "text/event-stream"))), (status = 400, description = "The model's engine has no Responses API", body = crate::error::ErrorBody), (status = 404, description = "No such model", body = crate::error::ErrorBody), (status = 429, description = "The model's queue is full", body = crate::error::ErrorBody)))]
+pub(crate) async fn responses(
+    State(state): State<SharedGateway>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, GatewayError> {
+    forward(state, body, "/v1/responses").await
+}
+
+#[utoipa::path(post, operation_id = "rerank", path = "/v1/rerank", tag = "openai", request_body = Object, responses((status = 200, description = "Each document's relevance to the query (Jina's and Cohere's shape)", body = Object), (status = 400, description = "No query or documents, or the model is no reranker", body = crate::error::ErrorBody), (status = 404, description = "No such model", body = crate::error::ErrorBody), (status = 429, description = "The model's queue is full", body = crate::error::ErrorBody)))]
+pub(crate) async fn rerank(
+    State(state): State<SharedGateway>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, GatewayError> {
+    let bytes = body?;
+    let (body, _) = parse_body(&bytes)?;
+    let query = body
+        .get("query")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let documents = body.get("documents").and_then(Value::as_array);
+    if query.is_empty() || documents.is_none_or(Vec::is_empty) {
+        return Err(GatewayError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "a rerank needs `query` (a string) and `documents` (a non-empty list)",
+        ));
+    }
+    forward(state, Ok(bytes), "/v1/rerank").await
 }

@@ -38,6 +38,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/pull"),
     ("POST", "/api/generate"),
     ("POST", "/openai/v1/chat/completions"),
+    ("POST", "/v1/messages"),
     ("DELETE", "/v1/models/x"),
     ("GET", "/no/such/route"),
 ];
@@ -72,6 +73,19 @@ async fn send(
 fn message(path: &str, v: &Value) -> String {
     if path.starts_with("/api/") {
         v["error"].as_str().unwrap_or_default().to_owned()
+    } else if path.starts_with("/v1/messages") {
+        // Anthropic's shape
+        assert_eq!(v["type"], "error", "{v}");
+        assert!(
+            v["error"]["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("_error")),
+            "{v}"
+        );
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     } else {
         v["error"]["message"]
             .as_str()

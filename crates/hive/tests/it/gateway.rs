@@ -830,6 +830,47 @@ async fn our_own_worker_answers_through_the_one_endpoint() {
             .contains("no embeddings"),
         "{v}"
     );
+    // what only llama.cpp's server speaks is a 400 in the asker's own shape
+    let (s, v) = post(
+        &h,
+        "/v1/messages",
+        json!({"model": id, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("llama.cpp"),
+        "{v}"
+    );
+    let (s, v) = post(&h, "/v1/responses", json!({"model": id, "input": "hi"})).await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["code"], "unsupported", "{v}");
+    // a rerank without documents is refused before any worker
+    let (s, v) = post(&h, "/v1/rerank", json!({"model": id, "query": "q"})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("documents"),
+        "{v}"
+    );
+    let (s, v) = post(
+        &h,
+        "/v1/messages",
+        json!({"model": "nope", "max_tokens": 4, "messages": []}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["type"].as_str()),
+        (404, Some("not_found_error")),
+        "{v}"
+    );
 }
 
 /// OpenAI's routes at `/v1`, where the official clients look with
