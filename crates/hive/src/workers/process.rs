@@ -122,7 +122,56 @@ pub fn spawn(launch: &Launch) -> std::io::Result<tokio::process::Child> {
             });
         }
     }
-    cmd.spawn()
+    forker::spawn(cmd)
+}
+
+/// The one thread workers are forked from. A parent-death signal fires when the
+/// *thread* that forked the child ends, not the process, and tokio ends threads on
+/// its own: a worker thread that ran `block_in_place` is retired, an idle blocking
+/// thread exits after ten seconds. A worker forked from one of those was killed
+/// seconds after it started. This thread lives as long as the hive.
+mod forker {
+    use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
+
+    type Reply = mpsc::SyncSender<std::io::Result<tokio::process::Child>>;
+    type Order = (tokio::process::Command, tokio::runtime::Handle, Reply);
+
+    /// Forks `cmd` on the forker thread and waits for the child (a fork and exec:
+    /// milliseconds). Outside a tokio runtime it is forked here.
+    pub fn spawn(mut cmd: tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return cmd.spawn();
+        };
+        let (reply, answer) = mpsc::sync_channel(1);
+        orders()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send((cmd, handle, reply))
+            .map_err(|_| std::io::Error::other("the thread that starts workers is gone"))?;
+        answer
+            .recv()
+            .map_err(|_| std::io::Error::other("the thread that starts workers is gone"))?
+    }
+
+    fn orders() -> &'static Mutex<mpsc::Sender<Order>> {
+        static ORDERS: OnceLock<Mutex<mpsc::Sender<Order>>> = OnceLock::new();
+        ORDERS.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Order>();
+            let started = std::thread::Builder::new()
+                .name("rbee-forker".into())
+                .spawn(move || {
+                    for (mut cmd, handle, reply) in rx {
+                        // the child is registered with the runtime that asked for it
+                        let _runtime = handle.enter();
+                        let _ = reply.send(cmd.spawn());
+                    }
+                });
+            if let Err(e) = started {
+                tracing::error!("cannot start the thread that starts workers: {e}");
+            }
+            Mutex::new(tx)
+        })
+    }
 }
 
 /// Sends `signal` to a worker's process group (its pid: it leads its group).
@@ -289,8 +338,46 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{log_tail, rotate_if_over};
+    use super::{Launch, log_tail, rotate_if_over, spawn};
     use std::io::Write as _;
+    use std::os::unix::process::ExitStatusExt as _;
+
+    /// A worker started from a thread that then ends (as tokio retires its threads)
+    /// lives on: only the hive's death kills it.
+    #[test]
+    fn a_worker_outlives_the_thread_that_started_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|_| unreachable!());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|_| unreachable!());
+        let launch = Launch {
+            binary: "sleep".into(),
+            args: vec!["60".into()],
+            env: Vec::new(),
+            log: dir.path().join("w.log"),
+        };
+        let handle = runtime.handle().clone();
+        let mut child = std::thread::spawn(move || {
+            let _runtime = handle.enter();
+            spawn(&launch)
+        })
+        .join()
+        .unwrap_or_else(|_| unreachable!())
+        .unwrap_or_else(|e| panic!("{e}"));
+        let pid = child.id().unwrap_or_else(|| unreachable!());
+        // the thread is gone; a parent-death signal would have been SIGKILL
+        assert!(super::signal_group(pid, nix::sys::signal::Signal::SIGTERM));
+        let status = runtime
+            .block_on(child.wait())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            status.signal(),
+            Some(nix::sys::signal::Signal::SIGTERM as i32),
+            "{status:?}"
+        );
+    }
 
     #[test]
     fn a_live_log_past_its_limit_is_rotated_in_place() {
