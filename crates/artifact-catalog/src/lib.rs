@@ -5,8 +5,8 @@
 //! processes), and [`FilesystemCatalog`] (one folder per artifact with a
 //! `metadata.json`, written atomically). Both pass one conformance suite.
 //!
-//! A catalog never fetches anything: a provisioner does ([`provision`] holds the
-//! traits vendors implement), and the daemon records the result here.
+//! A catalog never fetches anything: a provisioner does (the `provisioning` crate
+//! holds the traits vendors implement), and the daemon records the result here.
 //!
 //! This crate knows nothing of models, workers or HTTP.
 #![deny(missing_docs)]
@@ -15,7 +15,6 @@ mod error;
 mod filesystem;
 mod generation;
 mod id;
-pub mod provision;
 mod sqlite;
 
 use std::path::Path;

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use crate::reference::{HfReference, HfSelector, group_models, has_quant, quant_of, shard_of};
 use crate::{
-    Dirs, HubConfig, ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorSource,
-    summary_of,
+    Dirs, HubConfig, ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorInfo,
+    VendorSource, summary_of,
 };
 
 /// How long one call to the hub's API may take.
@@ -45,6 +45,37 @@ struct RevisionInfo {
     sha: String,
 }
 
+/// Where a resolved model lies: its repo, the revision it was asked at, and its
+/// (first) file's path in the repo. Read once per fetch from the plan, which is the
+/// catalog's record of the resolution (a fetch may resume one from an earlier run).
+struct InRepo {
+    repo: String,
+    revision: String,
+    path: String,
+}
+
+impl InRepo {
+    fn of(plan: &ModelEntry) -> Result<Self, ProvisionError> {
+        let r = HfReference::parse(&plan.reference)?;
+        // the id is hf:ORG/REPO/path/in/repo.gguf
+        let path = plan
+            .id
+            .strip_prefix(&format!("hf:{}/", r.repo))
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| {
+                ProvisionError::Invalid(format!(
+                    "{} does not name a file of {} (a damaged plan: pull it again)",
+                    plan.id, r.repo
+                ))
+            })?;
+        Ok(Self {
+            path: path.to_owned(),
+            repo: r.repo,
+            revision: r.revision,
+        })
+    }
+}
+
 impl HuggingFaceVendor {
     /// A vendor for the hub in `hub`, placing models in `dirs`.
     pub fn new(hub: HubConfig, dirs: Dirs, downloader: download::Downloader) -> Self {
@@ -75,18 +106,14 @@ impl HuggingFaceVendor {
     async fn place_in_cache(
         &self,
         cache: &std::path::Path,
+        at: &InRepo,
         entry: &mut ModelEntry,
         downloaded: bool,
         ctx: &ProvisionContext,
     ) -> Result<bool, ProvisionError> {
-        let r = HfReference::parse(&entry.reference)?;
         let commit = entry.revision.clone().unwrap_or_default();
-        // the id is hf:ORG/REPO/path/in/repo.gguf; shards sit beside the first
-        let in_repo = entry
-            .id
-            .strip_prefix(&format!("hf:{}/", r.repo))
-            .unwrap_or_default()
-            .to_owned();
+        // shards sit beside the first
+        let in_repo = at.path.clone();
         let folder = in_repo.rsplit_once('/').map(|(d, _)| format!("{d}/"));
         let files: Vec<(std::path::PathBuf, String, String, u64)> = if entry.shards.is_empty() {
             vec![(
@@ -118,7 +145,7 @@ impl HuggingFaceVendor {
             return Ok(false);
         }
         if !downloaded {
-            let blobs = crate::hf_cache::repo_dir(cache, &r.repo).join("blobs");
+            let blobs = crate::hf_cache::repo_dir(cache, &at.repo).join("blobs");
             let all_there = files.iter().all(|(_, _, sha, size)| {
                 fs_err::metadata(blobs.join(sha)).is_ok_and(|m| m.is_file() && m.len() == *size)
             });
@@ -126,7 +153,7 @@ impl HuggingFaceVendor {
                 return Ok(false);
             }
         }
-        let (cache, repo, revision) = (cache.to_path_buf(), r.repo.clone(), r.revision.clone());
+        let (cache, repo, revision) = (cache.to_path_buf(), at.repo.clone(), at.revision.clone());
         let model_dir = self.dirs.model_dir(&entry.id)?;
         let links = tokio::task::spawn_blocking(move || {
             let placements: Vec<crate::hf_cache::Placement<'_>> = files
@@ -143,8 +170,8 @@ impl HuggingFaceVendor {
             Ok::<_, std::io::Error>(links)
         })
         .await
-        .map_err(|e| ProvisionError::Io(e.to_string()))?
-        .map_err(|e| ProvisionError::Io(format!("cannot place the model in the hub cache: {e}")))?;
+        .map_err(|e| ProvisionError::io("", e))?
+        .map_err(|e| ProvisionError::io("cannot place the model in the hub cache", e))?;
         ctx.reporter.narrate(
             "place",
             &format!("in the hub cache: {}", links[0].display()),
@@ -166,9 +193,12 @@ impl HuggingFaceVendor {
         if let Some(t) = &self.hub.token {
             rb = rb.bearer_auth(t);
         }
-        let resp = rb.send().await.map_err(|e| ProvisionError::Download {
-            code: "network_error",
-            message: format!("cannot reach {}: {e}", self.hub.endpoint),
+        let resp = rb.send().await.map_err(|e| {
+            ProvisionError::download(
+                "network_error",
+                format!("cannot reach {}: {e}", self.hub.endpoint),
+                e,
+            )
         })?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -208,10 +238,10 @@ impl HuggingFaceVendor {
             (StatusCode::NOT_FOUND, _) => {
                 ProvisionError::NotFound(format!("{} not found on {}", r.repo, self.hub.endpoint))
             }
-            (s, _) => ProvisionError::Download {
-                code: "http_error",
-                message: format!("{} answered {s} for {}", self.hub.endpoint, r.repo),
-            },
+            (s, _) => ProvisionError::failed(
+                "http_error",
+                format!("{} answered {s} for {}", self.hub.endpoint, r.repo),
+            ),
         }
     }
 
@@ -225,12 +255,15 @@ impl HuggingFaceVendor {
         for _ in 0..1000 {
             let resp = self.api_get(&url, r).await?;
             let next = next_link(resp.headers());
-            let page: Vec<TreeEntry> = resp.json().await.map_err(|e| ProvisionError::Download {
-                code: "protocol_error",
-                message: format!(
-                    "the hub's file list for {} is not what was expected: {e}",
-                    r.repo
-                ),
+            let page: Vec<TreeEntry> = resp.json().await.map_err(|e| {
+                ProvisionError::download(
+                    "protocol_error",
+                    format!(
+                        "the hub's file list for {} is not what was expected: {e}",
+                        r.repo
+                    ),
+                    e,
+                )
             })?;
             out.extend(page.into_iter().filter(|e| e.kind == "file"));
             match next {
@@ -238,27 +271,25 @@ impl HuggingFaceVendor {
                 None => return Ok(out),
             }
         }
-        Err(ProvisionError::Download {
-            code: "protocol_error",
-            message: format!("the file list of {} has too many pages", r.repo),
-        })
+        Err(ProvisionError::failed(
+            "protocol_error",
+            format!("the file list of {} has too many pages", r.repo),
+        ))
     }
 
     /// The commit a revision points at, so every file comes from one commit.
     async fn commit(&self, r: &HfReference) -> Result<String, ProvisionError> {
         let url = self.api_url(&format!("api/models/{}/revision/{}", r.repo, r.revision));
-        let info: RevisionInfo =
-            self.api_get(&url, r)
-                .await?
-                .json()
-                .await
-                .map_err(|e| ProvisionError::Download {
-                    code: "protocol_error",
-                    message: format!(
-                        "the hub's revision info for {} is not what was expected: {e}",
-                        r.repo
-                    ),
-                })?;
+        let info: RevisionInfo = self.api_get(&url, r).await?.json().await.map_err(|e| {
+            ProvisionError::download(
+                "protocol_error",
+                format!(
+                    "the hub's revision info for {} is not what was expected: {e}",
+                    r.repo
+                ),
+                e,
+            )
+        })?;
         Ok(info.sha)
     }
 }
@@ -363,15 +394,13 @@ impl HuggingFaceVendor {
     /// gives no sha256 for). It says which it is.
     async fn mirror_copy(
         &self,
+        at: &InRepo,
         entry: &ModelEntry,
         ctx: &ProvisionContext,
     ) -> Result<crate::oci::MirrorCopy, Option<crate::oci::OciReference>> {
         let mirror = self.hub.mirror.as_ref().ok_or(None)?;
-        let r = HfReference::parse(&entry.id).map_err(|_| None)?;
-        let (HfSelector::Path(path), Some(commit)) = (&r.selector, &entry.revision) else {
-            return Err(None);
-        };
-        let target = mirror.reference(&r.repo, path, commit).ok_or(None)?;
+        let commit = entry.revision.as_ref().ok_or(None)?;
+        let target = mirror.reference(&at.repo, &at.path, commit).ok_or(None)?;
         let shards = if entry.shards.is_empty() {
             vec![Shard {
                 path: entry.path.clone(),
@@ -412,18 +441,17 @@ impl HuggingFaceVendor {
     }
 }
 
+/// The huggingface vendor.
+pub(crate) const HUGGING_FACE: VendorInfo = VendorInfo {
+    name: "huggingface",
+    forms: "hf:ORG/REPO[@REVISION][:QUANT | /path/file.gguf]",
+    prefixes: &["hf:"],
+};
+
 #[async_trait]
 impl VendorSource<ModelEntry> for HuggingFaceVendor {
-    fn name(&self) -> &'static str {
-        "huggingface"
-    }
-
-    fn forms(&self) -> &'static str {
-        "hf:ORG/REPO[@REVISION][:QUANT | /path/file.gguf]"
-    }
-
-    fn supports(&self, reference: &str) -> bool {
-        reference.trim().starts_with("hf:")
+    fn info(&self) -> &'static VendorInfo {
+        &HUGGING_FACE
     }
 
     async fn resolve(
@@ -471,7 +499,7 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
         if shards.len() > 1 {
             entry.shards = shards;
         }
-        Ok(Resolved { id, plan: entry })
+        Ok(HUGGING_FACE.resolved(id, entry))
     }
 
     async fn read_range(
@@ -500,8 +528,9 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
         ctx: &ProvisionContext,
     ) -> Result<ModelEntry, ProvisionError> {
         let mut entry = resolved.plan;
+        let at = InRepo::of(&entry)?;
         if let Some(cache) = &self.hub.cache_layout
-            && self.place_in_cache(cache, &mut entry, false, ctx).await?
+            && self.place_in_cache(cache, &at, &mut entry, false, ctx).await?
         {
             // huggingface_hub (or llama.cpp) fetched these bytes already: adopted,
             // not fetched twice; their sha256 is the blob's name, not our hash
@@ -514,7 +543,7 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
             entry.progress = None;
             return Ok(entry);
         }
-        let mirror = self.mirror_copy(&entry, ctx).await;
+        let mirror = self.mirror_copy(&at, &entry, ctx).await;
         let verified = match &mirror {
             Ok(copy) => {
                 // the same files, from the mirror's blobs
@@ -563,7 +592,7 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
         };
         entry = entry.with_summary(summary);
         if let Some(cache) = &self.hub.cache_layout
-            && !self.place_in_cache(cache, &mut entry, true, ctx).await?
+            && !self.place_in_cache(cache, &at, &mut entry, true, ctx).await?
         {
             ctx.reporter.narrate(
                 "place",

@@ -7,7 +7,7 @@ use model_catalog::{ArtifactStatus, ModelEntry};
 
 use crate::{
     Dirs, ProgressAdapter, ProvisionContext, ProvisionError, ProvisionRequest, Resolved,
-    VendorSource, download_error, summary_of,
+    VendorInfo, VendorSource, download_error, summary_of,
 };
 
 /// Models at `http://` and `https://` URLs.
@@ -55,19 +55,17 @@ fn percent_decode(s: &str) -> String {
         .into_owned()
 }
 
+/// The http vendor.
+pub(crate) const HTTP: VendorInfo = VendorInfo {
+    name: "http",
+    forms: "https://host/path/model.gguf",
+    prefixes: &["https://", "http://"],
+};
+
 #[async_trait]
 impl VendorSource<ModelEntry> for HttpVendor {
-    fn name(&self) -> &'static str {
-        "http"
-    }
-
-    fn forms(&self) -> &'static str {
-        "https://host/path/model.gguf"
-    }
-
-    fn supports(&self, reference: &str) -> bool {
-        let r = reference.trim();
-        r.starts_with("https://") || r.starts_with("http://")
+    fn info(&self) -> &'static VendorInfo {
+        &HTTP
     }
 
     async fn resolve(
@@ -91,7 +89,7 @@ impl VendorSource<ModelEntry> for HttpVendor {
         let mut entry = ModelEntry::new(&id, "http", &id, &path);
         entry.source_url = Some(id.clone());
         entry.sha256 = request.sha256.as_ref().map(|s| s.to_ascii_lowercase());
-        Ok(Resolved { id, plan: entry })
+        Ok(HTTP.resolved(id, entry))
     }
 
     async fn read_range(

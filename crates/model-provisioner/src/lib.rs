@@ -28,15 +28,15 @@ pub mod scan;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use artifact_catalog::provision::{
-    ArtifactProvisioner, MultiVendorProvisioner, ProvisionContext, ProvisionError,
-    ProvisionReporter, ProvisionRequest, RangeRead, Resolved, Silent, VendorSource,
-};
 pub use config::{HubConfig, read_token};
 pub use hf::HuggingFaceVendor;
 pub use http::HttpVendor;
 pub use local::LocalFileVendor;
 use model_catalog::ModelEntry;
+pub use provisioning::{
+    ArtifactProvisioner, MultiVendorProvisioner, ProvisionContext, ProvisionError,
+    ProvisionReporter, ProvisionRequest, RangeRead, Resolved, Silent, VendorInfo, VendorSource,
+};
 pub use reference::{HfReference, HfSelector};
 
 /// The provisioner of models: Hugging Face, HTTP, local files and OCI registries.
@@ -122,10 +122,7 @@ fn download_error(e: download::DownloadError, hint: &str) -> ProvisionError {
         } => ProvisionError::Unauthorized(format!(
             "{url}: access refused ({status}): {server}{hint}"
         )),
-        e => ProvisionError::Download {
-            code: e.code(),
-            message: e.to_string(),
-        },
+        e => ProvisionError::download(e.code(), e.to_string(), e),
     }
 }
 
@@ -247,7 +244,7 @@ async fn summary_of<P: AsRef<Path>>(files: &[P]) -> Result<gguf::Summary, Provis
     let first = owned.first().cloned().unwrap_or_default();
     tokio::task::spawn_blocking(move || gguf_summary(&owned))
         .await
-        .map_err(|e| ProvisionError::Io(e.to_string()))?
+        .map_err(|e| ProvisionError::io("", e))?
         .map_err(|e| {
             ProvisionError::Invalid(format!("{} is not a GGUF model file: {e}", first.display()))
         })

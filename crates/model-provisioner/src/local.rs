@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 
 use crate::reference::shard_of;
 use crate::{
-    Dirs, ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorSource, summary_of,
+    Dirs, ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorInfo, VendorSource,
+    summary_of,
 };
 
 /// Models imported from `file:` paths: hard-linked into the models folder when it is
@@ -142,18 +143,17 @@ fn sources(entry: &ModelEntry) -> Result<Vec<(PathBuf, PathBuf, u64)>, Provision
         .collect()
 }
 
+/// The local vendor.
+pub(crate) const LOCAL: VendorInfo = VendorInfo {
+    name: "local",
+    forms: "file:/abs/path/model.gguf",
+    prefixes: &["file:"],
+};
+
 #[async_trait]
 impl VendorSource<ModelEntry> for LocalFileVendor {
-    fn name(&self) -> &'static str {
-        "local"
-    }
-
-    fn forms(&self) -> &'static str {
-        "file:/abs/path/model.gguf"
-    }
-
-    fn supports(&self, reference: &str) -> bool {
-        reference.trim().starts_with("file:")
+    fn info(&self) -> &'static VendorInfo {
+        &LOCAL
     }
 
     async fn resolve(
@@ -178,8 +178,7 @@ impl VendorSource<ModelEntry> for LocalFileVendor {
         let given = model_files(&path, meta.len())?;
         let mut sources = Vec::with_capacity(given.len());
         for (shard, size) in given {
-            let real =
-                fs_err::canonicalize(&shard).map_err(|e| ProvisionError::Io(e.to_string()))?;
+            let real = fs_err::canonicalize(&shard).map_err(|e| ProvisionError::io("", e))?;
             let name = shard
                 .file_name()
                 .map_or_else(|| "model.gguf".into(), |n| n.to_string_lossy().into_owned());
@@ -206,7 +205,7 @@ impl VendorSource<ModelEntry> for LocalFileVendor {
                 })
                 .collect();
         }
-        Ok(Resolved { id, plan: entry })
+        Ok(LOCAL.resolved(id, entry))
     }
 
     async fn read_range(
@@ -236,8 +235,8 @@ impl VendorSource<ModelEntry> for LocalFileVendor {
             })
         })
         .await
-        .map_err(|e| ProvisionError::Io(e.to_string()))?
-        .map_err(|e| ProvisionError::Io(e.to_string()))
+        .map_err(|e| ProvisionError::io("", e))?
+        .map_err(|e| ProvisionError::io("", e))
     }
 
     async fn fetch(
@@ -268,8 +267,8 @@ impl VendorSource<ModelEntry> for LocalFileVendor {
             Ok(hashes)
         })
         .await
-        .map_err(|e| ProvisionError::Io(e.to_string()))?
-        .map_err(|e| ProvisionError::Io(format!("cannot import {}: {e}", resolved.id)));
+        .map_err(|e| ProvisionError::io("", e))?
+        .map_err(|e| ProvisionError::io(format!("cannot import {}", resolved.id), e));
         let remove_all = || {
             for (_, dest, _) in &files {
                 let _ = fs_err::remove_file(dest);

@@ -3,8 +3,8 @@
 //! metadata runs past it (a 150k-token vocabulary takes several MiB). A split model's
 //! every shard's header is read: the first holds the metadata, each its own tensors.
 
-use artifact_catalog::provision::{ArtifactProvisioner, ProvisionError, Resolved};
 use model_catalog::ModelEntry;
+use provisioning::{ArtifactProvisioner, ProvisionError, Resolved};
 
 /// The first window read.
 pub const FIRST_WINDOW: u64 = 2 << 20;

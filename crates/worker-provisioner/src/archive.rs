@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use artifact_catalog::provision::ProvisionError;
+use provisioning::ProvisionError;
 
 /// The kinds of archive a release comes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,8 @@ pub fn for_each(
     format: Format,
     visit: &mut dyn FnMut(&str, Entry<'_>) -> Result<(), ProvisionError>,
 ) -> Result<(), ProvisionError> {
-    let file = fs_err::File::open(path).map_err(|e| crate::io_error("opening the archive", e))?;
+    let file =
+        fs_err::File::open(path).map_err(|e| ProvisionError::io("opening the archive", e))?;
     match format {
         Format::TarGz => {
             let bad =

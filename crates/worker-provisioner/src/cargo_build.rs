@@ -6,16 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use artifact_catalog::ArtifactStatus;
-use artifact_catalog::provision::{
-    ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorSource,
-};
 use async_trait::async_trait;
+use provisioning::{
+    ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorInfo, VendorSource,
+};
 use semver::Version;
 use tokio::io::AsyncBufReadExt;
 use worker_catalog::{Platform, WorkerBinary, WorkerType};
 
 use crate::install::install;
-use crate::{CARGO_BINARY, build_progress, io_error};
+use crate::{CARGO_BINARY, build_progress};
 
 /// The cargo features a worker type is built with; `None` for a backend our worker
 /// has no build for.
@@ -136,18 +136,17 @@ fn parse_local(reference: &str) -> Result<WorkerType, ProvisionError> {
         })
 }
 
+/// The local-build vendor.
+pub(crate) const LOCAL_BUILD: VendorInfo = VendorInfo {
+    name: "local-build",
+    forms: "local:cpu, local:cuda, local:metal",
+    prefixes: &["local:"],
+};
+
 #[async_trait]
 impl VendorSource<WorkerBinary> for LocalBuildVendor {
-    fn name(&self) -> &'static str {
-        "local-build"
-    }
-
-    fn forms(&self) -> &'static str {
-        "local:cpu, local:cuda, local:metal"
-    }
-
-    fn supports(&self, reference: &str) -> bool {
-        reference.trim().starts_with("local:")
+    fn info(&self) -> &'static VendorInfo {
+        &LOCAL_BUILD
     }
 
     async fn resolve(
@@ -186,10 +185,7 @@ impl VendorSource<WorkerBinary> for LocalBuildVendor {
             WorkerBinary::new(worker_type, Platform::current(), version, Path::new(""), 0);
         plan.status = ArtifactStatus::Downloading;
         plan.source = Some(format!("local-build:{}", self.source_dir.display()));
-        Ok(Resolved {
-            id: plan.id.clone(),
-            plan,
-        })
+        Ok(LOCAL_BUILD.resolved(plan.id.clone(), plan))
     }
 
     async fn fetch(
@@ -235,11 +231,11 @@ impl VendorSource<WorkerBinary> for LocalBuildVendor {
         );
         let mut child = cmd
             .spawn()
-            .map_err(|e| io_error("cannot run cargo (is it installed?)", e))?;
+            .map_err(|e| ProvisionError::io("cannot run cargo (is it installed?)", e))?;
         let mut tail: Vec<String> = Vec::new();
         let mut counter = build_progress::BuildCounter::default();
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            return Err(io_error(
+            return Err(ProvisionError::io(
                 "cargo's output",
                 std::io::Error::other("not piped"),
             ));
@@ -279,25 +275,25 @@ impl VendorSource<WorkerBinary> for LocalBuildVendor {
             }
         }
         let status = tokio::select! {
-            s = child.wait() => s.map_err(|e| io_error("waiting for cargo", e))?,
+            s = child.wait() => s.map_err(|e| ProvisionError::io("waiting for cargo", e))?,
             () = ctx.cancel.cancelled() => {
                 let _ = child.kill().await;
                 return Err(ProvisionError::Cancelled);
             }
         };
         if !status.success() {
-            return Err(ProvisionError::Download {
-                code: "build_failed",
-                message: format!("cargo build failed ({status}):\n{}", tail.join("\n")),
-            });
+            return Err(ProvisionError::failed(
+                "build_failed",
+                format!("cargo build failed ({status}):\n{}", tail.join("\n")),
+            ));
         }
         let built = self.built_path();
-        let dir = self
-            .workers_dir
-            .join(artifact_catalog::encode_dir_name(&plan.id).map_err(|e| io_error("id", e))?);
+        let dir = self.workers_dir.join(
+            artifact_catalog::encode_dir_name(&plan.id).map_err(|e| ProvisionError::io("id", e))?,
+        );
         let binary = tokio::task::spawn_blocking(move || install(&built, plan, &dir))
             .await
-            .map_err(|e| io_error("installing", e))??;
+            .map_err(|e| ProvisionError::io("installing", e))??;
         ctx.reporter.narrate(
             "install",
             &format!("installed {} at {}", binary.id, binary.path.display()),

@@ -12,17 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use artifact_catalog::ArtifactStatus;
-use artifact_catalog::provision::{
-    ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorSource,
-};
 use async_trait::async_trait;
+use provisioning::{
+    ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorInfo, VendorSource,
+};
 use semver::Version;
 use tokio::io::AsyncBufReadExt;
 use worker_catalog::{Engine, Platform, WorkerBinary, WorkerType};
 
 use crate::archive::is_shared_library;
 use crate::install::Staging;
-use crate::io_error;
 
 /// The `source` a binary built here records: `cmake-build:<tree>`.
 pub(crate) const SOURCE_PREFIX: &str = "cmake-build:";
@@ -153,7 +152,7 @@ async fn run_step(
     };
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         kill(group);
-        return Err(io_error(
+        return Err(ProvisionError::io(
             "cmake's output",
             std::io::Error::other("not piped"),
         ));
@@ -198,7 +197,7 @@ async fn run_step(
         keep(line);
     }
     let status = tokio::select! {
-        s = child.wait() => s.map_err(|e| io_error("waiting for cmake", e))?,
+        s = child.wait() => s.map_err(|e| ProvisionError::io("waiting for cmake", e))?,
         () = ctx.cancel.cancelled() => {
             kill(group);
             let _ = child.wait().await;
@@ -210,25 +209,24 @@ async fn run_step(
     if status.success() {
         Ok(())
     } else {
-        Err(ProvisionError::Download {
-            code: "build_failed",
-            message: format!("cmake {step} failed ({status}):\n{}", tail.join("\n")),
-        })
+        Err(ProvisionError::failed(
+            "build_failed",
+            format!("cmake {step} failed ({status}):\n{}", tail.join("\n")),
+        ))
     }
 }
 
+/// The cmake-build vendor.
+pub(crate) const CMAKE_BUILD: VendorInfo = VendorInfo {
+    name: "cmake-build",
+    forms: "llama.cpp:<cpu|cuda|vulkan|rocm|metal>@/path/to/llama.cpp (built with cmake)",
+    prefixes: &["llama.cpp:"],
+};
+
 #[async_trait]
 impl VendorSource<WorkerBinary> for LlamaBuildVendor {
-    fn name(&self) -> &'static str {
-        "cmake-build"
-    }
-
-    fn forms(&self) -> &'static str {
-        "llama.cpp:<cpu|cuda|vulkan|rocm|metal>@/path/to/llama.cpp (built with cmake)"
-    }
-
-    fn supports(&self, reference: &str) -> bool {
-        reference.trim().starts_with("llama.cpp:")
+    fn info(&self) -> &'static VendorInfo {
+        &CMAKE_BUILD
     }
 
     async fn resolve(
@@ -285,10 +283,7 @@ impl VendorSource<WorkerBinary> for LlamaBuildVendor {
         plan.status = ArtifactStatus::Downloading;
         plan.source = Some(format!("{SOURCE_PREFIX}{}", tree.display()));
         plan.build_args.clone_from(&request.build_args);
-        Ok(Resolved {
-            id: plan.id.clone(),
-            plan,
-        })
+        Ok(CMAKE_BUILD.resolved(plan.id.clone(), plan))
     }
 
     async fn fetch(
@@ -347,28 +342,29 @@ impl VendorSource<WorkerBinary> for LlamaBuildVendor {
             &plan.version,
             plan.platform,
         );
-        let dir = self
-            .workers_dir
-            .join(artifact_catalog::encode_dir_name(&plan.id).map_err(|e| io_error("id", e))?);
+        let dir = self.workers_dir.join(
+            artifact_catalog::encode_dir_name(&plan.id).map_err(|e| ProvisionError::io("id", e))?,
+        );
         let binary = tokio::task::spawn_blocking(move || {
             let mut staging = Staging::new(&dir)?;
-            for entry in
-                fs_err::read_dir(&bin_dir).map_err(|e| io_error("the build's output", e))?
+            for entry in fs_err::read_dir(&bin_dir)
+                .map_err(|e| ProvisionError::io("the build's output", e))?
             {
-                let entry = entry.map_err(|e| io_error("the build's output", e))?;
+                let entry = entry.map_err(|e| ProvisionError::io("the build's output", e))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if is_shared_library(&name) && entry.path().is_file() {
                     let mut f = fs_err::File::open(entry.path())
-                        .map_err(|e| io_error("reading a built library", e))?;
+                        .map_err(|e| ProvisionError::io("reading a built library", e))?;
                     staging.library(&name, &mut f)?;
                 }
             }
-            let mut f = fs_err::File::open(&built).map_err(|e| io_error("reading the build", e))?;
+            let mut f = fs_err::File::open(&built)
+                .map_err(|e| ProvisionError::io("reading the build", e))?;
             staging.executable(&exe, &mut f)?;
             staging.commit(&exe, plan)
         })
         .await
-        .map_err(|e| io_error("installing", e))??;
+        .map_err(|e| ProvisionError::io("installing", e))??;
         ctx.reporter.narrate(
             "install",
             &format!("installed {} at {}", binary.id, binary.path.display()),

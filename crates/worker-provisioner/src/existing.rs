@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use artifact_catalog::ArtifactStatus;
-use artifact_catalog::provision::{
-    ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorSource,
-};
 use async_trait::async_trait;
+use provisioning::{
+    ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorInfo, VendorSource,
+};
 use semver::Version;
 use worker_catalog::{Engine, Platform, WorkerBinary, WorkerType};
 
@@ -163,18 +163,17 @@ fn path_of(reference: &str) -> Result<PathBuf, ProvisionError> {
     Ok(path)
 }
 
+/// The existing vendor.
+pub(crate) const EXISTING: VendorInfo = VendorInfo {
+    name: "existing",
+    forms: "file:/path/to/llama-server or file:/path/to/llm-worker-rbee",
+    prefixes: &["file:"],
+};
+
 #[async_trait]
 impl VendorSource<WorkerBinary> for ExistingBinaryVendor {
-    fn name(&self) -> &'static str {
-        "existing"
-    }
-
-    fn forms(&self) -> &'static str {
-        "file:/path/to/llama-server or file:/path/to/llm-worker-rbee"
-    }
-
-    fn supports(&self, reference: &str) -> bool {
-        reference.trim().starts_with("file:")
+    fn info(&self) -> &'static VendorInfo {
+        &EXISTING
     }
 
     async fn resolve(
@@ -208,10 +207,7 @@ impl VendorSource<WorkerBinary> for ExistingBinaryVendor {
         plan.id = WorkerBinary::make_engine_id(report.engine, worker_type, &plan.version, platform);
         plan.status = ArtifactStatus::Downloading;
         plan.source = Some(format!("file:{}", path.display()));
-        Ok(Resolved {
-            id: plan.id.clone(),
-            plan,
-        })
+        Ok(EXISTING.resolved(plan.id.clone(), plan))
     }
 
     async fn fetch(
@@ -223,8 +219,8 @@ impl VendorSource<WorkerBinary> for ExistingBinaryVendor {
         let path = binary.path.clone();
         let sha = tokio::task::spawn_blocking(move || crate::install::sha256_of(&path))
             .await
-            .map_err(|e| ProvisionError::Io(e.to_string()))?
-            .map_err(|e| ProvisionError::Io(format!("hashing {}: {e}", binary.path.display())))?;
+            .map_err(|e| ProvisionError::io("", e))?
+            .map_err(|e| ProvisionError::io(format!("hashing {}", binary.path.display()), e))?;
         ctx.reporter.narrate(
             "register",
             &format!("{}: sha256 {sha}", binary.path.display()),

@@ -7,11 +7,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use artifact_catalog::ArtifactStatus;
-use artifact_catalog::provision::ProvisionError;
+use provisioning::ProvisionError;
 use sha2::{Digest, Sha256};
 use worker_catalog::WorkerBinary;
-
-use crate::io_error;
 
 /// The staging folder inside a binary's folder, while an install writes it.
 pub const STAGING_DIR: &str = ".installing";
@@ -33,7 +31,7 @@ impl Staging {
         let staging = dir.join(STAGING_DIR);
         let _ = fs_err::remove_dir_all(&staging);
         fs_err::create_dir_all(&staging)
-            .map_err(|e| io_error("creating the worker's folder", e))?;
+            .map_err(|e| ProvisionError::io("creating the worker's folder", e))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             staging,
@@ -89,7 +87,7 @@ impl Staging {
         self.target(target)?;
         #[cfg(unix)]
         std::os::unix::fs::symlink(target, &path)
-            .map_err(|e| io_error("linking a shared library", e))?;
+            .map_err(|e| ProvisionError::io("linking a shared library", e))?;
         #[cfg(not(unix))]
         return Err(ProvisionError::Invalid(format!(
             "{name} is a symbolic link, which this platform cannot install"
@@ -124,7 +122,7 @@ impl Staging {
                 )));
             }
             fs_err::rename(self.staging.join(name), &dest)
-                .map_err(|e| io_error("installing the worker", e))?;
+                .map_err(|e| ProvisionError::io("installing the worker", e))?;
         }
         sync_dir(&self.dir);
         let dest = self.dir.join(executable_name);
@@ -156,7 +154,8 @@ pub fn install(
     binary: WorkerBinary,
     dir: &Path,
 ) -> Result<WorkerBinary, ProvisionError> {
-    let mut src = fs_err::File::open(from).map_err(|e| io_error("reading the built worker", e))?;
+    let mut src =
+        fs_err::File::open(from).map_err(|e| ProvisionError::io("reading the built worker", e))?;
     let name = binary.file_name();
     let mut staging = Staging::new(dir)?;
     staging.executable(&name, &mut src)?;
@@ -195,7 +194,7 @@ fn copy_hashing(
     })();
     result.map_err(|e| {
         let _ = fs_err::remove_file(path);
-        io_error("writing the worker binary", e)
+        ProvisionError::io("writing the worker binary", e)
     })
 }
 

@@ -27,21 +27,17 @@ pub use existing::{ExistingBinaryVendor, parse_devices, parse_version};
 pub use install::{STAGING_DIR, install};
 pub use release::{ArchiveName, ReleaseVendor, parse_archive_name, parse_llama_archive_name};
 
-use artifact_catalog::provision::{
+use async_trait::async_trait;
+use provisioning::{
     ArtifactProvisioner, ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorSource,
 };
-use async_trait::async_trait;
 use worker_catalog::WorkerBinary;
 
 /// The name cargo gives the worker's executable.
 pub const CARGO_BINARY: &str = "llm-worker-rbee";
 
-fn io_error(context: &str, e: impl std::fmt::Display) -> ProvisionError {
-    ProvisionError::Io(format!("{context}: {e}"))
-}
-
-/// Every vendor: a reference goes to the one that supports it; a resolved binary
-/// goes back to the one that resolved it (its `source` says which).
+/// Every vendor: a reference goes to the one that takes it; a resolved binary goes
+/// back to the one that resolved it (its [`Resolved::vendor`] says which).
 #[derive(Debug, Clone)]
 pub struct WorkerProvisioner {
     local: LocalBuildVendor,
@@ -63,30 +59,22 @@ pub fn worker_provisioner(local: LocalBuildVendor, release: ReleaseVendor) -> Wo
 }
 
 impl WorkerProvisioner {
+    fn vendors(&self) -> [&dyn VendorSource<WorkerBinary>; 4] {
+        [&self.local, &self.cmake, &self.release, &self.existing]
+    }
+
     fn by_reference(
         &self,
         reference: &str,
     ) -> Result<&dyn VendorSource<WorkerBinary>, ProvisionError> {
-        if self.local.supports(reference) {
-            Ok(&self.local)
-        } else if self.cmake.supports(reference) {
-            Ok(&self.cmake)
-        } else if self.release.supports(reference) {
-            Ok(&self.release)
-        } else if self.existing.supports(reference) {
-            Ok(&self.existing)
-        } else {
-            Err(ProvisionError::Unsupported {
+        let vendors = self.vendors();
+        vendors
+            .into_iter()
+            .find(|v| v.info().takes(reference))
+            .ok_or_else(|| ProvisionError::Unsupported {
                 reference: reference.to_owned(),
-                known: format!(
-                    "{}, {}, {}, or {}",
-                    self.local.forms(),
-                    self.cmake.forms(),
-                    self.release.forms(),
-                    self.existing.forms()
-                ),
+                known: vendors.map(|v| v.info().forms).join(", "),
             })
-        }
     }
 }
 
@@ -110,15 +98,16 @@ impl ArtifactProvisioner<WorkerBinary> for WorkerProvisioner {
         resolved: Resolved<WorkerBinary>,
         ctx: &ProvisionContext,
     ) -> Result<WorkerBinary, ProvisionError> {
-        let source = resolved.plan.source.as_deref().unwrap_or("");
-        if source.starts_with("local-build:") {
-            self.local.fetch(resolved, ctx).await
-        } else if source.starts_with(cmake_build::SOURCE_PREFIX) {
-            self.cmake.fetch(resolved, ctx).await
-        } else if source.starts_with("file:") {
-            self.existing.fetch(resolved, ctx).await
-        } else {
-            self.release.fetch(resolved, ctx).await
-        }
+        let vendor = self
+            .vendors()
+            .into_iter()
+            .find(|v| v.info().name == resolved.vendor)
+            .ok_or_else(|| {
+                ProvisionError::Invalid(format!(
+                    "{} was resolved by no vendor of worker binaries ({:?})",
+                    resolved.id, resolved.vendor
+                ))
+            })?;
+        vendor.fetch(resolved, ctx).await
     }
 }

@@ -11,16 +11,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use artifact_catalog::ArtifactStatus;
-use artifact_catalog::provision::{
-    ProvisionContext, ProvisionError, ProvisionReporter, ProvisionRequest, Resolved, VendorSource,
-};
 use async_trait::async_trait;
+use provisioning::{
+    ProvisionContext, ProvisionError, ProvisionReporter, ProvisionRequest, Resolved, VendorInfo,
+    VendorSource,
+};
 use semver::Version;
 use worker_catalog::{Engine, Platform, WorkerBinary, WorkerType};
 
+use crate::CARGO_BINARY;
 use crate::archive::{self, Entry, Format};
 use crate::install::Staging;
-use crate::{CARGO_BINARY, io_error};
 
 /// Downloads and unpacks release archives of either engine.
 #[derive(Debug, Clone)]
@@ -225,19 +226,17 @@ fn unpack_llama(
     }
 }
 
+/// The release vendor.
+pub(crate) const RELEASE: VendorInfo = VendorInfo {
+    name: "release",
+    forms: "https://.../llama-b<build>-bin-<os>[-<backend>]-<arch>.zip (llama.cpp) or https://.../llm-worker-rbee-<backend>-v<version>-<platform>.tar.gz, with its sha256",
+    prefixes: &["https://", "http://"],
+};
+
 #[async_trait]
 impl VendorSource<WorkerBinary> for ReleaseVendor {
-    fn name(&self) -> &'static str {
-        "release"
-    }
-
-    fn forms(&self) -> &'static str {
-        "https://.../llama-b<build>-bin-<os>[-<backend>]-<arch>.zip (llama.cpp) or https://.../llm-worker-rbee-<backend>-v<version>-<platform>.tar.gz, with its sha256"
-    }
-
-    fn supports(&self, reference: &str) -> bool {
-        let r = reference.trim();
-        r.starts_with("https://") || r.starts_with("http://")
+    fn info(&self) -> &'static VendorInfo {
+        &RELEASE
     }
 
     async fn resolve(
@@ -303,10 +302,7 @@ impl VendorSource<WorkerBinary> for ReleaseVendor {
         plan.source = Some(url.to_string());
         // the archive's hash until it is unpacked; then the executable's
         plan.sha256 = Some(sha.to_ascii_lowercase());
-        Ok(Resolved {
-            id: plan.id.clone(),
-            plan,
-        })
+        Ok(RELEASE.resolved(plan.id.clone(), plan))
     }
 
     async fn fetch(
@@ -350,14 +346,11 @@ impl VendorSource<WorkerBinary> for ReleaseVendor {
                 download::DownloadError::NotFound { url } => {
                     ProvisionError::NotFound(format!("{url} does not exist (404)"))
                 }
-                e => ProvisionError::Download {
-                    code: e.code(),
-                    message: e.to_string(),
-                },
+                e => ProvisionError::download(e.code(), e.to_string(), e),
             })?;
-        let dir = self
-            .workers_dir
-            .join(artifact_catalog::encode_dir_name(&plan.id).map_err(|e| io_error("id", e))?);
+        let dir = self.workers_dir.join(
+            artifact_catalog::encode_dir_name(&plan.id).map_err(|e| ProvisionError::io("id", e))?,
+        );
         let (archive2, plan2) = (archive.clone(), plan.clone());
         let staged = tokio::task::spawn_blocking(move || {
             let mut staging = Staging::new(&dir)?;
@@ -368,7 +361,7 @@ impl VendorSource<WorkerBinary> for ReleaseVendor {
             Ok::<_, ProvisionError>(staging)
         })
         .await
-        .map_err(|e| io_error("unpacking", e));
+        .map_err(|e| ProvisionError::io("unpacking", e));
         let _ = fs_err::remove_file(&archive);
         let staging = staged??;
         let exe = plan.file_name();
@@ -389,7 +382,7 @@ impl VendorSource<WorkerBinary> for ReleaseVendor {
         }
         let binary = tokio::task::spawn_blocking(move || staging.commit(&exe, plan))
             .await
-            .map_err(|e| io_error("installing", e))??;
+            .map_err(|e| ProvisionError::io("installing", e))??;
         ctx.reporter.narrate(
             "install",
             &format!("installed {} at {}", binary.id, binary.path.display()),

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use artifact_catalog::ArtifactStatus;
-use artifact_catalog::provision::ArtifactProvisioner as _;
 use axum::http::StatusCode;
 use model_catalog::{ModelCatalog, ModelEntry};
+use provisioning::ArtifactProvisioner as _;
 
 use super::Gateway;
 use super::GatewayError;

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use artifact_catalog::ArtifactStatus;
-use artifact_catalog::provision::{ArtifactProvisioner as _, ProvisionContext, ProvisionRequest};
 use axum::http::StatusCode;
+use provisioning::{ArtifactProvisioner as _, ProvisionContext, ProvisionRequest};
 use serde_json::{Value, json};
 use worker_catalog::{Engine, WorkerBinary, WorkerType};
 

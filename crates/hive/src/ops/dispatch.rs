@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use artifact_catalog::provision::ProvisionRequest;
+use provisioning::ProvisionRequest;
 use serde::Deserialize;
 use serde_json::json;
 

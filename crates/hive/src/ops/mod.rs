@@ -38,7 +38,7 @@ pub(crate) fn err(e: ApiError) -> (&'static str, String) {
 /// A job as the reporter of a provisioning: narration, progress and steps.
 pub(crate) struct JobNarrator(pub std::sync::Arc<crate::jobs::Job>);
 
-impl artifact_catalog::provision::ProvisionReporter for JobNarrator {
+impl provisioning::ProvisionReporter for JobNarrator {
     fn narrate(&self, action: &str, message: &str) {
         self.0.narrate(action, message);
     }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use artifact_catalog::ArtifactStatus;
-use artifact_catalog::provision::{
-    ArtifactProvisioner as _, ProvisionContext, ProvisionReporter, ProvisionRequest,
-};
 use axum::http::StatusCode;
 use model_catalog::ModelEntry;
+use provisioning::{
+    ArtifactProvisioner as _, ProvisionContext, ProvisionError, ProvisionReporter, ProvisionRequest,
+};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -446,8 +446,11 @@ pub async fn fetch_model(
             reporter,
             cancel: job.cancel.clone(),
         };
-        let resolved = artifact_catalog::provision::Resolved {
+        // the plan is the catalog's record of what was resolved; its provider is the
+        // vendor that resolved it
+        let resolved = provisioning::Resolved {
             id: id.clone(),
+            vendor: plan.provider.clone(),
             plan,
         };
         let outcome = s.provisioner.fetch(resolved, &ctx).await;
@@ -455,7 +458,7 @@ pub async fn fetch_model(
         s.metrics.active_downloads.dec();
         s.metrics.download_finished(match &outcome {
             Ok(_) => "completed",
-            Err(e) if e.code() == "cancelled" => "cancelled",
+            Err(ProvisionError::Cancelled) => "cancelled",
             Err(_) => "failed",
         });
         match outcome {

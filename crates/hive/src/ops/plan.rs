@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use artifact_catalog::ArtifactStatus;
-use artifact_catalog::provision::{ArtifactProvisioner as _, ProvisionRequest};
 use axum::http::StatusCode;
+use provisioning::{ArtifactProvisioner as _, ProvisionRequest};
 use serde_json::{Value, json};
 
 use crate::engines::memory::{self, Device};

@@ -231,16 +231,17 @@ impl Repository {
         }
     }
 
-    fn unreachable(&self, e: &reqwest::Error) -> ProvisionError {
+    fn unreachable(&self, e: reqwest::Error) -> ProvisionError {
         let hint = if e.is_connect() {
             "; is it running, and is it plain HTTP (then mark it insecure: --oci-insecure HOST)?"
         } else {
             ""
         };
-        ProvisionError::Download {
-            code: "registry_unreachable",
-            message: format!("registry {} did not answer: {e}{hint}", self.registry),
-        }
+        ProvisionError::download(
+            "registry_unreachable",
+            format!("registry {} did not answer: {e}{hint}", self.registry),
+            e,
+        )
     }
 
     /// Sends a request built by `build`, answering a `401` once by the challenge
@@ -254,7 +255,7 @@ impl Repository {
             .timeout(API_TIMEOUT)
             .send()
             .await
-            .map_err(|e| self.unreachable(&e))?;
+            .map_err(|e| self.unreachable(e))?;
         if r.status() != StatusCode::UNAUTHORIZED {
             return Ok(r);
         }
@@ -270,7 +271,7 @@ impl Repository {
             .timeout(API_TIMEOUT)
             .send()
             .await
-            .map_err(|e| self.unreachable(&e))?;
+            .map_err(|e| self.unreachable(e))?;
         if r.status() == StatusCode::UNAUTHORIZED {
             return Err(ProvisionError::Unauthorized(format!(
                 "registry {} refused {} (401){}",
@@ -383,7 +384,7 @@ impl Repository {
             }
         }
         .timeout(API_TIMEOUT);
-        let r = rb.send().await.map_err(|e| self.unreachable(&e))?;
+        let r = rb.send().await.map_err(|e| self.unreachable(e))?;
         if !r.status().is_success() {
             return Err(refused(&format!(
                 "its token server answered {}",

@@ -26,7 +26,9 @@ pub use mirror::{Copy as MirrorCopy, Mirror};
 pub use push::{PushOutcome, push};
 pub use reference::OciReference;
 
-use crate::{Dirs, ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorSource};
+use crate::{
+    Dirs, ProvisionContext, ProvisionError, ProvisionRequest, Resolved, VendorInfo, VendorSource,
+};
 
 /// ModelPack's manifest `artifactType`.
 pub const MODEL_ARTIFACT: &str = "application/vnd.cncf.model.manifest.v1+json";
@@ -91,10 +93,7 @@ pub(crate) struct Fetched {
 }
 
 fn registry_error(r: &OciReference, message: String) -> ProvisionError {
-    ProvisionError::Download {
-        code: "registry_error",
-        message: format!("{r}: {message}"),
-    }
+    ProvisionError::failed("registry_error", format!("{r}: {message}"))
 }
 
 /// `GET` a manifest by tag or digest, checked: JSON, not too large, and (asked by
@@ -247,18 +246,17 @@ pub(crate) async fn model_manifest(
     Ok((fetched.digest, m))
 }
 
+/// The oci vendor.
+pub(crate) const OCI: VendorInfo = VendorInfo {
+    name: "oci",
+    forms: "oci://HOST[:PORT]/REPO:TAG, oci://HOST/REPO@sha256:HEX",
+    prefixes: &["oci://"],
+};
+
 #[async_trait]
 impl VendorSource<ModelEntry> for OciVendor {
-    fn name(&self) -> &'static str {
-        "oci"
-    }
-
-    fn forms(&self) -> &'static str {
-        "oci://HOST[:PORT]/REPO:TAG, oci://HOST/REPO@sha256:HEX"
-    }
-
-    fn supports(&self, reference: &str) -> bool {
-        reference.trim().starts_with("oci://")
+    fn info(&self) -> &'static VendorInfo {
+        &OCI
     }
 
     async fn resolve(
@@ -324,7 +322,7 @@ impl VendorSource<ModelEntry> for OciVendor {
         if shards.len() > 1 {
             entry.shards = shards;
         }
-        Ok(Resolved { id, plan: entry })
+        Ok(OCI.resolved(id, entry))
     }
 
     async fn read_range(

@@ -47,10 +47,7 @@ struct Session {
 }
 
 fn push_error(r: &OciReference, message: String) -> ProvisionError {
-    ProvisionError::Download {
-        code: "push_failed",
-        message: format!("push to {r}: {message}"),
-    }
+    ProvisionError::failed("push_failed", format!("push to {r}: {message}"))
 }
 
 /// One file to send.
@@ -113,7 +110,7 @@ pub async fn push(
     };
     let mut blobs = Vec::with_capacity(files.len());
     for (path, size, sha) in files {
-        let meta = fs_err::metadata(&path).map_err(|e| ProvisionError::Io(e.to_string()))?;
+        let meta = fs_err::metadata(&path).map_err(|e| ProvisionError::io("", e))?;
         if meta.len() != size {
             return Err(ProvisionError::Invalid(format!(
                 "{} is {} bytes, the catalog says {size}: run rbee models verify",
@@ -127,8 +124,8 @@ pub async fn push(
                 let p = path.clone();
                 tokio::task::spawn_blocking(move || model_catalog::sha256_file(&p))
                     .await
-                    .map_err(|e| ProvisionError::Io(e.to_string()))?
-                    .map_err(|e| ProvisionError::Io(e.to_string()))?
+                    .map_err(|e| ProvisionError::io("", e))?
+                    .map_err(|e| ProvisionError::io("", e))?
             }
         };
         let title = path.file_name().map_or_else(
@@ -143,7 +140,7 @@ pub async fn push(
         });
     }
     let repo = Repository::new(http, config, &r, true);
-    fs_err::create_dir_all(state_dir).map_err(|e| ProvisionError::Io(e.to_string()))?;
+    fs_err::create_dir_all(state_dir).map_err(|e| ProvisionError::io("", e))?;
     let total: u64 = blobs.iter().map(|b| b.size).sum();
     let mut outcome = PushOutcome {
         reference: String::new(),
@@ -208,8 +205,7 @@ pub async fn push(
         },
         "gguf": summary,
     });
-    let config_bytes =
-        serde_json::to_vec(&model_config).map_err(|e| ProvisionError::Io(e.to_string()))?;
+    let config_bytes = serde_json::to_vec(&model_config).map_err(|e| ProvisionError::io("", e))?;
     let config_digest = format!(
         "sha256:{}",
         hex::encode(sha2::Sha256::digest(&config_bytes))
@@ -252,7 +248,7 @@ pub async fn push(
         })).collect::<Vec<_>>(),
         "annotations": annotations,
     });
-    let body = serde_json::to_vec(&manifest).map_err(|e| ProvisionError::Io(e.to_string()))?;
+    let body = serde_json::to_vec(&manifest).map_err(|e| ProvisionError::io("", e))?;
     let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)));
     let url = repo.url(&format!("manifests/{tag}"));
     let resp = repo
@@ -399,7 +395,7 @@ async fn upload(
     // read with tokio's file, which does its blocking reads off the async threads
     let mut file = tokio::fs::File::open(&b.path)
         .await
-        .map_err(|e| ProvisionError::Io(format!("{}: {e}", b.path.display())))?;
+        .map_err(|e| ProvisionError::io(b.path.display().to_string(), e))?;
     let mut buf = vec![0u8; CHUNK];
     while session.offset < b.size {
         if cancel.is_cancelled() {
@@ -410,10 +406,10 @@ async fn upload(
             use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
             file.seek(std::io::SeekFrom::Start(session.offset))
                 .await
-                .map_err(|e| ProvisionError::Io(format!("{}: {e}", b.path.display())))?;
+                .map_err(|e| ProvisionError::io(b.path.display().to_string(), e))?;
             file.read_exact(&mut buf[..len])
                 .await
-                .map_err(|e| ProvisionError::Io(format!("{}: {e}", b.path.display())))?;
+                .map_err(|e| ProvisionError::io(b.path.display().to_string(), e))?;
         }
         let chunk = bytes::Bytes::copy_from_slice(&buf[..len]);
         let url = absolute(repo, &session.location).map_err(|e| push_error(r, e))?;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use artifact_catalog::ArtifactStatus;
-use artifact_catalog::provision::{
+use provisioning::{
     ArtifactProvisioner as _, ProvisionContext, ProvisionError, ProvisionReporter, ProvisionRequest,
 };
 use worker_catalog::{Engine, WorkerType};

@@ -8,9 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use artifact_catalog::ArtifactStatus;
-use artifact_catalog::provision::{
-    ArtifactProvisioner as _, ProvisionContext, ProvisionError, ProvisionRequest,
-};
+use provisioning::{ArtifactProvisioner as _, ProvisionContext, ProvisionError, ProvisionRequest};
 use sha2::Digest as _;
 use worker_catalog::WorkerType;
 use worker_provisioner::{LocalBuildVendor, ReleaseVendor, WorkerProvisioner, worker_provisioner};

@@ -1,12 +1,21 @@
-//! The traits of provisioners: what fetches an artifact into place. A catalog never
-//! calls them; the daemon calls a provisioner, then records its result.
+//! The traits of provisioners: what fetches an artifact into place (a model from a
+//! hub, a worker binary built from source), and why it failed. A catalog never calls
+//! them; the daemon calls a provisioner, then records its result in a catalog.
+//!
+//! Vendors implement [`VendorSource`]; [`MultiVendorProvisioner`] routes a reference
+//! to the vendor whose [`VendorInfo::prefixes`] it starts with, and a resolved
+//! artifact back to the vendor that resolved it.
+#![deny(missing_docs)]
+
+mod error;
 
 use std::sync::Arc;
 
+use artifact_catalog::Artifact;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::Artifact;
+pub use error::{Cause, ProvisionError};
 
 /// Where a provisioner reports what it does: the daemon's job stream, a progress bar.
 pub trait ProvisionReporter: Send + Sync {
@@ -90,71 +99,47 @@ impl Default for ProvisionContext {
     }
 }
 
-/// Why provisioning failed, with a code for APIs.
-#[derive(Debug, Clone, thiserror::Error)]
-#[allow(missing_docs)]
-pub enum ProvisionError {
-    #[error("no vendor handles {reference:?}: use {known}")]
-    Unsupported { reference: String, known: String },
-    #[error("invalid reference {reference:?}: {reason}")]
-    InvalidReference { reference: String, reason: String },
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Ambiguous(String),
-    #[error("{0}")]
-    Offline(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{message}")]
-    Download { code: &'static str, message: String },
-    #[error("cancelled")]
-    Cancelled,
-    #[error("{0}")]
-    Io(String),
-}
-
-impl ProvisionError {
-    /// A short machine-readable code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Unsupported { .. } => "unsupported_reference",
-            Self::InvalidReference { .. } => "invalid_reference",
-            Self::NotFound(_) => "not_found",
-            Self::Unauthorized(_) => "unauthorized",
-            Self::Ambiguous(_) => "ambiguous_reference",
-            Self::Offline(_) => "offline",
-            Self::Invalid(_) => "invalid_artifact",
-            Self::Download { code, .. } => code,
-            Self::Cancelled => "cancelled",
-            Self::Io(_) => "io_error",
-        }
-    }
-
-    /// Whether the request itself was wrong (a 4xx), as opposed to the machine or
-    /// the network failing.
-    pub fn is_client_error(&self) -> bool {
-        matches!(
-            self,
-            Self::Unsupported { .. }
-                | Self::InvalidReference { .. }
-                | Self::NotFound(_)
-                | Self::Unauthorized(_)
-                | Self::Ambiguous(_)
-                | Self::Invalid(_)
-        )
-    }
-}
-
-/// A reference, resolved: which artifact it names, before any byte is fetched.
+/// A reference, resolved: which artifact it names and which vendor fetches it, before
+/// any byte is fetched. It travels whole from [`VendorSource::resolve`] to
+/// [`VendorSource::fetch`]; nothing is worked out again from strings on the way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved<P> {
     /// The catalog id the artifact will have.
     pub id: String,
+    /// The [`VendorInfo::name`] of the vendor that resolved it, and fetches it.
+    pub vendor: String,
     /// The vendor's own plan for fetching it.
     pub plan: P,
+}
+
+/// What a vendor is: its name, the reference forms it takes, and how they start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VendorInfo {
+    /// The vendor's name, such as `huggingface`: a resolved artifact's
+    /// [`Resolved::vendor`], and a model's provider in the catalog.
+    pub name: &'static str,
+    /// The reference forms it takes, for error messages (`hf:ORG/REPO`).
+    pub forms: &'static str,
+    /// How its references start (`hf:`); a reference goes to the first vendor that
+    /// has one of its prefixes.
+    pub prefixes: &'static [&'static str],
+}
+
+impl VendorInfo {
+    /// Whether `reference` is in one of this vendor's forms.
+    pub fn takes(&self, reference: &str) -> bool {
+        let r = reference.trim();
+        self.prefixes.iter().any(|p| r.starts_with(p))
+    }
+
+    /// `plan`, resolved to `id` by this vendor.
+    pub fn resolved<P>(&self, id: impl Into<String>, plan: P) -> Resolved<P> {
+        Resolved {
+            id: id.into(),
+            vendor: self.name.to_owned(),
+            plan,
+        }
+    }
 }
 
 /// Part of a file, read where it lies.
@@ -169,14 +154,8 @@ pub struct RangeRead {
 /// One vendor: Hugging Face, plain HTTP, local files, a release server.
 #[async_trait]
 pub trait VendorSource<T: Artifact>: Send + Sync {
-    /// The vendor's name, such as `huggingface`.
-    fn name(&self) -> &'static str;
-
-    /// The reference forms it takes, for error messages (`hf:ORG/REPO`).
-    fn forms(&self) -> &'static str;
-
-    /// Whether this vendor handles `reference`.
-    fn supports(&self, reference: &str) -> bool;
+    /// Its name, the forms it takes, and how they start.
+    fn info(&self) -> &'static VendorInfo;
 
     /// Works out what `reference` names (the catalog id), without fetching it.
     async fn resolve(&self, request: &ProvisionRequest) -> Result<Resolved<T>, ProvisionError>;
@@ -202,7 +181,7 @@ pub trait VendorSource<T: Artifact>: Send + Sync {
         let _ = (resolved, file, start, len);
         Err(ProvisionError::Invalid(format!(
             "the {} vendor cannot read part of a file before fetching it",
-            self.name()
+            self.info().name
         )))
     }
 }
@@ -271,15 +250,31 @@ impl<T: Artifact> MultiVendorProvisioner<T> {
     fn vendor(&self, reference: &str) -> Result<&Arc<dyn VendorSource<T>>, ProvisionError> {
         self.vendors
             .iter()
-            .find(|v| v.supports(reference))
+            .find(|v| v.info().takes(reference))
             .ok_or_else(|| ProvisionError::Unsupported {
                 reference: reference.to_owned(),
                 known: self
                     .vendors
                     .iter()
-                    .map(|v| v.forms())
+                    .map(|v| v.info().forms)
                     .collect::<Vec<_>>()
                     .join(", "),
+            })
+    }
+
+    /// The vendor that resolved `resolved`.
+    fn resolver(
+        &self,
+        resolved: &Resolved<T>,
+    ) -> Result<&Arc<dyn VendorSource<T>>, ProvisionError> {
+        self.vendors
+            .iter()
+            .find(|v| v.info().name == resolved.vendor)
+            .ok_or_else(|| {
+                ProvisionError::Invalid(format!(
+                    "{} was resolved by a vendor this hive does not have ({:?})",
+                    resolved.id, resolved.vendor
+                ))
             })
     }
 }
@@ -287,7 +282,7 @@ impl<T: Artifact> MultiVendorProvisioner<T> {
 #[async_trait]
 impl<T: Artifact> ArtifactProvisioner<T> for MultiVendorProvisioner<T> {
     fn supports(&self, reference: &str) -> bool {
-        self.vendors.iter().any(|v| v.supports(reference))
+        self.vendors.iter().any(|v| v.info().takes(reference))
     }
 
     async fn resolve(&self, request: &ProvisionRequest) -> Result<Resolved<T>, ProvisionError> {
@@ -299,9 +294,7 @@ impl<T: Artifact> ArtifactProvisioner<T> for MultiVendorProvisioner<T> {
         resolved: Resolved<T>,
         ctx: &ProvisionContext,
     ) -> Result<T, ProvisionError> {
-        // the plan names its vendor by the id's form
-        let vendor = self.vendor(&resolved.id)?;
-        vendor.fetch(resolved, ctx).await
+        self.resolver(&resolved)?.fetch(resolved, ctx).await
     }
 
     async fn read_range(
@@ -311,7 +304,7 @@ impl<T: Artifact> ArtifactProvisioner<T> for MultiVendorProvisioner<T> {
         start: u64,
         len: u64,
     ) -> Result<RangeRead, ProvisionError> {
-        self.vendor(&resolved.id)?
+        self.resolver(resolved)?
             .read_range(resolved, file, start, len)
             .await
     }
