@@ -14,10 +14,13 @@
 mod error;
 mod filesystem;
 mod generation;
+mod hashing;
 mod id;
 mod sqlite;
 
 use std::path::Path;
+
+pub use hashing::{copy_hashing, sha256_file};
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use serde::de::DeserializeOwned;

@@ -85,6 +85,21 @@ enum Probe {
     },
 }
 
+impl Probe {
+    /// `response` is the whole file: what its headers say of it.
+    fn whole(response: Response) -> Self {
+        let total = http::content_length(response.headers());
+        let etag = http::strong_etag(response.headers());
+        let linked_sha256 = http::linked_sha256(response.headers());
+        Self::Whole {
+            response,
+            total,
+            etag,
+            linked_sha256,
+        }
+    }
+}
+
 /// Why a part stopped.
 enum PartError {
     Failure(Failure),
@@ -215,18 +230,10 @@ impl Job {
                     });
                 }
                 Ok(resp) if resp.status() == StatusCode::OK => {
-                    let total = http::content_length(resp.headers());
-                    if let Some(t) = total {
+                    if let Some(t) = http::content_length(resp.headers()) {
                         self.check_size(t)?;
                     }
-                    let etag = http::strong_etag(resp.headers());
-                    let linked_sha256 = http::linked_sha256(resp.headers());
-                    return Ok(Probe::Whole {
-                        response: resp,
-                        total,
-                        etag,
-                        linked_sha256,
-                    });
+                    return Ok(Probe::whole(resp));
                 }
                 Ok(resp) if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE => {
                     // An empty file has no byte 0: fetch it whole.
@@ -243,15 +250,7 @@ impl Job {
                             }
                         }
                     }
-                    let total = http::content_length(resp.headers());
-                    let etag = http::strong_etag(resp.headers());
-                    let linked_sha256 = http::linked_sha256(resp.headers());
-                    return Ok(Probe::Whole {
-                        response: resp,
-                        total,
-                        etag,
-                        linked_sha256,
-                    });
+                    return Ok(Probe::whole(resp));
                 }
                 Ok(resp) => http::status_failure(self.url(), &resp),
                 Err(e) => http::transport_failure(self.url(), &e),

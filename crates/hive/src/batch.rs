@@ -35,6 +35,7 @@ pub fn start(
             format!("a batch takes 1 to {MAX_ITEMS} items, got {}", items.len()),
         ));
     }
+    let tasks = state.shutdown.clone();
     Ok(state.jobs.spawn(operation, move |job| async move {
         let mut children: Vec<(String, Child)> = Vec::new();
         for (label, started) in items {
@@ -51,7 +52,7 @@ pub fn start(
             .filter_map(|(_, c)| c.as_ref().ok().map(|c| c.cancel.clone()))
             .collect();
         let parent = job.cancel.clone();
-        let watcher = tokio::spawn(async move {
+        let watcher = tasks.spawn(async move {
             parent.cancelled().await;
             for t in tokens {
                 t.cancel();

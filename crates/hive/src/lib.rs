@@ -177,6 +177,7 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
     let http = downloader.client().clone();
     let provisioner = model_provisioner::model_provisioner(&home, hub, oci.clone(), downloader);
     let metrics = metrics::Metrics::default();
+    let shutdown = shutdown::Shutdown::default();
     let workers = Arc::new(workers::Registry::new(
         &home,
         workers::Supervision {
@@ -192,13 +193,13 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
             stall: Duration::from_secs(config.worker_stall_secs),
         },
         metrics.worker.clone(),
+        shutdown.clone(),
     ));
     let reaped = workers.run.reap_leftovers();
     if !reaped.is_empty() {
         tracing::warn!(?reaped, "stopped workers the last run left behind");
     }
     let audit = Arc::new(audit::AuditLog::new(&home));
-    let shutdown = shutdown::Shutdown::default();
     let state = Arc::new(AppState {
         download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
         config,

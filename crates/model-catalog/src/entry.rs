@@ -167,6 +167,21 @@ impl ModelEntry {
         }
     }
 
+    /// Every file of the model with its size, sha256 and source: the shards of a split
+    /// model, else one made of the entry's own fields.
+    pub fn parts(&self) -> Vec<Shard> {
+        if self.shards.is_empty() {
+            vec![Shard {
+                path: self.path.clone(),
+                size: self.size,
+                sha256: self.sha256.clone(),
+                source_url: self.source_url.clone(),
+            }]
+        } else {
+            self.shards.clone()
+        }
+    }
+
     /// Records the GGUF summary, and takes the model's name from it when it has one.
     pub fn with_summary(mut self, summary: gguf::Summary) -> Self {
         if let Some(name) = summary.name.as_ref().filter(|n| !n.trim().is_empty()) {

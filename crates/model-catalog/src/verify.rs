@@ -1,11 +1,9 @@
 //! Checking that model files are still what the catalog says.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use artifact_catalog::ArtifactStatus;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::{ModelCatalog, Result};
 
@@ -29,20 +27,7 @@ pub struct VerifyReport {
     pub problems: Vec<VerifyProblem>,
 }
 
-/// The sha256 of a file, lowercase hex, read in 1 MiB blocks.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = fs_err::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
+pub use artifact_catalog::sha256_file;
 
 enum FileCheck {
     Ok,
@@ -90,15 +75,11 @@ impl ModelCatalog {
                 continue;
             }
             report.checked += 1;
-            let files: Vec<(PathBuf, u64, Option<String>)> = if entry.shards.is_empty() {
-                vec![(entry.path.clone(), entry.size, entry.sha256.clone())]
-            } else {
-                entry
-                    .shards
-                    .iter()
-                    .map(|s| (s.path.clone(), s.size, s.sha256.clone()))
-                    .collect()
-            };
+            let files: Vec<(PathBuf, u64, Option<String>)> = entry
+                .parts()
+                .into_iter()
+                .map(|s| (s.path, s.size, s.sha256))
+                .collect();
             let mut problem = None;
             let mut hashed_any = false;
             let mut hashed = 0;

@@ -401,16 +401,7 @@ impl HuggingFaceVendor {
         let mirror = self.hub.mirror.as_ref().ok_or(None)?;
         let commit = entry.revision.as_ref().ok_or(None)?;
         let target = mirror.reference(&at.repo, &at.path, commit).ok_or(None)?;
-        let shards = if entry.shards.is_empty() {
-            vec![Shard {
-                path: entry.path.clone(),
-                size: entry.size,
-                sha256: entry.sha256.clone(),
-                source_url: entry.source_url.clone(),
-            }]
-        } else {
-            entry.shards.clone()
-        };
+        let shards = entry.parts();
         if shards.iter().any(|s| s.sha256.is_none()) {
             return Err(None);
         }
@@ -530,7 +521,9 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
         let mut entry = resolved.plan;
         let at = InRepo::of(&entry)?;
         if let Some(cache) = &self.hub.cache_layout
-            && self.place_in_cache(cache, &at, &mut entry, false, ctx).await?
+            && self
+                .place_in_cache(cache, &at, &mut entry, false, ctx)
+                .await?
         {
             // huggingface_hub (or llama.cpp) fetched these bytes already: adopted,
             // not fetched twice; their sha256 is the blob's name, not our hash
@@ -592,7 +585,9 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
         };
         entry = entry.with_summary(summary);
         if let Some(cache) = &self.hub.cache_layout
-            && !self.place_in_cache(cache, &at, &mut entry, true, ctx).await?
+            && !self
+                .place_in_cache(cache, &at, &mut entry, true, ctx)
+                .await?
         {
             ctx.reporter.narrate(
                 "place",

@@ -138,16 +138,7 @@ async fn fetch_files(
     ctx: &ProvisionContext,
     hint: &str,
 ) -> Result<bool, ProvisionError> {
-    let files: Vec<model_catalog::Shard> = if entry.shards.is_empty() {
-        vec![model_catalog::Shard {
-            path: entry.path.clone(),
-            size: entry.size,
-            sha256: entry.sha256.clone(),
-            source_url: entry.source_url.clone(),
-        }]
-    } else {
-        entry.shards.clone()
-    };
+    let files = entry.parts();
     let total: u64 = files.iter().map(|f| f.size).sum();
     let mut offset = 0;
     let mut verified = true;

@@ -1,11 +1,10 @@
 //! Local files as a vendor of models.
 
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use model_catalog::{ArtifactStatus, ModelEntry, Shard};
-use sha2::{Digest, Sha256};
 
 use crate::reference::shard_of;
 use crate::{
@@ -49,27 +48,16 @@ fn copy_hashing(from: &Path, to: &Path, progress: &dyn Fn(u64)) -> std::io::Resu
     let tmp = to.with_extension("importing");
     let mut src = fs_err::File::open(from)?;
     let mut dst = fs_err::File::create(&tmp)?;
-    let mut sha = Sha256::new();
-    let mut buf = vec![0u8; 8 << 20];
-    let mut done = 0u64;
     let result = (|| {
-        loop {
-            let n = src.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            sha.update(&buf[..n]);
-            dst.write_all(&buf[..n])?;
-            done += n as u64;
-            progress(done);
-        }
+        let (_, sha) = artifact_catalog::copy_hashing(&mut src, &mut dst, &mut |n| progress(n))?;
         dst.sync_all()?;
-        fs_err::rename(&tmp, to)
+        fs_err::rename(&tmp, to)?;
+        Ok(sha)
     })();
     if result.is_err() {
         let _ = fs_err::remove_file(&tmp);
     }
-    result.map(|()| hex::encode(sha.finalize()))
+    result
 }
 
 /// Puts `source` at `dest`: a hard link when the filesystem allows, else a copy;

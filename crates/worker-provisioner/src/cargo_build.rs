@@ -288,16 +288,7 @@ impl VendorSource<WorkerBinary> for LocalBuildVendor {
             ));
         }
         let built = self.built_path();
-        let dir = self.workers_dir.join(
-            artifact_catalog::encode_dir_name(&plan.id).map_err(|e| ProvisionError::io("id", e))?,
-        );
-        let binary = tokio::task::spawn_blocking(move || install(&built, plan, &dir))
-            .await
-            .map_err(|e| ProvisionError::io("installing", e))??;
-        ctx.reporter.narrate(
-            "install",
-            &format!("installed {} at {}", binary.id, binary.path.display()),
-        );
-        Ok(binary)
+        let dir = crate::install::folder_of(&self.workers_dir, &plan.id)?;
+        crate::install::finish(ctx, move || install(&built, plan, &dir)).await
     }
 }

@@ -342,10 +342,8 @@ impl VendorSource<WorkerBinary> for LlamaBuildVendor {
             &plan.version,
             plan.platform,
         );
-        let dir = self.workers_dir.join(
-            artifact_catalog::encode_dir_name(&plan.id).map_err(|e| ProvisionError::io("id", e))?,
-        );
-        let binary = tokio::task::spawn_blocking(move || {
+        let dir = crate::install::folder_of(&self.workers_dir, &plan.id)?;
+        crate::install::finish(ctx, move || {
             let mut staging = Staging::new(&dir)?;
             for entry in fs_err::read_dir(&bin_dir)
                 .map_err(|e| ProvisionError::io("the build's output", e))?
@@ -364,12 +362,6 @@ impl VendorSource<WorkerBinary> for LlamaBuildVendor {
             staging.commit(&exe, plan)
         })
         .await
-        .map_err(|e| ProvisionError::io("installing", e))??;
-        ctx.reporter.narrate(
-            "install",
-            &format!("installed {} at {}", binary.id, binary.path.display()),
-        );
-        Ok(binary)
     }
 }
 

@@ -217,7 +217,7 @@ impl VendorSource<WorkerBinary> for ExistingBinaryVendor {
     ) -> Result<WorkerBinary, ProvisionError> {
         let mut binary = resolved.plan;
         let path = binary.path.clone();
-        let sha = tokio::task::spawn_blocking(move || crate::install::sha256_of(&path))
+        let sha = tokio::task::spawn_blocking(move || artifact_catalog::sha256_file(&path))
             .await
             .map_err(|e| ProvisionError::io("", e))?
             .map_err(|e| ProvisionError::io(format!("hashing {}", binary.path.display()), e))?;

@@ -3,12 +3,11 @@
 //! executable last, so a crash leaves the old install or the new one, never half a
 //! file. Only plain names are written: nothing can land outside the folder.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use artifact_catalog::ArtifactStatus;
-use provisioning::ProvisionError;
-use sha2::{Digest, Sha256};
+use provisioning::{ProvisionContext, ProvisionError};
 use worker_catalog::WorkerBinary;
 
 /// The staging folder inside a binary's folder, while an install writes it.
@@ -148,6 +147,28 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// The folder a binary installs into: `workers_dir/<its id, as a folder name>/`.
+pub(crate) fn folder_of(workers_dir: &Path, id: &str) -> Result<PathBuf, ProvisionError> {
+    let name = artifact_catalog::encode_dir_name(id).map_err(|e| ProvisionError::io("id", e))?;
+    Ok(workers_dir.join(name))
+}
+
+/// Runs `step`, an install that writes files, off the async threads; then says where
+/// the binary went.
+pub(crate) async fn finish(
+    ctx: &ProvisionContext,
+    step: impl FnOnce() -> Result<WorkerBinary, ProvisionError> + Send + 'static,
+) -> Result<WorkerBinary, ProvisionError> {
+    let binary = tokio::task::spawn_blocking(step)
+        .await
+        .map_err(|e| ProvisionError::io("installing", e))??;
+    ctx.reporter.narrate(
+        "install",
+        &format!("installed {} at {}", binary.id, binary.path.display()),
+    );
+    Ok(binary)
+}
+
 /// Installs the single executable at `from` as `dir/<its file name>`.
 pub fn install(
     from: &Path,
@@ -170,18 +191,7 @@ fn copy_hashing(
 ) -> Result<(u64, String), ProvisionError> {
     let result = (|| -> std::io::Result<(u64, String)> {
         let mut out = fs_err::File::create(path)?;
-        let mut sha = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = src.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            sha.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
-            size += n as u64;
-        }
+        let (size, sha) = artifact_catalog::copy_hashing(src, &mut out, &mut |_| {})?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -190,24 +200,10 @@ fn copy_hashing(
         #[cfg(not(unix))]
         let _ = mode;
         out.sync_all()?;
-        Ok((size, hex::encode(sha.finalize())))
+        Ok((size, sha))
     })();
     result.map_err(|e| {
         let _ = fs_err::remove_file(path);
         ProvisionError::io("writing the worker binary", e)
     })
-}
-
-/// The sha256 of a file, lowercase hex.
-pub fn sha256_of(path: &Path) -> std::io::Result<String> {
-    let mut file = fs_err::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
 }

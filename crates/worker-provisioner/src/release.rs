@@ -348,9 +348,7 @@ impl VendorSource<WorkerBinary> for ReleaseVendor {
                 }
                 e => ProvisionError::download(e.code(), e.to_string(), e),
             })?;
-        let dir = self.workers_dir.join(
-            artifact_catalog::encode_dir_name(&plan.id).map_err(|e| ProvisionError::io("id", e))?,
-        );
+        let dir = crate::install::folder_of(&self.workers_dir, &plan.id)?;
         let (archive2, plan2) = (archive.clone(), plan.clone());
         let staged = tokio::task::spawn_blocking(move || {
             let mut staging = Staging::new(&dir)?;
@@ -380,14 +378,7 @@ impl VendorSource<WorkerBinary> for ReleaseVendor {
                 )));
             }
         }
-        let binary = tokio::task::spawn_blocking(move || staging.commit(&exe, plan))
-            .await
-            .map_err(|e| ProvisionError::io("installing", e))??;
-        ctx.reporter.narrate(
-            "install",
-            &format!("installed {} at {}", binary.id, binary.path.display()),
-        );
-        Ok(binary)
+        crate::install::finish(ctx, move || staging.commit(&exe, plan)).await
     }
 }
 

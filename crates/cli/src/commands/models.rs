@@ -167,13 +167,8 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             ttl,
         } => {
             let id = model_id(&client, &id).await?;
-            let mut body = json!({"id": id, "worker": worker, "device": device});
-            if let Some(e) = engine {
-                body["engine"] = json!(e);
-            }
-            if let Some(ttl) = ttl {
-                body["idle_ttl_secs"] = json!(ttl);
-            }
+            // an option not given goes as null, which the hive reads as not given
+            let body = json!({"id": id, "worker": worker, "device": device, "engine": engine, "idle_ttl_secs": ttl});
             let started = client
                 .call(Method::POST, "/v1/models/load", Some(body))
                 .await?;

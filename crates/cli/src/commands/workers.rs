@@ -189,14 +189,8 @@ pub async fn workers(cmd: WorkersCommand, args: &HiveArgs) -> anyhow::Result<()>
             force,
         } => {
             let model = crate::commands::names::model_id(&client, &model).await?;
-            let mut body =
-                json!({"model": model, "worker": worker, "device": device, "force": force});
-            if let Some(e) = engine {
-                body["engine"] = json!(e);
-            }
-            if let Some(t) = threads {
-                body["threads"] = json!(t);
-            }
+            // an option not given goes as null, which the hive reads as not given
+            let body = json!({"model": model, "worker": worker, "device": device, "force": force, "engine": engine, "threads": threads});
             let started = client
                 .call(Method::POST, "/v1/workers/spawn", Some(body))
                 .await?;

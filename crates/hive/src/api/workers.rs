@@ -234,7 +234,8 @@ pub async fn heartbeats(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(32);
     let mut events = state.workers.events.subscribe();
-    tokio::spawn(async move {
+    let tasks = state.shutdown.clone();
+    tasks.spawn(async move {
         let mut sys = sysinfo::System::new();
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
@@ -259,6 +260,7 @@ pub async fn heartbeats(
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => break,
                 },
+                () = state.shutdown.stopping() => break,
             };
             if tx.send(event).await.is_err() {
                 break;

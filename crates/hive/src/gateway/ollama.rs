@@ -361,6 +361,33 @@ async fn unload_if_asked(state: &Gateway, model_id: &str, keep_alive: Option<u64
     }
 }
 
+/// The answer to a request with nothing to answer, that only loads or unloads the
+/// model (`done_reason` says which), in `/api/chat`'s shape or `/api/generate`'s.
+fn nothing_said(name: &str, chat: bool, reason: &str) -> Value {
+    let mut done = json!({"model": name, "created_at": Utc::now().to_rfc3339(), "done": true, "done_reason": reason});
+    if chat {
+        done["message"] = json!({"role": "assistant", "content": ""});
+    } else {
+        done["response"] = json!("");
+    }
+    done
+}
+
+/// A 200 whose body is the stream of NDJSON lines `body`.
+fn ndjson_response(body: Body) -> Result<Response, OllamaError> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(body)
+        .map_err(|e| {
+            OllamaError(GatewayError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                e.to_string(),
+            ))
+        })
+}
+
 fn ndjson(line: &Value) -> Bytes {
     let mut s = line.to_string();
     s.push('\n');
@@ -480,25 +507,13 @@ async fn converse(
     // an empty request only loads (or, with keep_alive 0, unloads) the model
     if empty && keep == Some(0) {
         unload_if_asked(&state, &model.id, keep).await;
-        let mut done = json!({"model": name, "created_at": Utc::now().to_rfc3339(), "done": true, "done_reason": "unload"});
-        if chat {
-            done["message"] = json!({"role": "assistant", "content": ""});
-        } else {
-            done["response"] = json!("");
-        }
-        return Ok(axum::Json(done).into_response());
+        return Ok(axum::Json(nothing_said(&name, chat, "unload")).into_response());
     }
     let ticket = super::queue::enter(&state, &model)?;
     let worker = ensure_worker(&state, &model, ttl(keep)).await?;
     let load_secs = load_started.elapsed().as_secs_f64();
     if empty {
-        let mut done = json!({"model": name, "created_at": Utc::now().to_rfc3339(), "done": true, "done_reason": "load"});
-        if chat {
-            done["message"] = json!({"role": "assistant", "content": ""});
-        } else {
-            done["response"] = json!("");
-        }
-        return Ok(axum::Json(done).into_response());
+        return Ok(axum::Json(nothing_said(&name, chat, "load")).into_response());
     }
     upstream_body["model"] = json!(model.id);
     if stream {
@@ -572,17 +587,7 @@ async fn converse(
             }
         }
     });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(out))
-        .map_err(|e| {
-            OllamaError(GatewayError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                e.to_string(),
-            ))
-        })
+    ndjson_response(Body::from_stream(out))
 }
 
 fn reason_of(v: &Value) -> String {
@@ -793,17 +798,7 @@ pub(crate) async fn pull(
     ))
     .chain(lines)
     .map(|v| Ok::<_, std::io::Error>(ndjson(&v)));
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(out))
-        .map_err(|e| {
-            OllamaError(GatewayError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                e.to_string(),
-            ))
-        })
+    ndjson_response(Body::from_stream(out))
 }
 
 #[cfg(test)]

@@ -36,7 +36,8 @@ pub struct Upstream {
     guard: RequestGuard,
     meter: Meter,
     ticket: Ticket,
-    cut: tokio_util::sync::CancellationToken,
+    /// Its grace cuts the stream; it tracks the meter's task.
+    shutdown: crate::shutdown::Shutdown,
 }
 
 /// POSTs `body` to the worker's `path` (`/v1/chat/completions`) once one of its
@@ -120,7 +121,7 @@ pub async fn post(
         guard,
         meter,
         ticket,
-        cut: state.hive.shutdown.grace_over().clone(),
+        shutdown: state.hive.shutdown.clone(),
     })
 }
 
@@ -157,7 +158,7 @@ impl Upstream {
         let metered = if meter.is_stream() {
             let first_byte = meter.take_first_byte();
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-            tokio::spawn(async move {
+            self.shutdown.spawn(async move {
                 let chunks = tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
                     .map(Ok::<_, std::convert::Infallible>);
                 let mut events = std::pin::pin!(capped(chunks).eventsource());
@@ -170,7 +171,7 @@ impl Upstream {
             Metered::Here(meter)
         };
         futures_util::stream::unfold(
-            Some((body, self.cut, metered, in_flight)),
+            Some((body, self.shutdown.grace_over().clone(), metered, in_flight)),
             |open| async move {
                 let (mut body, cut, mut metered, in_flight) = open?;
                 tokio::select! {

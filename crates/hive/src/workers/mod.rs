@@ -186,6 +186,8 @@ pub struct Registry {
     /// Lifecycle events.
     pub events: broadcast::Sender<WorkerEvent>,
     supervision: Supervision,
+    /// Tracks every supervisor, so that stopping the hive waits for them.
+    shutdown: crate::shutdown::Shutdown,
     http: reqwest::Client,
     metrics: crate::metrics::WorkerMetrics,
     /// The hive's own URL, passed to workers as `--hive-url` (set once it listens).
@@ -245,8 +247,10 @@ impl Registry {
         home: &std::path::Path,
         supervision: Supervision,
         metrics: crate::metrics::WorkerMetrics,
+        shutdown: crate::shutdown::Shutdown,
     ) -> Self {
         Self {
+            shutdown,
             workers: Mutex::new(HashMap::new()),
             ports: Mutex::new(HashSet::new()),
             run: RunRecord::new(home),
@@ -404,7 +408,7 @@ impl Registry {
         lock(&self.workers).insert(plan.id.clone(), Arc::clone(&entry));
         let (tx, rx) = oneshot::channel();
         let me = Arc::clone(self);
-        tokio::spawn(async move {
+        self.shutdown.spawn(async move {
             me.supervise(plan, entry, tx).await;
         });
         rx

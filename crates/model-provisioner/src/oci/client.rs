@@ -250,12 +250,14 @@ impl Repository {
         &self,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ProvisionError> {
-        let r = self
-            .authorize(build(&self.http))
-            .timeout(API_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let attempt = || async {
+            self.authorize(build(&self.http))
+                .timeout(API_TIMEOUT)
+                .send()
+                .await
+                .map_err(|e| self.unreachable(e))
+        };
+        let r = attempt().await?;
         if r.status() != StatusCode::UNAUTHORIZED {
             return Ok(r);
         }
@@ -266,12 +268,7 @@ impl Repository {
             .unwrap_or_default()
             .to_owned();
         self.answer(&challenge).await?;
-        let r = self
-            .authorize(build(&self.http))
-            .timeout(API_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let r = attempt().await?;
         if r.status() == StatusCode::UNAUTHORIZED {
             return Err(ProvisionError::Unauthorized(format!(
                 "registry {} refused {} (401){}",

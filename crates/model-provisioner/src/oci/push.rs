@@ -99,15 +99,11 @@ pub async fn push(
             entry.status.name()
         )));
     }
-    let files: Vec<(PathBuf, u64, Option<String>)> = if entry.shards.is_empty() {
-        vec![(entry.path.clone(), entry.size, entry.sha256.clone())]
-    } else {
-        entry
-            .shards
-            .iter()
-            .map(|s| (s.path.clone(), s.size, s.sha256.clone()))
-            .collect()
-    };
+    let files: Vec<(PathBuf, u64, Option<String>)> = entry
+        .parts()
+        .into_iter()
+        .map(|s| (s.path, s.size, s.sha256))
+        .collect();
     let mut blobs = Vec::with_capacity(files.len());
     for (path, size, sha) in files {
         let meta = fs_err::metadata(&path).map_err(|e| ProvisionError::io("", e))?;
