@@ -676,3 +676,43 @@ pub fn python_with(modules: &str) -> Option<std::path::PathBuf> {
     );
     None
 }
+
+/// Writes, under `dir`, a workspace shaped as this one is for the cargo vendor
+/// (`[workspace.package]` version 0.1.0, a package `llm-worker` with a binary
+/// `llm-worker-rbee`), whose only crate answers `--version` and exits: a cargo build
+/// of it takes seconds, where the real worker's takes minutes. Its `Cargo.lock` is
+/// cargo's own (`generate-lockfile --offline`: it has no dependency). The folder.
+pub fn tiny_worker_source(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("tiny-worker");
+    let krate = root.join("crates/llm-worker");
+    fs_err::create_dir_all(krate.join("src")).expect("tiny workspace");
+    let files = [
+        (
+            root.join("Cargo.toml"),
+            "[workspace]\nmembers = [\"crates/llm-worker\"]\nresolver = \"2\"\n\n[workspace.package]\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        ),
+        (
+            krate.join("Cargo.toml"),
+            "[package]\nname = \"llm-worker\"\nversion.workspace = true\nedition.workspace = true\n\n[[bin]]\nname = \"llm-worker-rbee\"\npath = \"src/main.rs\"\n",
+        ),
+        (
+            krate.join("src/main.rs"),
+            "fn main() {\n    if std::env::args().any(|a| a == \"--version\") {\n        println!(\"llm-worker-rbee 0.1.0\");\n    }\n}\n",
+        ),
+    ];
+    for (path, text) in files {
+        fs_err::write(path, text).expect("tiny workspace");
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["generate-lockfile", "--offline"])
+        .current_dir(&root)
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "cargo generate-lockfile in {}",
+        root.display()
+    );
+    root
+}

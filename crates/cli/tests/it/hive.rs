@@ -272,7 +272,9 @@ async fn worker_binaries_and_workers_from_the_command_line() {
         return;
     };
     let home = tempfile::tempdir().unwrap();
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // a cargo build through the hive, of a tiny crate shaped as the worker's (seconds,
+    // not the minutes of the real one); then the worker this run built is added
+    let source = hf_test_server::tiny_worker_source(home.path());
     let d = start_with(
         home.path(),
         "http://127.0.0.1:9",
@@ -299,6 +301,15 @@ async fn worker_binaries_and_workers_from_the_command_line() {
     );
     let (ok, out, _) = rbee(&d, &["worker-binaries", "ls"]);
     assert!(ok && out.contains("available"), "{out}");
+    let (ok, _, err) = rbee(
+        &d,
+        &["worker-binaries", "rm", "llm-worker-rbee-cpu-v0.1.0-linux"],
+    );
+    assert!(ok, "{err}");
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_rbee")).with_file_name("llm-worker-rbee");
+    let (ok, out, err) = rbee(&d, &["worker-binaries", "add", built.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("llm-worker-rbee-cpu-v0.1.0-linux"), "{out}");
 
     let (ok, _, err) = rbee(&d, &["models", "import", model.to_str().unwrap()]);
     assert!(ok, "{err}");

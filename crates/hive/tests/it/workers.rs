@@ -46,11 +46,12 @@ pub async fn finish(h: &Hive, job: &Value) -> (String, Value, Vec<(String, Value
     (state, payload, ev)
 }
 
+/// Registers the worker this test run built (once, with the workspace) where it
+/// lies, as `rbee worker-binaries add` does; a cargo build through the hive is
+/// `a_cpu_worker_is_built_from_its_source_and_installed`'s, on a tiny crate.
 async fn install_cpu_worker(h: &Hive) -> Value {
-    let (status, job) = post(h, "/v1/worker-binaries/install", json!({"worker": "cpu"})).await;
-    assert_eq!(status, 202, "{job}");
-    let (state, result, ev) = finish(h, &job).await;
-    assert_eq!(state, "completed", "{ev:?}");
+    let (status, result) = crate::engines::add(h, &crate::engines::our_worker(), "cpu").await;
+    assert_eq!(status, 200, "{result}");
     assert_eq!(result["status"]["state"], "available");
     result
 }
@@ -103,6 +104,45 @@ async fn wait_gone(home: &Path, what: &str) {
 }
 
 #[tokio::test]
+async fn a_cpu_worker_is_built_from_its_source_and_installed() {
+    let home = tempfile::tempdir().unwrap();
+    let source = hf_test_server::tiny_worker_source(home.path());
+    let h = start(
+        home.path(),
+        "http://127.0.0.1:9",
+        &[
+            "--worker-source-dir",
+            source.to_str().unwrap(),
+            "--worker-build-profile",
+            "dev",
+        ],
+    );
+    let (status, job) = post(&h, "/v1/worker-binaries/install", json!({"worker": "cpu"})).await;
+    assert_eq!(status, 202, "{job}");
+    let (state, binary, ev) = finish(&h, &job).await;
+    assert_eq!(state, "completed", "{ev:?}");
+    assert_eq!(binary["id"], "llm-worker-rbee-cpu-v0.1.0-linux");
+    assert_eq!(binary["status"]["state"], "available");
+    // built by cargo, counted in crates, installed in the hive's own folder
+    assert!(
+        ev.iter().any(|(k, v)| k == "step" && v["unit"] == "crates"),
+        "{ev:?}"
+    );
+    let path = PathBuf::from(binary["path"].as_str().unwrap());
+    assert!(path.starts_with(home.path().join("workers")), "{binary}");
+    let out = std::process::Command::new(&path)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "llm-worker-rbee 0.1.0"
+    );
+    let (_, list) = get(&h, "/v1/worker-binaries").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test]
 async fn a_worker_serves_restarts_after_kill_9_and_stops_cleanly() {
     let Some(model) = smollm2() else { return };
     let home = tempfile::tempdir().unwrap();
@@ -121,8 +161,6 @@ async fn a_worker_serves_restarts_after_kill_9_and_stops_cleanly() {
     );
 
     let binary = install_cpu_worker(&h).await;
-    let path = PathBuf::from(binary["path"].as_str().unwrap());
-    assert!(path.starts_with(home.path().join("workers")), "{binary}");
     assert_eq!(binary["id"], "llm-worker-rbee-cpu-v0.1.0-linux");
     let (_, list) = get(&h, "/v1/worker-binaries").await;
     assert_eq!(list.as_array().unwrap().len(), 1);
