@@ -71,6 +71,7 @@ pub fn app(state: SharedState) -> Router {
                 uri.path()
             ))
         })
+        .layer(middleware::from_fn(api::plain_errors::as_json))
         .layer(middleware::from_fn(jobs::deadline))
         // outermost last: the edge's checks, then CORS, then the token, and only a
         // request let in is audited

@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod models;
 pub mod openapi;
+pub mod plain_errors;
 pub mod system;
 pub mod workers;
 

@@ -230,6 +230,8 @@ async fn bad_input_is_a_clear_4xx_and_changes_nothing() {
         (get(&h, "/v1/models/nope").await, 404, "nope"),
         (get(&h, "/v1/jobs/job-nope").await, 404, "job-nope"),
         (get(&h, "/v1/nothing-here").await, 404, "no such route"),
+        // what the framework refuses by itself answers in JSON too
+        (get(&h, "/v1/models/%FF").await, 400, ""),
     ];
     for ((status, body), expected, words) in cases {
         assert_eq!(status, expected, "{body}");
@@ -250,9 +252,38 @@ async fn bad_input_is_a_clear_4xx_and_changes_nothing() {
         .send()
         .await;
     match r {
-        Ok(r) => assert_eq!(r.status(), 413),
+        Ok(r) => {
+            assert_eq!(r.status(), 413);
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "body_too_large", "{body}");
+        }
         Err(e) => assert!(e.is_request(), "{e}"),
     }
+    // and the one endpoint's, in Ollama's shape
+    let r = crate::client()
+        .post(format!("{}/api/chat", h.url))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 17 << 20])
+        .send()
+        .await;
+    match r {
+        Ok(r) => {
+            assert_eq!(r.status(), 413);
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert!(body["error"].is_string(), "{body}");
+        }
+        Err(e) => assert!(e.is_request(), "{e}"),
+    }
+    // a method a route does not take: 405, its Allow header kept
+    let r = crate::client()
+        .put(format!("{}/v1/capabilities", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.headers().get("allow").is_some(), "{:?}", r.headers());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
