@@ -63,6 +63,7 @@ use crate::error::{ErrorBody, ErrorDetail, OllamaErrorBody};
         crate::gateway::ollama::chat,
         crate::gateway::ollama::generate,
         crate::gateway::ollama::embed,
+        crate::gateway::ollama::embeddings,
         crate::gateway::ollama::delete,
         crate::gateway::ollama::pull,
     ),

@@ -124,6 +124,7 @@ pub const INFERENCE_ROUTES: &[&str] = &[
     "/api/chat",
     "/api/generate",
     "/api/embed",
+    "/api/embeddings",
     "/api/show",
 ];
 

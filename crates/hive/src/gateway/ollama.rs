@@ -33,6 +33,7 @@ pub fn router() -> Router<SharedGateway> {
         .route("/api/chat", post(chat))
         .route("/api/generate", post(generate))
         .route("/api/embed", post(embed))
+        .route("/api/embeddings", post(embeddings))
         .route("/api/delete", axum::routing::delete(delete))
         .route("/api/pull", post(pull))
 }
@@ -683,21 +684,62 @@ pub(crate) async fn embed(
     let body = parse(bytes)?;
     let name = model_name(&body)?;
     let input = match body.get("input") {
-        Some(Value::String(s)) => json!([s]),
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) => json!(a),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect(),
         _ => return Err(bad("input must be a string or an array of strings")),
     };
     let keep = keep_alive(&body)?;
-    let model = names::resolve(&state, &name).await?;
-    let ticket = super::queue::enter(&state, &model)?;
-    let worker = ensure_worker(&state, &model, ttl(keep)).await?;
+    let embeddings = embeddings_of(&state, &name, input, keep).await?;
+    Ok(axum::Json(json!({"model": name, "embeddings": embeddings})).into_response())
+}
+
+/// `/api/embeddings`: Ollama's older route, one `prompt` in, one `embedding` out.
+#[utoipa::path(post, operation_id = "ollama_embeddings", path = "/api/embeddings", tag = "ollama", request_body = Object, responses((status = 200, description = "The prompt's embedding", body = Object), (status = 404, description = "No such model", body = crate::error::OllamaErrorBody), (status = 429, description = "The model's queue is full", body = crate::error::OllamaErrorBody)))]
+pub(crate) async fn embeddings(
+    State(state): State<SharedGateway>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let body = parse(bytes)?;
+    let name = model_name(&body)?;
+    let prompt = match body.get("prompt") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => String::new(),
+        Some(_) => return Err(bad("prompt must be a string")),
+    };
+    let keep = keep_alive(&body)?;
+    let embedding = if prompt.is_empty() {
+        // as Ollama: nothing to embed is an empty embedding, of a model that exists
+        names::resolve(&state, &name).await?;
+        json!([])
+    } else {
+        embeddings_of(&state, &name, vec![prompt], keep)
+            .await?
+            .pop()
+            .unwrap_or_else(|| json!([]))
+    };
+    Ok(axum::Json(json!({"embedding": embedding})).into_response())
+}
+
+/// One embedding for each of `input`, by the model `name` (loaded if need be).
+async fn embeddings_of(
+    state: &SharedGateway,
+    name: &str,
+    input: Vec<String>,
+    keep: Option<u64>,
+) -> Result<Vec<Value>, OllamaError> {
+    let model = names::resolve(state, name).await?;
+    let ticket = super::queue::enter(state, &model)?;
+    let worker = ensure_worker(state, &model, ttl(keep)).await?;
     if worker.engine == worker_catalog::Engine::Rbee {
         return Err(bad(
             "llm-worker-rbee has no embeddings; llama.cpp's server does",
         ));
     }
     let upstream = proxy::post(
-        &state,
+        state,
         &worker,
         "/v1/embeddings",
         &json!({"model": model.id, "input": input}),
@@ -720,8 +762,8 @@ pub(crate) async fn embed(
         .as_array()
         .map(|d| d.iter().map(|e| e["embedding"].clone()).collect())
         .unwrap_or_default();
-    unload_if_asked(&state, &model.id, keep).await;
-    Ok(axum::Json(json!({"model": name, "embeddings": embeddings})).into_response())
+    unload_if_asked(state, &model.id, keep).await;
+    Ok(embeddings)
 }
 
 /// `/api/delete`: removes the model from the catalog (its file too, unless it was

@@ -761,8 +761,32 @@ async fn embeddings_come_from_a_worker_the_preset_starts_for_them() {
     assert_eq!(e.len(), 1, "{v}");
     assert_eq!(e[0].as_array().unwrap().len() as u64, width, "{v}");
     assert_eq!(v["model"], "smol:embed", "{v}");
+    // Ollama's older route: one prompt, one vector, the same as /api/embed's
+    let (s, old) = post(
+        &h,
+        "/api/embeddings",
+        json!({"model": "smol:embed", "prompt": "a bee"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{old}");
+    assert_eq!(old["embedding"], e[0], "{old}");
+    let (s, empty) = post(
+        &h,
+        "/api/embeddings",
+        json!({"model": "smol:embed", "prompt": ""}),
+    )
+    .await;
+    assert_eq!((s, &empty["embedding"]), (200, &json!([])), "{empty}");
     // bad input, in each family's shape
     let (s, v) = post(&h, "/api/embed", json!({"model": "smol:embed", "input": 7})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].is_string(), "Ollama's shape: {v}");
+    let (s, v) = post(
+        &h,
+        "/api/embeddings",
+        json!({"model": "smol:embed", "prompt": [1]}),
+    )
+    .await;
     assert_eq!(s, 400, "{v}");
     assert!(v["error"].is_string(), "Ollama's shape: {v}");
     let (_, list) = get(&h, "/v1/workers").await;
