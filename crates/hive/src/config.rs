@@ -60,6 +60,11 @@ pub struct Config {
     /// store and LM Studio's folder hold, where they lie
     #[arg(long, env = "RBEE_SCAN")]
     pub scan: bool,
+    /// At start, when no worker binary is installed, do not register the engines
+    /// this machine already has (an llm-worker-rbee beside rbee-hive, a llama-server
+    /// named by LLAMA_SERVER or on PATH)
+    #[arg(long, env = "RBEE_NO_FIND_ENGINES", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_find_engines: bool,
     /// More folders adopted at start (implies --scan)
     #[arg(long, env = "RBEE_SCAN_DIRS", value_delimiter = ',')]
     pub scan_dirs: Vec<String>,

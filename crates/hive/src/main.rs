@@ -70,6 +70,12 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
             tracing::warn!("the scan at start did not run: {}", e.parts().1);
         }
     }
+    if !state.config.no_find_engines {
+        let found = hive::ops::binaries::find_engines(&state).await;
+        if !found.is_empty() {
+            tracing::info!(?found, "worker binaries found on this machine");
+        }
+    }
     state
         .shutdown
         .spawn(hive::ops::storage::record_use(std::sync::Arc::clone(

@@ -257,3 +257,62 @@ pub(crate) fn engine(s: Option<&str>) -> Result<Option<Engine>, ApiError> {
 pub(crate) fn conflict(code: &'static str, message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, code, message)
 }
+
+/// The engines already on this machine, registered where they lie at start when no
+/// worker binary is installed, as `rbee worker-binaries add` would: an
+/// `llm-worker-rbee` beside the hive's own executable, and llama.cpp's `llama-server`
+/// named by `LLAMA_SERVER`, else found on `PATH`. One that is not what it claims
+/// (`--version` says otherwise) is said and skipped. The ids registered.
+pub async fn find_engines(state: &SharedState) -> Vec<String> {
+    let catalog = Arc::clone(&state.worker_catalog);
+    match blocking(move || Ok(catalog.list()?.is_empty())).await {
+        Ok(true) => {}
+        Ok(false) => return Vec::new(),
+        Err(e) => {
+            tracing::warn!("cannot read the worker catalog: {}", e.parts().1);
+            return Vec::new();
+        }
+    }
+    let mut found = Vec::new();
+    for path in engine_candidates() {
+        let req = InstallRequest {
+            worker: "cpu".to_owned(),
+            source: Some(format!("file:{}", path.display())),
+            sha256: None,
+            cmake_args: Vec::new(),
+        };
+        let outcome = match start_install(state, req).await {
+            Ok(job) => job.wait::<WorkerBinary>().await.map_err(|u| u.message),
+            Err(e) => Err(e.parts().1),
+        };
+        match outcome {
+            Ok(b) => {
+                tracing::info!(
+                    "found {} at {}: registered where it lies",
+                    b.id,
+                    b.path.display()
+                );
+                found.push(b.id);
+            }
+            Err(message) => tracing::warn!("{} is not used: {message}", path.display()),
+        }
+    }
+    found
+}
+
+/// Where engines may already be: ours beside this executable, llama.cpp's where
+/// `LLAMA_SERVER` says or on `PATH`; only files that are there.
+fn engine_candidates() -> Vec<std::path::PathBuf> {
+    let ours = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name(format!("llm-worker-rbee{}", std::env::consts::EXE_SUFFIX)));
+    let llama = std::env::var_os("LLAMA_SERVER")
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| which::which("llama-server").ok());
+    [ours, llama]
+        .into_iter()
+        .flatten()
+        .filter(|p| p.is_file())
+        .collect()
+}

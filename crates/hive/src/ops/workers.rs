@@ -41,7 +41,7 @@ async fn choose_binary(
         found.ok_or_else(|| {
             let which = engine.map_or_else(String::new, |e| format!("{e} "));
             ApiError::not_found(format!(
-                "no {which}{wtype} worker binary is installed for {platform}: install one first (rbee worker-binaries install {wtype}, or rbee worker-binaries add /path/to/llama-server)"
+                "no {which}{wtype} worker binary is installed for {platform}: add one this machine has (rbee worker-binaries add /path/to/llama-server, or /path/to/llm-worker-rbee), or build one, which takes minutes (rbee worker-binaries install {wtype})"
             ))
         })
     })

@@ -85,6 +85,76 @@ pub(crate) async fn add(h: &Hive, path: &Path, worker: &str) -> (u16, Value) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engines_on_this_machine_are_found_at_start() {
+    let Some(server) = llama_server() else { return };
+    let home = tempfile::tempdir().unwrap();
+    // a hive beside our worker (as the workspace build leaves it), llama-server named
+    // by LLAMA_SERVER, as a user of llama.cpp sets it
+    let found = |llama: &Path| {
+        let mut c = crate::hive_cmd(home.path(), "http://127.0.0.1:9", &[]);
+        c.env_remove("RBEE_NO_FIND_ENGINES")
+            .env("LLAMA_SERVER", llama);
+        crate::spawn_hive(c)
+    };
+    let h = found(&server);
+    let (_, list) = get(&h, "/v1/worker-binaries").await;
+    let mut seen: Vec<(String, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["engine"].as_str().unwrap().to_owned(),
+                b["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("llama.cpp".to_owned(), server.display().to_string()),
+            ("rbee".to_owned(), our_worker().display().to_string()),
+        ],
+        "{list}"
+    );
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["status"]["state"] == "available"),
+        "{list}"
+    );
+    drop(h);
+    // a home with binaries finds nothing more; a LLAMA_SERVER that is not llama.cpp's
+    // server is said and skipped, and the hive starts anyway
+    let scratch = tempfile::tempdir().unwrap();
+    let other = scratch.path().join("llama-server");
+    fs_err::write(&other, "#!/bin/sh\necho 'other-tool 1.2.3'\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs_err::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let h = found(&other);
+    let (_, again) = get(&h, "/v1/worker-binaries").await;
+    assert_eq!(again.as_array().unwrap().len(), 2, "{again}");
+    drop(h);
+    let fresh = tempfile::tempdir().unwrap();
+    let mut c = crate::hive_cmd(fresh.path(), "http://127.0.0.1:9", &[]);
+    c.env_remove("RBEE_NO_FIND_ENGINES")
+        .env("LLAMA_SERVER", &other);
+    let h = crate::spawn_hive(c);
+    let (_, only_ours) = get(&h, "/v1/worker-binaries").await;
+    let engines: Vec<&str> = only_ours
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["engine"].as_str())
+        .collect();
+    assert_eq!(engines, vec!["rbee"], "{only_ours}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_binary_is_registered_where_it_lies_and_bad_ones_are_refused() {
     let home = tempfile::tempdir().unwrap();
     let h = hive(home.path(), &[]);

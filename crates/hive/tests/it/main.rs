@@ -49,6 +49,9 @@ pub fn hive_cmd(home: &Path, hf: &str, extra: &[&str]) -> Command {
         .env_remove("RBEE_API_TOKEN")
         .env_remove("HF_TOKEN")
         .env("HF_HOME", home.join("no-hf-home"))
+        // each test installs the binaries it wants (`engines::the_engines_on_this_machine_are_found_at_start` tests finding them)
+        .env("RBEE_NO_FIND_ENGINES", "1")
+        .env_remove("LLAMA_SERVER")
         .env("RUST_LOG", "warn");
     c
 }
