@@ -36,6 +36,15 @@ enum Command {
     Gguf(commands::gguf::GgufCommand),
     /// What is loaded now: each worker, its model, its memory, until when (`workers ls`)
     Ps,
+    /// Chat with a model, as `ollama run`: pulled first if need be, then loaded; with
+    /// a PROMPT (or piped input) it answers once, else it asks turn after turn
+    Run {
+        /// The model: its id, its alias, the start of either, or a reference to pull
+        model: String,
+        /// What to ask, once
+        #[arg(trailing_var_arg = true)]
+        prompt: Vec<String>,
+    },
     /// Stop serving a model: every worker of it stops (`models unload`)
     Stop {
         /// The model: its id, its alias, or the start of either
@@ -68,6 +77,7 @@ fn main() -> ExitCode {
             Command::Ps => {
                 commands::workers::workers(commands::workers::WorkersCommand::Ls, &cli.hive).await
             }
+            Command::Run { model, prompt } => commands::run::run(&model, &prompt, &cli.hive).await,
             Command::Stop { model } => {
                 let unload = commands::models::ModelsCommand::Unload { id: model };
                 commands::models::run(unload, &cli.hive).await
@@ -76,6 +86,15 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if cli.hive.json => {
+            // the one document a --json call prints, on stdout, whether it worked or not
+            let (code, status) = e
+                .downcast_ref::<commands::client::HiveError>()
+                .map_or(("error", None), |h| (h.code.as_str(), Some(h.status)));
+            let error = serde_json::json!({"error": {"code": code, "message": format!("{e:#}"), "status": status}});
+            println!("{error}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

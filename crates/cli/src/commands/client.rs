@@ -102,13 +102,37 @@ impl Client {
         if status.is_success() {
             return serde_json::from_str(&text).context("the hive's answer is not JSON");
         }
-        let message = error_message(text);
+        let mut e = HiveError::from_answer(status, &text);
         if status == StatusCode::UNAUTHORIZED {
-            bail!(
-                "the hive refused the request: {message} (set --token, RBEE_API_TOKEN or RBEE_API_TOKEN_FILE)"
+            e.message = format!(
+                "the hive refused the request: {} (set --token, RBEE_API_TOKEN or RBEE_API_TOKEN_FILE)",
+                e.message
             );
         }
-        bail!("{message}")
+        Err(e.into())
+    }
+
+    /// POSTs `body` and hands back the answer to read as it comes (a stream); an
+    /// error answer is a [`HiveError`].
+    pub async fn post_streaming(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<reqwest::Response> {
+        let resp = self
+            .request(Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot reach the hive at {}: {}", self.base, root_cause(&e))
+            })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        Err(HiveError::from_answer(status, &text).into())
     }
 
     /// A text answer and its `x-log-offset` header (the length read up to).
@@ -125,7 +149,7 @@ impl Client {
             .unwrap_or(0);
         let text = resp.text().await.context("reading the hive's answer")?;
         if !status.is_success() {
-            bail!("{}", error_message(text));
+            return Err(HiveError::from_answer(status, &text).into());
         }
         Ok((text, offset))
     }
@@ -161,13 +185,44 @@ impl Client {
     }
 }
 
-/// The message of a hive error body, else the body itself.
-fn error_message(text: String) -> String {
-    serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-        .unwrap_or(text)
+/// An error the hive answered: its status, its code and its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HiveError {
+    /// The HTTP status.
+    pub status: u16,
+    /// The hive's machine-readable code (`not_found`), or `http_<status>` for an
+    /// answer that is not the hive's error shape.
+    pub code: String,
+    /// What the hive said.
+    pub message: String,
 }
+
+impl HiveError {
+    fn from_answer(status: StatusCode, text: &str) -> Self {
+        let v = serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+        let error = &v["error"];
+        let message = error["message"]
+            .as_str()
+            .or_else(|| error.as_str())
+            .map_or_else(|| text.trim().to_owned(), str::to_owned);
+        let code = error["code"]
+            .as_str()
+            .map_or_else(|| format!("http_{}", status.as_u16()), str::to_owned);
+        Self {
+            status: status.as_u16(),
+            code,
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for HiveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for HiveError {}
 
 fn root_cause(e: &reqwest::Error) -> String {
     let mut s = e.to_string();

@@ -19,6 +19,17 @@ pub fn print_json(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a listing as every `ls --json` does, in OpenAI's list shape:
+/// `{"object": "list", "data": [...]}`.
+pub fn print_list(items: &Value) -> anyhow::Result<()> {
+    let data = if items.is_array() {
+        items.clone()
+    } else {
+        Value::Array(Vec::new())
+    };
+    print_json(&serde_json::json!({"object": "list", "data": data}))
+}
+
 /// Follows a started job (`{"job_id": ...}`) with its progress and narration. On
 /// success prints `summary(result)` (or the result as JSON with `json_out`); a
 /// failed or cancelled job is an error carrying the hive's message.

@@ -6,6 +6,7 @@ pub mod job;
 pub mod models;
 pub mod names;
 pub mod progress;
+pub mod run;
 pub mod storage;
 pub mod table;
 pub mod workers;

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::commands::client::{Client, HiveArgs, encode_id};
 use crate::commands::gguf::{human_bytes, human_count};
-use crate::commands::job::{follow_job, print_json};
+use crate::commands::job::{follow_job, print_json, print_list};
 use crate::commands::names::{all_models, model_id};
 
 #[derive(Debug, Subcommand)]
@@ -310,7 +310,7 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             let models = all_models(&client).await?;
             if args.json {
                 // the API's own list shape, every page in one
-                return print_json(&json!({"object": "list", "data": models}));
+                return print_list(&models);
             }
             let rows = models.as_array().cloned().unwrap_or_default();
             if rows.is_empty() {

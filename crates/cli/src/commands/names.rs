@@ -51,7 +51,8 @@ pub async fn model_id(client: &Client, word: &str) -> anyhow::Result<String> {
     resolve(&names, word)
 }
 
-fn is_reference(word: &str) -> bool {
+/// Whether `word` is a reference to pull (`hf:`, `https://`, ...), not a name.
+pub fn is_reference(word: &str) -> bool {
     ["hf:", "https://", "http://", "file:", "oci://", "ollama:"]
         .iter()
         .any(|p| word.starts_with(p))

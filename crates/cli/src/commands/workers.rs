@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::commands::client::{Client, HiveArgs, encode_id};
 use crate::commands::gguf::human_bytes;
-use crate::commands::job::{follow_job, print_json};
+use crate::commands::job::{follow_job, print_json, print_list};
 
 #[derive(Debug, Subcommand)]
 pub enum WorkersCommand {
@@ -170,7 +170,7 @@ pub async fn workers(cmd: WorkersCommand, args: &HiveArgs) -> anyhow::Result<()>
         WorkersCommand::Ls => {
             let v = client.call(Method::GET, "/v1/workers", None).await?;
             if args.json {
-                return print_json(&v);
+                return print_list(&v["workers"]);
             }
             let workers = v["workers"].as_array().cloned().unwrap_or_default();
             if workers.is_empty() {
@@ -250,7 +250,7 @@ pub async fn binaries(cmd: WorkerBinariesCommand, args: &HiveArgs) -> anyhow::Re
                 .call(Method::GET, "/v1/worker-binaries", None)
                 .await?;
             if args.json {
-                return print_json(&v);
+                return print_list(&v);
             }
             let list = v.as_array().cloned().unwrap_or_default();
             if list.is_empty() {

@@ -40,6 +40,7 @@ fn start_with(home: &std::path::Path, hf: &str, extra: &[&str]) -> Daemon {
         .env("RBEE_HOME", home)
         .env("RBEE_HF_ENDPOINT", hf)
         .env("RUST_LOG", "warn")
+        .env("RBEE_NO_FIND_ENGINES", "1")
         .env_remove("RBEE_API_TOKEN")
         .stdout(Stdio::piped())
         .spawn()
@@ -256,7 +257,26 @@ async fn errors_are_one_line_and_nonzero() {
             err.starts_with("error: ") && err.contains(words),
             "{args:?}: {err}"
         );
+        // with --json, the error is the one JSON document on stdout
+        let mut json_args = vec!["--json"];
+        json_args.extend(&args);
+        let (ok, out, _) = rbee(&d, &json_args);
+        assert!(!ok, "{args:?}");
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        assert!(v["error"]["code"].is_string(), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(words),
+            "{args:?}: {v}"
+        );
     }
+    // the hive's own code comes through
+    let (_, out, _) = rbee(
+        &d,
+        &["--json", "models", "pull", "hf:o/r", "--sha256", "xyz"],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["error"]["status"], 400, "{v}");
+    assert_ne!(v["error"]["code"], "error", "{v}");
     // no hive at all
     let out = Command::new(env!("CARGO_BIN_EXE_rbee"))
         .args(["models", "ls", "--hive-url", "http://127.0.0.1:9"])
@@ -327,8 +347,38 @@ async fn worker_binaries_and_workers_from_the_command_line() {
         .unwrap_or_default();
     let (_, out, _) = rbee(&d, &["--json", "workers", "ls"]);
     let list: Value = serde_json::from_str(&out).unwrap();
-    let wid = list["workers"][0]["id"].as_str().unwrap().to_owned();
+    // every ls --json has one shape
+    assert_eq!(list["object"], "list", "{list}");
+    let wid = list["data"][0]["id"].as_str().unwrap().to_owned();
     assert!(!worker.is_empty());
+    // `rbee run`, as `ollama run`: a prompt answered once, streamed to stdout, its
+    // speed on stderr; piped input is the prompt too
+    let (ok, out, err) = rbee(&d, &["run", &id, "The", "capital", "of", "France", "is"]);
+    assert!(ok, "{err}");
+    assert!(!out.trim().is_empty(), "no answer: {err}");
+    assert!(err.contains("tokens in"), "{err}");
+    let mut piped = Command::new(env!("CARGO_BIN_EXE_rbee"))
+        .args(["run", &id])
+        .env("RBEE_HIVE_URL", &d.1)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = piped.stdin.take().unwrap();
+        stdin.write_all(b"Name a colour.\n").unwrap();
+    }
+    let out = piped.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    let (ok, _, err) = rbee(&d, &["run", "no-such-model", "hi"]);
+    assert!(!ok && err.contains("no-such-model"), "{err}");
     let (ok, out, _) = rbee(&d, &["workers", "ls"]);
     assert!(ok && out.contains(&wid) && out.contains("ready"), "{out}");
     let (ok, out, _) = rbee(&d, &["hive", "status"]);
