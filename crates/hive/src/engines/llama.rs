@@ -4,12 +4,15 @@
 
 use super::SpawnPlan;
 
-/// The parallel slots a llama-server worker gets (`-np`).
-pub const SLOTS: u64 = 1;
+/// The parallel slots a llama-server worker gets (`-np`) unless its preset says:
+/// llama-server's own default (its `-np -1`, auto, is 4 slots on a unified KV cache).
+pub const SLOTS: u64 = 4;
 
-/// llama-server's command line: the model, loopback and the port, the context, one
-/// slot, every layer on the GPU for a GPU backend (none on the CPU), the device, the
-/// model's id as its alias, metrics and the model's own chat template.
+/// llama-server's command line: the model, loopback and the port, the context, the
+/// slots on one KV cache they share (as llama-server's own default; the context is the
+/// cache's size, so the slots do not multiply the memory), every layer on the GPU for
+/// a GPU backend (none on the CPU), the device, the model's id as its alias, metrics
+/// and the model's own chat template.
 pub fn server_args(plan: &SpawnPlan, port: u16) -> Vec<String> {
     let mut args: Vec<String> = [
         "-m",
@@ -26,6 +29,7 @@ pub fn server_args(plan: &SpawnPlan, port: u16) -> Vec<String> {
         &plan.threads.to_string(),
         "-np",
         &plan.slots.map_or(SLOTS, u64::from).to_string(),
+        "--kv-unified",
         "--alias",
         &plan.model_ref,
         "--metrics",

@@ -376,7 +376,7 @@ async fn a_llama_server_worker_answers_as_the_same_binary_by_hand_and_leaves_not
             "-tb",
             "2",
         ])
-        .args(["-np", "1"])
+        // llama-server's own default slots: auto, 4 on a unified KV cache
         .args(["--alias", &model_id, "--metrics", "--jinja", "-ngl", "0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -417,7 +417,7 @@ async fn a_llama_server_worker_answers_as_the_same_binary_by_hand_and_leaves_not
     // what it reports reaches the worker's record and the hive's metrics
     wait_for("its speed from /metrics", async || {
         let w = get(&h, &format!("/v1/workers/{id}")).await.1;
-        w["slots_total"] == 1 && w["tokens_per_second"].as_f64().is_some_and(|t| t > 0.0)
+        w["slots_total"] == 4 && w["tokens_per_second"].as_f64().is_some_and(|t| t > 0.0)
     })
     .await;
     let metrics = crate::get_text(&h, "/metrics").await;

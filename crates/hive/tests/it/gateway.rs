@@ -525,6 +525,52 @@ async fn a_budget_for_one_model_evicts_the_idle_one_and_never_the_busy_one() {
     assert_eq!(ask(&h, &a).await.0, 200);
 }
 
+/// A llama.cpp worker gets llama-server's own default parallelism, 4 slots on one KV
+/// cache: 8 streaming clients at once are each answered whole, 4 at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_clients_share_four_slots_of_one_worker() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    add(&h, &server, "cpu").await;
+    let local = home.path().join("SmolLM2.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    let id = import(&h, &local).await;
+    assert_eq!(ask(&h, &id).await.0, 200, "warm");
+    let (_, workers) = get(&h, "/v1/workers").await;
+    assert_eq!(workers["workers"][0]["slots_total"], 4, "{workers}");
+    let cmdline = fs_err::read(format!("/proc/{}/cmdline", workers["workers"][0]["pid"])).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let np = args
+        .iter()
+        .position(|a| a == "-np")
+        .map(|i| args[i + 1].as_str());
+    assert_eq!(np, Some("4"), "{args:?}");
+    assert!(args.iter().any(|a| a == "--kv-unified"), "{args:?}");
+    let url = format!("{}/v1/chat/completions", h.url);
+    let streams = (0..8).map(|i| {
+        let (url, id) = (url.clone(), id.clone());
+        async move {
+            let r = crate::client()
+                .post(&url)
+                .json(&json!({"model": id, "messages": [{"role": "user", "content": format!("Client {i}: name three colours.")}], "max_tokens": 16, "stream": true}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    });
+    for (status, body) in futures_util::future::join_all(streams).await {
+        assert_eq!(status, 200, "{body}");
+        assert!(body.trim_end().ends_with("data: [DONE]"), "whole: {body}");
+    }
+}
+
 /// Twenty streaming clients at once on one model with a queue of 4: each is answered
 /// whole or told 429 with Retry-After; no stream is lost, cut or mixed with another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
