@@ -45,7 +45,7 @@ async function api(method, path, body) {
   if (!r.ok) {
     const err = v && v.error ? v.error : {};
     const message = typeof err === "string" ? err : err.message || r.status + " " + r.statusText;
-    if (r.status === 401) askToken("The token was refused: " + message);
+    if (r.status === 401) askToken(token() ? "The token was refused: " + message : "");
     throw new ApiError(r.status, err.code || "error", message);
   }
   return { value: v, response: r };
@@ -167,14 +167,20 @@ function statusText(m) {
   return st.state || "?";
 }
 
+// A table in a box that scrolls sideways on a narrow screen (the page never does).
 function table(caption, columns, rows) {
-  return el(
+  return el("div", { class: "scroll" }, el(
     "table",
     {},
     el("caption", { text: caption }),
     el("thead", {}, el("tr", {}, columns.map((c) => el("th", { scope: "col", text: c })))),
     el("tbody", {}, rows),
-  );
+  ));
+}
+
+// What clients type for a model: its alias, else its id.
+function modelName(m) {
+  return m.alias || m.id || "";
 }
 
 function progressBar(label) {
@@ -213,12 +219,14 @@ async function followJob(jobId, log, bar, signal) {
 
 // ---- token ---------------------------------------------------------------------
 
+// Asks for the token; `why` (a refused token) is said once, in the dialog. A first
+// visit, with no token yet, is no error.
 function askToken(why) {
   const d = document.getElementById("token-dialog");
   const err = document.getElementById("token-error");
   err.textContent = why || "";
   err.hidden = !why;
-  page(el("p", { class: "error", text: why || "This hive needs its API token." }));
+  page(el("p", { class: "muted", text: "This hive needs its API token." }));
   if (!d.open) d.showModal();
 }
 
@@ -239,6 +247,18 @@ function setupToken() {
 
 // ---- models --------------------------------------------------------------------
 
+// The models a live worker serves now, by id.
+let loadedModels = new Set();
+
+async function loadLoaded() {
+  try {
+    const workers = ((await api("GET", "/v1/workers")).value || {}).workers || [];
+    loadedModels = new Set(workers.filter((w) => ["starting", "ready", "busy"].includes(w.state)).map((w) => w.model_ref));
+  } catch (_) {
+    loadedModels = new Set();
+  }
+}
+
 const modelsView = { all: [], sort: "name", desc: false, filter: "", group: "", page: 0, total: 0 };
 
 function paramRange(n) {
@@ -253,7 +273,7 @@ function paramRange(n) {
 function modelValue(m, key) {
   const g = m.gguf || {};
   switch (key) {
-    case "name": return (m.name || m.id || "").toLowerCase();
+    case "name": return modelName(m).toLowerCase();
     case "architecture": return g.architecture || "";
     case "quant": return g.quantization || "";
     case "params": return g.parameter_count || 0;
@@ -286,18 +306,19 @@ function modelRow(m) {
   return el(
     "tr",
     {},
-    el("td", {}, el("a", { href: "#model/" + encodeURIComponent(m.id), text: m.name || m.id })),
+    el("td", {}, el("a", { href: "#model/" + encodeURIComponent(m.id), text: modelName(m) }),
+      m.name && m.name !== modelName(m) ? el("div", { class: "muted small", text: m.name }) : null),
     el("td", { text: g.architecture || "–" }),
     el("td", { text: g.quantization || "–" }),
     el("td", { class: "num", text: count(g.parameter_count) }),
     el("td", { class: "num", text: g.context_length ? String(g.context_length) : "–" }),
     el("td", { class: "num", text: bytes(m.size) }),
-    el("td", { text: statusText(m) }),
+    el("td", {}, statusText(m), loadedModels.has(m.id) ? el("span", { class: "loaded", title: "a worker serves it now", text: " ● loaded" }) : null),
     el("td", { title: m.sha256 || "", text: (m.verified ? "✓ " : "") + sha }),
     el("td", { text: ago(m.last_accessed) }),
     el("td", {}, el("button", {
       type: "button",
-      "aria-label": "Delete " + (m.name || m.id),
+      "aria-label": "Delete " + modelName(m),
       onclick: async () => {
         if (!confirm("Delete " + m.id + " and its files?")) return;
         try {
@@ -317,7 +338,7 @@ function modelsTable(area) {
   let rows = modelsView.all.filter((m) => {
     if (!f) return true;
     const g = m.gguf || {};
-    return [m.id, m.name, g.architecture, g.quantization].some((x) => (x || "").toLowerCase().includes(f));
+    return [m.id, m.alias, m.name, g.architecture, g.quantization].some((x) => (x || "").toLowerCase().includes(f));
   });
   const key = modelsView.sort;
   rows.sort((a, b) => {
@@ -433,7 +454,7 @@ let refreshModelsTable = () => {};
 
 async function renderModels() {
   const area = el("div", { id: "models-area" }, el("p", { text: "Loading models…" }));
-  const filter = el("input", { id: "model-filter", type: "search", value: modelsView.filter, placeholder: "name, architecture, quant", oninput: (e) => {
+  const filter = el("input", { id: "model-filter", type: "search", value: modelsView.filter, placeholder: "name, alias, architecture, quant", oninput: (e) => {
     modelsView.filter = e.target.value;
     modelsView.page = 0;
     modelsTable(area);
@@ -451,6 +472,7 @@ async function renderModels() {
   );
   refreshModelsTable = async () => {
     try {
+      await loadLoaded();
       await loadAllModels(() => modelsTable(area));
     } catch (e) {
       area.replaceChildren(errorBox(e));
@@ -540,7 +562,8 @@ async function renderModel(id) {
   const unload = el("button", { type: "button", onclick: async () => {
     try { await api("POST", "/v1/models/unload", { id: a.id }); showWorkers(); } catch (e) { notice(e.message); }
   } }, "Unload");
-  page(el("h2", { text: a.name || a.id }), el("p", {}, el("a", { href: "#models" }, "← all models")),
+  page(el("h2", { text: modelName(m.alias ? m : a) }), a.name ? el("p", { class: "muted", text: a.name }) : null,
+    el("p", {}, el("a", { href: "#models" }, "← all models")),
     propTable, memTable, fileTable, presetTable,
     el("h3", { text: "Workers" }), el("div", { class: "inline" }, load, unload), workersArea, jobLog,
     metaTable);
@@ -735,16 +758,76 @@ async function renderMachine() {
 
 // ---- chat ----------------------------------------------------------------------
 
-const chat = { messages: [], model: "" };
+const chat = { messages: [], model: "", system: "", temperature: "" };
+
+// A model's answer as a few blocks of Markdown: fenced code, headings, lists,
+// paragraphs, and inline `code`, **bold** and *italics*. Built from text nodes
+// only: whatever the model writes, nothing on the page is HTML it wrote.
+function markdown(text) {
+  const out = [];
+  const lines = text.split("\n");
+  let i = 0;
+  const inline = (line) => {
+    const parts = [];
+    const re = /(`[^`]+`|\*\*[^*]+\*\*|\*[^*\s][^*]*\*)/g;
+    let last = 0;
+    for (const m of line.matchAll(re)) {
+      if (m.index > last) parts.push(line.slice(last, m.index));
+      const t = m[0];
+      if (t.startsWith("`")) parts.push(el("code", { text: t.slice(1, -1) }));
+      else if (t.startsWith("**")) parts.push(el("strong", { text: t.slice(2, -2) }));
+      else parts.push(el("em", { text: t.slice(1, -1) }));
+      last = m.index + t.length;
+    }
+    if (last < line.length) parts.push(line.slice(last));
+    return parts;
+  };
+  while (i < lines.length) {
+    const line = lines[i];
+    if (line.trimStart().startsWith("```")) {
+      const code = [];
+      i++;
+      while (i < lines.length && !lines[i].trimStart().startsWith("```")) code.push(lines[i++]);
+      i++;
+      out.push(el("pre", {}, el("code", { text: code.join("\n") })));
+    } else if (/^\s*([-*+]|\d+[.)])\s+/.test(line)) {
+      const ordered = /^\s*\d/.test(line);
+      const items = [];
+      while (i < lines.length && /^\s*([-*+]|\d+[.)])\s+/.test(lines[i]) && /^\s*\d/.test(lines[i]) === ordered) {
+        items.push(el("li", {}, inline(lines[i].replace(/^\s*([-*+]|\d+[.)])\s+/, ""))));
+        i++;
+      }
+      out.push(el(ordered ? "ol" : "ul", {}, items));
+    } else if (/^#{1,6}\s/.test(line)) {
+      out.push(el("p", {}, el("strong", {}, inline(line.replace(/^#{1,6}\s+/, "")))));
+      i++;
+    } else if (!line.trim()) {
+      i++;
+    } else {
+      const para = [];
+      while (i < lines.length && lines[i].trim() && !lines[i].trimStart().startsWith("```") && !/^\s*([-*+]|\d+[.)])\s+/.test(lines[i]) && !/^#{1,6}\s/.test(lines[i])) {
+        para.push(lines[i++]);
+      }
+      out.push(el("p", {}, inline(para.join("\n"))));
+    }
+  }
+  return out;
+}
 
 async function renderChat() {
   const select = el("select", { id: "chat-model", onchange: (e) => { chat.model = e.target.value; } });
   const transcript = el("div", { id: "chat-log", class: "chat", "aria-live": "polite" });
   const speed = el("p", { id: "chat-speed", class: "muted" });
-  const input = el("textarea", { id: "chat-input", rows: 3, required: true, placeholder: "Say something" });
+  const input = el("textarea", { id: "chat-input", rows: 3, required: true, placeholder: "Say something (Enter sends, Shift+Enter a new line)" });
+  const system = el("textarea", { id: "chat-system", rows: 2, placeholder: "optional", oninput: (e) => { chat.system = e.target.value; } });
+  system.value = chat.system;
+  const temperature = el("input", { id: "chat-temperature", type: "number", min: 0, max: 2, step: 0.1, placeholder: "the model's", value: chat.temperature,
+    oninput: (e) => { chat.temperature = e.target.value; } });
   const send = el("button", { type: "submit" }, "Send");
+  // the user's words as typed; the model's as Markdown
+  const body = (m) => (m.role === "user" ? [el("p", { text: m.content })] : markdown(m.content));
   const draw = () => transcript.replaceChildren(...chat.messages.map((m) =>
-    el("div", { class: "msg " + m.role }, el("strong", { text: m.role === "user" ? "You" : "Model" }), el("p", { text: m.content }))));
+    el("div", { class: "msg " + m.role }, el("strong", { text: m.role === "user" ? "You" : "Model" }), el("div", { class: "body" }, body(m)))));
   const form = el("form", { id: "chat-form", onsubmit: async (e) => {
     e.preventDefault();
     const text = input.value.trim();
@@ -755,6 +838,14 @@ async function renderChat() {
     chat.messages.push(answer);
     draw();
     send.disabled = true;
+    const chatRequest = () => {
+      const messages = chat.messages.slice(0, -1);
+      if (chat.system.trim()) messages.unshift({ role: "system", content: chat.system.trim() });
+      const req = { model: chat.model, messages, stream: true };
+      const t = parseFloat(chat.temperature);
+      if (Number.isFinite(t)) req.temperature = t;
+      return req;
+    };
     const started = performance.now();
     let first = null;
     let tokens = 0;
@@ -769,12 +860,12 @@ async function renderChat() {
           if (first === null) first = performance.now();
           tokens++;
           answer.content += piece.content;
-          transcript.lastChild.lastChild.textContent = answer.content;
+          transcript.lastChild.lastChild.replaceChildren(...markdown(answer.content));
         }
       }, undefined, {
         method: "POST",
         headers: headers({ "Content-Type": "application/json" }),
-        body: JSON.stringify({ model: chat.model, messages: chat.messages.slice(0, -1), stream: true }),
+        body: JSON.stringify(chatRequest()),
       });
       const now = performance.now();
       const rate = first !== null && tokens > 1 ? ((tokens - 1) / ((now - first) / 1000)).toFixed(1) : "–";
@@ -787,14 +878,26 @@ async function renderChat() {
       send.disabled = false;
     }
   } }, el("label", { for: "chat-input" }, "Message"), input, send);
+  // Enter sends, as in every chat; Shift+Enter (or a composing input method) does not
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
   page(el("h2", { text: "Chat" }), el("div", { class: "inline" }, el("label", { for: "chat-model" }, "Model"), select,
     el("button", { type: "button", onclick: () => { chat.messages = []; draw(); speed.textContent = ""; } }, "New chat")),
+  el("details", { id: "chat-settings" }, el("summary", { text: "System prompt and temperature" }),
+    el("div", { class: "settings" }, el("label", { for: "chat-system" }, "System prompt"), system,
+      el("label", { for: "chat-temperature" }, "Temperature"), temperature)),
   transcript, speed, form);
   draw();
   try {
     const v = (await api("GET", "/openai/v1/models")).value || {};
-    const ids = (v.data || []).map((m) => m.id);
-    select.replaceChildren(...ids.map((id) => el("option", { value: id, text: id, selected: id === chat.model })));
+    const models = v.data || [];
+    const ids = models.map((m) => m.id);
+    // named as clients name them: the alias, the id in its title
+    select.replaceChildren(...models.map((m) => el("option", { value: m.id, title: m.id, text: modelName(m), selected: m.id === chat.model })));
     if (!chat.model || !ids.includes(chat.model)) chat.model = ids[0] || "";
     if (!ids.length) transcript.append(el("p", { text: "No models yet: pull one on the Models page." }));
   } catch (e) {

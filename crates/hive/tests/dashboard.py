@@ -34,12 +34,17 @@ def run(p):
     requests = []
     page.on("request", lambda r: requests.append(r.url))
 
-    # a wrong token: the form says so, and no data shows
+    # a first visit: the token is asked for, and nothing says it was refused before
+    # one was typed
     page.goto(URL + "/")
     expect(page.locator("#token-dialog")).to_be_visible()
+    expect(page.locator("#token-error")).to_be_hidden()
+    assert "refused" not in page.locator("body").inner_text(), page.locator("body").inner_text()
+    # a wrong token: the form says so, once, and no data shows
     page.fill("#token-input", "not-the-token")
     page.press("#token-input", "Enter")
     expect(page.locator("#token-error")).to_contain_text("refused")
+    assert page.locator("body").inner_text().count("refused") == 1, page.locator("body").inner_text()
     assert page.locator("#models-table").count() == 0, "no data without the token"
     shot(page, "token-refused")
     seen["wrong_token"] = page.locator("#token-error").inner_text()
@@ -50,6 +55,8 @@ def run(p):
     row = page.locator("#models-table tbody tr", has=page.locator(f'a[href="#model/{quote(SMOL)}"]'))
     expect(row).to_have_count(1)
     cells = row.locator("td").all_inner_texts()
+    # named as clients name it, the alias, the GGUF's own name under it
+    assert row.locator("a").inner_text() == "smollm2-135m-instruct:q4_1", cells
     assert cells[1] == "llama", cells
     assert cells[2] == "Q4_1", cells
     assert cells[3].endswith("M"), cells  # parameters, ~135M
@@ -70,7 +77,7 @@ def run(p):
     # HTML in a model's name is text, never run
     hostile = page.locator("#models-table tbody tr", has=page.locator(f'a[href="#model/{quote(HOSTILE)}"]'))
     expect(hostile).to_have_count(1)
-    assert "<img" in hostile.locator("a").inner_text(), hostile.locator("a").inner_text()
+    assert "<img" in hostile.inner_text(), hostile.inner_text()
     assert page.locator("#models-table img").count() == 0
     assert alerts == [], alerts
 
@@ -120,6 +127,11 @@ def run(p):
     expect(page.locator("#worker-log")).not_to_be_empty(timeout=20_000)
     seen["log_chars"] = len(page.locator("#worker-log").inner_text())
     shot(page, "workers")
+    # the models page marks what is loaded
+    page.goto(URL + "/#models")
+    loaded = page.locator("#models-table tbody tr", has=page.locator(f'a[href="#model/{quote(SMOL)}"]'))
+    expect(loaded.locator(".loaded")).to_have_count(1)
+    expect(page.locator("#models-table .loaded")).to_have_count(1)
 
     for name in ["binaries", "jobs", "machine"]:
         page.goto(URL + "/#" + name)
@@ -131,10 +143,32 @@ def run(p):
     page.goto(URL + "/#chat")
     expect(page.locator("#chat-model option")).not_to_have_count(0)
     page.select_option("#chat-model", label=page.locator("#chat-model option", has_text="smollm2").first.inner_text())
-    page.fill("#chat-input", "Say hello in three words.")
-    page.click("#chat-form button[type=submit]")
+    # a system prompt and a temperature go with the request
+    page.click("#chat-settings summary")
+    page.fill("#chat-system", "You are terse.")
+    page.fill("#chat-temperature", "0")
+    # Shift+Enter is a new line; Enter sends
+    page.fill("#chat-input", "Say hello")
+    page.press("#chat-input", "Shift+Enter")
+    page.keyboard.type("in three words.")
+    assert "\n" in page.input_value("#chat-input"), page.input_value("#chat-input")
+    assert page.locator(".msg.user").count() == 0
+    sent = []
+    page.on("request", lambda r: sent.append(r.post_data) if r.url.endswith("/chat/completions") else None)
+    page.press("#chat-input", "Enter")
     expect(page.locator("#chat-speed")).to_contain_text("tokens/s", timeout=120_000)
-    answer = page.locator(".msg.assistant p").last.inner_text()
+    body = json.loads(sent[-1])
+    assert body["messages"][0] == {"role": "system", "content": "You are terse."}, body
+    assert body["temperature"] == 0 and body["messages"][-1]["content"] == "Say hello\nin three words.", body
+    # the answer is Markdown made of text nodes: what a model writes is never HTML
+    rendered = page.evaluate(
+        """() => { const d = document.createElement('div');
+               d.append(...markdown('**bold** `code` <img src=x onerror=alert(1)>\\n```\\n<script>alert(2)</script>\\n```\\n- one\\n- two'));
+               return [d.querySelectorAll('strong').length, d.querySelectorAll('code').length,
+                       d.querySelectorAll('img, script').length, d.querySelectorAll('li').length]; }"""
+    )
+    assert rendered == [1, 2, 0, 2], rendered
+    answer = page.locator(".msg.assistant .body").last.inner_text()
     assert answer.strip(), "an answer"
     seen["chat_answer"] = answer
     seen["chat_speed"] = page.locator("#chat-speed").inner_text()
@@ -149,6 +183,13 @@ def run(p):
     expect(mobile.locator("#models-table")).to_be_visible()
     expect(mobile.get_by_role("link", name="Workers")).to_be_visible()
     shot(mobile, "models-phone")
+    # nothing wider than the phone: wide tables scroll in their own box
+    for name in ["models", "workers", "binaries"]:
+        mobile.goto(URL + "/#" + name)
+        mobile.wait_for_selector("table")
+        wide = mobile.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert wide <= 0, f"#{name} is {wide}px wider than the phone"
+    shot(mobile, "binaries-phone")
 
     assert errors == [], errors
     off_origin = [r for r in requests if not r.startswith(URL)]
