@@ -9,7 +9,7 @@ use crate::types::file_type_name;
 use crate::value::Value;
 
 /// A model's vital facts, from its GGUF header.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// `general.architecture`, such as `llama` or `qwen2`.
     pub architecture: Option<String>,
@@ -45,6 +45,10 @@ pub struct Summary {
     /// was recorded).
     #[serde(default)]
     pub kv_cache_bytes_per_token: Option<u64>,
+    /// `{arch}.pooling_type` as llama.cpp numbers it (1 mean, 2 cls, 3 last: an
+    /// embedding model; 4 rank: a reranker); `None` for a model that pools nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling_type: Option<u32>,
 }
 
 impl Summary {
@@ -139,6 +143,10 @@ impl Gguf {
             tokenizer_model: string("tokenizer.ggml.model"),
             tensor_data_size: self.tensor_data_size(),
             kv_cache_bytes_per_token: self.kv_cache_bytes(1),
+            pooling_type: self
+                .arch_u64("pooling_type")
+                .and_then(|v| u32::try_from(v).ok())
+                .filter(|v| *v > 0),
         }
     }
 

@@ -33,6 +33,7 @@ fn llama_q4_0() {
             tensor_data_size: s.tensor_data_size,
             // 2 layers × 2 kv heads × (16 + 16) of K and V, 2 bytes each
             kv_cache_bytes_per_token: Some(2 * 2 * 32 * 2),
+            pooling_type: None,
         }
     );
     // the summary's estimate is the header's

@@ -139,16 +139,69 @@ pub fn is_embedding_architecture(architecture: &str) -> bool {
     )
 }
 
-/// The arguments a model's kind adds: `--embeddings` for an embedding model on
-/// llama.cpp, unless they are there already.
-pub fn kind_args(engine: Engine, architecture: Option<&str>, args: &mut Vec<String>) {
-    if engine == Engine::LlamaCpp
-        && architecture.is_some_and(is_embedding_architecture)
-        && !args
-            .iter()
-            .any(|a| a == "--embedding" || a == "--embeddings")
-    {
-        args.push("--embeddings".to_owned());
+/// What a model is for, from its GGUF: it generates text, or it makes embeddings, or
+/// it ranks documents against a query. A worker is started for its kind, and a
+/// request of another kind never reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A language model: chat and completions.
+    Generation,
+    /// An embedding model: a pooling type (mean, cls, last) or an encoder-only
+    /// architecture.
+    Embedding,
+    /// A reranker: rank pooling, a classifier head over query and document.
+    Rerank,
+}
+
+/// llama.cpp's pooling type for ranking (`LLAMA_POOLING_TYPE_RANK`).
+const POOLING_RANK: u32 = 4;
+
+impl ModelKind {
+    /// The kind of a model whose header says `summary`; a model with no header
+    /// generates.
+    pub fn of(summary: Option<&gguf::Summary>) -> Self {
+        let Some(g) = summary else {
+            return Self::Generation;
+        };
+        match g.pooling_type {
+            Some(POOLING_RANK) => Self::Rerank,
+            Some(_) => Self::Embedding,
+            None if g
+                .architecture
+                .as_deref()
+                .is_some_and(is_embedding_architecture) =>
+            {
+                Self::Embedding
+            }
+            None => Self::Generation,
+        }
+    }
+
+    /// What people call it, in an error.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Generation => "a language model",
+            Self::Embedding => "an embedding model",
+            Self::Rerank => "a reranker",
+        }
+    }
+}
+
+/// The arguments a model's kind adds on llama.cpp, unless they are there already:
+/// `--embeddings` for an embedding model, `--reranking` for a reranker.
+pub fn kind_args(engine: Engine, kind: ModelKind, args: &mut Vec<String>) {
+    if engine != Engine::LlamaCpp {
+        return;
+    }
+    let has = |names: &[&str]| args.iter().any(|a| names.contains(&a.as_str()));
+    match kind {
+        ModelKind::Embedding if !has(&["--embedding", "--embeddings"]) => {
+            args.push("--embeddings".to_owned());
+        }
+        ModelKind::Rerank if !has(&["--rerank", "--reranking"]) => {
+            args.push("--reranking".to_owned());
+        }
+        _ => {}
     }
 }
 
@@ -176,6 +229,51 @@ pub fn pick_backend(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_models_kind_comes_from_its_pooling_or_its_architecture() {
+        let summary = |arch: &str, pooling: Option<u32>| gguf::Summary {
+            architecture: Some(arch.to_owned()),
+            pooling_type: pooling,
+            ..gguf::Summary::default()
+        };
+        assert_eq!(ModelKind::of(None), ModelKind::Generation);
+        assert_eq!(
+            ModelKind::of(Some(&summary("llama", None))),
+            ModelKind::Generation
+        );
+        assert_eq!(
+            ModelKind::of(Some(&summary("bert", None))),
+            ModelKind::Embedding
+        );
+        assert_eq!(
+            ModelKind::of(Some(&summary("qwen3", Some(3)))),
+            ModelKind::Embedding
+        );
+        assert_eq!(
+            ModelKind::of(Some(&summary("bert", Some(4)))),
+            ModelKind::Rerank
+        );
+        let args = |engine, kind, given: &[&str]| {
+            let mut a: Vec<String> = given.iter().map(|s| (*s).to_owned()).collect();
+            kind_args(engine, kind, &mut a);
+            a
+        };
+        assert_eq!(
+            args(Engine::LlamaCpp, ModelKind::Rerank, &[]),
+            ["--reranking"]
+        );
+        assert_eq!(
+            args(Engine::LlamaCpp, ModelKind::Embedding, &[]),
+            ["--embeddings"]
+        );
+        assert_eq!(
+            args(Engine::LlamaCpp, ModelKind::Embedding, &["--embedding"]),
+            ["--embedding"]
+        );
+        assert!(args(Engine::LlamaCpp, ModelKind::Generation, &[]).is_empty());
+        assert!(args(Engine::Rbee, ModelKind::Rerank, &[]).is_empty());
+    }
 
     #[test]
     fn the_backend_is_asked_then_preset_then_an_installed_gpu_then_the_cpu() {

@@ -13,6 +13,7 @@
 
 pub mod anthropic;
 pub mod fields;
+pub mod kinds;
 pub mod meter;
 pub mod names;
 pub mod ollama;

@@ -349,7 +349,11 @@ pub(crate) async fn show(
         "template": template,
         "details": details(&e),
         "model_info": info,
-        "capabilities": ["completion"],
+        // as Ollama says it: what the model's kind answers
+        "capabilities": match crate::engines::ModelKind::of(g) {
+            crate::engines::ModelKind::Generation => ["completion"],
+            crate::engines::ModelKind::Embedding | crate::engines::ModelKind::Rerank => ["embedding"],
+        },
         "modified_at": Utc::now().to_rfc3339(),
     }))
     .into_response())
@@ -504,6 +508,10 @@ async fn converse(
         prompt.is_empty()
     };
     let model = names::resolve(&state, &name).await?;
+    if !empty {
+        // an empty request only loads the model, whatever its kind
+        super::kinds::check(&model, super::kinds::Wants::Text)?;
+    }
     let load_started = Instant::now();
     // an empty request only loads (or, with keep_alive 0, unloads) the model
     if empty && keep == Some(0) {
@@ -731,6 +739,7 @@ async fn embeddings_of(
     keep: Option<u64>,
 ) -> Result<Vec<Value>, OllamaError> {
     let model = names::resolve(state, name).await?;
+    super::kinds::check(&model, super::kinds::Wants::Embeddings)?;
     let ticket = super::queue::enter(state, &model)?;
     let worker = ensure_worker(state, &model, ttl(keep)).await?;
     if worker.engine == worker_catalog::Engine::Rbee {

@@ -148,6 +148,7 @@ pub(super) async fn forward(
     super::fields::check_numbers(&body)
         .map_err(|m| GatewayError::new(StatusCode::BAD_REQUEST, "invalid_body", m))?;
     let model = names::resolve(&state, &name).await?;
+    super::kinds::check(&model, super::kinds::Wants::of_route(path))?;
     let ticket = super::queue::enter(&state, &model)?;
     let worker = ensure_worker(&state, &model, None).await?;
     if worker.engine == Engine::Rbee

@@ -243,10 +243,14 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
         }
     };
 
-    // an embedding model is served by llama-server's embedding mode, which it
-    // must be started in
+    // an embedding model (or a reranker) is served by llama-server started in its
+    // embedding (or reranking) mode
     let architecture = entry.gguf.as_ref().and_then(|g| g.architecture.as_deref());
-    engines::kind_args(binary.engine, architecture, &mut engine_args);
+    engines::kind_args(
+        binary.engine,
+        engines::ModelKind::of(entry.gguf.as_ref()),
+        &mut engine_args,
+    );
     if let Some(arch) = architecture {
         engines::runs(binary.engine, arch)
             .map_err(|message| ApiError::bad_request("unsupported_architecture", message))?;

@@ -525,6 +525,115 @@ async fn a_budget_for_one_model_evicts_the_idle_one_and_never_the_busy_one() {
     assert_eq!(ask(&h, &a).await.0, 200);
 }
 
+/// A model's kind comes from its GGUF (rank pooling: a reranker; another pooling
+/// type or an encoder: an embedding model; else a language model), and a request
+/// of another kind is refused in its family's shape before any worker starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_its_model_cannot_answer_is_refused_before_any_worker_starts() {
+    let (Some(server), Some(model), Some(python)) =
+        (llama_server(), smollm2(), crate::python_with("gguf, numpy"))
+    else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    add(&h, &server, "cpu").await;
+    let local = home.path().join("SmolLM2.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    let smol = import(&h, &local).await;
+    // written by llama.cpp's own gguf package
+    let script = r#"
+import sys, numpy as np, gguf
+for path, arch, pooling in [(sys.argv[1], "bert", 4), (sys.argv[2], "qwen3", 3)]:
+    w = gguf.GGUFWriter(path, arch)
+    w.add_name(path.rsplit("/", 1)[-1])
+    w.add_context_length(512)
+    w.add_uint32(f"{arch}.pooling_type", pooling)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+"#;
+    let (ranker, embedder) = (
+        home.path().join("ranker.gguf"),
+        home.path().join("embedder.gguf"),
+    );
+    let out = std::process::Command::new(&python)
+        .args(["-c", script])
+        .args([&ranker, &embedder])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ranker = import(&h, &ranker).await;
+    let embedder = import(&h, &embedder).await;
+    let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&ranker))).await;
+    assert_eq!(m["gguf"]["pooling_type"], 4, "{m}");
+    for (path, body, words, ollama) in [
+        (
+            "/v1/rerank",
+            json!({"model": smol, "query": "a", "documents": ["b"]}),
+            "not a reranker",
+            false,
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": smol, "input": "a"}),
+            "no embeddings",
+            false,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": ranker, "messages": [{"role": "user", "content": "hi"}]}),
+            "is a reranker",
+            false,
+        ),
+        (
+            "/v1/messages",
+            json!({"model": embedder, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}),
+            "embedding model",
+            false,
+        ),
+        (
+            "/v1/rerank",
+            json!({"model": embedder, "query": "a", "documents": ["b"]}),
+            "not a reranker",
+            false,
+        ),
+        (
+            "/api/chat",
+            json!({"model": embedder, "messages": [{"role": "user", "content": "hi"}]}),
+            "embedding model",
+            true,
+        ),
+        (
+            "/api/embed",
+            json!({"model": ranker, "input": "a"}),
+            "is a reranker",
+            true,
+        ),
+    ] {
+        let (s, v) = post(&h, path, body.clone()).await;
+        assert_eq!(s, 400, "{path} {body} → {v}");
+        let message = if ollama {
+            v["error"].as_str()
+        } else {
+            v["error"]["message"].as_str()
+        }
+        .unwrap_or_else(|| panic!("{path}: not its family's shape: {v}"));
+        assert!(message.contains(words), "{path}: {message}");
+    }
+    let (_, show) = post(&h, "/api/show", json!({"model": embedder})).await;
+    assert_eq!(show["capabilities"], json!(["embedding"]), "{show}");
+    let (_, workers) = get(&h, "/v1/workers").await;
+    assert_eq!(
+        workers["workers"],
+        json!([]),
+        "no worker was started: {workers}"
+    );
+}
+
 /// A llama.cpp worker gets llama-server's own default parallelism, 4 slots on one KV
 /// cache: 8 streaming clients at once are each answered whole, 4 at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
