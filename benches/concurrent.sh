@@ -22,6 +22,11 @@ for _ in $(seq 100); do curl -sf "$RBEE_HIVE_URL/health" >/dev/null && break; sl
 id=$("$bin/rbee" --json models import "$model" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 "$bin/rbee" workers spawn "$id" --threads 2 >/dev/null
 python3 benches/concurrent_speed.py "hive /v1 (default: 4 slots)" "$RBEE_HIVE_URL/v1" "$id" "$clients" "$tokens" "$runs"
+# the same worker straight, with its key, to tell the proxy from the worker
+pid=$("$bin/rbee" --json workers ls | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["pid"])')
+port=$("$bin/rbee" --json workers ls | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["port"])')
+API_KEY=$(tr '\0' '\n' < "/proc/$pid/environ" | sed -n 's/^LLAMA_API_KEY=//p') \
+  python3 benches/concurrent_speed.py "its worker straight (4 slots)" "http://127.0.0.1:$port/v1" "$id" "$clients" "$tokens" "$runs"
 "$bin/rbee" models unload "$id" >/dev/null
 "$bin/rbee" models set "$id" --slots 1 >/dev/null
 "$bin/rbee" workers spawn "$id" --threads 2 >/dev/null

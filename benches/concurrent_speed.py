@@ -7,6 +7,7 @@ sent to the last stream's end. Median of RUNS rounds, after one warm-up round.
 BASE_URL is what comes before /completions (http://host:port/v1).
 """
 import json
+import os
 import statistics
 import sys
 import threading
@@ -16,6 +17,10 @@ import urllib.request
 name, base, model = sys.argv[1], sys.argv[2], sys.argv[3]
 clients, tokens, runs = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 headers = {"content-type": "application/json"}
+# a worker spawned by the hive takes only its own key (API_KEY, read by the caller
+# from the worker's environment)
+if os.environ.get("API_KEY"):
+    headers["authorization"] = "Bearer " + os.environ["API_KEY"]
 
 
 def stream(i, out):
