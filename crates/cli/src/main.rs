@@ -41,6 +41,10 @@ enum Command {
     Run {
         /// The model: its id, its alias, the start of either, or a reference to pull
         model: String,
+        /// A parameter, as `/set parameter` takes it (repeatable):
+        /// --parameter num_predict=64 --parameter temperature=0
+        #[arg(long = "parameter", value_name = "NAME=VALUE")]
+        parameters: Vec<String>,
         /// What to ask, once
         #[arg(trailing_var_arg = true)]
         prompt: Vec<String>,
@@ -77,7 +81,11 @@ fn main() -> ExitCode {
             Command::Ps => {
                 commands::workers::workers(commands::workers::WorkersCommand::Ls, &cli.hive).await
             }
-            Command::Run { model, prompt } => commands::run::run(&model, &prompt, &cli.hive).await,
+            Command::Run {
+                model,
+                parameters,
+                prompt,
+            } => commands::run::run(&model, &parameters, &prompt, &cli.hive).await,
             Command::Stop { model } => {
                 let unload = commands::models::ModelsCommand::Unload { id: model };
                 commands::models::run(unload, &cli.hive).await

@@ -174,16 +174,20 @@ assert reply.message.content.strip(), reply
 assert reply.done and reply.eval_count and reply.eval_count > 0, reply
 seen["ollama_chat"] = reply.message.content
 
-parts = [
-    p.message.content
-    for p in o.chat(
+chunks = list(
+    o.chat(
         model=alias,
         messages=[{"role": "user", "content": "Name three colours."}],
         stream=True,
         options={"temperature": 0, "num_predict": 16},
     )
-]
+)
+parts = [p.message.content for p in chunks]
 assert len(parts) > 2 and "".join(parts).strip(), parts
+# the durations Ollama's clients work out tokens/s from (`ollama run --verbose`)
+last = chunks[-1]
+assert last.done and last.eval_count and last.eval_duration and last.eval_duration > 0, last
+assert last.prompt_eval_duration is not None and last.prompt_eval_duration > 0, last
 seen["ollama_stream_chunks"] = len(parts)
 
 gen = o.generate(model=alias, prompt="The capital of France is", options={"temperature": 0, "num_predict": 8}, keep_alive="10m")

@@ -1,14 +1,15 @@
 //! `rbee run MODEL [PROMPT]`, as `ollama run`: pull the model if the catalog lacks it,
-//! then chat with it through the one endpoint, which loads it. Given a prompt (or a
-//! piped stdin) it answers once; else it reads turns from the terminal, with
-//! `/set system`, `/set parameter`, `/show`, `/clear` and `/bye`, and `"""` around
-//! several lines. Each answer streams as it comes; its tokens per second go to stderr.
+//! then chat with it through the one endpoint's `/api/chat` (Ollama's own, so that
+//! parameters are Ollama's `options`, read where the gateway reads them), which loads
+//! it. Given a prompt (or a piped stdin) it answers once; else it reads turns from the
+//! terminal, with `/set system`, `/set parameter`, `/show`, `/clear` and `/bye`, and
+//! `"""` around several lines. Each answer streams as it comes; its tokens per second
+//! go to stderr.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::time::Instant;
 
 use anyhow::bail;
-use eventsource_stream::Eventsource as _;
 use futures_util::StreamExt as _;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
@@ -17,18 +18,19 @@ use crate::commands::client::{Client, HiveArgs, encode_id};
 use crate::commands::job::follow_job;
 use crate::commands::names;
 
-/// Ollama's parameter names, and the chat request's field each sets.
-const PARAMETERS: &[(&str, &str)] = &[
-    ("temperature", "temperature"),
-    ("top_p", "top_p"),
-    ("top_k", "top_k"),
-    ("min_p", "min_p"),
-    ("seed", "seed"),
-    ("num_predict", "max_tokens"),
-    ("repeat_penalty", "repeat_penalty"),
-    ("presence_penalty", "presence_penalty"),
-    ("frequency_penalty", "frequency_penalty"),
-    ("stop", "stop"),
+/// The `options` `/set parameter` takes, by Ollama's names.
+const PARAMETERS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "num_predict",
+    "repeat_penalty",
+    "repeat_last_n",
+    "presence_penalty",
+    "frequency_penalty",
+    "stop",
 ];
 
 /// One line typed at the prompt.
@@ -70,11 +72,10 @@ fn parse_line(line: &str) -> Line {
                 .trim()
                 .split_once(char::is_whitespace)
                 .unwrap_or((rest, ""));
-            let Some((_, field)) = PARAMETERS.iter().find(|(n, _)| *n == name) else {
-                let known: Vec<&str> = PARAMETERS.iter().map(|(n, _)| *n).collect();
+            let Some(field) = PARAMETERS.iter().find(|n| **n == name) else {
                 return Line::Wrong(format!(
                     "unknown parameter {name:?}: one of {}",
-                    known.join(", ")
+                    PARAMETERS.join(", ")
                 ));
             };
             let value = value.trim();
@@ -127,15 +128,12 @@ impl Chat {
     /// Sends the conversation and `text`; streams the answer to stdout; keeps both.
     async fn say(&mut self, text: &str) -> anyhow::Result<()> {
         self.history.push(json!({"role": "user", "content": text}));
-        let mut body = json!({
+        let body = json!({
             "model": self.model,
             "messages": self.messages(),
             "stream": true,
-            "stream_options": {"include_usage": true},
+            "options": self.parameters,
         });
-        for (k, v) in &self.parameters {
-            body[k] = v.clone();
-        }
         let answer = match stream_answer(&self.client, &body).await {
             Ok(a) => a,
             Err(e) => {
@@ -178,47 +176,59 @@ impl Chat {
     }
 }
 
-/// Streams one chat answer to stdout; its text. Tokens per second go to stderr.
+/// Streams one chat answer (Ollama's NDJSON lines) to stdout; its text. Tokens per
+/// second go to stderr.
 async fn stream_answer(client: &Client, body: &Value) -> anyhow::Result<String> {
     let started = Instant::now();
-    let response = client.post_streaming("/v1/chat/completions", body).await?;
-    let mut events = response.bytes_stream().eventsource();
+    let response = client.post_streaming("/api/chat", body).await?;
+    let mut bytes = response.bytes_stream();
+    let mut pending: Vec<u8> = Vec::new();
     let mut text = String::new();
-    let mut first: Option<Instant> = None;
-    let mut tokens: Option<u64> = None;
-    let mut pieces = 0u64;
+    let mut last = Value::Null;
     let mut out = std::io::stdout();
-    while let Some(event) = events.next().await {
-        let event = event.map_err(|e| anyhow::anyhow!("the answer's stream broke: {e}"))?;
-        if event.data.trim() == "[DONE]" {
-            break;
-        }
-        let Ok(v) = serde_json::from_str::<Value>(&event.data) else {
+    loop {
+        // one whole line at a time: a chunk may end anywhere, inside a character too
+        let line = match pending.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                line
+            }
+            None => match bytes.next().await {
+                Some(chunk) => {
+                    let chunk =
+                        chunk.map_err(|e| anyhow::anyhow!("the answer's stream broke: {e}"))?;
+                    pending.extend_from_slice(&chunk);
+                    continue;
+                }
+                None if pending.is_empty() => break,
+                None => std::mem::take(&mut pending),
+            },
+        };
+        let Ok(v) = serde_json::from_slice::<Value>(&line) else {
             continue;
         };
-        if let Some(message) = v["error"]["message"].as_str() {
+        if let Some(message) = v["error"].as_str() {
             writeln!(out)?;
             bail!("{message}");
         }
-        if let Some(piece) = v["choices"][0]["delta"]["content"].as_str()
-            && !piece.is_empty()
-        {
-            first.get_or_insert_with(Instant::now);
-            pieces += 1;
+        if let Some(piece) = v["message"]["content"].as_str() {
             text.push_str(piece);
             write!(out, "{piece}")?;
             out.flush()?;
         }
-        if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
-            tokens = Some(n);
+        if v["done"] == true {
+            last = v;
+            break;
         }
     }
     writeln!(out)?;
-    let tokens = tokens.unwrap_or(pieces);
-    let generating = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
-    let rate = if generating > 0.0 && tokens > 1 {
-        // the first token came with the prompt's processing
-        format!(", {:.1} tokens/s", (tokens - 1) as f64 / generating)
+    let tokens = last["eval_count"].as_u64().unwrap_or(0);
+    #[allow(clippy::cast_precision_loss)]
+    let generating = last["eval_duration"].as_u64().unwrap_or(0) as f64 / 1e9;
+    let rate = if generating > 0.0 && tokens > 0 {
+        #[allow(clippy::cast_precision_loss)]
+        let r = tokens as f64 / generating;
+        format!(", {r:.1} tokens/s")
     } else {
         String::new()
     };
@@ -229,8 +239,36 @@ async fn stream_answer(client: &Client, body: &Value) -> anyhow::Result<String> 
     Ok(text)
 }
 
+/// Sets one of Ollama's `options`; `stop` adds a stop sequence.
+fn set_parameter(parameters: &mut Map<String, Value>, field: &str, value: Value) {
+    if field == "stop" {
+        let stops = parameters.entry("stop").or_insert_with(|| json!([]));
+        if let Some(list) = stops.as_array_mut() {
+            list.push(value);
+        }
+    } else {
+        parameters.insert(field.to_owned(), value);
+    }
+}
+
 /// `rbee run MODEL [PROMPT...]`.
-pub async fn run(model: &str, prompt: &[String], args: &HiveArgs) -> anyhow::Result<()> {
+pub async fn run(
+    model: &str,
+    given: &[String],
+    prompt: &[String],
+    args: &HiveArgs,
+) -> anyhow::Result<()> {
+    let mut parameters = Map::new();
+    for p in given {
+        let Some((name, value)) = p.split_once('=') else {
+            bail!("--parameter takes NAME=VALUE, got {p:?}");
+        };
+        match parse_line(&format!("/set parameter {name} {value}")) {
+            Line::Parameter(field, value) => set_parameter(&mut parameters, field, value),
+            Line::Wrong(message) => bail!("{message}"),
+            _ => bail!("--parameter takes NAME=VALUE, got {p:?}"),
+        }
+    }
     let client = Client::new(args)?;
     let name = names::model_id(&client, model).await?;
     let in_catalog = client
@@ -259,7 +297,7 @@ pub async fn run(model: &str, prompt: &[String], args: &HiveArgs) -> anyhow::Res
         client,
         model: name,
         system: None,
-        parameters: Map::new(),
+        parameters,
         history: Vec::new(),
     };
     let stdin = std::io::stdin();
@@ -336,14 +374,7 @@ pub async fn run(model: &str, prompt: &[String], args: &HiveArgs) -> anyhow::Res
             }
             Line::Parameter(field, value) => {
                 eprintln!("{field} = {value}");
-                if field == "stop" {
-                    let stops = chat.parameters.entry("stop").or_insert_with(|| json!([]));
-                    if let Some(list) = stops.as_array_mut() {
-                        list.push(value);
-                    }
-                } else {
-                    chat.parameters.insert(field.to_owned(), value);
-                }
+                set_parameter(&mut chat.parameters, field, value);
             }
             Line::Wrong(message) => eprintln!("{message}"),
         }
@@ -372,7 +403,7 @@ mod tests {
         );
         assert_eq!(
             parse_line("/set parameter num_predict 64"),
-            Line::Parameter("max_tokens", json!(64))
+            Line::Parameter("num_predict", json!(64))
         );
         assert_eq!(
             parse_line("/set parameter stop <|im_end|>"),

@@ -353,12 +353,28 @@ async fn worker_binaries_and_workers_from_the_command_line() {
     assert!(!worker.is_empty());
     // `rbee run`, as `ollama run`: a prompt answered once, streamed to stdout, its
     // speed on stderr; piped input is the prompt too
-    let (ok, out, err) = rbee(&d, &["run", &id, "The", "capital", "of", "France", "is"]);
+    let (ok, out, err) = rbee(
+        &d,
+        &[
+            "run",
+            &id,
+            "--parameter",
+            "num_predict=12",
+            "The",
+            "capital",
+            "of",
+            "France",
+            "is",
+        ],
+    );
     assert!(ok, "{err}");
     assert!(!out.trim().is_empty(), "no answer: {err}");
-    assert!(err.contains("tokens in"), "{err}");
+    assert!(
+        err.contains("tokens in") && err.contains("tokens/s"),
+        "{err}"
+    );
     let mut piped = Command::new(env!("CARGO_BIN_EXE_rbee"))
-        .args(["run", &id])
+        .args(["run", &id, "--parameter", "num_predict=12"])
         .env("RBEE_HIVE_URL", &d.1)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -379,6 +395,8 @@ async fn worker_binaries_and_workers_from_the_command_line() {
     assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
     let (ok, _, err) = rbee(&d, &["run", "no-such-model", "hi"]);
     assert!(!ok && err.contains("no-such-model"), "{err}");
+    let (ok, _, err) = rbee(&d, &["run", &id, "--parameter", "warmth=3", "hi"]);
+    assert!(!ok && err.contains("temperature"), "{err}");
     let (ok, out, _) = rbee(&d, &["workers", "ls"]);
     assert!(ok && out.contains(&wid) && out.contains("ready"), "{out}");
     let (ok, out, _) = rbee(&d, &["hive", "status"]);

@@ -555,7 +555,13 @@ async fn converse(
     };
     if !stream {
         let v = upstream.json().await?;
-        let done = t.done(&t.piece(&v), &v["usage"], &reason_of(&v));
+        let done = t.done(
+            &t.piece(&v),
+            &v["usage"],
+            &v["timings"],
+            None,
+            &reason_of(&v),
+        );
         unload_if_asked(&state, &model.id, keep).await;
         return Ok(axum::Json(done).into_response());
     }
@@ -565,6 +571,8 @@ async fn converse(
         events,
         t,
         usage: Value::Null,
+        timings: Value::Null,
+        first: None,
         reason: "stop".to_owned(),
         state,
         model_id: model.id.clone(),
@@ -581,8 +589,12 @@ async fn converse(
                     if v.get("usage").is_some_and(|u| !u.is_null()) {
                         run.usage = v["usage"].clone();
                     }
+                    if v.get("timings").is_some_and(|t| !t.is_null()) {
+                        run.timings = v["timings"].clone();
+                    }
                     let text = run.t.piece(&v);
                     if !text.is_empty() {
+                        run.first.get_or_insert_with(Instant::now);
                         let line = ndjson(&run.t.line(&text));
                         return Some((Ok::<_, std::io::Error>(line), Some(run)));
                     }
@@ -590,7 +602,9 @@ async fn converse(
                 Some(Err(e)) => return Some((Ok(ndjson(&json!({"error": e}))), None)),
                 None => {
                     unload_if_asked(&run.state, &run.model_id, run.keep).await;
-                    let done = run.t.done("", &run.usage, &run.reason);
+                    let done = run
+                        .t
+                        .done("", &run.usage, &run.timings, run.first, &run.reason);
                     return Some((Ok(ndjson(&done)), None));
                 }
             }
@@ -611,6 +625,10 @@ struct Run {
     events: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Value, String>> + Send>>,
     t: Translate,
     usage: Value,
+    /// llama-server's own timings of the answer, when it gives them.
+    timings: Value,
+    /// When the first text came.
+    first: Option<Instant>,
     reason: String,
     state: SharedGateway,
     model_id: String,
@@ -654,8 +672,17 @@ impl Translate {
         v
     }
 
-    /// The last line: the reason and the counts.
-    fn done(&self, text: &str, usage: &Value, reason: &str) -> Value {
+    /// The last line: the reason, the counts and the durations (llama-server's own
+    /// timings where it gives them, else as measured here from the first text), from
+    /// which Ollama's clients work out tokens per second.
+    fn done(
+        &self,
+        text: &str,
+        usage: &Value,
+        timings: &Value,
+        first: Option<Instant>,
+        reason: &str,
+    ) -> Value {
         let mut v = self.line(text);
         v["done"] = json!(true);
         v["done_reason"] = json!(reason);
@@ -663,6 +690,16 @@ impl Translate {
         v["load_duration"] = json!(nanos(self.load_secs));
         v["prompt_eval_count"] = json!(usage["prompt_tokens"].as_u64().unwrap_or(0));
         v["eval_count"] = json!(usage["completion_tokens"].as_u64().unwrap_or(0));
+        let ms = |k: &str| timings[k].as_f64().filter(|t| t.is_finite() && *t >= 0.0);
+        let measured_prompt =
+            first.map(|f| f.saturating_duration_since(self.started).as_secs_f64() - self.load_secs);
+        let measured_eval = first.map(|f| f.elapsed().as_secs_f64());
+        if let Some(secs) = ms("prompt_ms").map(|t| t / 1e3).or(measured_prompt) {
+            v["prompt_eval_duration"] = json!(nanos(secs.max(0.0)));
+        }
+        if let Some(secs) = ms("predicted_ms").map(|t| t / 1e3).or(measured_eval) {
+            v["eval_duration"] = json!(nanos(secs.max(0.0)));
+        }
         v
     }
 }
