@@ -35,8 +35,32 @@ pub async fn all_models(client: &Client) -> anyhow::Result<Value> {
     }
 }
 
-/// The catalog id that `word` names.
+/// What a word names: a model in the catalog, or a reference the catalog does not
+/// hold yet (for the commands that pull it first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named {
+    /// A catalog id.
+    Id(String),
+    /// A reference to pull.
+    Reference(String),
+}
+
+impl Named {
+    /// The id, or the reference.
+    pub fn into_string(self) -> String {
+        match self {
+            Self::Id(s) | Self::Reference(s) => s,
+        }
+    }
+}
+
+/// The catalog id that `word` names (or the reference it is, not yet pulled).
 pub async fn model_id(client: &Client, word: &str) -> anyhow::Result<String> {
+    named(client, word).await.map(Named::into_string)
+}
+
+/// What `word` names.
+pub async fn named(client: &Client, word: &str) -> anyhow::Result<Named> {
     let models = all_models(client).await?;
     let names: Vec<(String, String)> = models
         .as_array()
@@ -51,17 +75,16 @@ pub async fn model_id(client: &Client, word: &str) -> anyhow::Result<String> {
     resolve(&names, word)
 }
 
-/// Whether `word` is a reference to pull (`hf:`, `https://`, ...), not a name.
-pub fn is_reference(word: &str) -> bool {
+fn is_reference(word: &str) -> bool {
     ["hf:", "https://", "http://", "file:", "oci://", "ollama:"]
         .iter()
         .any(|p| word.starts_with(p))
 }
 
 /// `names` are (id, alias) pairs.
-fn resolve(names: &[(String, String)], word: &str) -> anyhow::Result<String> {
+fn resolve(names: &[(String, String)], word: &str) -> anyhow::Result<Named> {
     if let Some((id, _)) = names.iter().find(|(id, _)| id == word) {
-        return Ok(id.clone());
+        return Ok(Named::Id(id.clone()));
     }
     let lower = word.to_lowercase();
     let by_alias: Vec<&String> = names
@@ -70,14 +93,14 @@ fn resolve(names: &[(String, String)], word: &str) -> anyhow::Result<String> {
         .map(|(id, _)| id)
         .collect();
     if let [id] = by_alias.as_slice() {
-        return Ok((*id).clone());
+        return Ok(Named::Id((*id).clone()));
     }
     let by_prefix: Vec<&(String, String)> = names
         .iter()
         .filter(|(id, alias)| id.starts_with(word) || alias.to_lowercase().starts_with(&lower))
         .collect();
     match by_prefix.as_slice() {
-        [(id, _)] => return Ok(id.clone()),
+        [(id, _)] => return Ok(Named::Id(id.clone())),
         [] => {}
         many => {
             let list: Vec<String> = many
@@ -92,7 +115,7 @@ fn resolve(names: &[(String, String)], word: &str) -> anyhow::Result<String> {
         }
     }
     if is_reference(word) {
-        return Ok(word.to_owned());
+        return Ok(Named::Reference(word.to_owned()));
     }
     let near = names
         .iter()
@@ -112,7 +135,7 @@ fn resolve(names: &[(String, String)], word: &str) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::resolve;
+    use super::{Named, resolve};
 
     fn names() -> Vec<(String, String)> {
         [
@@ -128,14 +151,17 @@ mod tests {
     #[test]
     fn ids_aliases_prefixes_and_typos() {
         let n = names();
-        let ok = |w: &str| resolve(&n, w).unwrap_or_else(|e| panic!("{w}: {e}"));
+        let ok = |w: &str| match resolve(&n, w).unwrap_or_else(|e| panic!("{w}: {e}")) {
+            Named::Id(id) => id,
+            Named::Reference(r) => panic!("{w} is in the catalog, not {r}"),
+        };
         assert_eq!(ok("file:/m/gemma.gguf"), "file:/m/gemma.gguf");
         assert_eq!(ok("smollm2:q8_0"), "hf:org/SmolLM2-GGUF/smol-q8_0.gguf");
         assert_eq!(ok("SMOLLM2:Q4_1"), "hf:org/SmolLM2-GGUF/smol-q4_1.gguf");
         assert_eq!(ok("gem"), "file:/m/gemma.gguf");
         assert_eq!(
-            ok("hf:new/Repo-GGUF"),
-            "hf:new/Repo-GGUF",
+            resolve(&n, "hf:new/Repo-GGUF").unwrap(),
+            Named::Reference("hf:new/Repo-GGUF".into()),
             "a reference to pull"
         );
         let many = resolve(&n, "smollm2").unwrap_err().to_string();

@@ -14,7 +14,7 @@ use futures_util::StreamExt as _;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use crate::commands::client::{Client, HiveArgs, encode_id};
+use crate::commands::client::{Client, HiveArgs};
 use crate::commands::job::follow_job;
 use crate::commands::names;
 
@@ -270,16 +270,8 @@ pub async fn run(
         }
     }
     let client = Client::new(args)?;
-    let name = names::model_id(&client, model).await?;
-    let in_catalog = client
-        .call(
-            Method::GET,
-            &format!("/v1/models/{}", encode_id(&name)),
-            None,
-        )
-        .await
-        .is_ok();
-    if !in_catalog && names::is_reference(&name) {
+    let named = names::named(&client, model).await?;
+    if let names::Named::Reference(name) = &named {
         // not in the catalog yet: pulled here, with its progress, as `ollama run` does
         let started = client
             .call(
@@ -295,7 +287,7 @@ pub async fn run(
     }
     let mut chat = Chat {
         client,
-        model: name,
+        model: named.into_string(),
         system: None,
         parameters,
         history: Vec::new(),

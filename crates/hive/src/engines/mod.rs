@@ -156,6 +156,14 @@ pub enum ModelKind {
 /// llama.cpp's pooling type for ranking (`LLAMA_POOLING_TYPE_RANK`).
 const POOLING_RANK: u32 = 4;
 
+/// llama-server's flags for its embedding mode, and for its reranking mode.
+const EMBEDDING_FLAGS: &[&str] = &["--embedding", "--embeddings"];
+const RERANKING_FLAGS: &[&str] = &["--rerank", "--reranking"];
+
+fn has_flag(args: &[String], flags: &[&str]) -> bool {
+    args.iter().any(|a| flags.contains(&a.as_str()))
+}
+
 impl ModelKind {
     /// The kind of a model whose header says `summary`; a model with no header
     /// generates.
@@ -177,6 +185,18 @@ impl ModelKind {
         }
     }
 
+    /// The kind a model is served as: its GGUF's, unless the extra arguments its
+    /// worker gets (its preset's) start llama.cpp in another mode.
+    pub fn served(summary: Option<&gguf::Summary>, engine_args: &[String]) -> Self {
+        if has_flag(engine_args, RERANKING_FLAGS) {
+            Self::Rerank
+        } else if has_flag(engine_args, EMBEDDING_FLAGS) {
+            Self::Embedding
+        } else {
+            Self::of(summary)
+        }
+    }
+
     /// What people call it, in an error.
     pub fn name(self) -> &'static str {
         match self {
@@ -193,12 +213,11 @@ pub fn kind_args(engine: Engine, kind: ModelKind, args: &mut Vec<String>) {
     if engine != Engine::LlamaCpp {
         return;
     }
-    let has = |names: &[&str]| args.iter().any(|a| names.contains(&a.as_str()));
     match kind {
-        ModelKind::Embedding if !has(&["--embedding", "--embeddings"]) => {
+        ModelKind::Embedding if !has_flag(args, EMBEDDING_FLAGS) => {
             args.push("--embeddings".to_owned());
         }
-        ModelKind::Rerank if !has(&["--rerank", "--reranking"]) => {
+        ModelKind::Rerank if !has_flag(args, RERANKING_FLAGS) => {
             args.push("--reranking".to_owned());
         }
         _ => {}
@@ -273,6 +292,21 @@ mod tests {
         );
         assert!(args(Engine::LlamaCpp, ModelKind::Generation, &[]).is_empty());
         assert!(args(Engine::Rbee, ModelKind::Rerank, &[]).is_empty());
+        // a preset that starts llama.cpp in a mode makes the model that kind
+        let llama = Some(summary("llama", None));
+        let preset = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            ModelKind::served(llama.as_ref(), &preset(&["--embeddings"])),
+            ModelKind::Embedding
+        );
+        assert_eq!(
+            ModelKind::served(llama.as_ref(), &preset(&["--rerank"])),
+            ModelKind::Rerank
+        );
+        assert_eq!(
+            ModelKind::served(llama.as_ref(), &preset(&["--temp", "0"])),
+            ModelKind::Generation
+        );
     }
 
     #[test]

@@ -30,21 +30,15 @@ impl Wants {
     }
 }
 
-/// Refuses what `model`'s kind cannot answer. A language model makes embeddings only
-/// when its preset starts llama.cpp in embedding mode (`--embeddings`).
+/// Refuses what `model`'s kind, as it is served ([`ModelKind::served`]: its GGUF's,
+/// or its preset's mode), cannot answer.
 pub fn check(model: &ModelEntry, wants: Wants) -> Result<(), GatewayError> {
-    let kind = ModelKind::of(model.gguf.as_ref());
+    let kind = ModelKind::served(model.gguf.as_ref(), &model.preset.engine_args);
     let name = model.alias();
-    let embedding_preset = model
-        .preset
-        .engine_args
-        .iter()
-        .any(|a| a == "--embeddings" || a == "--embedding");
     let refusal = match (kind, wants) {
         (ModelKind::Rerank, Wants::Ranking)
         | (ModelKind::Embedding, Wants::Embeddings)
         | (ModelKind::Generation, Wants::Text) => return Ok(()),
-        (ModelKind::Generation, Wants::Embeddings) if embedding_preset => return Ok(()),
         (ModelKind::Generation, Wants::Embeddings) => format!(
             "{name} is a language model: its worker makes no embeddings. Ask an embedding model, or start this one in llama.cpp's embedding mode: rbee models set {name} --engine-arg=--embeddings"
         ),

@@ -350,7 +350,7 @@ pub(crate) async fn show(
         "details": details(&e),
         "model_info": info,
         // as Ollama says it: what the model's kind answers
-        "capabilities": match crate::engines::ModelKind::of(g) {
+        "capabilities": match crate::engines::ModelKind::served(g, &e.preset.engine_args) {
             crate::engines::ModelKind::Generation => ["completion"],
             crate::engines::ModelKind::Embedding | crate::engines::ModelKind::Rerank => ["embedding"],
         },

@@ -936,6 +936,22 @@ async fn embeddings_come_from_a_worker_the_preset_starts_for_them() {
     let (s, v) = post(&h, "/api/embed", json!({"model": "smol:embed", "input": 7})).await;
     assert_eq!(s, 400, "{v}");
     assert!(v["error"].is_string(), "Ollama's shape: {v}");
+    // started in embedding mode by its preset, it is an embedding model: a chat is
+    // refused by the hive, not sent to a worker that answers 501
+    let (s, v) = post(
+        &h,
+        "/openai/v1/chat/completions",
+        json!({"model": "smol:embed", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("embedding model"),
+        "{v}"
+    );
     let (s, v) = post(
         &h,
         "/api/embeddings",
