@@ -108,7 +108,8 @@ pub struct Config {
     /// unhealthy and is restarted like any sick worker (0: never)
     #[arg(long, env = "RBEE_WORKER_STALL_SECS", default_value_t = 300)]
     pub worker_stall_secs: u64,
-    /// Seconds a worker gets between SIGTERM and SIGKILL
+    /// Seconds a worker gets between SIGTERM and SIGKILL (at most 2 while the hive
+    /// itself stops)
     #[arg(long, env = "RBEE_WORKER_STOP_GRACE", default_value_t = 10)]
     pub worker_stop_grace_secs: u64,
     /// Seconds without a request after which a worker is stopped, unless its spawn says otherwise (0: never)

@@ -202,6 +202,10 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+/// The most a worker gets between SIGTERM and SIGKILL while the hive stops. An
+/// inference worker keeps nothing worth saving; the hive's exit is promised in bounded time.
+const SHUTDOWN_STOP_GRACE: Duration = Duration::from_secs(2);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -550,6 +554,18 @@ impl Registry {
         }
     }
 
+    /// Between SIGTERM and SIGKILL for a stop: `--worker-stop-grace-secs`, or at most
+    /// [`SHUTDOWN_STOP_GRACE`] once the hive is stopping, so that a worker that does
+    /// not exit on SIGTERM (llama-server can hang in its signal handler while it
+    /// generates) cannot hold the hive's exit past its promise.
+    fn stop_grace(&self) -> Duration {
+        if self.shutdown.is_stopping() {
+            self.supervision.stop_grace.min(SHUTDOWN_STOP_GRACE)
+        } else {
+            self.supervision.stop_grace
+        }
+    }
+
     /// SIGTERM to the group, then SIGKILL after the grace period; waits for the exit.
     async fn terminate(&self, child: &mut tokio::process::Child, pid: u32, grace: Duration) {
         if let Ok(Some(_)) = child.try_wait() {
@@ -605,8 +621,7 @@ impl Registry {
                 .wait_ready(&mut child, &url, plan.engine, &entry.stop)
                 .await;
             if entry.stop.is_cancelled() {
-                self.terminate(&mut child, pid, self.supervision.stop_grace)
-                    .await;
+                self.terminate(&mut child, pid, self.stop_grace()).await;
                 self.release_port(port);
                 self.finish_stopped(&id, &entry, &mut first);
                 return;
@@ -645,8 +660,7 @@ impl Registry {
                 }
             };
             if entry.stop.is_cancelled() {
-                self.terminate(&mut child, pid, self.supervision.stop_grace)
-                    .await;
+                self.terminate(&mut child, pid, self.stop_grace()).await;
                 self.release_port(port);
                 self.finish_stopped(&id, &entry, &mut first);
                 if failure == "idle" {

@@ -374,15 +374,30 @@ async fn bad_spawn_requests_are_4xx() {
     assert_eq!(r.status(), 404);
 }
 
+/// SIGTERM to the hive stops every worker, in bounded time even when one does not
+/// answer SIGTERM: the worker here is stopped (SIGSTOP), so its SIGTERM stays
+/// pending, as with a llama-server that hangs in its signal handler; the hive's exit
+/// does not wait out the long `--worker-stop-grace-secs`.
 #[tokio::test]
 async fn sigterm_to_the_hive_stops_every_worker() {
     let Some(model) = smollm2() else { return };
     let home = tempfile::tempdir().unwrap();
-    let mut h = hive(home.path(), &["--worker-stop-grace-secs", "5"]);
+    let mut h = hive(
+        home.path(),
+        &[
+            "--worker-stop-grace-secs",
+            "60",
+            "--shutdown-grace-secs",
+            "1",
+        ],
+    );
     install_cpu_worker(&h).await;
     let model_id = import(&h, &model).await;
     let pid = spawn(&h, &model_id).await["pid"].as_u64().unwrap();
     assert!(alive(pid));
+    let worker = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(worker, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let signalled = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(h.child.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
@@ -396,7 +411,12 @@ async fn sigterm_to_the_hive_stops_every_worker() {
         assert!(Instant::now() < deadline, "the hive did not exit");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let took = signalled.elapsed();
     assert!(status.success(), "{status}");
+    assert!(
+        took < Duration::from_secs(20),
+        "the hive waited out its worker's 60s grace: {took:?}"
+    );
     assert!(!alive(pid), "the worker outlived the hive");
     assert!(processes_under(home.path()).is_empty());
 }
