@@ -159,6 +159,63 @@ pub struct Config {
     /// An orchestrator to announce this hive to, with its reachable URL
     #[arg(long, env = "RBEE_QUEEN_URL")]
     pub queen_url: Option<url::Url>,
+    /// etcd endpoints of the lab (`http://HOST:2379`, comma-separated): the hive joins
+    /// its fleet there and routes requests for models it cannot serve to its peers
+    #[arg(long, env = "RBEE_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// The etcd user (its password from `RBEE_ETCD_PASSWORD`)
+    #[arg(long, env = "RBEE_ETCD_USERNAME")]
+    pub etcd_username: Option<String>,
+    /// The etcd user's password
+    #[arg(
+        long,
+        env = "RBEE_ETCD_PASSWORD",
+        hide_env_values = true,
+        requires = "etcd_username"
+    )]
+    pub etcd_password: Option<String>,
+    /// A CA (PEM) to check etcd's TLS certificate with (https:// endpoints)
+    #[arg(long, env = "RBEE_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for etcd, with `--etcd-key-file`
+    #[arg(long, env = "RBEE_ETCD_CERT_FILE", requires = "etcd_key_file")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM)
+    #[arg(long, env = "RBEE_ETCD_KEY_FILE", requires = "etcd_cert_file")]
+    pub etcd_key_file: Option<PathBuf>,
+    /// The fleet this hive joins on etcd
+    #[arg(long, env = "RBEE_FLEET", default_value = "default", value_parser = parse_fleet_name)]
+    pub fleet: String,
+    /// Seconds the hive's fleet record outlives the hive (its etcd lease)
+    #[arg(long, env = "RBEE_FLEET_TTL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub fleet_ttl_secs: u64,
+    /// The URL the other hives reach this one at (default: the listen address, or
+    /// this machine's address toward etcd when it listens on all of them)
+    #[arg(long, env = "RBEE_ADVERTISE_URL")]
+    pub advertise_url: Option<url::Url>,
+    /// A file holding the fleet's shared token (mode 0600): sent with every request
+    /// between hives, and required of a peer's
+    #[arg(long, env = "RBEE_FLEET_TOKEN_FILE")]
+    pub fleet_token_file: Option<PathBuf>,
+    /// The fleet token, read from `--fleet-token-file`
+    #[arg(skip)]
+    pub fleet_token: Option<String>,
+}
+
+/// A fleet's name: it is a key segment on etcd.
+fn parse_fleet_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !s.starts_with('.');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?}: a fleet name is 1 to 64 letters, digits, '-', '_' or '.'"
+        ))
+    }
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -227,8 +284,17 @@ impl Config {
         let Some(path) = &self.api_token_file else {
             return Ok(());
         };
-        let token = read_token_file(path)?;
+        let token = read_token_file(path, "--api-token-file")?;
         self.api_token = Some(token);
+        Ok(())
+    }
+
+    /// Reads `--fleet-token-file`; a file others may read is refused.
+    pub fn load_fleet_token_file(&mut self) -> Result<(), String> {
+        let Some(path) = &self.fleet_token_file else {
+            return Ok(());
+        };
+        self.fleet_token = Some(read_token_file(path, "--fleet-token-file")?);
         Ok(())
     }
 
@@ -251,15 +317,15 @@ impl Config {
 
 /// The token in a token file: its first line, trimmed. A file that group or others
 /// may read, or an empty one, is refused.
-pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
-    let meta = fs_err::metadata(path).map_err(|e| format!("--api-token-file: {e}"))?;
+pub fn read_token_file(path: &std::path::Path, flag: &str) -> Result<String, String> {
+    let meta = fs_err::metadata(path).map_err(|e| format!("{flag}: {e}"))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = meta.permissions().mode();
         if mode & 0o077 != 0 {
             return Err(format!(
-                "--api-token-file {}: others may read it (mode {:o}): chmod 600 it",
+                "{flag} {}: others may read it (mode {:o}): chmod 600 it",
                 path.display(),
                 mode & 0o777
             ));
@@ -267,10 +333,10 @@ pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
     }
     #[cfg(not(unix))]
     let _ = meta;
-    let text = fs_err::read_to_string(path).map_err(|e| format!("--api-token-file: {e}"))?;
+    let text = fs_err::read_to_string(path).map_err(|e| format!("{flag}: {e}"))?;
     let token = text.lines().next().unwrap_or("").trim();
     if token.is_empty() {
-        return Err(format!("--api-token-file {} is empty", path.display()));
+        return Err(format!("{flag} {} is empty", path.display()));
     }
     Ok(token.to_owned())
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dashboard;
 pub mod engines;
 pub mod error;
+pub mod fleet;
 pub mod gateway;
 pub mod jobs;
 pub mod metrics;
@@ -45,9 +46,16 @@ const STREAMS_FLUSH: Duration = Duration::from_secs(2);
 
 /// The API.
 pub fn app(state: SharedState) -> Router {
+    let gateway = Arc::new(gateway::Gateway::new(Arc::clone(&state)));
+    app_with(state, gateway)
+}
+
+/// The API, with the one endpoint's state made by the caller.
+fn app_with(state: SharedState, gateway: gateway::SharedGateway) -> Router {
     let edge = Arc::new(api::guard::Edge::new(&state.config));
     Router::new()
         .merge(api::system::router())
+        .merge(api::fleet::router())
         .merge(api::models::router())
         .merge(api::jobs::router())
         .merge(api::workers::router())
@@ -62,8 +70,12 @@ pub fn app(state: SharedState) -> Router {
                 .merge(gateway::openai::router())
                 .merge(gateway::ollama::router())
                 .merge(gateway::anthropic::router())
+                .layer(middleware::from_fn_with_state(
+                    Arc::clone(&gateway),
+                    gateway::peers::to_a_peer,
+                ))
                 .layer(axum::extract::DefaultBodyLimit::max(gateway::MAX_BODY))
-                .with_state(Arc::new(gateway::Gateway::new(Arc::clone(&state)))),
+                .with_state(gateway),
         )
         .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
             ApiError::not_found(format!(
@@ -201,6 +213,19 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
         tracing::warn!(?reaped, "stopped workers the last run left behind");
     }
     let audit = Arc::new(audit::AuditLog::new(&home));
+    let etcd = fleet::etcd::EtcdAccess::from_config(&config).map_err(anyhow::Error::msg)?;
+    let fleet = match &etcd {
+        Some(_) => {
+            let id = fleet::etcd::hive_id(&home)
+                .with_context(|| format!("cannot keep this hive's id in {}", home.display()))?;
+            Some(Arc::new(fleet::view::Fleet::new(
+                config.fleet.clone(),
+                id,
+                config.fleet_token.clone(),
+            )))
+        }
+        None => None,
+    };
     let state = Arc::new(AppState {
         download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
         config,
@@ -220,6 +245,8 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
         http,
         storage_lock: tokio::sync::Mutex::new(()),
         catalog_health,
+        fleet,
+        etcd,
     });
     Ok((state, lock))
 }
@@ -269,7 +296,23 @@ pub async fn resume_downloads(state: &SharedState) -> anyhow::Result<usize> {
 pub async fn serve(state: SharedState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let signalled = state.shutdown.clone();
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
-    let app = app(Arc::clone(&state));
+    let gateway = Arc::new(gateway::Gateway::new(Arc::clone(&state)));
+    if let (Some(fleet), Some(access)) = (state.fleet.clone(), state.etcd.clone()) {
+        let local = listener.local_addr()?;
+        let url = match &state.config.advertise_url {
+            Some(u) => u.as_str().trim_end_matches('/').to_owned(),
+            None => access
+                .first()
+                .map_or_else(|| local_url(local), |etcd| reachable_url(local, &etcd)),
+        };
+        state.shutdown.spawn(fleet::membership::run(
+            Arc::clone(&gateway),
+            fleet,
+            access,
+            url,
+        ));
+    }
+    let app = app_with(Arc::clone(&state), gateway);
     let server = {
         let signalled = signalled.clone();
         axum::serve(

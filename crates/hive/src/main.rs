@@ -25,6 +25,7 @@ async fn main() -> ExitCode {
 
 async fn run(mut config: Config) -> anyhow::Result<()> {
     config.load_token_file().map_err(anyhow::Error::msg)?;
+    config.load_fleet_token_file().map_err(anyhow::Error::msg)?;
     config.check().map_err(anyhow::Error::msg)?;
     let addr = std::net::SocketAddr::new(config.host, config.port);
     let (state, _lock) = hive::build_state(config)?;

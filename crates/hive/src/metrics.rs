@@ -40,6 +40,22 @@ pub struct ModelLabel {
     pub model: String,
 }
 
+/// A peer hive and how a request sent to it ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    /// The peer's hive id.
+    pub peer: String,
+    /// `answered` (any status), `unreachable`, `refused` (a 5xx before any answer).
+    pub outcome: String,
+}
+
+/// A peer hive.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    /// The peer's hive id.
+    pub peer: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
     method: String,
@@ -94,6 +110,12 @@ pub struct Metrics {
     pub gateway_first_token: Family<ModelLabel, Histogram, fn() -> Histogram>,
     /// Generation speed of each answer.
     pub gateway_tokens_per_second: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    /// Requests sent to a peer hive, by peer and outcome.
+    pub fleet_forwarded: Family<PeerLabels, Counter>,
+    /// Seconds from sending a request to a peer to its answer's head, by peer.
+    pub fleet_peer_latency: Family<PeerLabel, Histogram, fn() -> Histogram>,
+    /// Each peer's requests waiting for a slot, as its card last said.
+    pub fleet_peer_queue: Family<PeerLabel, Gauge>,
 }
 
 /// Counters of the worker supervisors.
@@ -257,6 +279,27 @@ impl Default for Metrics {
             "Generation speed of each answer through the one endpoint, by model",
             gateway_tokens_per_second.clone(),
         );
+        let fleet_forwarded = Family::<PeerLabels, Counter>::default();
+        let fleet_peer_latency =
+            Family::<PeerLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let fleet_peer_queue = Family::<PeerLabel, Gauge>::default();
+        registry.register(
+            "fleet_forwarded",
+            "Requests sent to a peer hive, by peer and outcome",
+            fleet_forwarded.clone(),
+        );
+        registry.register(
+            "fleet_peer_latency_seconds",
+            "Seconds from sending a request to a peer hive to its answer's head, by peer",
+            fleet_peer_latency.clone(),
+        );
+        registry.register(
+            "fleet_peer_queue",
+            "Requests waiting for a slot on each peer hive, as its card last said",
+            fleet_peer_queue.clone(),
+        );
         for result in ["completed", "failed", "cancelled"] {
             let _ = downloads.get_or_create(&ResultLabel {
                 result: result.into(),
@@ -287,6 +330,9 @@ impl Default for Metrics {
             gateway_queue_wait,
             gateway_first_token,
             gateway_tokens_per_second,
+            fleet_forwarded,
+            fleet_peer_latency,
+            fleet_peer_queue,
         }
     }
 }

@@ -51,6 +51,10 @@ pub struct AppState {
     pub storage_lock: tokio::sync::Mutex<()>,
     /// What was found wrong with the catalog and done about it (`hive status`).
     pub catalog_health: SharedHealth,
+    /// The fleet as this hive sees it, with `--etcd`.
+    pub fleet: Option<Arc<crate::fleet::view::Fleet>>,
+    /// How to reach etcd, with `--etcd`.
+    pub etcd: Option<crate::fleet::etcd::EtcdAccess>,
 }
 
 /// The catalog's entries, each already serialized, in id order: a page of

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod fleet;
 pub mod guard;
 pub mod jobs;
 pub mod metrics;

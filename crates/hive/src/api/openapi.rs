@@ -14,6 +14,7 @@ use crate::error::{ErrorBody, ErrorDetail, OllamaErrorBody};
         super::system::capabilities,
         super::system::audit,
         super::system::storage,
+        super::fleet::fleet,
         super::system::gc,
         super::system::repair,
         super::models::list,

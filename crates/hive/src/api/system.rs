@@ -56,9 +56,16 @@ pub async fn gc(
 }
 
 /// Whether the daemon is up; needs no token.
-#[utoipa::path(get, operation_id = "system_health", path = "/health", tag = "system", security(()), responses((status = 200, description = "`{\"status\": \"ok\", \"version\"}`", body = Object)))]
-pub async fn health() -> ApiJson<Value> {
-    ApiJson(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+/// With `--etcd`, `fleet` says whether the hive is in its fleet (`joined`), still
+/// `joining`, or cut off from etcd (`unreachable`, serving its own models).
+#[utoipa::path(get, operation_id = "system_health", path = "/health", tag = "system", security(()), responses((status = 200, description = "`{\"status\": \"ok\", \"version\", \"fleet\"?: {\"name\", \"state\"}}`", body = Object)))]
+pub async fn health(State(state): State<SharedState>) -> ApiJson<Value> {
+    let mut out = json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")});
+    if let Some(fleet) = &state.fleet {
+        let link = serde_json::to_value(fleet.link()).unwrap_or_default();
+        out["fleet"] = json!({"name": fleet.name, "state": link["state"]});
+    }
+    ApiJson(out)
 }
 
 /// CPU, RAM, GPUs and free disk.

@@ -197,6 +197,15 @@ impl ModelKind {
         }
     }
 
+    /// Its name in the API: `generation`, `embedding`, `rerank`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::Generation => "generation",
+            Self::Embedding => "embedding",
+            Self::Rerank => "rerank",
+        }
+    }
+
     /// What people call it, in an error.
     pub fn name(self) -> &'static str {
         match self {

@@ -8,6 +8,7 @@
 //! - `names.rs`: model names and aliases;
 //! - `queue.rs`: each model's bounded queue, and the wait for a worker's slot;
 //! - `proxy.rs`: forwarding to a worker, streams included;
+//! - `peers.rs`: a request this hive cannot serve, sent to a peer of its fleet;
 //! - `meter.rs`: time to first token and tokens/s, read from the answers;
 //! - `openai.rs`, `ollama.rs`: the two route families, each with its error shape.
 
@@ -18,6 +19,7 @@ pub mod meter;
 pub mod names;
 pub mod ollama;
 pub mod openai;
+pub mod peers;
 pub mod proxy;
 pub mod queue;
 
@@ -104,6 +106,9 @@ pub struct Gateway {
     /// The client requests go to workers with: no overall timeout, as a stream may
     /// run for minutes.
     pub http: reqwest::Client,
+    /// The client requests go to peer hives with: a peer that does not take the
+    /// connection soon is passed over.
+    pub peer_http: reqwest::Client,
 }
 
 /// The one endpoint's routes that ask a model and change nothing (the audit log
@@ -145,6 +150,11 @@ impl Gateway {
             // closes it under a request
             http: reqwest::Client::builder()
                 .pool_idle_timeout(Duration::from_secs(2))
+                .build()
+                .unwrap_or_default(),
+            peer_http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .pool_idle_timeout(Duration::from_secs(30))
                 .build()
                 .unwrap_or_default(),
         }

@@ -26,28 +26,7 @@ pub async fn resolve(state: &Gateway, name: &str) -> Result<ModelEntry, GatewayE
             "the request names no model",
         ));
     }
-    let catalog = Arc::clone(&state.hive.catalog);
-    let wanted = name.clone();
-    let exact = blocking(move || Ok(catalog.get(&wanted)?.map(|r| r.artifact)))
-        .await
-        .map_err(GatewayError::from)?;
-    let found = match exact {
-        Some(e) => Some(e),
-        None => match state
-            .aliases
-            .find(&state.hive.catalog, state.hive.catalog.generation(), &name)
-            .await?
-        {
-            Some(id) => {
-                let catalog = Arc::clone(&state.hive.catalog);
-                blocking(move || Ok(catalog.get(&id)?.map(|r| r.artifact)))
-                    .await
-                    .map_err(GatewayError::from)?
-            }
-            None => None,
-        },
-    };
-    let entry = match found {
+    let entry = match find(state, &name).await? {
         Some(e) => e,
         None if state.hive.config.gateway_pull && state.hive.provisioner.supports(&name) => {
             pull(state, &name).await?
@@ -67,6 +46,32 @@ pub async fn resolve(state: &Gateway, name: &str) -> Result<ModelEntry, GatewayE
             "model_not_ready",
             format!("model {name:?} is not available: {other:?}"),
         )),
+    }
+}
+
+/// The catalog's model that `name` names (an id, an alias, a unique bare name),
+/// whatever its status; nothing is pulled.
+pub async fn find(state: &Gateway, name: &str) -> Result<Option<ModelEntry>, GatewayError> {
+    let catalog = Arc::clone(&state.hive.catalog);
+    let wanted = name.to_owned();
+    let exact = blocking(move || Ok(catalog.get(&wanted)?.map(|r| r.artifact)))
+        .await
+        .map_err(GatewayError::from)?;
+    if exact.is_some() {
+        return Ok(exact);
+    }
+    match state
+        .aliases
+        .find(&state.hive.catalog, state.hive.catalog.generation(), name)
+        .await?
+    {
+        Some(id) => {
+            let catalog = Arc::clone(&state.hive.catalog);
+            blocking(move || Ok(catalog.get(&id)?.map(|r| r.artifact)))
+                .await
+                .map_err(GatewayError::from)
+        }
+        None => Ok(None),
     }
 }
 

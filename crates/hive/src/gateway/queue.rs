@@ -20,6 +20,18 @@ use crate::workers::{RequestGuard, WorkerRecord, WorkerState};
 #[derive(Debug, Default, Clone)]
 pub struct Tickets(Arc<Mutex<HashMap<String, u64>>>);
 
+impl Tickets {
+    /// The requests holding a ticket for `model` now.
+    pub fn held(&self, model: &str) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(model)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
 /// A request's place in its model's queue, given back when dropped.
 #[derive(Debug)]
 pub struct Ticket {

@@ -145,17 +145,32 @@ pub(crate) async fn backend(
     device: u32,
     preset: &model_catalog::Preset,
 ) -> Result<(WorkerType, u32), ApiError> {
-    let asked = asked.map(worker_type).transpose()?;
-    let from_preset = preset.worker.as_deref().map(worker_type).transpose()?;
+    let installed = installed_backends(state).await?;
+    pick_backend(asked, device, preset, &installed)
+}
+
+/// The worker types installed for this platform.
+pub(crate) async fn installed_backends(state: &SharedState) -> Result<Vec<WorkerType>, ApiError> {
     let catalog = Arc::clone(&state.worker_catalog);
-    let installed: Vec<WorkerType> = blocking(move || Ok(catalog.list()?))
+    Ok(blocking(move || Ok(catalog.list()?))
         .await?
         .into_iter()
         .map(|r| r.artifact)
         .filter(|b| b.status == ArtifactStatus::Available && b.platform == Platform::current())
         .map(|b| b.worker_type)
-        .collect();
-    let wtype = engines::pick_backend(asked, from_preset, &installed);
+        .collect())
+}
+
+/// [`backend`] with the installed worker types at hand.
+pub(crate) fn pick_backend(
+    asked: Option<&str>,
+    device: u32,
+    preset: &model_catalog::Preset,
+    installed: &[WorkerType],
+) -> Result<(WorkerType, u32), ApiError> {
+    let asked = asked.map(worker_type).transpose()?;
+    let from_preset = preset.worker.as_deref().map(worker_type).transpose()?;
+    let wtype = engines::pick_backend(asked, from_preset, installed);
     let device = match (asked, preset.device) {
         (None, Some(d)) => d,
         _ => device,

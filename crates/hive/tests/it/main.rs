@@ -9,6 +9,7 @@ mod dashboard;
 mod edge;
 mod engines;
 mod fields;
+mod fleet;
 mod gateway;
 mod integrity;
 mod oci;
@@ -128,6 +129,17 @@ pub async fn post(h: &Hive, path: &str, body: Value) -> (u16, Value) {
         .unwrap();
     let s = r.status().as_u16();
     (s, r.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn patch(h: &Hive, path: &str, body: Value) -> (u16, Value) {
+    let r = client()
+        .patch(format!("{}{path}", h.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 pub async fn get(h: &Hive, path: &str) -> (u16, Value) {

@@ -1,0 +1,460 @@
+//! A lab of hives on one real etcd (Debian's `etcd-server`), each with its own
+//! home, on loopback: membership under leases, requests routed to the hive that
+//! has the model or the room, the fleet token between hives, a hive that dies
+//! dropping out, and etcd going away and coming back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::engines::{llama_server, smollm2_on_llama};
+use crate::workers::{hive, import};
+use crate::{Hive, client, enc, get, post, wait_for};
+
+use hf_test_server::test_model as smollm2;
+
+/// A real etcd on free loopback ports, its data in a temporary folder; killed when
+/// dropped.
+struct Etcd {
+    child: Child,
+    url: String,
+    peer_port: u16,
+    client_port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `etcd` binary, or `None` to skip; with `RBEE_REQUIRE_ETCD_TESTS=1` (as CI
+/// sets) a missing one fails the test.
+fn etcd_binary() -> Option<PathBuf> {
+    let found = which::which("etcd").ok();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("RBEE_REQUIRE_ETCD_TESTS").is_none(),
+            "etcd not found (apt install etcd-server)"
+        );
+        eprintln!("skipped: no etcd (apt install etcd-server)");
+    }
+    found
+}
+
+impl Etcd {
+    async fn start(dir: &Path) -> Option<Self> {
+        let binary = etcd_binary()?;
+        let (client_port, peer_port) = (free_port(), free_port());
+        let mut e = Self {
+            child: Self::spawn(&binary, dir, client_port, peer_port),
+            url: format!("http://127.0.0.1:{client_port}"),
+            peer_port,
+            client_port,
+            dir: dir.to_path_buf(),
+        };
+        e.wait_healthy().await;
+        Some(e)
+    }
+
+    fn spawn(binary: &Path, dir: &Path, client_port: u16, peer_port: u16) -> Child {
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        Command::new(binary)
+            .args(["--name", "lab", "--data-dir"])
+            .arg(dir.join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("lab={peer}")])
+            .args(["--logger", "zap", "--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    async fn wait_healthy(&mut self) {
+        let health = format!("{}/health", self.url);
+        wait_for("etcd to be healthy", async || {
+            client()
+                .get(&health)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same ports and data.
+    async fn restart(&mut self) {
+        let binary = etcd_binary().unwrap();
+        self.child = Self::spawn(&binary, &self.dir, self.client_port, self.peer_port);
+        self.wait_healthy().await;
+    }
+}
+
+/// A hive of the fleet: its own home, the lab's etcd, a short lease.
+fn member(home: &Path, etcd: &Etcd, extra: &[&str]) -> Hive {
+    let mut args = vec![
+        "--etcd",
+        &etcd.url,
+        "--fleet",
+        "lab",
+        "--fleet-ttl-secs",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    hive(home, &args)
+}
+
+async fn fleet_of(h: &Hive) -> Value {
+    let (status, v) = get(h, "/v1/fleet").await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+async fn hive_id(h: &Hive) -> String {
+    let mut id = String::new();
+    wait_for("the hive to join its fleet", async || {
+        let v = fleet_of(h).await;
+        if v["link"]["state"] == "joined" {
+            id = v["hive_id"].as_str().unwrap().to_owned();
+            true
+        } else {
+            false
+        }
+    })
+    .await;
+    id
+}
+
+/// Waits until `h` sees a peer whose card satisfies `ok`.
+async fn until_seen(h: &Hive, what: &str, ok: impl Fn(&Value) -> bool) {
+    wait_for(what, async || {
+        fleet_of(h).await["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["self"] == false && ok(c))
+    })
+    .await;
+}
+
+fn python() -> Option<PathBuf> {
+    crate::python_with("openai, ollama")
+}
+
+/// Three hives on one etcd, SmolLM2 in B's catalog alone: the official `openai`
+/// and `ollama` clients at A get B's answer, streamed, the same greedy text as B
+/// gives itself; C, which has nothing, is never asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_clients_at_one_hive_get_the_answer_of_the_hive_that_has_the_model() {
+    let (Some(server), Some(model), Some(python)) = (llama_server(), smollm2(), python()) else {
+        return;
+    };
+    let lab = tempfile::tempdir().unwrap();
+    let Some(etcd) = Etcd::start(lab.path()).await else {
+        return;
+    };
+    let (ha, hb, hc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = member(ha.path(), &etcd, &[]);
+    let b = member(hb.path(), &etcd, &[]);
+    let c = member(hc.path(), &etcd, &[]);
+    let id = smollm2_on_llama(&b, hb.path(), &server, &model).await;
+    // one slot: greedy text is then the same from request to request
+    let (s, v) = crate::patch(&b, &format!("/v1/models/{}", enc(&id)), json!({"slots": 1})).await;
+    assert_eq!(s, 200, "{v}");
+    let b_id = hive_id(&b).await;
+    hive_id(&c).await;
+    let (_, m) = get(&b, &format!("/v1/models/{}", enc(&id))).await;
+    let real_alias = m["alias"].as_str().unwrap().to_owned();
+    assert!(real_alias.starts_with("smollm2"), "{m}");
+    until_seen(&a, "A to see B's model", |card| {
+        card["id"] == b_id.as_str()
+            && card["models"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["alias"] == real_alias.as_str())
+    })
+    .await;
+
+    let out = tokio::process::Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fleet_clients.py"
+        ))
+        .args([&a.url, &real_alias])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let at_a: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(at_a["openai_hive"], b_id.as_str(), "{at_a}");
+    assert!(at_a["openai_stream_chunks"].as_u64().unwrap() > 1, "{at_a}");
+    assert!(at_a["ollama_stream_chunks"].as_u64().unwrap() > 1, "{at_a}");
+    // the same clients at B itself: the same greedy words
+    let out = tokio::process::Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fleet_clients.py"
+        ))
+        .args([&b.url, &real_alias])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let at_b: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(
+        at_b["openai_hive"],
+        Value::Null,
+        "B answered itself: {at_b}"
+    );
+    for k in ["openai_chat", "openai_stream", "ollama_stream"] {
+        assert!(!at_a[k].as_str().unwrap().is_empty(), "{k}: {at_a}");
+        assert_eq!(at_a[k], at_b[k], "{k}");
+    }
+    // only B ran a worker; A and C loaded nothing
+    assert_eq!(
+        get(&b, "/v1/workers").await.1["workers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(get(&a, "/v1/workers").await.1["workers"], json!([]));
+    assert_eq!(get(&c, "/v1/workers").await.1["workers"], json!([]));
+    // A counted what it sent, by peer
+    let metrics = crate::get_text(&a, "/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "rbee_fleet_forwarded_total{{peer=\"{b_id}\",outcome=\"answered\"}} 3"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rbee_fleet_peer_latency_seconds_count"),
+        "{metrics}"
+    );
+    // A's card says it has nothing; B's that it has the model loaded
+    let fleet = fleet_of(&c).await;
+    let cards = fleet["data"].as_array().unwrap();
+    assert_eq!(cards.len(), 3, "{fleet}");
+    wait_for("B's card to say the model is loaded", async || {
+        fleet_of(&a).await["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == b_id.as_str() && c["loaded"].as_array().unwrap().len() == 1)
+    })
+    .await;
+}
+
+/// A's budget is too small for the model, C's is large enough: a request at A goes
+/// to C, which loads it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hive_without_room_sends_the_request_to_one_with_room() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let lab = tempfile::tempdir().unwrap();
+    let Some(etcd) = Etcd::start(lab.path()).await else {
+        return;
+    };
+    let (ha, hc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = member(ha.path(), &etcd, &["--ram-budget-bytes", "1048576"]);
+    let c = member(hc.path(), &etcd, &["--ram-budget-bytes", "8589934592"]);
+    let at_a = smollm2_on_llama(&a, ha.path(), &server, &model).await;
+    smollm2_on_llama(&c, hc.path(), &server, &model).await;
+    let c_id = hive_id(&c).await;
+    hive_id(&a).await;
+    until_seen(&a, "A to see C's model and room", |card| {
+        card["id"] == c_id.as_str() && !card["models"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", a.url))
+        .json(&json!({"model": at_a, "max_tokens": 4,
+            "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-rbee-hive"], c_id.as_str());
+    let v: Value = r.json().await.unwrap();
+    assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+    assert_eq!(
+        get(&c, "/v1/workers").await.1["workers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(get(&a, "/v1/workers").await.1["workers"], json!([]));
+}
+
+/// Between hives the fleet token is required; a request that came from a peer is
+/// never sent on; a hive killed with SIGKILL drops out when its lease expires and
+/// is never routed to after; etcd gone, a hive says so and serves its own models,
+/// and joins again by itself when etcd is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_need_the_token_a_dead_hive_drops_out_and_etcd_can_come_and_go() {
+    let Some(model) = smollm2() else { return };
+    let lab = tempfile::tempdir().unwrap();
+    let Some(mut etcd) = Etcd::start(lab.path()).await else {
+        return;
+    };
+    let token = lab.path().join("fleet-token");
+    fs_err::write(&token, "lab-secret\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs_err::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let token = token.to_str().unwrap();
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = member(ha.path(), &etcd, &["--fleet-token-file", token]);
+    let mut b = member(hb.path(), &etcd, &["--fleet-token-file", token]);
+    let local = hb.path().join("SmolLM2.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    let id = import(&b, &local).await;
+    let b_id = hive_id(&b).await;
+    let a_id = hive_id(&a).await;
+    // the id is kept across restarts, in the home
+    assert_eq!(
+        fs_err::read_to_string(ha.path().join("hive-id"))
+            .unwrap()
+            .trim(),
+        a_id
+    );
+    until_seen(&a, "A to see B's model", |card| {
+        card["id"] == b_id.as_str() && !card["models"].as_array().unwrap().is_empty()
+    })
+    .await;
+
+    // a request as from a peer, without the token or with a wrong one: refused
+    let body =
+        json!({"model": id, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2});
+    for wrong in [None, Some("guess")] {
+        let mut r = client()
+            .post(format!("{}/v1/chat/completions", b.url))
+            .header("x-rbee-hop", "intruder")
+            .json(&body);
+        if let Some(t) = wrong {
+            r = r.header("x-rbee-fleet-token", t);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("fleet"),
+            "{v}"
+        );
+    }
+    // with the token, a request that came from a peer is not sent on: A lacks the
+    // model and answers 404 itself, though B has it
+    let r = client()
+        .post(format!("{}/v1/chat/completions", a.url))
+        .header("x-rbee-hop", b_id.as_str())
+        .header("x-rbee-fleet-token", "lab-secret")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.headers().get("x-rbee-hive").is_none());
+
+    // B dies without a word: its lease expires, and A forgets it
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    wait_for("B to drop out of A's view", async || {
+        fleet_of(&a).await["data"].as_array().unwrap().len() == 1
+    })
+    .await;
+    let (status, v) = post(&a, "/v1/chat/completions", body.clone()).await;
+    assert_eq!(status, 404, "{v}");
+
+    // etcd goes away: A says so, and still serves its own API
+    etcd.stop();
+    wait_for("A to notice etcd is gone", async || {
+        get(&a, "/health").await.1["fleet"]["state"] == "unreachable"
+    })
+    .await;
+    let (status, v) = get(&a, "/v1/fleet").await;
+    assert_eq!(status, 200);
+    assert!(
+        v["link"]["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{v}"
+    );
+    assert_eq!(get(&a, "/v1/models").await.0, 200);
+    // etcd back: A joins again by itself
+    etcd.restart().await;
+    wait_for("A to join again", async || {
+        get(&a, "/health").await.1["fleet"]["state"] == "joined"
+    })
+    .await;
+}
+
+/// Bad fleet settings are refused at start with a clear word.
+#[test]
+fn bad_fleet_settings_are_refused_at_start() {
+    let home = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (vec!["--etcd", "ftp://x:1"], "--etcd"),
+        (
+            vec!["--etcd", "http://127.0.0.1:1", "--fleet", "a/b"],
+            "fleet name",
+        ),
+        (
+            vec!["--etcd", "http://127.0.0.1:1", "--fleet-ttl-secs", "1"],
+            "fleet-ttl-secs",
+        ),
+    ] {
+        let out = crate::hive_cmd(home.path(), "http://127.0.0.1:9", &args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
