@@ -31,6 +31,9 @@ enum Command {
     /// The hive itself
     #[command(subcommand)]
     Hive(commands::models::HiveCommand),
+    /// The lab's hives, with `rbee-hive --etcd`: `fleet ls`, `fleet models`
+    #[command(subcommand)]
+    Fleet(commands::fleet::FleetCommand),
     /// Read GGUF model files, without a hive
     #[command(subcommand)]
     Gguf(commands::gguf::GgufCommand),
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
             Command::Workers(cmd) => commands::workers::workers(cmd, &cli.hive).await,
             Command::WorkerBinaries(cmd) => commands::workers::binaries(cmd, &cli.hive).await,
             Command::Hive(cmd) => commands::models::hive(cmd, &cli.hive).await,
+            Command::Fleet(cmd) => commands::fleet::run(cmd, &cli.hive).await,
             Command::Gguf(_) => Ok(()),
             Command::Ps => {
                 commands::workers::workers(commands::workers::WorkersCommand::Ls, &cli.hive).await

@@ -17,6 +17,7 @@ seen = {}
 question = [{"role": "user", "content": "What is the capital of France?"}]
 
 client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused")
+seen["openai_models"] = [m.id for m in openai.OpenAI(base_url=f"{base}/openai/v1", api_key="unused").models.list()]
 raw = client.chat.completions.with_raw_response.create(
     model=model, messages=question, max_tokens=12, temperature=0
 )

@@ -1,6 +1,7 @@
 //! One module per top-level subcommand.
 
 pub mod client;
+pub mod fleet;
 pub mod gguf;
 pub mod job;
 pub mod models;

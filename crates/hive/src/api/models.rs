@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::api::{ApiJson, accepted};
 use crate::error::ApiError;
@@ -106,6 +106,10 @@ pub struct Page {
     /// Entries to return, 1 to 1000 (default 100).
     #[serde(default = "default_limit")]
     limit: usize,
+    /// In a fleet: the peers' models too, after this page, each with `hive`, the
+    /// hive that has it.
+    #[serde(default)]
+    fleet: bool,
 }
 
 fn default_limit() -> usize {
@@ -131,7 +135,12 @@ pub async fn list(
             ),
         ));
     }
-    let (body, total) = models::model_list_page(&state, page.offset, page.limit).await?;
+    let (mut body, total) = models::model_list_page(&state, page.offset, page.limit).await?;
+    if page.fleet
+        && let Some(fleet) = &state.fleet
+    {
+        body = with_peers(&body, fleet)?.into();
+    }
     let mut r = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     r.headers_mut()
         .insert("x-total-count", HeaderValue::from(total));
@@ -145,6 +154,23 @@ pub async fn list(
         r.headers_mut().insert(header::LINK, v);
     }
     Ok(r)
+}
+
+/// A page of the list with the fleet's peers' models after it.
+fn with_peers(page: &[u8], fleet: &crate::fleet::view::Fleet) -> Result<Vec<u8>, ApiError> {
+    let mut list: Value =
+        serde_json::from_slice(page).map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some(data) = list["data"].as_array_mut() {
+        for peer in fleet.peers() {
+            for m in &peer.models {
+                let mut v = serde_json::to_value(m).unwrap_or_default();
+                v["object"] = json!("model");
+                v["hive"] = json!(peer.id);
+                data.push(v);
+            }
+        }
+    }
+    serde_json::to_vec(&list).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// What to add to one model.

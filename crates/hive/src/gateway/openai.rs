@@ -58,7 +58,8 @@ impl IntoResponse for GatewayError {
     }
 }
 
-/// Every available model, by alias (`rbee_id` is its catalog id; both name it).
+/// Every available model, by alias (`rbee_id` is its catalog id; both name it); in
+/// a fleet, the peers' models after this hive's (`rbee_hive` names the hive).
 #[utoipa::path(get, operation_id = "openai_models", path = "/openai/v1/models", tag = "openai", responses((status = 200, description = "The available models, in OpenAI's list", body = Object)))]
 pub(crate) async fn models(State(state): State<SharedGateway>) -> Result<Response, GatewayError> {
     let catalog = std::sync::Arc::clone(&state.hive.catalog);
@@ -78,6 +79,24 @@ pub(crate) async fn models(State(state): State<SharedGateway>) -> Result<Respons
             })
         })
         .collect();
+    let mut data = data;
+    // in a fleet, the peers' models too, each once, with the hive that has it
+    if let Some(fleet) = &state.hive.fleet {
+        for peer in fleet.peers() {
+            for m in &peer.models {
+                if !data.iter().any(|d| d["id"] == m.alias.as_str()) {
+                    data.push(json!({
+                        "id": m.alias,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "rbee-hive",
+                        "rbee_id": m.id,
+                        "rbee_hive": peer.id,
+                    }));
+                }
+            }
+        }
+    }
     Ok(axum::Json(json!({"object": "list", "data": data})).into_response())
 }
 

@@ -226,6 +226,19 @@ async fn the_official_clients_at_one_hive_get_the_answer_of_the_hive_that_has_th
     );
     let at_a: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(at_a["openai_hive"], b_id.as_str(), "{at_a}");
+    assert!(
+        at_a["openai_models"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(real_alias)),
+        "{at_a}"
+    );
+    // the catalog's list has the peers' models only when asked
+    let (_, own) = get(&a, "/v1/models").await;
+    assert_eq!(own["data"], json!([]), "{own}");
+    let (_, all) = get(&a, "/v1/models?fleet=true").await;
+    assert_eq!(all["data"][0]["hive"], b_id.as_str(), "{all}");
+    assert_eq!(all["data"][0]["alias"], real_alias.as_str(), "{all}");
     assert!(at_a["openai_stream_chunks"].as_u64().unwrap() > 1, "{at_a}");
     assert!(at_a["ollama_stream_chunks"].as_u64().unwrap() > 1, "{at_a}");
     // the same clients at B itself: the same greedy words
@@ -288,6 +301,36 @@ async fn the_official_clients_at_one_hive_get_the_answer_of_the_hive_that_has_th
             .any(|c| c["id"] == b_id.as_str() && c["loaded"].as_array().unwrap().len() == 1)
     })
     .await;
+    // the CLI at A: the three hives, and the model on B, loaded there
+    let (ok, out) = rbee(&a, &["fleet", "ls"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("(this hive)") && out.contains(&b_id), "{out}");
+    assert!(out.contains("slot(s) free"), "{out}");
+    let (ok, out) = rbee(&a, &["fleet", "models", "--json"]);
+    assert!(ok, "{out}");
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    let rows = rows["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert_eq!(rows[0]["hive"], b_id.as_str());
+    assert_eq!(rows[0]["alias"], real_alias.as_str());
+    assert_eq!(rows[0]["loaded"], true);
+}
+
+/// The `rbee` command line built beside the daemon, against hive `h`: whether it
+/// succeeded, and its stdout (its stderr after, when it failed).
+fn rbee(h: &Hive, args: &[&str]) -> (bool, String) {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_rbee-hive")).with_file_name("rbee");
+    let out = Command::new(bin)
+        .args(args)
+        .env("RBEE_HIVE_URL", &h.url)
+        .env_remove("RBEE_API_TOKEN")
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    (out.status.success(), text)
 }
 
 /// A's budget is too small for the model, C's is large enough: a request at A goes
@@ -433,6 +476,20 @@ async fn peers_need_the_token_a_dead_hive_drops_out_and_etcd_can_come_and_go() {
         get(&a, "/health").await.1["fleet"]["state"] == "joined"
     })
     .await;
+}
+
+/// A hive in no fleet says so, to the API and the CLI.
+#[tokio::test]
+async fn a_hive_in_no_fleet_says_so() {
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    let (status, v) = get(&h, "/v1/fleet").await;
+    assert_eq!(status, 404);
+    assert_eq!(v["error"]["code"], "no_fleet", "{v}");
+    assert!(get(&h, "/health").await.1.get("fleet").is_none());
+    let (ok, out) = rbee(&h, &["fleet", "ls"]);
+    assert!(!ok);
+    assert!(out.contains("--etcd"), "{out}");
 }
 
 /// Bad fleet settings are refused at start with a clear word.
