@@ -756,6 +756,41 @@ async function renderMachine() {
   }
 }
 
+// ---- fleet ---------------------------------------------------------------------
+
+// The lab's hives as this one sees them (GET /v1/fleet). Every field of a peer's
+// card is text on the page, never markup.
+async function renderFleet() {
+  let f;
+  try {
+    f = (await api("GET", "/v1/fleet")).value || {};
+  } catch (e) {
+    if (e.status === 404) {
+      page(el("h2", { text: "Fleet" }), el("p", { text: e.message }));
+      return;
+    }
+    throw e;
+  }
+  const hives = f.data || [];
+  const link = f.link || {};
+  const state = link.state === "unreachable" ? "etcd unreachable: " + (link.reason || "") + " (serving this hive's own models)" : link.state;
+  const memory = (h) => (h.devices || []).map((d) => d.name + " " + bytes(d.free_bytes) + " free of " + bytes(d.budget_bytes)).join(", ");
+  const loaded = (h) => (h.loaded || []).map((l) => l.model + " (" + l.slots_free + " slot(s) free, " + l.queue + " queued)").join(", ") || "–";
+  const models = [];
+  for (const h of hives) {
+    const on = new Set((h.loaded || []).map((l) => l.model));
+    for (const m of h.models || []) models.push([modelName(m), bytes(m.size), h.id + (h.self ? " (this hive)" : ""), on.has(m.id) ? "loaded" : "–"]);
+  }
+  models.sort((a, b) => a[0].localeCompare(b[0]));
+  const refresh = el("button", { type: "button", onclick: renderFleet }, "Refresh");
+  page(el("h2", { text: "Fleet " + (f.fleet || "") }), el("p", { text: "This hive: " + (f.hive_id || "?") + ", " + (state || "?") }), refresh,
+    table(hives.length + " hive(s)", ["Hive", "URL", "Version", "Memory", "Models", "Loaded"],
+      hives.map((h) => el("tr", {}, el("td", { text: h.id + (h.self ? " (this hive)" : "") }), el("td", { text: h.url }), el("td", { text: h.version }),
+        el("td", { text: memory(h) }), el("td", { text: (h.models || []).length }), el("td", { text: loaded(h) })))),
+    table("Models in the fleet", ["Name", "Size", "Hive", "Loaded"],
+      models.map((r) => el("tr", {}, r.map((c) => el("td", { text: c }))))));
+}
+
 // ---- chat ----------------------------------------------------------------------
 
 const chat = { messages: [], model: "", system: "", temperature: "" };
@@ -926,6 +961,7 @@ async function route() {
     else if (hash === "binaries") await renderBinaries();
     else if (hash === "jobs") await renderJobs();
     else if (hash === "machine") await renderMachine();
+    else if (hash === "fleet") await renderFleet();
     else if (hash === "chat") await renderChat();
     else await renderModels();
   } catch (e) {

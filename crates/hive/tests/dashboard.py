@@ -138,6 +138,10 @@ def run(p):
         page.wait_for_selector("table")
         shot(page, name)
     expect(page.locator("table").first).to_contain_text("RAM")
+    # a hive in no fleet says how to join one
+    page.goto(URL + "/#fleet")
+    expect(page.locator("main")).to_contain_text("--etcd")
+    shot(page, "fleet")
 
     # a chat, streamed through the one endpoint, with its speed
     page.goto(URL + "/#chat")

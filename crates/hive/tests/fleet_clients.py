@@ -1,4 +1,4 @@
-"""The official `openai` and `ollama` Python clients against one hive of a fleet,
+"""The official `openai`, `anthropic` and `ollama` Python clients against one hive of a fleet,
 for a model another hive holds. Run by the hive's integration tests:
 
     python fleet_clients.py HIVE_URL MODEL
@@ -9,6 +9,7 @@ and the hive that answered (`x-rbee-hive`).
 import json
 import sys
 
+import anthropic
 import ollama
 import openai
 
@@ -45,5 +46,13 @@ for part in ollama.Client(host=base).chat(
     pieces.append(part["message"]["content"])
 seen["ollama_stream"] = "".join(pieces)
 seen["ollama_stream_chunks"] = chunks
+
+a = anthropic.Anthropic(base_url=base, api_key="unused")
+with a.messages.stream(
+    model=model, max_tokens=12, extra_body={"temperature": 0}, messages=question
+) as stream:
+    kinds = [event.type for event in stream]
+    seen["anthropic_stream"] = stream.get_final_message().content[0].text
+seen["anthropic_stream_events"] = len(kinds)
 
 print(json.dumps(seen))

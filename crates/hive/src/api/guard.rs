@@ -3,8 +3,9 @@
 //!
 //! - **Host** (DNS rebinding): `localhost` (and `*.localhost`), a loopback address,
 //!   the address the hive listens on (any address of this machine when it listens on
-//!   all of them), this machine's name, or a name in `--allowed-hosts`. A page whose
-//!   name was rebound to 127.0.0.1 still sends its own name, and is refused.
+//!   all of them), this machine's name, the name in `--advertise-url`, or a name in
+//!   `--allowed-hosts`. A page whose name was rebound to 127.0.0.1 still sends its
+//!   own name, and is refused.
 //! - **Origin** (CSRF): absent (not a browser), the hive's own, or one in
 //!   `--allowed-origins` (globs). `Sec-Fetch-Site: cross-site` or `same-site` without
 //!   an allowed origin is refused too (a page on another port of localhost is
@@ -46,10 +47,18 @@ impl Edge {
         Self {
             listen: config.host,
             machine,
+            // the name peers of its fleet reach it by is its own
             hosts: config
                 .allowed_hosts
                 .iter()
-                .map(|h| WildMatch::new(&h.trim().to_ascii_lowercase()))
+                .map(|h| h.trim().to_ascii_lowercase())
+                .chain(
+                    config
+                        .advertise_url
+                        .as_ref()
+                        .and_then(|u| u.host_str().map(str::to_ascii_lowercase)),
+                )
+                .map(|h| WildMatch::new(&h))
                 .collect(),
             origins: config
                 .allowed_origins

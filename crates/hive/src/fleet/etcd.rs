@@ -83,7 +83,7 @@ pub fn hive_id(home: &Path) -> std::io::Result<String> {
     let path = home.join("hive-id");
     if let Ok(text) = fs_err::read_to_string(&path) {
         let id = text.trim();
-        if is_hive_id(id) {
+        if super::view::is_hive_id(id) {
             return Ok(id.to_owned());
         }
     }
@@ -103,9 +103,4 @@ pub fn hive_id(home: &Path) -> std::io::Result<String> {
     let id = format!("{machine}-{:08x}", rand::random::<u32>());
     fs_err::write(&path, format!("{id}\n"))?;
     Ok(id)
-}
-
-/// Whether `id` can be a hive's id: 1 to 64 letters, digits and `-`.
-pub fn is_hive_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }

@@ -388,7 +388,7 @@ impl Fleet {
         }
         let card: Card =
             serde_json::from_slice(value).map_err(|e| format!("{key}: not a hive's card: {e}"))?;
-        if card.id != id {
+        if card.id != id || !is_hive_id(id) {
             return Err(format!("{key}: the card says it is {:?}", card.id));
         }
         check_url(&card.url).map_err(|e| format!("{key}: {e}"))?;
@@ -423,6 +423,11 @@ impl Fleet {
         let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);
         candidates(peers.values(), name, here)
     }
+}
+
+/// Whether `id` can be a hive's id: 1 to 64 letters, digits and `-`.
+pub fn is_hive_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 /// A peer's URL must be plain `http(s)://host[:port]`, with no user, path, query or
@@ -576,6 +581,12 @@ mod tests {
         assert!(f.put("/rbee/other/hives/b", &json).is_err());
         assert!(f.put("/rbee/lab/hives/c", &json).is_err());
         assert!(f.put("/rbee/lab/hives/c", b"{not json").is_err());
+        let mut odd = card("b\nx", 1, &[], &[]);
+        odd.url = "http://h:1".into();
+        assert!(
+            f.put("/rbee/lab/hives/b\nx", &serde_json::to_vec(&odd).unwrap())
+                .is_err()
+        );
         for url in [
             "file:///etc/passwd",
             "http://h/evil/path",

@@ -110,6 +110,7 @@ async fn the_dashboard_shows_models_pulls_workers_and_chats_in_chromium() {
         "binaries",
         "jobs",
         "machine",
+        "fleet",
         "chat",
         "models-phone",
     ] {

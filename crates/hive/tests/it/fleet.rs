@@ -119,16 +119,13 @@ impl Etcd {
     }
 }
 
-/// A hive of the fleet: its own home, the lab's etcd, a short lease.
+/// A hive of the fleet: its own home, the lab's etcd, a short lease (2 s) unless
+/// `extra` says.
 fn member(home: &Path, etcd: &Etcd, extra: &[&str]) -> Hive {
-    let mut args = vec![
-        "--etcd",
-        &etcd.url,
-        "--fleet",
-        "lab",
-        "--fleet-ttl-secs",
-        "2",
-    ];
+    let mut args = vec!["--etcd", etcd.url.as_str(), "--fleet", "lab"];
+    if !extra.contains(&"--fleet-ttl-secs") {
+        args.extend(["--fleet-ttl-secs", "2"]);
+    }
     args.extend_from_slice(extra);
     hive(home, &args)
 }
@@ -167,11 +164,11 @@ async fn until_seen(h: &Hive, what: &str, ok: impl Fn(&Value) -> bool) {
 }
 
 fn python() -> Option<PathBuf> {
-    crate::python_with("openai, ollama")
+    crate::python_with("openai, anthropic, ollama")
 }
 
-/// Three hives on one etcd, SmolLM2 in B's catalog alone: the official `openai`
-/// and `ollama` clients at A get B's answer, streamed, the same greedy text as B
+/// Three hives on one etcd, SmolLM2 in B's catalog alone: the official `openai`,
+/// `anthropic` and `ollama` clients at A get B's answer, streamed, the same greedy text as B
 /// gives itself; C, which has nothing, is never asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_clients_at_one_hive_get_the_answer_of_the_hive_that_has_the_model() {
@@ -188,7 +185,7 @@ async fn the_official_clients_at_one_hive_get_the_answer_of_the_hive_that_has_th
         tempfile::tempdir().unwrap(),
     );
     let a = member(ha.path(), &etcd, &[]);
-    let b = member(hb.path(), &etcd, &[]);
+    let mut b = member(hb.path(), &etcd, &[]);
     let c = member(hc.path(), &etcd, &[]);
     let id = smollm2_on_llama(&b, hb.path(), &server, &model).await;
     // one slot: greedy text is then the same from request to request
@@ -263,7 +260,16 @@ async fn the_official_clients_at_one_hive_get_the_answer_of_the_hive_that_has_th
         Value::Null,
         "B answered itself: {at_b}"
     );
-    for k in ["openai_chat", "openai_stream", "ollama_stream"] {
+    assert!(
+        at_a["anthropic_stream_events"].as_u64().unwrap() > 3,
+        "{at_a}"
+    );
+    for k in [
+        "openai_chat",
+        "openai_stream",
+        "ollama_stream",
+        "anthropic_stream",
+    ] {
         assert!(!at_a[k].as_str().unwrap().is_empty(), "{k}: {at_a}");
         assert_eq!(at_a[k], at_b[k], "{k}");
     }
@@ -281,7 +287,7 @@ async fn the_official_clients_at_one_hive_get_the_answer_of_the_hive_that_has_th
     let metrics = crate::get_text(&a, "/metrics").await;
     assert!(
         metrics.contains(&format!(
-            "rbee_fleet_forwarded_total{{peer=\"{b_id}\",outcome=\"answered\"}} 3"
+            "rbee_fleet_forwarded_total{{peer=\"{b_id}\",outcome=\"answered\"}} 4"
         )),
         "{metrics}"
     );
@@ -314,6 +320,31 @@ async fn the_official_clients_at_one_hive_get_the_answer_of_the_hive_that_has_th
     assert_eq!(rows[0]["hive"], b_id.as_str());
     assert_eq!(rows[0]["alias"], real_alias.as_str());
     assert_eq!(rows[0]["loaded"], true);
+
+    // B dies in the middle of a stream A passes on: the stream ends with an error
+    // event that says so, as a dying local worker's does
+    let mut r = client()
+        .post(format!("{}/v1/completions", a.url))
+        .json(
+            &json!({"model": real_alias, "prompt": "Once upon a time", "max_tokens": 30000,
+            "ignore_eos": true, "stream": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-rbee-hive"], b_id.as_str());
+    let mut seen = String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()).into_owned();
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    while let Ok(Some(chunk)) = r.chunk().await {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        seen.contains("stopped answering"),
+        "{}",
+        &seen[seen.len().saturating_sub(400)..]
+    );
 }
 
 /// The `rbee` command line built beside the daemon, against hive `h`: whether it
@@ -333,10 +364,11 @@ fn rbee(h: &Hive, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// A's budget is too small for the model, C's is large enough: a request at A goes
-/// to C, which loads it there.
+/// A's budget is too small for the model, B's and C's are large enough, B's the
+/// larger: a request at A would go to B first, but B was just killed (its card
+/// still on etcd, under a long lease), so A tries C, which loads the model.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hive_without_room_sends_the_request_to_one_with_room() {
+async fn a_hive_without_room_sends_the_request_to_one_with_room_past_a_dead_one() {
     let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
         return;
     };
@@ -344,17 +376,32 @@ async fn a_hive_without_room_sends_the_request_to_one_with_room() {
     let Some(etcd) = Etcd::start(lab.path()).await else {
         return;
     };
-    let (ha, hc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ha, hb, hc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
     let a = member(ha.path(), &etcd, &["--ram-budget-bytes", "1048576"]);
-    let c = member(hc.path(), &etcd, &["--ram-budget-bytes", "8589934592"]);
+    let mut b = member(
+        hb.path(),
+        &etcd,
+        &["--ram-budget-bytes", "2147483648", "--fleet-ttl-secs", "60"],
+    );
+    let c = member(hc.path(), &etcd, &["--ram-budget-bytes", "1073741824"]);
     let at_a = smollm2_on_llama(&a, ha.path(), &server, &model).await;
+    smollm2_on_llama(&b, hb.path(), &server, &model).await;
     smollm2_on_llama(&c, hc.path(), &server, &model).await;
+    let b_id = hive_id(&b).await;
     let c_id = hive_id(&c).await;
     hive_id(&a).await;
-    until_seen(&a, "A to see C's model and room", |card| {
-        card["id"] == c_id.as_str() && !card["models"].as_array().unwrap().is_empty()
-    })
-    .await;
+    for peer in [&b_id, &c_id] {
+        until_seen(&a, "A to see the model and room of B and C", |card| {
+            card["id"] == peer.as_str() && !card["models"].as_array().unwrap().is_empty()
+        })
+        .await;
+    }
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
     let r = client()
         .post(format!("{}/v1/chat/completions", a.url))
         .json(&json!({"model": at_a, "max_tokens": 4,
@@ -374,6 +421,14 @@ async fn a_hive_without_room_sends_the_request_to_one_with_room() {
         1
     );
     assert_eq!(get(&a, "/v1/workers").await.1["workers"], json!([]));
+    // B was tried first and did not answer
+    let metrics = crate::get_text(&a, "/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "rbee_fleet_forwarded_total{{peer=\"{b_id}\",outcome=\"unreachable\"}} 1"
+        )),
+        "{metrics}"
+    );
 }
 
 /// Between hives the fleet token is required; a request that came from a peer is
