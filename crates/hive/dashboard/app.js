@@ -773,7 +773,7 @@ async function renderFleet() {
   }
   const hives = f.data || [];
   const link = f.link || {};
-  const state = link.state === "unreachable" ? "etcd unreachable: " + (link.reason || "") + " (serving this hive's own models)" : link.state;
+  const state = link.reason ? link.state + ": " + link.reason + " (serving this hive's own models)" : link.state;
   const memory = (h) => (h.devices || []).map((d) => d.name + " " + bytes(d.free_bytes) + " free of " + bytes(d.budget_bytes)).join(", ");
   const loaded = (h) => (h.loaded || []).map((l) => l.model + " (" + l.slots_free + " slot(s) free, " + l.queue + " queued)").join(", ") || "–";
   const models = [];

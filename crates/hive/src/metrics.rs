@@ -45,7 +45,8 @@ pub struct ModelLabel {
 pub struct PeerLabels {
     /// The peer's hive id.
     pub peer: String,
-    /// `answered` (any status), `unreachable`, `refused` (a 5xx before any answer).
+    /// `answered` (any status), `unreachable`, `refused` (a 5xx of its own),
+    /// `garbled` (not HTTP, or a JSON answer that is not JSON).
     pub outcome: String,
 }
 

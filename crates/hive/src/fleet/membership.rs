@@ -16,50 +16,61 @@ use crate::metrics::PeerLabel;
 
 /// How often the card is rebuilt and, when it changed, published: at most this often.
 const CARD_EVERY: Duration = Duration::from_secs(1);
-/// The first wait before joining again; it doubles up to [`MAX_BACKOFF`].
+/// The first wait before joining again; it doubles up to half the lease's TTL, so
+/// that a hive is back in the view within two TTLs of etcd's return.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Keeps this hive in the fleet until the hive stops.
 pub async fn run(gateway: Arc<Gateway>, fleet: Arc<Fleet>, access: EtcdAccess, url: String) {
     let shutdown = gateway.hive.shutdown.clone();
     let ttl = gateway.hive.config.fleet_ttl_secs;
+    let max_backoff = Duration::from_millis(ttl.saturating_mul(500)).max(FIRST_BACKOFF);
     let mut backoff = FIRST_BACKOFF;
     loop {
         let joined = tokio::select! {
             r = session(&gateway, &fleet, &access, &url, ttl) => r,
             () = shutdown.stopping() => return,
         };
-        match joined {
+        let link = match joined {
             Ok(()) => return,
-            Err(reason) => {
-                if fleet.link()
-                    != (Link::Unreachable {
-                        reason: reason.clone(),
-                    })
-                {
-                    tracing::warn!(endpoints = ?access.endpoints, "fleet: etcd unreachable, serving this hive's own models: {reason}");
-                }
-                fleet.set_link(Link::Unreachable { reason });
-            }
+            Err(Lost::Link(reason)) => Link::Unreachable { reason },
+            Err(Lost::Refused(reason)) => Link::Refused { reason },
+        };
+        if fleet.link() != link {
+            tracing::warn!(endpoints = ?access.endpoints, "fleet: not joined, serving this hive's own models: {link:?}");
         }
+        fleet.set_link(link);
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             () = shutdown.stopping() => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff = (backoff * 2).min(max_backoff);
+    }
+}
+
+/// Why a session ended.
+enum Lost {
+    /// etcd could not be reached, or the link broke.
+    Link(String),
+    /// The fleet has another hive under this hive's id.
+    Refused(String),
+}
+
+impl From<String> for Lost {
+    fn from(reason: String) -> Self {
+        Self::Link(reason)
     }
 }
 
 /// One joined session: returns `Ok` when the hive stops (its lease revoked), an
-/// error when the link is lost.
+/// error when the link is lost or joining is refused.
 async fn session(
     gateway: &Gateway,
     fleet: &Fleet,
     access: &EtcdAccess,
     url: &str,
     ttl: u64,
-) -> Result<(), String> {
+) -> Result<(), Lost> {
     let shutdown = gateway.hive.shutdown.clone();
     let mut client = Client::connect(&access.endpoints, Some(access.options.clone()))
         .await
@@ -70,6 +81,23 @@ async fn session(
         .await
         .map_err(|e| format!("lease: {e}"))?
         .id();
+    // a hive whose home was copied claims another's id: it does not join over it
+    let key = fleet.key();
+    let mine = client
+        .get(key.as_str(), None)
+        .await
+        .map_err(|e| format!("reading {key}: {e}"))?;
+    if let Some(kv) = mine.kvs().first()
+        && let Ok(other) = serde_json::from_slice::<super::view::Card>(kv.value())
+        && other.url != url
+    {
+        return Err(Lost::Refused(format!(
+            "another hive, at {}, holds this hive's id {} (a copied home?): not joining while it does; delete {} to take a new id",
+            other.url,
+            fleet.hive_id,
+            gateway.hive.home.join("hive-id").display()
+        )));
+    }
     let mut part = ModelsPart::default();
     let mut card = card::build(gateway, &fleet.hive_id, url, &mut part).await;
     put(&mut client, fleet, &card, lease).await?;
@@ -117,8 +145,8 @@ async fn session(
             }
             answer = kept.message() => match answer {
                 Ok(Some(r)) if r.ttl() > 0 => {}
-                Ok(_) => return Err("the lease expired".to_owned()),
-                Err(e) => return Err(format!("lease keep-alive: {e}")),
+                Ok(_) => return Err(Lost::Link("the lease expired".to_owned())),
+                Err(e) => return Err(Lost::Link(format!("lease keep-alive: {e}"))),
             },
             _ = card_every.tick() => {
                 let now = card::build(gateway, &fleet.hive_id, url, &mut part).await;
@@ -132,7 +160,7 @@ async fn session(
                     .map_err(|e| format!("watch: {e}"))?
                     .ok_or_else(|| "the watch ended".to_owned())?;
                 if response.canceled() {
-                    return Err(format!("the watch was cancelled: {}", response.cancel_reason()));
+                    return Err(Lost::Link(format!("the watch was cancelled: {}", response.cancel_reason())));
                 }
                 for e in response.events() {
                     let Some(kv) = e.kv() else { continue };

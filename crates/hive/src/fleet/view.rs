@@ -288,6 +288,12 @@ pub enum Link {
         /// Why, in words.
         reason: String,
     },
+    /// Another hive holds this hive's id; the hive serves its own models and tries
+    /// again (the other's lease may expire).
+    Refused {
+        /// Why, in words, with the other hive's URL.
+        reason: String,
+    },
 }
 
 /// The fleet as this hive knows it.
@@ -361,7 +367,7 @@ impl Fleet {
     /// Records the link's state; a link lost forgets every peer, since their leases
     /// can no longer be seen to expire.
     pub fn set_link(&self, link: Link) {
-        if matches!(link, Link::Unreachable { .. }) {
+        if link != Link::Joined && link != Link::Joining {
             self.peers
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)

@@ -85,6 +85,7 @@ pub async fn to_a_peer(State(gw): State<SharedGateway>, request: Request, next: 
         sha256: local.as_ref().and_then(|m| m.sha256.as_deref()),
     };
     let candidates = fleet.route(wanted, here);
+    let mut garbled = None;
     for candidate in &candidates {
         match send(
             &gw,
@@ -97,12 +98,36 @@ pub async fn to_a_peer(State(gw): State<SharedGateway>, request: Request, next: 
         .await
         {
             Ok(answer) => return answer,
-            Err(why) => {
+            Err(Failed::Garbled(why)) => {
+                tracing::warn!(peer = %candidate.card.id, %model, "fleet: trying the next hive: {why}");
+                garbled.get_or_insert(why);
+            }
+            Err(Failed::Unanswered(why)) => {
                 tracing::warn!(peer = %candidate.card.id, %model, "fleet: trying the next hive: {why}");
             }
         }
     }
+    // a peer that answered nonsense, for a model this hive cannot serve itself, is
+    // a 502 that names it; anything else is served here as without a fleet
+    if let Some(why) = garbled
+        && !matches!(here, Here::Fits)
+    {
+        return crate::error::refusal(
+            parts.uri.path(),
+            StatusCode::BAD_GATEWAY,
+            "peer_failed",
+            &why,
+        );
+    }
     next.run(here_request(bytes)).await
+}
+
+/// Why a peer gave no answer to pass on.
+enum Failed {
+    /// It did not answer, or answered a 5xx of its own: the next one is tried.
+    Unanswered(String),
+    /// It answered something that is not HTTP, or a JSON answer that is not JSON.
+    Garbled(String),
 }
 
 /// What this hive can do about `name` itself.
@@ -138,8 +163,8 @@ async fn here(gw: &SharedGateway, fleet: &Fleet, name: &str, local: Option<&Mode
     }
 }
 
-/// Sends the request to one peer; an error when it did not answer, or answered a
-/// 5xx before any answer of its own (no room, no worker), so that the next is tried.
+/// Sends the request to one peer. A JSON answer is read whole and checked before it
+/// is passed on; a stream passes through as it comes.
 async fn send(
     gw: &SharedGateway,
     fleet: &Fleet,
@@ -147,7 +172,7 @@ async fn send(
     uri: &axum::http::Uri,
     headers: &HeaderMap,
     body: Bytes,
-) -> Result<Response, String> {
+) -> Result<Response, Failed> {
     let card = &candidate.card;
     let metrics = &gw.hive.metrics;
     let count = |outcome: &str| {
@@ -181,9 +206,19 @@ async fn send(
     let sent = Instant::now();
     let answer = match request.send().await {
         Ok(a) => a,
-        Err(e) => {
+        Err(e) if e.is_connect() || e.is_timeout() => {
             count("unreachable");
-            return Err(format!("{} did not answer: {e}", card.url));
+            return Err(Failed::Unanswered(format!(
+                "the hive {} at {} did not answer: {e}",
+                card.id, card.url
+            )));
+        }
+        Err(e) => {
+            count("garbled");
+            return Err(Failed::Garbled(format!(
+                "the hive {} at {} answered something that is not HTTP: {e}",
+                card.id, card.url
+            )));
         }
     };
     metrics
@@ -195,15 +230,10 @@ async fn send(
     let status = answer.status();
     if status.is_server_error() {
         count("refused");
-        return Err(format!("{} answered {status}", card.url));
-    }
-    count("answered");
-    tracing::info!(peer = %card.id, why = ?candidate.why, path = uri.path(), "fleet: sent to a peer");
-    let mut out = Response::builder().status(status.as_u16());
-    for name in PASSED_BACK {
-        if let Some(v) = answer.headers().get(name) {
-            out = out.header(name, v);
-        }
+        return Err(Failed::Unanswered(format!(
+            "the hive {} at {} answered {status}",
+            card.id, card.url
+        )));
     }
     let content_type = answer
         .headers()
@@ -211,21 +241,70 @@ async fn send(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let mut out = Response::builder().status(status.as_u16());
+    for name in PASSED_BACK {
+        if let Some(v) = answer.headers().get(name) {
+            out = out.header(name, v);
+        }
+    }
     if let Ok(id) = HeaderValue::from_str(&card.id) {
         out = out.header(HIVE_HEADER, id);
     }
-    let anthropic = uri.path().starts_with("/v1/messages");
-    let peer = card.id.clone();
-    let stream = answer.bytes_stream().map(move |chunk| match chunk {
-        Ok(b) => Ok(b),
-        Err(e) => last_words(
-            &content_type,
-            anthropic,
-            &format!("the hive {peer} stopped answering: {e}"),
-        ),
-    });
-    out.body(Body::from_stream(stream))
-        .map_err(|e| format!("the answer of {}: {e}", card.url))
+    let streamed = content_type.starts_with("text/event-stream")
+        || content_type.starts_with("application/x-ndjson");
+    let body = if streamed {
+        let anthropic = uri.path().starts_with("/v1/messages");
+        let peer = card.id.clone();
+        let stream = answer.bytes_stream().map(move |chunk| match chunk {
+            Ok(b) => Ok(b),
+            Err(e) => last_words(
+                &content_type,
+                anthropic,
+                &format!("the hive {peer} stopped answering: {e}"),
+            ),
+        });
+        Body::from_stream(stream)
+    } else {
+        let whole = read_capped(answer, MAX_ANSWER).await;
+        match whole {
+            Ok(b) if serde_json::from_slice::<serde::de::IgnoredAny>(&b).is_ok() => Body::from(b),
+            Ok(_) => {
+                count("garbled");
+                return Err(Failed::Garbled(format!(
+                    "the hive {} at {} answered {status} with a body that is not JSON",
+                    card.id, card.url
+                )));
+            }
+            Err(why) => {
+                count("garbled");
+                return Err(Failed::Garbled(format!(
+                    "the hive {} at {}: {why}",
+                    card.id, card.url
+                )));
+            }
+        }
+    };
+    count("answered");
+    tracing::info!(peer = %card.id, why = ?candidate.why, path = uri.path(), "fleet: sent to a peer");
+    out.body(body)
+        .map_err(|e| Failed::Garbled(format!("the answer of {}: {e}", card.url)))
+}
+
+/// The most of a whole (not streamed) answer from a peer that is read.
+const MAX_ANSWER: usize = 64 << 20;
+
+/// A whole answer's body, at most `cap` bytes.
+async fn read_capped(answer: reqwest::Response, cap: usize) -> Result<Bytes, String> {
+    let mut out = bytes::BytesMut::new();
+    let mut body = answer.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("its answer was cut: {e}"))?;
+        if out.len().saturating_add(chunk.len()) > cap {
+            return Err(format!("its answer is longer than {} MiB", cap >> 20));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
 }
 
 /// How a stream from a peer that dies ends: an error event in the stream's own

@@ -431,6 +431,119 @@ async fn a_hive_without_room_sends_the_request_to_one_with_room_past_a_dead_one(
     );
 }
 
+/// A reference no hive has: the hive with the most room pulls it, through the lab's
+/// mirror, loads it and answers; A, too small, asked for it. The hub sends nothing
+/// after the mirror was filled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_nobody_has_is_pulled_through_the_mirror_by_the_hive_with_the_most_room() {
+    use hf_test_server::registry::Registry;
+    use hf_test_server::{HfServer, Repo, RepoFile};
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let lab = tempfile::tempdir().unwrap();
+    let Some(etcd) = Etcd::start(lab.path()).await else {
+        return;
+    };
+    let hf = HfServer::start(
+        vec![Repo::new(
+            "TheOrg/SmolLM2-GGUF",
+            vec![RepoFile::lfs(
+                "SmolLM2-135M-Instruct.Q4_1.gguf",
+                fs_err::read(&model).unwrap(),
+            )],
+        )],
+        None,
+        false,
+    )
+    .await;
+    let mirror = format!("oci://{}/mirror/hf", registry.host);
+    let reference = "hf:TheOrg/SmolLM2-GGUF";
+    // a first hive, in no fleet, fills the mirror
+    let seeder_home = tempfile::tempdir().unwrap();
+    let seeder = crate::start(
+        seeder_home.path(),
+        &hf.url(),
+        &["--oci-insecure", &registry.host, "--model-mirror", &mirror],
+    );
+    let (s, job) = post(
+        &seeder,
+        "/v1/models/download",
+        json!({"model_ref": reference}),
+    )
+    .await;
+    assert_eq!(s, 202, "{job}");
+    let (state, _, ev) = crate::workers::finish(&seeder, &job).await;
+    assert_eq!(state, "completed", "{ev:?}");
+    let tags = format!(
+        "http://{}/v2/mirror/hf/theorg/smollm2-gguf/tags/list",
+        registry.host
+    );
+    wait_for("the copy in the mirror", async || {
+        let r = reqwest::get(&tags).await.unwrap();
+        r.status().is_success()
+            && r.json::<Value>().await.unwrap()["tags"]
+                .as_array()
+                .is_some_and(|t| !t.is_empty())
+    })
+    .await;
+    let from_hub = hf.bytes_sent();
+
+    let (ha, hc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lab_flags = |budget: &'static str| {
+        vec![
+            "--etcd".to_owned(),
+            etcd.url.clone(),
+            "--fleet".into(),
+            "lab".into(),
+            "--ram-budget-bytes".into(),
+            budget.into(),
+            "--oci-insecure".into(),
+            registry.host.clone(),
+            "--model-mirror".into(),
+            mirror.clone(),
+        ]
+    };
+    let flags_a = lab_flags("1048576");
+    let flags_c = lab_flags("2147483648");
+    let a = crate::start(
+        ha.path(),
+        &hf.url(),
+        &flags_a.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let c = crate::start(
+        hc.path(),
+        &hf.url(),
+        &flags_c.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    crate::engines::add(&c, &server, "cpu").await;
+    let c_id = hive_id(&c).await;
+    hive_id(&a).await;
+    until_seen(&a, "A to see C's room", |card| {
+        card["id"] == c_id.as_str()
+            && card["devices"][0]["free_bytes"].as_u64().unwrap_or(0) > (1 << 30)
+    })
+    .await;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", a.url))
+        .json(&json!({"model": reference, "max_tokens": 4,
+            "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-rbee-hive"], c_id.as_str());
+    let v: Value = r.json().await.unwrap();
+    assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+    // C has it now, from the mirror; A pulled nothing; the hub sent nothing more
+    assert_eq!(crate::model_list(&c).await.as_array().unwrap().len(), 1);
+    assert_eq!(get(&a, "/v1/models").await.1["data"], json!([]));
+    assert_eq!(hf.bytes_sent(), from_hub);
+}
+
 /// Between hives the fleet token is required; a request that came from a peer is
 /// never sent on; a hive killed with SIGKILL drops out when its lease expires and
 /// is never routed to after; etcd gone, a hive says so and serves its own models,
@@ -545,6 +658,102 @@ async fn a_hive_in_no_fleet_says_so() {
     let (ok, out) = rbee(&h, &["fleet", "ls"]);
     assert!(!ok);
     assert!(out.contains("--etcd"), "{out}");
+}
+
+/// What the fleet can send a hive that it must not believe: an etcd that does not
+/// answer at start (the hive serves alone and says so), a second hive under one
+/// id (it does not join, and names the first's URL), a peer that answers garbage
+/// (a 502 that names it, in the route family's shape).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_etcd_a_copied_id_and_a_garbling_peer_are_said_and_change_nothing() {
+    let lab = tempfile::tempdir().unwrap();
+    // no etcd at all: the hive starts, serves, and says so
+    let home = tempfile::tempdir().unwrap();
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let alone = hive(home.path(), &["--etcd", &nowhere, "--fleet-ttl-secs", "2"]);
+    wait_for("the hive to say etcd is unreachable", async || {
+        get(&alone, "/health").await.1["fleet"]["state"] == "unreachable"
+    })
+    .await;
+    assert_eq!(get(&alone, "/v1/models").await.0, 200);
+    drop(alone);
+
+    let Some(etcd) = Etcd::start(lab.path()).await else {
+        return;
+    };
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = member(ha.path(), &etcd, &[]);
+    let a_id = hive_id(&a).await;
+    // B's home has A's id (a copied home): B does not join over A
+    fs_err::write(hb.path().join("hive-id"), format!("{a_id}\n")).unwrap();
+    let b = member(hb.path(), &etcd, &[]);
+    wait_for("B to refuse A's id", async || {
+        fleet_of(&b).await["link"]["state"] == "refused"
+    })
+    .await;
+    let v = fleet_of(&b).await;
+    assert!(
+        v["link"]["reason"].as_str().unwrap().contains(&a.url),
+        "{v}"
+    );
+    assert_eq!(fleet_of(&a).await["link"]["state"], "joined");
+
+    // a peer that answers what is not HTTP, for a model only it has
+    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let garbage_url = format!("http://{}", garbage.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        while let Ok((mut socket, _)) = garbage.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"SSH-2.0-not-a-hive\r\n\x00\x01garbage")
+                .await;
+        }
+    });
+    let card = json!({"id": "liar-1", "url": garbage_url, "version": "0", "loaded": [],
+        "devices": [{"name": "RAM", "budget_bytes": 1u64 << 40, "free_bytes": 1u64 << 40}],
+        "models": [{"id": "hf:x/ghost/ghost.gguf", "alias": "ghost:q4", "size": 1,
+            "kind": "generation", "needs_bytes": 1, "device": "RAM"}]});
+    put_raw(&etcd, "/rbee/lab/hives/liar-1", &card.to_string()).await;
+    until_seen(&a, "A to see the liar", |c| c["id"] == "liar-1").await;
+    let (status, v) = post(
+        &a,
+        "/v1/chat/completions",
+        json!({"model": "ghost:q4", "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 502, "{v}");
+    assert_eq!(v["error"]["code"], "peer_failed", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("liar-1"),
+        "{v}"
+    );
+    let (status, v) = post(
+        &a,
+        "/api/chat",
+        json!({"model": "ghost:q4", "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 502, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("liar-1"), "{v}");
+    // nothing changed at A
+    assert_eq!(get(&a, "/v1/workers").await.1["workers"], json!([]));
+    assert_eq!(get(&a, "/v1/models").await.1["data"], json!([]));
+}
+
+/// Writes `value` at `key` through etcd's own JSON gateway, as another program
+/// with write access to the fleet's prefix could.
+async fn put_raw(etcd: &Etcd, key: &str, value: &str) {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let r = client()
+        .post(format!("{}/v3/kv/put", etcd.url))
+        .json(&json!({"key": b64(key), "value": b64(value)}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
 }
 
 /// Bad fleet settings are refused at start with a clear word.
