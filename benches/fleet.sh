@@ -2,15 +2,16 @@
 # Two hives on one etcd (Debian's etcd-server), SmolLM2-135M Q4_1 on B's llama-server
 # (scripts/fetch-llama-server.sh, or $RBEE_LLAMA_SERVER), 2 threads:
 # - a warm stream at A, passed on to B, against the same client straight at B
-#   (time to first token, generation tokens/s; median of RUNS);
+#   (time to first token, generation tokens/s; median of RUNS, three rounds
+#   alternating);
 # - etcd writes per hive per minute, at rest and while 20 streams run through A
 #   (etcd's own etcd_mvcc_put_total);
 # - from a kill -9 of B to A's last request routed to it (B leaving A's view), with
 #   the default lease TTL of 10 s.
-#   usage: benches/fleet.sh [RUNS] [REST_SECS]
+#   usage: [THREADS=2] benches/fleet.sh [RUNS] [REST_SECS]  (THREADS: the worker's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs="${1:-10}" rest="${2:-60}"
+runs="${1:-10}" rest="${2:-60}" threads="${THREADS:-2}"
 bin="${RBEE_BIN_DIR:-target/release}"
 [ -x "$bin/rbee-hive" ] || cargo build -q --release -p hive -p cli
 server="${RBEE_LLAMA_SERVER:-$(scripts/fetch-llama-server.sh)}"
@@ -35,14 +36,17 @@ done
 export RBEE_HIVE_URL=$B
 "$bin/rbee" worker-binaries add "$server" >/dev/null
 id=$("$bin/rbee" --json models import "$model" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-"$bin/rbee" workers spawn "$id" --threads 2 >/dev/null
+"$bin/rbee" workers spawn "$id" --threads "$threads" >/dev/null
 # A sees B's model
 for _ in $(seq 100); do
   RBEE_HIVE_URL=$A "$bin/rbee" --json fleet models | grep -q '"loaded": *true' && break; sleep 0.1
 done
 
-python3 benches/stream_speed.py "client straight at B" "$B/v1" "$id" "$runs"
-python3 benches/stream_speed.py "client at A, passed on to B" "$A/v1" "$id" "$runs"
+# three rounds, alternating, so that the machine's drift falls on both alike
+for round in 1 2 3; do
+  python3 benches/stream_speed.py "round $round: client straight at B" "$B/v1" "$id" "$runs"
+  python3 benches/stream_speed.py "round $round: client at A, passed on to B" "$A/v1" "$id" "$runs"
+done
 
 before=$(puts); sleep "$rest"; after=$(puts)
 python3 -c "print(f'etcd writes at rest: {($after - $before) / 2 / ($rest / 60):.1f} per hive per minute ({$rest} s, 2 hives)')"

@@ -30,6 +30,7 @@ use anyhow::Context as _;
 use artifact_catalog::ArtifactStatus;
 use axum::Router;
 use axum::middleware::{self};
+use axum::serve::ListenerExt as _;
 use model_catalog::ModelCatalog;
 use tokio::sync::Semaphore;
 
@@ -315,8 +316,14 @@ pub async fn serve(state: SharedState, listener: tokio::net::TcpListener) -> any
     let app = app_with(Arc::clone(&state), gateway);
     let server = {
         let signalled = signalled.clone();
+        // streamed tokens are small writes: each goes out at once, not held back by
+        // Nagle's algorithm until the previous one is acknowledged
         axum::serve(
-            listener,
+            listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("TCP_NODELAY: {e}");
+                }
+            }),
             app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .with_graceful_shutdown(async move {
