@@ -16,6 +16,7 @@ pub mod error;
 pub mod fleet;
 pub mod gateway;
 pub mod jobs;
+pub mod membership;
 pub mod metrics;
 pub mod ops;
 pub mod secret;
@@ -306,12 +307,9 @@ pub async fn serve(state: SharedState, listener: tokio::net::TcpListener) -> any
                 .first()
                 .map_or_else(|| local_url(local), |etcd| reachable_url(local, &etcd)),
         };
-        state.shutdown.spawn(fleet::membership::run(
-            Arc::clone(&gateway),
-            fleet,
-            access,
-            url,
-        ));
+        state
+            .shutdown
+            .spawn(membership::run(Arc::clone(&gateway), fleet, access, url));
     }
     let app = app_with(Arc::clone(&state), gateway);
     let server = {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use artifact_catalog::ArtifactStatus;
 use model_catalog::ModelEntry;
 
-use super::view::{Card, DeviceCard, LoadedCard, ModelCard};
 use crate::engines::ModelKind;
 use crate::engines::memory::{self, Device};
+use crate::fleet::view::{Card, DeviceCard, LoadedCard, ModelCard};
 use crate::gateway::Gateway;
 use crate::ops::admission;
 

@@ -2,17 +2,21 @@
 //! watched into the view. A lost link is said in the view (and `/health`), and the
 //! hive joins again by itself, with backoff. On shutdown the lease is revoked, so
 //! peers stop routing here at once rather than at its expiry.
+//!
+//! - `card.rs`: this hive's card, from its catalog, memory and workers.
+
+pub mod card;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
 
-use super::card::{self, ModelsPart};
-use super::etcd::EtcdAccess;
-use super::view::{Fleet, Link};
+use crate::fleet::etcd::EtcdAccess;
+use crate::fleet::view::{Card, Fleet, Link};
 use crate::gateway::Gateway;
 use crate::metrics::PeerLabel;
+use card::ModelsPart;
 
 /// How often the card is rebuilt and, when it changed, published: at most this often.
 const CARD_EVERY: Duration = Duration::from_secs(1);
@@ -88,7 +92,7 @@ async fn session(
         .await
         .map_err(|e| format!("reading {key}: {e}"))?;
     if let Some(kv) = mine.kvs().first()
-        && let Ok(other) = serde_json::from_slice::<super::view::Card>(kv.value())
+        && let Ok(other) = serde_json::from_slice::<Card>(kv.value())
         && other.url != url
     {
         return Err(Lost::Refused(format!(
@@ -180,12 +184,7 @@ async fn session(
 }
 
 /// Publishes `card` under the lease.
-async fn put(
-    client: &mut Client,
-    fleet: &Fleet,
-    card: &super::view::Card,
-    lease: i64,
-) -> Result<(), String> {
+async fn put(client: &mut Client, fleet: &Fleet, card: &Card, lease: i64) -> Result<(), String> {
     let value = serde_json::to_vec(card).map_err(|e| e.to_string())?;
     client
         .put(
