@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::engines::{llama_server, smollm2_on_llama};
 use crate::workers::{hive, import};
-use crate::{Hive, client, enc, get, post, wait_for};
+use crate::{Hive, client, enc, get, post, python_script, wait_for, workers_of};
 
 use hf_test_server::test_model as smollm2;
 
@@ -206,22 +206,7 @@ async fn the_official_clients_at_one_hive_get_the_answer_of_the_hive_that_has_th
     })
     .await;
 
-    let out = tokio::process::Command::new(&python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fleet_clients.py"
-        ))
-        .args([&a.url, &real_alias])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let at_a: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let at_a = python_script(&python, "fleet_clients.py", &[&a.url, &real_alias]).await;
     assert_eq!(at_a["openai_hive"], b_id.as_str(), "{at_a}");
     assert!(
         at_a["openai_models"]
@@ -239,22 +224,7 @@ async fn the_official_clients_at_one_hive_get_the_answer_of_the_hive_that_has_th
     assert!(at_a["openai_stream_chunks"].as_u64().unwrap() > 1, "{at_a}");
     assert!(at_a["ollama_stream_chunks"].as_u64().unwrap() > 1, "{at_a}");
     // the same clients at B itself: the same greedy words
-    let out = tokio::process::Command::new(&python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fleet_clients.py"
-        ))
-        .args([&b.url, &real_alias])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let at_b: Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let at_b = python_script(&python, "fleet_clients.py", &[&b.url, &real_alias]).await;
     assert_eq!(
         at_b["openai_hive"],
         Value::Null,
@@ -275,14 +245,13 @@ async fn the_official_clients_at_one_hive_get_the_answer_of_the_hive_that_has_th
     }
     // only B ran a worker; A and C loaded nothing
     assert_eq!(
-        get(&b, "/v1/workers").await.1["workers"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
+        (
+            workers_of(&a).await,
+            workers_of(&b).await,
+            workers_of(&c).await
+        ),
+        (0, 1, 0)
     );
-    assert_eq!(get(&a, "/v1/workers").await.1["workers"], json!([]));
-    assert_eq!(get(&c, "/v1/workers").await.1["workers"], json!([]));
     // A counted what it sent, by peer
     let metrics = crate::get_text(&a, "/metrics").await;
     assert!(
@@ -413,14 +382,7 @@ async fn a_hive_without_room_sends_the_request_to_one_with_room_past_a_dead_one(
     assert_eq!(r.headers()["x-rbee-hive"], c_id.as_str());
     let v: Value = r.json().await.unwrap();
     assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
-    assert_eq!(
-        get(&c, "/v1/workers").await.1["workers"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-    assert_eq!(get(&a, "/v1/workers").await.1["workers"], json!([]));
+    assert_eq!((workers_of(&a).await, workers_of(&c).await), (0, 1));
     // B was tried first and did not answer
     let metrics = crate::get_text(&a, "/metrics").await;
     assert!(
@@ -738,7 +700,7 @@ async fn an_absent_etcd_a_copied_id_and_a_garbling_peer_are_said_and_change_noth
     assert_eq!(status, 502, "{v}");
     assert!(v["error"].as_str().unwrap().contains("liar-1"), "{v}");
     // nothing changed at A
-    assert_eq!(get(&a, "/v1/workers").await.1["workers"], json!([]));
+    assert_eq!(workers_of(&a).await, 0);
     assert_eq!(get(&a, "/v1/models").await.1["data"], json!([]));
 }
 

@@ -37,24 +37,17 @@ async fn run_clients(
     fs_err::copy(model, &other).unwrap();
     // no worker yet: the first request loads one
     assert_eq!(get(&h, "/v1/workers").await.1["workers"], json!([]));
-    let out = tokio::process::Command::new(python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients.py"))
-        .args([
+    let seen = crate::python_script(
+        python,
+        "clients.py",
+        &[
             &h.url,
             alias,
             &format!("file:{}", other.display()),
             architecture,
-        ])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        ],
+    )
+    .await;
     (seen, h, home)
 }
 

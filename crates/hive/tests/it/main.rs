@@ -116,6 +116,35 @@ pub fn hf_hub_download(
     std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// Runs one of `tests/*.py` with `python` and `args`; the JSON its last line
+/// prints. Its output is in the panic when it fails.
+pub async fn python_script(python: &Path, script: &str, args: &[&str]) -> Value {
+    let out = tokio::process::Command::new(python)
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests")
+                .join(script),
+        )
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap()
+}
+
+/// How many workers a hive runs.
+pub async fn workers_of(h: &Hive) -> usize {
+    get(h, "/v1/workers").await.1["workers"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
