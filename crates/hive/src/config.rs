@@ -306,6 +306,14 @@ impl Config {
                 self.host
             ));
         }
+        if !self.etcd.is_empty()
+            && self.api_token.as_deref().is_some_and(|t| !t.is_empty())
+            && self.fleet_token.is_none()
+        {
+            return Err(
+                "a hive with an API token in a fleet (--etcd) needs --fleet-token-file, the token its peers send it and it sends them (the same file on every hive, mode 0600)".into(),
+            );
+        }
         if self.download_connections == 0 || self.max_concurrent_downloads == 0 {
             return Err(
                 "--download-connections and --max-concurrent-downloads must be at least 1".into(),

@@ -307,6 +307,20 @@ pub async fn serve(state: SharedState, listener: tokio::net::TcpListener) -> any
                 .first()
                 .map_or_else(|| local_url(local), |etcd| reachable_url(local, &etcd)),
         };
+        let loopback = |u: &url::Url| match u.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        if url::Url::parse(&url).is_ok_and(|u| loopback(&u))
+            && access.first().is_some_and(|e| !loopback(&e))
+        {
+            tracing::warn!(
+                %url,
+                "this hive tells its fleet it is at a loopback address, which other machines cannot reach: listen on another (--host) or say where (--advertise-url)"
+            );
+        }
         state
             .shutdown
             .spawn(membership::run(Arc::clone(&gateway), fleet, access, url));

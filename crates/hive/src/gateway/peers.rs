@@ -228,6 +228,13 @@ async fn send(
         })
         .observe(sent.elapsed().as_secs_f64());
     let status = answer.status();
+    if matches!(status.as_u16(), 401 | 403) {
+        count("refused");
+        return Err(Failed::Unanswered(format!(
+            "the hive {} at {} refused this hive ({status}): give every hive the same --fleet-token-file",
+            card.id, card.url
+        )));
+    }
     if status.is_server_error() {
         count("refused");
         return Err(Failed::Unanswered(format!(

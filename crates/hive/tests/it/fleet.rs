@@ -577,11 +577,46 @@ async fn peers_need_the_token_a_dead_hive_drops_out_and_etcd_can_come_and_go() {
     assert_eq!(r.status(), 404);
     assert!(r.headers().get("x-rbee-hive").is_none());
 
+    // a hive of the fleet with another token is refused by B, and serves the
+    // request itself (a 404 here), never passing B's 401 on
+    let other_token = lab.path().join("other-token");
+    fs_err::write(&other_token, "not-the-lab's\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs_err::set_permissions(&other_token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let hs = tempfile::tempdir().unwrap();
+    let stranger = member(
+        hs.path(),
+        &etcd,
+        &["--fleet-token-file", other_token.to_str().unwrap()],
+    );
+    hive_id(&stranger).await;
+    until_seen(&stranger, "the stranger to see B's model", |card| {
+        card["id"] == b_id.as_str() && !card["models"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let (status, v) = post(&stranger, "/v1/chat/completions", body.clone()).await;
+    assert_eq!(status, 404, "{v}");
+    let metrics = crate::get_text(&stranger, "/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "rbee_fleet_forwarded_total{{peer=\"{b_id}\",outcome=\"refused\"}} 1"
+        )),
+        "{metrics}"
+    );
+    drop(stranger);
+
     // B dies without a word: its lease expires, and A forgets it
     b.child.kill().unwrap();
     b.child.wait().unwrap();
     wait_for("B to drop out of A's view", async || {
-        fleet_of(&a).await["data"].as_array().unwrap().len() == 1
+        !fleet_of(&a).await["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == b_id.as_str())
     })
     .await;
     let (status, v) = post(&a, "/v1/chat/completions", body.clone()).await;
@@ -731,6 +766,11 @@ fn bad_fleet_settings_are_refused_at_start() {
         (
             vec!["--etcd", "http://127.0.0.1:1", "--fleet-ttl-secs", "1"],
             "fleet-ttl-secs",
+        ),
+        // an API token, and no token for the peers
+        (
+            vec!["--etcd", "http://127.0.0.1:1", "--api-token", "t"],
+            "--fleet-token-file",
         ),
     ] {
         let out = crate::hive_cmd(home.path(), "http://127.0.0.1:9", &args)
