@@ -45,7 +45,8 @@ pub struct ModelLabel {
 pub struct PeerLabels {
     /// The peer's hive id.
     pub peer: String,
-    /// `answered` (any status), `unreachable`, `refused` (a 5xx of its own),
+    /// `answered` (any status), `unreachable`, `refused` (a 5xx of its own, or the
+    /// fleet token refused),
     /// `garbled` (not HTTP, or a JSON answer that is not JSON).
     pub outcome: String,
 }
@@ -89,6 +90,7 @@ pub struct Metrics {
     workers: Family<StateLabel, Gauge>,
     worker_slots_busy: Family<WorkerLabels, Gauge>,
     worker_tokens_per_second: Family<WorkerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    worker_draft_acceptance: Family<WorkerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     integrity_checks: Counter,
     integrity_problems: Gauge,
     /// Counters the worker supervisors share.
@@ -200,6 +202,13 @@ impl Default for Metrics {
             "worker_tokens_per_second",
             "Average generation speed each live worker reports",
             worker_tokens_per_second.clone(),
+        );
+        let worker_draft_acceptance =
+            Family::<WorkerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "worker_draft_acceptance",
+            "Share of its draft model's tokens each live worker accepted (speculative decoding)",
+            worker_draft_acceptance.clone(),
         );
         registry.register(
             "worker_restarts",
@@ -319,6 +328,7 @@ impl Default for Metrics {
             workers,
             worker_slots_busy,
             worker_tokens_per_second,
+            worker_draft_acceptance,
             integrity_checks,
             integrity_problems,
             worker,
@@ -412,6 +422,7 @@ impl Metrics {
     pub fn set_live_workers<'a>(&self, live: impl IntoIterator<Item = LiveWorker<'a>>) {
         self.worker_slots_busy.clear();
         self.worker_tokens_per_second.clear();
+        self.worker_draft_acceptance.clear();
         for w in live {
             let labels = WorkerLabels {
                 worker: w.id.to_owned(),
@@ -427,6 +438,11 @@ impl Metrics {
                 self.worker_tokens_per_second
                     .get_or_create(&labels)
                     .set(tps);
+            }
+            if let Some(share) = w.draft_acceptance {
+                self.worker_draft_acceptance
+                    .get_or_create(&labels)
+                    .set(share);
             }
         }
     }
@@ -452,6 +468,8 @@ pub struct LiveWorker<'a> {
     pub slots_busy: Option<u64>,
     /// Its last generation speed, where it says.
     pub tokens_per_second: Option<f64>,
+    /// The share of its draft's tokens it accepted, with a draft.
+    pub draft_acceptance: Option<f64>,
 }
 
 fn gauge(n: usize) -> i64 {

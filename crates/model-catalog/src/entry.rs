@@ -92,6 +92,19 @@ pub struct Preset {
     /// Never evicted to make room for another model.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pinned: bool,
+    /// A catalog model that drafts tokens for this one (speculative decoding), by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
+    /// The most tokens the draft proposes at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_max: Option<u32>,
+    /// The fewest tokens a draft is used with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_min: Option<u32>,
+    /// What the draft needs in memory beside this model, at this model's context:
+    /// recorded when the draft was set, so that the one estimate counts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_bytes: Option<u64>,
 }
 
 impl Preset {

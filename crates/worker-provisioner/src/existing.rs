@@ -108,7 +108,7 @@ pub(crate) async fn version_of(
 }
 
 /// Runs `path arg`, within [`VERSION_TIMEOUT`], for its output.
-pub(crate) async fn run(
+pub async fn run(
     path: &Path,
     arg: &str,
     libraries: Option<&Path>,

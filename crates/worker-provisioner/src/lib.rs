@@ -23,7 +23,7 @@ mod release;
 
 pub use cargo_build::{LocalBuildVendor, cargo_features};
 pub use cmake_build::LlamaBuildVendor;
-pub use existing::{ExistingBinaryVendor, parse_devices, parse_version};
+pub use existing::{ExistingBinaryVendor, parse_devices, parse_version, run as ask_binary};
 pub use install::{STAGING_DIR, install};
 pub use release::{ArchiveName, ReleaseVendor, parse_archive_name, parse_llama_archive_name};
 

@@ -124,8 +124,18 @@ pub enum ModelsCommand {
         /// Let it be evicted again
         #[arg(long)]
         unpin: bool,
+        /// A catalog model (id or alias) that drafts tokens for this one, speculative
+        /// decoding on llama.cpp; it must share the vocabulary ('' for none)
+        #[arg(long)]
+        draft: Option<String>,
+        /// The most tokens the draft proposes at a time
+        #[arg(long)]
+        draft_max: Option<u32>,
+        /// The fewest tokens a draft is used with
+        #[arg(long)]
+        draft_min: Option<u32>,
         /// Fields to clear (repeatable): alias, context, slots, engine, worker, device,
-        /// engine_args, keep_alive_secs
+        /// engine_args, keep_alive_secs, draft, draft_max, draft_min
         #[arg(long)]
         clear: Vec<String>,
     },
@@ -366,6 +376,9 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             keep_alive,
             pin,
             unpin,
+            draft,
+            draft_max,
+            draft_min,
             clear,
         } => {
             let mut body = serde_json::Map::new();
@@ -398,6 +411,15 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             }
             if pin || unpin {
                 put("pinned", json!(pin));
+            }
+            if let Some(d) = draft {
+                put("draft", json!(d));
+            }
+            if let Some(n) = draft_max {
+                put("draft_max", json!(n));
+            }
+            if let Some(n) = draft_min {
+                put("draft_min", json!(n));
             }
             for field in clear {
                 put(&field, Value::Null);

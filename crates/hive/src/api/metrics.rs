@@ -66,6 +66,7 @@ pub async fn render(
                 .zip(w.slots_available)
                 .map(|(total, free)| total.saturating_sub(free)),
             tokens_per_second: w.tokens_per_second,
+            draft_acceptance: w.draft_acceptance,
         }
     }));
     let text = m.encode().map_err(ApiError::internal)?;

@@ -56,8 +56,59 @@ pub fn server_args(plan: &SpawnPlan, port: u16) -> Vec<String> {
             ]);
         }
     }
+    if let Some(draft) = &plan.draft {
+        args.extend(["-md".to_owned(), draft.path.display().to_string()]);
+        if plan.backend != "cpu" {
+            args.extend(["-ngld".to_owned(), "999".to_owned()]);
+        }
+        let DraftFlags {
+            max: max_flag,
+            min: min_flag,
+            simple,
+        } = draft.flags;
+        if simple {
+            args.extend(["--spec-type".to_owned(), "draft-simple".to_owned()]);
+        }
+        if let Some(max) = draft.max {
+            args.extend([max_flag.to_owned(), max.to_string()]);
+        }
+        if let Some(min) = draft.min {
+            args.extend([min_flag.to_owned(), min.to_string()]);
+        }
+    }
     args.extend(plan.engine_args.iter().cloned());
     args
+}
+
+/// How this llama-server takes a draft model, as its `--help` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DraftFlags {
+    /// The flag bounding a draft's length: `--spec-draft-n-max` in recent builds,
+    /// `--draft-max` before.
+    pub max: &'static str,
+    /// Its lower bound: `--spec-draft-n-min`, or `--draft-min`.
+    pub min: &'static str,
+    /// Whether speculative decoding must be asked for by type
+    /// (`--spec-type draft-simple`): recent builds use none unless told.
+    pub simple: bool,
+}
+
+/// The draft flags of the llama-server whose `--help` is `help`.
+pub fn draft_flags(help: &str) -> DraftFlags {
+    let recent = help.contains("--spec-draft-n-max");
+    DraftFlags {
+        max: if recent {
+            "--spec-draft-n-max"
+        } else {
+            "--draft-max"
+        },
+        min: if recent {
+            "--spec-draft-n-min"
+        } else {
+            "--draft-min"
+        },
+        simple: help.contains("--spec-type") && help.contains("draft-simple"),
+    }
 }
 
 /// The flags of llama-server that a spawn or a preset may add: each changes only how
@@ -330,6 +381,22 @@ pub struct LlamaMetrics {
     /// `llama_decode()` calls so far (`llamacpp:n_decode_total`): while a request is
     /// processed, a count that does not move means no progress.
     pub decodes: Option<f64>,
+    /// Tokens a draft model proposed so far
+    /// (`llamacpp:spec_decode_num_draft_tokens_total`).
+    pub drafted: Option<f64>,
+    /// Of those, the tokens the model accepted
+    /// (`llamacpp:spec_decode_num_accepted_tokens_total`).
+    pub accepted: Option<f64>,
+}
+
+impl LlamaMetrics {
+    /// The share of drafted tokens the model accepted, once a draft proposed any.
+    pub fn draft_acceptance(&self) -> Option<f64> {
+        match (self.drafted, self.accepted) {
+            (Some(d), Some(a)) if d > 0.0 => Some(a / d),
+            _ => None,
+        }
+    }
 }
 
 /// Reads llama-server's Prometheus text; unknown and malformed lines are skipped.
@@ -350,6 +417,8 @@ pub fn parse_metrics(text: &str) -> LlamaMetrics {
             }
             "llamacpp:predicted_tokens_seconds" => m.tokens_per_second = Some(value),
             "llamacpp:n_decode_total" => m.decodes = Some(value),
+            "llamacpp:spec_decode_num_draft_tokens_total" => m.drafted = Some(value),
+            "llamacpp:spec_decode_num_accepted_tokens_total" => m.accepted = Some(value),
             _ => {}
         }
     }
@@ -418,6 +487,8 @@ llamacpp:predicted_tokens_seconds 87.5\n\
 llamacpp:requests_processing 1\n\
 llamacpp:n_decode_total 31\n\
 llamacpp:n_busy_slots_per_decode nan\n\
+llamacpp:spec_decode_num_draft_tokens_total 40\n\
+llamacpp:spec_decode_num_accepted_tokens_total 30\n\
 garbage\n";
         assert_eq!(
             parse_metrics(text),
@@ -426,8 +497,12 @@ garbage\n";
                 tokens_total: Some(42.0),
                 tokens_per_second: Some(87.5),
                 decodes: Some(31.0),
+                drafted: Some(40.0),
+                accepted: Some(30.0),
             }
         );
+        assert_eq!(parse_metrics(text).draft_acceptance(), Some(0.75));
         assert_eq!(parse_metrics(""), LlamaMetrics::default());
+        assert_eq!(parse_metrics("").draft_acceptance(), None);
     }
 }

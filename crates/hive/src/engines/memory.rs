@@ -31,8 +31,15 @@ pub struct Footprint {
     /// slots, so the slots do not multiply it); unknown when the header lacks the
     /// attention's shape.
     pub kv_cache_bytes: Option<u64>,
-    /// Both, and never less than the file.
+    /// A draft model's weights and cache, when its preset names one.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub draft_bytes: u64,
+    /// All of them, and never less than the file.
     pub total_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The estimate: weights plus KV cache at `context`, from the GGUF header; the
@@ -45,6 +52,7 @@ pub fn footprint(header: Option<&gguf::Summary>, file_size: u64, context: u64) -
                 context,
                 weights_bytes: m.weights_bytes,
                 kv_cache_bytes: m.kv_cache_bytes,
+                draft_bytes: 0,
                 total_bytes: m.total_bytes.max(file_size),
             }
         }
@@ -52,14 +60,19 @@ pub fn footprint(header: Option<&gguf::Summary>, file_size: u64, context: u64) -
             context,
             weights_bytes: file_size,
             kv_cache_bytes: None,
+            draft_bytes: 0,
             total_bytes: file_size,
         },
     }
 }
 
-/// What a catalog model needs at the context its worker gets.
+/// What a catalog model needs at the context its worker gets, its draft included
+/// (measured when the preset named it).
 pub fn of_model(model: &ModelEntry) -> Footprint {
-    footprint(model.gguf.as_ref(), model.size, context_for(model))
+    let mut f = footprint(model.gguf.as_ref(), model.size, context_for(model));
+    f.draft_bytes = model.preset.draft_bytes.unwrap_or(0);
+    f.total_bytes = f.total_bytes.saturating_add(f.draft_bytes);
+    f
 }
 
 /// Where a worker's model is held: system RAM (the CPU, and Metal's unified

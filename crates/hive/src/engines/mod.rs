@@ -48,6 +48,21 @@ pub struct SpawnPlan {
     pub log_path: PathBuf,
     /// Stop it after this long without a request.
     pub idle_ttl: Option<Duration>,
+    /// The draft model's file and its settings, when the preset names one.
+    pub draft: Option<Draft>,
+}
+
+/// A draft model for speculative decoding, as a spawn passes it to llama.cpp.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// Its file.
+    pub path: PathBuf,
+    /// The most tokens drafted at a time.
+    pub max: Option<u32>,
+    /// The fewest tokens a draft is used with.
+    pub min: Option<u32>,
+    /// How this llama-server takes a draft ([`llama::draft_flags`]).
+    pub flags: llama::DraftFlags,
 }
 
 /// The command line of a worker on `port` (`hive_url`: where our own worker

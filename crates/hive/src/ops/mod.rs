@@ -1,7 +1,8 @@
 //! Operations, one module per resource, each checked before its job starts, so a bad
 //! request is a 4xx, never a failed job. Imports run one way: `dispatch` (the jobs
 //! API's operations) uses the others; `workers` uses `models` (a spawn pulls its
-//! model) and `binaries` nothing of theirs; `presets` uses `workers`' argument check;
+//! model) and `binaries` nothing of theirs; `presets` uses `workers`' argument check
+//! and `draft` (a draft model's checks), which `workers` uses at a spawn too;
 //! `scan` (adopting other tools' models) uses nothing of theirs; `storage` (the
 //! disk's limits) uses nothing of theirs, and `models` its room check before a pull;
 //! `gc` uses `storage`, and `plan` (the fit check) `storage` and `workers`; `repair`
@@ -10,6 +11,7 @@
 pub mod admission;
 pub mod binaries;
 pub mod dispatch;
+pub mod draft;
 pub mod gc;
 pub mod models;
 pub mod plan;

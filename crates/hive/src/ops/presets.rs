@@ -124,9 +124,44 @@ fn apply(mut preset: Preset, patch: &Map<String, Value>) -> Result<Preset, ApiEr
                     other => return Err(bad(format!("pinned must be true or false, got {other}"))),
                 };
             }
+            "draft" => {
+                preset.draft = match value {
+                    Value::Null => None,
+                    Value::String(s) if s.trim().is_empty() => None,
+                    Value::String(s) => Some(s.trim().to_owned()),
+                    other => {
+                        return Err(bad(format!(
+                            "draft must be a catalog model's id or alias, got {other}"
+                        )));
+                    }
+                };
+                // what it needs is measured again once it is checked
+                preset.draft_bytes = None;
+            }
+            "draft_max" | "draft_min" => {
+                let floor = u64::from(key == "draft_max");
+                let n = if null {
+                    None
+                } else {
+                    Some(
+                        value
+                            .as_u64()
+                            .filter(|n| (floor..=64).contains(n))
+                            .and_then(|n| u32::try_from(n).ok())
+                            .ok_or_else(|| {
+                                bad(format!("{key} must be {floor} to 64 tokens, got {value}"))
+                            })?,
+                    )
+                };
+                if key == "draft_max" {
+                    preset.draft_max = n;
+                } else {
+                    preset.draft_min = n;
+                }
+            }
             other => {
                 return Err(bad(format!(
-                    "unknown preset field {other:?}: context, slots, engine, worker, device, engine_args, alias, keep_alive_secs, pinned"
+                    "unknown preset field {other:?}: context, slots, engine, worker, device, engine_args, alias, keep_alive_secs, pinned, draft, draft_max, draft_min"
                 )));
             }
         }
@@ -137,6 +172,18 @@ fn apply(mut preset: Preset, patch: &Map<String, Value>) -> Result<Preset, ApiEr
         .and_then(|e| e.parse().ok())
         .unwrap_or(Engine::LlamaCpp);
     crate::ops::workers::check_engine_args(engine, &preset.engine_args)?;
+    if let (Some(min), Some(max)) = (preset.draft_min, preset.draft_max)
+        && min > max
+    {
+        return Err(bad(format!(
+            "draft_min ({min}) must not be more than draft_max ({max})"
+        )));
+    }
+    if preset.draft.is_some() && engine != Engine::LlamaCpp {
+        return Err(bad(
+            "a draft model needs llama.cpp's engine (llm-worker-rbee has no speculative decoding)",
+        ));
+    }
     Ok(preset)
 }
 
@@ -176,7 +223,15 @@ pub async fn patch(state: &SharedState, id: &str, body: Value) -> Result<Value, 
             .await?
             .ok_or_else(|| ApiError::not_found(format!("model {id:?} is not in the catalog")))?
     };
-    let preset = apply(current.artifact.preset.clone(), &patch)?;
+    let mut preset = apply(current.artifact.preset.clone(), &patch)?;
+    if preset.draft.is_some() && preset.draft_bytes.is_none() {
+        let target = current.artifact.clone();
+        let mut with_target = target.clone();
+        with_target.preset = preset.clone();
+        let (draft_id, bytes) = crate::ops::draft::check(state, &with_target).await?;
+        preset.draft = Some(draft_id);
+        preset.draft_bytes = Some(bytes);
+    }
     if let Some(engine) = preset
         .engine
         .as_deref()

@@ -277,6 +277,31 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
             .map_err(|n| n.into_error(StatusCode::CONFLICT))?;
     }
     let context = memory::context_for(&entry);
+    let draft = match crate::ops::draft::path_for(state, &entry).await? {
+        None => None,
+        Some(_) if binary.engine != worker_catalog::Engine::LlamaCpp => {
+            return Err(ApiError::bad_request(
+                "unsupported",
+                format!(
+                    "{}'s preset names a draft model, which only llama.cpp runs: spawn it with --engine llama.cpp",
+                    entry.id
+                ),
+            ));
+        }
+        Some(path) => {
+            // which flags this build takes for a draft, as it says itself
+            let help = worker_provisioner::ask_binary(&binary.path, "--help", binary.library_dir())
+                .await
+                .unwrap_or_default();
+            let flags = engines::llama::draft_flags(&help);
+            Some(engines::Draft {
+                path,
+                max: entry.preset.draft_max,
+                min: entry.preset.draft_min,
+                flags,
+            })
+        }
+    };
 
     let id = new_id();
     let plan = SpawnPlan {
@@ -307,6 +332,7 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
             .join("logs")
             .join("workers")
             .join(format!("{id}.log")),
+        draft,
     };
     let s = Arc::clone(state);
     let force = req.force;

@@ -121,6 +121,10 @@ pub struct WorkerRecord {
     pub slots_available: Option<u64>,
     /// Its average generation speed, as a llama.cpp worker reports it.
     pub tokens_per_second: Option<f64>,
+    /// The share of its draft model's tokens it accepted, as llama.cpp reports it
+    /// (speculative decoding; none without a draft).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_acceptance: Option<f64>,
     /// When it was first started.
     pub started_at: DateTime<Utc>,
     /// Its stdout and stderr.
@@ -398,6 +402,7 @@ impl Registry {
             slots_total: llama_slots,
             slots_available: llama_slots,
             tokens_per_second: None,
+            draft_acceptance: None,
             started_at: Utc::now(),
             log_path: plan.log_path.clone(),
             idle_ttl_secs: plan.idle_ttl.map(|d| d.as_secs()),
@@ -848,6 +853,9 @@ impl Registry {
             // scrape with no generation since the last one says 0, which is no news
             if m.tokens_per_second.is_some_and(|t| t > 0.0) {
                 r.tokens_per_second = m.tokens_per_second;
+            }
+            if let Some(share) = m.draft_acceptance() {
+                r.draft_acceptance = Some(share);
             }
             if used {
                 r.last_activity = Some(Utc::now());

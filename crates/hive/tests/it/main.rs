@@ -6,6 +6,7 @@ mod api;
 mod audit;
 mod batch;
 mod dashboard;
+mod draft;
 mod edge;
 mod engines;
 mod fields;
