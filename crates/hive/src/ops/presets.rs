@@ -172,6 +172,10 @@ fn apply(mut preset: Preset, patch: &Map<String, Value>) -> Result<Preset, ApiEr
         .and_then(|e| e.parse().ok())
         .unwrap_or(Engine::LlamaCpp);
     crate::ops::workers::check_engine_args(engine, &preset.engine_args)?;
+    // the draft's cache is sized by the model's context: measured again
+    if patch.contains_key("context") {
+        preset.draft_bytes = None;
+    }
     if let (Some(min), Some(max)) = (preset.draft_min, preset.draft_max)
         && min > max
     {
