@@ -58,6 +58,11 @@ async fn a_draft_with_the_same_vocabulary_runs_beside_its_model_and_others_are_r
     assert_eq!(m["preset"]["draft"], draft.as_str(), "{m}");
     let draft_bytes = m["preset"]["draft_bytes"].as_u64().unwrap();
     assert!(draft_bytes >= fs_err::metadata(&copy).unwrap().len(), "{m}");
+    // the draft's cache follows the model's context
+    let (s, m) = patch(&h, &path, json!({"context": 1024})).await;
+    assert_eq!(s, 200, "{m}");
+    let smaller = m["preset"]["draft_bytes"].as_u64().unwrap();
+    assert!(smaller < draft_bytes, "{smaller} vs {draft_bytes}");
 
     // the first request loads the model with its draft
     let (s, v) = post(
