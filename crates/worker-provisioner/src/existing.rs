@@ -14,7 +14,7 @@ use provisioning::{
 use semver::Version;
 use worker_catalog::{Engine, Platform, WorkerBinary, WorkerType};
 
-/// How long `--version` may take.
+/// How long `--version` (or `--help`) may take.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Registers executables already on the machine.
@@ -107,7 +107,8 @@ pub(crate) async fn version_of(
     })
 }
 
-/// Runs `path arg`, within [`VERSION_TIMEOUT`], for its output.
+/// Runs `path arg` (such as `--version` or `--help`), within 20 seconds, for its
+/// output; a failure says the last lines it wrote.
 pub async fn run(
     path: &Path,
     arg: &str,
