@@ -23,7 +23,7 @@ for _ in $(seq 100); do curl -sf "$RBEE_HIVE_URL/health" >/dev/null && break; sl
 cp "$model" "$home/draft.gguf"
 id=$("$bin/rbee" --json models import "$model" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 draft=$("$bin/rbee" --json models import "$home/draft.gguf" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-acceptance() { "$bin/rbee" --json workers ls | python3 -c 'import json,sys; w=json.load(sys.stdin)["data"][0]; print(f"  acceptance {w.get(\"draft_acceptance\")}")'; }
+acceptance() { "$bin/rbee" --json workers ls | python3 -c 'import json,sys; w=json.load(sys.stdin)["data"][0]; print("  acceptance", w.get("draft_acceptance"))'; }
 
 "$bin/rbee" workers spawn "$id" --threads 2 >/dev/null
 python3 benches/stream_speed.py "hive, no draft" "$RBEE_HIVE_URL/v1" "$id" "$runs"
