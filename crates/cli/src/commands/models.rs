@@ -659,6 +659,12 @@ pub async fn hive(cmd: HiveCommand, args: &HiveArgs) -> anyhow::Result<()> {
             let binaries = client
                 .call(Method::GET, "/v1/worker-binaries", None)
                 .await?;
+            // a hive in a fleet: its link to etcd and its peers
+            let fleet = if health.get("fleet").is_some() {
+                client.call(Method::GET, "/v1/fleet", None).await?
+            } else {
+                Value::Null
+            };
             if args.json {
                 return print_json(&json!({
                     "health": health,
@@ -666,15 +672,37 @@ pub async fn hive(cmd: HiveCommand, args: &HiveArgs) -> anyhow::Result<()> {
                     "models": models,
                     "workers": workers["workers"],
                     "worker_binaries": binaries,
+                    "fleet": fleet,
                 }));
             }
-            print!(
-                "{}",
-                status_screen(&args.hive_url, &health, &caps, &models, &workers, &binaries)
-            );
+            let mut screen =
+                status_screen(&args.hive_url, &health, &caps, &models, &workers, &binaries);
+            if !fleet.is_null() {
+                screen.push_str(&fleet_line(&fleet));
+            }
+            print!("{screen}");
             Ok(())
         }
     }
+}
+
+/// `hive status`'s line for the fleet: its name, this hive's link to etcd (and why,
+/// when it is not joined), and how many peers it sees.
+fn fleet_line(fleet: &Value) -> String {
+    let link = &fleet["link"];
+    let peers = fleet["data"]
+        .as_array()
+        .map_or(0, |d| d.iter().filter(|h| h["self"] != true).count());
+    let reason = link["reason"]
+        .as_str()
+        .map(|r| format!(" ({r}); serving this hive's models alone"))
+        .unwrap_or_default();
+    format!(
+        "fleet       {} as {}: {}{reason}, {peers} peer(s)\n",
+        fleet["fleet"].as_str().unwrap_or("?"),
+        fleet["hive_id"].as_str().unwrap_or("?"),
+        link["state"].as_str().unwrap_or("?"),
+    )
 }
 
 /// `hive status`: the machine, the models, the worker binaries and the workers on

@@ -634,6 +634,12 @@ async fn peers_need_the_token_a_dead_hive_drops_out_and_etcd_can_come_and_go() {
         v["link"]["reason"].as_str().is_some_and(|r| !r.is_empty()),
         "{v}"
     );
+    let (ok, out) = rbee(&a, &["hive", "status"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("fleet       lab as") && out.contains("unreachable"),
+        "{out}"
+    );
     assert_eq!(get(&a, "/v1/models").await.0, 200);
     // etcd back: A joins again by itself
     etcd.restart().await;
