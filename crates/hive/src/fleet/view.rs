@@ -416,7 +416,7 @@ impl Fleet {
         }
     }
 
-    /// Replaces every peer with what a fresh read of the prefix gave.
+    /// Forgets every peer, before a fresh read of the prefix.
     pub fn reset(&self) {
         self.peers
             .write()

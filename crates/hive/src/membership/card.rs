@@ -56,33 +56,26 @@ pub async fn build(gateway: &Gateway, id: &str, url: &str, models: &mut ModelsPa
             free_bytes: free - free % FREE_STEP,
         });
     }
-    let mut loaded: Vec<LoadedCard> = Vec::new();
+    // per model: slots free and requests in them, over its ready workers; the
+    // queue is the requests holding a ticket beyond those
+    let mut by_model = std::collections::BTreeMap::<String, (u64, u64)>::new();
     for w in hive.workers.list() {
         if w.state != crate::workers::WorkerState::Ready {
             continue;
         }
         let slots = w.slots_total.unwrap_or(1).max(1);
-        match loaded.iter_mut().find(|l| l.model == w.model_ref) {
-            Some(l) => l.slots_free += slots.saturating_sub(w.requests_in_flight),
-            None => loaded.push(LoadedCard {
-                model: w.model_ref.clone(),
-                slots_free: slots.saturating_sub(w.requests_in_flight),
-                queue: 0,
-            }),
-        }
+        let (free, busy) = by_model.entry(w.model_ref).or_default();
+        *free += slots.saturating_sub(w.requests_in_flight);
+        *busy += w.requests_in_flight;
     }
-    for l in &mut loaded {
-        let held = gateway.tickets.held(&l.model);
-        let busy: u64 = hive
-            .workers
-            .list()
-            .iter()
-            .filter(|w| w.model_ref == l.model)
-            .map(|w| w.requests_in_flight)
-            .sum();
-        l.queue = held.saturating_sub(busy);
-    }
-    loaded.sort_by(|a, b| a.model.cmp(&b.model));
+    let loaded = by_model
+        .into_iter()
+        .map(|(model, (slots_free, busy))| LoadedCard {
+            queue: gateway.tickets.held(&model).saturating_sub(busy),
+            model,
+            slots_free,
+        })
+        .collect();
     Card {
         id: id.to_owned(),
         url: url.to_owned(),

@@ -577,6 +577,36 @@ async fn peers_need_the_token_a_dead_hive_drops_out_and_etcd_can_come_and_go() {
     assert_eq!(r.status(), 404);
     assert!(r.headers().get("x-rbee-hive").is_none());
 
+    // the fleet token lets a peer ask a model, and nothing else of a hive with an
+    // API token
+    let hd = tempfile::tempdir().unwrap();
+    let guarded = member(
+        hd.path(),
+        &etcd,
+        &["--fleet-token-file", token, "--api-token", "own-secret"],
+    );
+    let as_peer = |r: reqwest::RequestBuilder| {
+        r.header("x-rbee-hop", "a-peer")
+            .header("x-rbee-fleet-token", "lab-secret")
+    };
+    let r = as_peer(client().get(format!("{}/v1/workers", guarded.url)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = as_peer(client().delete(format!("{}/v1/models/{}", guarded.url, enc(&id))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = as_peer(client().post(format!("{}/v1/chat/completions", guarded.url)))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a peer asks a model it lacks: not a 401");
+    drop(guarded);
+
     // a hive of the fleet with another token is refused by B, and serves the
     // request itself (a 404 here), never passing B's 401 on
     let other_token = lab.path().join("other-token");
