@@ -248,10 +248,72 @@ pub fn kind_args(engine: Engine, kind: ModelKind, args: &mut Vec<String>) {
     }
 }
 
-/// The one rule for where a model runs, for a spawn, a load and the one endpoint
-/// alike: the backend asked for, else the model's preset's, else a GPU's when a
-/// binary for one is installed here, else the CPU's.
-pub fn pick_backend(
+/// Where a model runs: the backend, its device, and the engine when one is asked for
+/// (else the spawn takes llama.cpp when one is installed, else ours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// The backend's worker type.
+    pub wtype: WorkerType,
+    /// The device index.
+    pub device: u32,
+    /// The engine asked for, by the request or the preset.
+    pub engine: Option<Engine>,
+}
+
+impl Placement {
+    /// The device whose memory the worker takes.
+    pub fn memory_device(&self) -> memory::Device {
+        memory::Device::of(self.wtype.backend(), self.device)
+    }
+}
+
+/// What a request says of where a model runs; each may be left out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Asked<'a> {
+    /// `cpu`, `cuda`, `metal`, `vulkan` or `rocm`.
+    pub worker: Option<&'a str>,
+    /// `rbee` or `llama.cpp`.
+    pub engine: Option<&'a str>,
+    /// The device index (0 unless given).
+    pub device: u32,
+}
+
+/// The one rule for where a model runs, for a spawn, a load, the one endpoint and
+/// the fleet's card alike: the backend asked for, else the model's preset's, else a
+/// GPU's when a binary for one is installed here, else the CPU's; the device asked
+/// for with it, else the preset's; the engine asked for, else the preset's. A name
+/// that is no backend or engine is the error's code and sentence.
+pub fn place(
+    asked: Asked<'_>,
+    preset: &model_catalog::Preset,
+    installed: &[WorkerType],
+) -> Result<Placement, (&'static str, String)> {
+    let worker_type = |s: &str| {
+        s.parse::<WorkerType>()
+            .map_err(|e| ("invalid_worker_type", e))
+    };
+    let wanted = asked.worker.map(worker_type).transpose()?;
+    let from_preset = preset.worker.as_deref().map(worker_type).transpose()?;
+    let wtype = pick_backend(wanted, from_preset, installed);
+    let device = match (wanted, preset.device) {
+        (None, Some(d)) => d,
+        _ => asked.device,
+    };
+    let engine = asked
+        .engine
+        .or(preset.engine.as_deref())
+        .map(str::parse::<Engine>)
+        .transpose()
+        .map_err(|e| ("invalid_engine", e))?;
+    Ok(Placement {
+        wtype,
+        device,
+        engine,
+    })
+}
+
+/// The backend by [`place`]'s rule, from types already parsed.
+fn pick_backend(
     asked: Option<WorkerType>,
     preset: Option<WorkerType>,
     installed: &[WorkerType],
@@ -343,6 +405,47 @@ mod tests {
         assert_eq!(pick_backend(None, Some(CpuLlm), &[CudaLlm]), CpuLlm);
         assert_eq!(pick_backend(None, None, &[CpuLlm, VulkanLlm]), VulkanLlm);
         assert_eq!(pick_backend(None, None, &[CpuLlm]), CpuLlm);
+    }
+
+    #[test]
+    fn a_placement_takes_the_request_then_the_preset_and_refuses_bad_names() {
+        use WorkerType::{CpuLlm, CudaLlm};
+        let preset = model_catalog::Preset {
+            worker: Some("cuda".to_owned()),
+            device: Some(1),
+            engine: Some("rbee".to_owned()),
+            ..model_catalog::Preset::default()
+        };
+        let placed = place(Asked::default(), &preset, &[CpuLlm]).unwrap();
+        assert_eq!(
+            (placed.wtype, placed.device, placed.engine),
+            (CudaLlm, 1, Some(Engine::Rbee))
+        );
+        // a backend asked for brings its own device, not the preset's
+        let asked = Asked {
+            worker: Some("cpu"),
+            engine: Some("llama.cpp"),
+            device: 0,
+        };
+        let placed = place(asked, &preset, &[CpuLlm]).unwrap();
+        assert_eq!(
+            (placed.wtype, placed.device, placed.engine),
+            (CpuLlm, 0, Some(Engine::LlamaCpp))
+        );
+        assert_eq!(placed.memory_device(), memory::Device::Ram);
+        let bad = Asked {
+            worker: Some("tpu"),
+            ..Asked::default()
+        };
+        assert_eq!(
+            place(bad, &preset, &[]).unwrap_err().0,
+            "invalid_worker_type"
+        );
+        let bad = Asked {
+            engine: Some("vllm"),
+            ..Asked::default()
+        };
+        assert_eq!(place(bad, &preset, &[]).unwrap_err().0, "invalid_engine");
     }
 
     #[test]

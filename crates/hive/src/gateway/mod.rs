@@ -30,8 +30,6 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use model_catalog::ModelEntry;
 
-use crate::engines::memory::Device;
-use crate::ops::admission;
 use crate::state::SharedState;
 use crate::workers::{WorkerRecord, WorkerState};
 
@@ -209,31 +207,12 @@ pub async fn ensure_worker(
         return Ok(w);
     }
     let waited_from = std::time::Instant::now();
+    // one admission at a time: the room made stays made until the worker counts
     let admitted = state.admit.lock().await;
     let hive = &state.hive;
-    // where it runs, by the one rule a spawn uses too
-    let (wtype, device) = crate::ops::workers::backend(hive, None, 0, &model.preset)
+    let job = crate::ops::workers::load_for_request(hive, model.clone(), keep_alive)
         .await
         .map_err(GatewayError::from)?;
-    let device = Device::of(wtype.backend(), device);
-    admission::make_room(hive, model, device)
-        .await
-        .map_err(|n| GatewayError::from(n.into_error(StatusCode::SERVICE_UNAVAILABLE)))?;
-    // admitted: the room is made, and this lock keeps it until the worker counts
-    let job = crate::ops::workers::start_load(
-        hive,
-        crate::ops::workers::LoadRequest {
-            id: model.id.clone(),
-            // the same rule again picks the same backend and device
-            worker: None,
-            engine: None,
-            device: 0,
-            idle_ttl_secs: keep_alive,
-            force: true,
-        },
-    )
-    .await
-    .map_err(GatewayError::from)?;
     hive.metrics
         .gateway_loads
         .get_or_create(&crate::metrics::ModelLabel {

@@ -20,7 +20,7 @@ use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
 use super::{INFERENCE_ROUTES, MAX_BODY, SharedGateway};
-use crate::engines::memory::{self, Device};
+use crate::engines::memory;
 use crate::fleet::view::{Candidate, Fleet, HIVE_HEADER, HOP_HEADER, Here, TOKEN_HEADER, Wanted};
 use crate::metrics::{PeerLabel, PeerLabels};
 use crate::ops::admission;
@@ -151,11 +151,12 @@ async fn here(gw: &SharedGateway, fleet: &Fleet, name: &str, local: Option<&Mode
     if free_slot {
         return Here::Ready;
     }
-    let Ok((wtype, device)) = crate::ops::workers::backend(hive, None, 0, &model.preset).await
+    let Ok(placed) =
+        crate::ops::workers::place(hive, crate::engines::Asked::default(), &model.preset).await
     else {
         return Here::Fits;
     };
-    let device = Device::of(wtype.backend(), device);
+    let device = placed.memory_device();
     let need = memory::of_model(model).total_bytes;
     match memory::budget(device, admission::margins(hive)) {
         Some(b) if need > b.bytes => Here::TooBig,

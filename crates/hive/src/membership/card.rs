@@ -102,8 +102,9 @@ async fn model_cards(gateway: &Gateway) -> Vec<ModelCard> {
     entries
         .iter()
         .map(|e| {
-            let device = crate::ops::workers::pick_backend(None, 0, &e.preset, &installed)
-                .map_or(Device::Ram, |(w, d)| Device::of(w.backend(), d));
+            let device =
+                crate::engines::place(crate::engines::Asked::default(), &e.preset, &installed)
+                    .map_or(Device::Ram, |p| p.memory_device());
             ModelCard {
                 id: e.id.clone(),
                 alias: e.alias(),

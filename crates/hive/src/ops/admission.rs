@@ -20,6 +20,25 @@ use crate::error::ApiError;
 use crate::state::SharedState;
 use crate::workers::{WorkerRecord, WorkerState};
 
+/// How a spawn meets a model that does not fit in its device's budget now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// Refuse with a 409 that names what could go (a spawn or a load through the API).
+    Refuse,
+    /// Stop idle workers of other models, least recently used first, until it fits;
+    /// a 503 when none is left to stop (the one endpoint).
+    Evict,
+    /// Start it anyway (`force`).
+    Ignore,
+}
+
+impl Room {
+    /// `force` as a spawn or a load request says it.
+    pub fn forced(force: bool) -> Self {
+        if force { Self::Ignore } else { Self::Refuse }
+    }
+}
+
 /// A worker on the device, what it holds there now, and whether its model is pinned.
 #[derive(Debug, Clone)]
 pub struct Holding {
@@ -244,4 +263,25 @@ pub async fn make_room(
             .inc();
         let _ = state.workers.stop(&victim.id).await;
     }
+}
+
+/// Admits `model` on `device` as `room` says: refused with a 409 when it does not
+/// fit, or made room for (a 503 when nothing is left to stop), or not checked. What
+/// it was admitted with is its footprint, the one estimate's.
+pub async fn admit(
+    state: &SharedState,
+    model: &ModelEntry,
+    device: Device,
+    room: Room,
+) -> Result<memory::Footprint, ApiError> {
+    match room {
+        Room::Ignore => {}
+        Room::Refuse => fit(state, model, device)
+            .await
+            .map_err(|n| n.into_error(StatusCode::CONFLICT))?,
+        Room::Evict => make_room(state, model, device)
+            .await
+            .map_err(|n| n.into_error(StatusCode::SERVICE_UNAVAILABLE))?,
+    }
+    Ok(memory::of_model(model))
 }

@@ -4,7 +4,7 @@
 //! sha256 over every token of both headers. What it needs in memory beside the model
 //! is measured by the one estimate, at the model's context.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use artifact_catalog::ArtifactStatus;
@@ -123,29 +123,4 @@ pub async fn check(state: &SharedState, target: &ModelEntry) -> Result<(String, 
     let bytes =
         memory::footprint(draft.gguf.as_ref(), draft.size, memory::context_for(target)).total_bytes;
     Ok((draft.id, bytes))
-}
-
-/// The file of the draft a spawn of `model` runs with, when its preset names one;
-/// a draft gone or not available is a 409 that says so.
-pub async fn path_for(
-    state: &SharedState,
-    model: &ModelEntry,
-) -> Result<Option<PathBuf>, ApiError> {
-    let Some(id) = model.preset.draft.clone() else {
-        return Ok(None);
-    };
-    let catalog = Arc::clone(&state.catalog);
-    let wanted = id.clone();
-    let draft = blocking(move || Ok(catalog.get(&wanted)?)).await?;
-    match draft {
-        Some(r) if r.artifact.status == ArtifactStatus::Available => Ok(Some(r.artifact.path)),
-        _ => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "draft_not_ready",
-            format!(
-                "{}'s draft {id} is no longer available: set another (rbee models set {} --draft ID) or none (--draft '')",
-                model.id, model.id
-            ),
-        )),
-    }
 }

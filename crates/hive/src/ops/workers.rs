@@ -1,21 +1,22 @@
 //! Worker operations: spawn (choosing the binary and checking the request), stop,
 //! load and unload. Each is checked before its job starts.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use artifact_catalog::ArtifactStatus;
-use axum::http::StatusCode;
+use model_catalog::ModelEntry;
 use provisioning::{ArtifactProvisioner as _, ProvisionRequest};
 use serde_json::{Value, json};
 use worker_catalog::{Engine, Platform, WorkerBinary, WorkerType};
 
-use crate::engines::memory::{self, Device};
+use crate::engines::memory;
 use crate::engines::{self, SpawnPlan};
 use crate::error::ApiError;
 use crate::jobs::Job;
 use crate::ops::admission;
-use crate::ops::binaries::{conflict, engine, worker_type};
+use crate::ops::binaries::conflict;
 use crate::ops::blocking;
 use crate::state::SharedState;
 use crate::workers::new_id;
@@ -125,28 +126,50 @@ fn yes() -> bool {
     true
 }
 
-/// A model's preset; none for a model not in the catalog (a reference to pull).
-async fn preset_of(state: &SharedState, id: &str) -> Result<model_catalog::Preset, ApiError> {
-    let catalog = Arc::clone(&state.catalog);
-    let id = id.to_owned();
-    Ok(
-        blocking(move || Ok(catalog.get(&id)?.map(|r| r.artifact.preset)))
-            .await?
-            .unwrap_or_default(),
-    )
+/// What a spawn asks beyond its model, whoever asks it: a spawn request, a load, or
+/// the one endpoint.
+#[derive(Debug, Clone)]
+struct Ask {
+    worker: Option<String>,
+    engine: Option<String>,
+    engine_args: Vec<String>,
+    device: u32,
+    idle_ttl_secs: Option<u64>,
+    threads: Option<u32>,
+    room: admission::Room,
+    /// Download a model that is not in the catalog first.
+    pull: bool,
 }
 
-/// The backend and device, by the one rule ([`engines::pick_backend`]): the
-/// request's, else the preset's, else a GPU's when a binary for one is installed,
-/// else the CPU's.
-pub(crate) async fn backend(
+impl Ask {
+    fn asked(&self) -> engines::Asked<'_> {
+        engines::Asked {
+            worker: self.worker.as_deref(),
+            engine: self.engine.as_deref(),
+            device: self.device,
+        }
+    }
+}
+
+/// The catalog's entry for `id`, if it has one.
+async fn entry_of(state: &SharedState, id: &str) -> Result<Option<ModelEntry>, ApiError> {
+    let catalog = Arc::clone(&state.catalog);
+    let id = id.to_owned();
+    Ok(blocking(move || Ok(catalog.get(&id)?))
+        .await?
+        .map(|r| r.artifact))
+}
+
+/// Where a model with this preset runs, by the one rule ([`engines::place`]), with
+/// the worker types installed here.
+pub(crate) async fn place(
     state: &SharedState,
-    asked: Option<&str>,
-    device: u32,
+    asked: engines::Asked<'_>,
     preset: &model_catalog::Preset,
-) -> Result<(WorkerType, u32), ApiError> {
+) -> Result<engines::Placement, ApiError> {
     let installed = installed_backends(state).await?;
-    pick_backend(asked, device, preset, &installed)
+    engines::place(asked, preset, &installed)
+        .map_err(|(code, message)| ApiError::bad_request(code, message))
 }
 
 /// The worker types installed for this platform.
@@ -161,90 +184,170 @@ pub(crate) async fn installed_backends(state: &SharedState) -> Result<Vec<Worker
         .collect())
 }
 
-/// [`backend`] with the installed worker types at hand.
-pub(crate) fn pick_backend(
-    asked: Option<&str>,
-    device: u32,
-    preset: &model_catalog::Preset,
-    installed: &[WorkerType],
-) -> Result<(WorkerType, u32), ApiError> {
-    let asked = asked.map(worker_type).transpose()?;
-    let from_preset = preset.worker.as_deref().map(worker_type).transpose()?;
-    let wtype = engines::pick_backend(asked, from_preset, installed);
-    let device = match (asked, preset.device) {
-        (None, Some(d)) => d,
-        _ => device,
-    };
-    Ok((wtype, device))
-}
-
 /// Checks a spawn request (model available, binary installed, memory) and starts the
 /// worker in a job that ends when it is ready, or failed for good.
-pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<Arc<Job>, ApiError> {
+pub async fn start_spawn(state: &SharedState, req: SpawnRequest) -> Result<Arc<Job>, ApiError> {
+    let found = entry_of(state, &req.model).await?;
+    let ask = Ask {
+        worker: req.worker,
+        engine: req.engine,
+        engine_args: req.engine_args,
+        device: req.device,
+        idle_ttl_secs: req.idle_ttl_secs,
+        threads: req.threads,
+        room: admission::Room::forced(req.force),
+        pull: req.pull,
+    };
     // the model's preset fills in what the request leaves out
-    let preset = preset_of(state, &req.model).await?;
-    let (wtype, device) = backend(state, req.worker.as_deref(), req.device, &preset).await?;
-    req.device = device;
-    let threads = threads(req.threads)?;
-    if wtype == WorkerType::CpuLlm && req.device != 0 {
+    let preset = found.as_ref().map(|e| e.preset.clone()).unwrap_or_default();
+    let placed = place(state, ask.asked(), &preset).await?;
+    spawn(state, &req.model, found, ask, placed).await
+}
+
+/// Makes sure a worker serves the model: answers with a live one, else spawns one.
+pub async fn start_load(state: &SharedState, req: LoadRequest) -> Result<Arc<Job>, ApiError> {
+    let found = entry_of(state, &req.id).await?;
+    let ask = Ask {
+        worker: req.worker,
+        engine: req.engine,
+        engine_args: Vec::new(),
+        device: req.device,
+        idle_ttl_secs: req.idle_ttl_secs,
+        threads: None,
+        room: admission::Room::forced(req.force),
+        pull: true,
+    };
+    load(state, &req.id, found, ask).await
+}
+
+/// The one endpoint's load of a catalog model: a live worker, else one spawned
+/// after idle workers of other models made room for it. `idle_ttl_secs` (0 for
+/// none) becomes its idle TTL.
+pub(crate) async fn load_for_request(
+    state: &SharedState,
+    model: ModelEntry,
+    idle_ttl_secs: Option<u64>,
+) -> Result<Arc<Job>, ApiError> {
+    let id = model.id.clone();
+    let ask = Ask {
+        worker: None,
+        engine: None,
+        engine_args: Vec::new(),
+        device: 0,
+        idle_ttl_secs,
+        threads: None,
+        room: admission::Room::Evict,
+        pull: false,
+    };
+    load(state, &id, Some(model), ask).await
+}
+
+/// A live worker of the model where the rule places it (its TTL replaced by the
+/// load's when it gives one), else a new one.
+async fn load(
+    state: &SharedState,
+    id: &str,
+    found: Option<ModelEntry>,
+    ask: Ask,
+) -> Result<Arc<Job>, ApiError> {
+    let preset = found.as_ref().map(|e| e.preset.clone()).unwrap_or_default();
+    let placed = place(state, ask.asked(), &preset).await?;
+    let serving = state.workers.list().into_iter().find(|w| {
+        w.model_ref == id
+            && placed.engine.is_none_or(|e| e == w.engine)
+            && w.backend == placed.wtype.backend()
+            && w.device == placed.device
+            && w.state.is_live()
+    });
+    let Some(w) = serving else {
+        return spawn(state, id, found, ask, placed).await;
+    };
+    let (record, said) = match ask.idle_ttl_secs {
+        Some(secs) => {
+            let before = w.idle_ttl_secs;
+            let now = state.workers.set_idle_ttl(&w.id, Some(secs)).unwrap_or(w);
+            let ttl = |t: Option<u64>| t.map_or_else(|| "none".to_owned(), |s| format!("{s}s"));
+            let said = format!(
+                "{} already serves the model; its idle TTL is now {} (was {})",
+                now.id,
+                ttl(now.idle_ttl_secs),
+                ttl(before)
+            );
+            (now, said)
+        }
+        None => {
+            let said = format!("{} already serves the model", w.id);
+            (w, said)
+        }
+    };
+    let record = json!(record);
+    Ok(state.jobs.spawn("model_load", move |job| async move {
+        job.narrate("load", &said);
+        Ok(record)
+    }))
+}
+
+/// Spawns a worker for the model `name` names (its catalog entry when `found`,
+/// else a reference pulled first in the same job) where `placed` says.
+async fn spawn(
+    state: &SharedState,
+    name: &str,
+    found: Option<ModelEntry>,
+    ask: Ask,
+    placed: engines::Placement,
+) -> Result<Arc<Job>, ApiError> {
+    let threads = threads(ask.threads)?;
+    if placed.wtype == WorkerType::CpuLlm && placed.device != 0 {
         return Err(ApiError::bad_request(
             "invalid_device",
-            format!("the cpu worker has one device, 0; got {}", req.device),
+            format!("the cpu worker has one device, 0; got {}", placed.device),
         ));
     }
     // The binary first: a spawn that cannot run records nothing.
-    let engine = engine(req.engine.as_deref().or(preset.engine.as_deref()))?;
-    let binary = choose_binary(state, engine, wtype).await?;
-    let mut engine_args = if req.engine_args.is_empty() {
+    let binary = choose_binary(state, placed.engine, placed.wtype).await?;
+    let preset = found.as_ref().map(|e| e.preset.clone()).unwrap_or_default();
+    let mut engine_args = if ask.engine_args.is_empty() {
         preset.engine_args.clone()
     } else {
-        req.engine_args.clone()
+        ask.engine_args.clone()
     };
     check_engine_args(binary.engine, &engine_args)?;
-    let catalog = Arc::clone(&state.catalog);
-    let model_id = req.model.clone();
-    let found = blocking(move || Ok(catalog.get(&model_id)?)).await?;
     let (entry, fetch) = match found {
-        Some(record) => {
-            match &record.artifact.status {
+        Some(entry) => {
+            match &entry.status {
                 ArtifactStatus::Available => {}
                 ArtifactStatus::Downloading => {
                     return Err(conflict(
                         "model_not_ready",
-                        format!("model {:?} is still downloading", req.model),
+                        format!("model {name:?} is still downloading"),
                     ));
                 }
                 ArtifactStatus::Paused => {
                     return Err(conflict(
                         "model_not_ready",
-                        format!(
-                            "model {:?} is a paused download: pull it again to finish it",
-                            req.model
-                        ),
+                        format!("model {name:?} is a paused download: pull it again to finish it"),
                     ));
                 }
                 ArtifactStatus::Failed { error } => {
                     return Err(conflict(
                         "model_not_ready",
-                        format!("model {:?} is failed: {error}", req.model),
+                        format!("model {name:?} is failed: {error}"),
                     ));
                 }
             }
-            (record.artifact, None)
+            (entry, None)
         }
-        None if !req.pull => {
+        None if !ask.pull => {
             return Err(ApiError::not_found(format!(
-                "model {:?} is not in the catalog: pull it first (rbee models pull)",
-                req.model
+                "model {name:?} is not in the catalog: pull it first (rbee models pull)"
             )));
         }
         None => {
             // A reference: resolved now (a bad one is a 4xx), downloaded in the job.
-            let request = ProvisionRequest::new(req.model.clone());
+            let request = ProvisionRequest::new(name.to_owned());
             if !state.provisioner.supports(&request.reference) {
                 return Err(ApiError::not_found(format!(
-                    "model {:?} is not in the catalog, nor a reference to pull (hf:ORG/REPO, https://..., file:/...)",
-                    req.model
+                    "model {name:?} is not in the catalog, nor a reference to pull (hf:ORG/REPO, https://..., file:/...)"
                 )));
             }
             match crate::ops::models::resolve_and_record(state, request).await? {
@@ -270,14 +373,17 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
         engines::runs(binary.engine, arch)
             .map_err(|message| ApiError::bad_request("unsupported_architecture", message))?;
     }
-    let device_of = Device::of(wtype.backend(), req.device);
-    if !req.force && fetch.is_none() {
-        admission::fit(state, &entry, device_of)
-            .await
-            .map_err(|n| n.into_error(StatusCode::CONFLICT))?;
-    }
-    let context = memory::context_for(&entry);
-    let draft = match crate::ops::draft::path_for(state, &entry).await? {
+    let device_of = placed.memory_device();
+    // a model to fetch is admitted once it is here and its header read
+    let context = match fetch {
+        None => {
+            admission::admit(state, &entry, device_of, ask.room)
+                .await?
+                .context
+        }
+        Some(_) => memory::context_for(&entry),
+    };
+    let draft = match draft_path(state, &entry).await? {
         None => None,
         Some(_) if binary.engine != worker_catalog::Engine::LlamaCpp => {
             return Err(ApiError::bad_request(
@@ -308,18 +414,18 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
         id: id.clone(),
         model_ref: entry.id.clone(),
         model_path: entry.path.clone(),
-        backend: wtype.backend().to_owned(),
+        backend: placed.wtype.backend().to_owned(),
         engine: binary.engine,
         engine_version: binary.engine.version_text(&binary.version),
         engine_args,
         context,
         slots: preset.slots,
-        device: req.device,
+        device: placed.device,
         binary: binary.path.clone(),
         library_dir: binary.library_dir().map(std::path::Path::to_path_buf),
         binary_id: binary.id.clone(),
         threads,
-        idle_ttl: match req
+        idle_ttl: match ask
             .idle_ttl_secs
             .or(preset.keep_alive_secs)
             .unwrap_or(state.config.worker_idle_ttl_secs)
@@ -335,7 +441,7 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
         draft,
     };
     let s = Arc::clone(state);
-    let force = req.force;
+    let room = ask.room;
     Ok(state.jobs.spawn("worker_spawn", move |job| async move {
         if let Some((new_entry, evicted)) = fetch {
             job.narrate(
@@ -344,16 +450,15 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
             );
             crate::ops::models::narrate_evictions(&job, &evicted);
             crate::ops::models::fetch_model(&s, &job, entry.clone(), new_entry).await?;
-            if !force {
-                let catalog = Arc::clone(&s.catalog);
-                let fetched = entry.id.clone();
-                let fetched = blocking(move || Ok(catalog.get(&fetched)?))
+            if room != admission::Room::Ignore {
+                // what was fetched, as recorded (its header read)
+                let fetched = entry_of(&s, &entry.id)
                     .await
                     .map_err(|e| e.parts())?
-                    .map_or_else(|| entry.clone(), |r| r.artifact);
-                admission::fit(&s, &fetched, device_of)
+                    .unwrap_or_else(|| entry.clone());
+                admission::admit(&s, &fetched, device_of, room)
                     .await
-                    .map_err(|n| n.into_error(StatusCode::CONFLICT).parts())?;
+                    .map_err(|e| e.parts())?;
             }
         }
         let mut events = s.workers.events.subscribe();
@@ -391,6 +496,24 @@ pub async fn start_spawn(state: &SharedState, mut req: SpawnRequest) -> Result<A
     }))
 }
 
+/// The file of the draft model the preset names, if any; a 409 when it is no
+/// longer available (deleted since the preset was set).
+async fn draft_path(state: &SharedState, model: &ModelEntry) -> Result<Option<PathBuf>, ApiError> {
+    let Some(id) = model.preset.draft.as_deref() else {
+        return Ok(None);
+    };
+    match entry_of(state, id).await? {
+        Some(d) if d.status == ArtifactStatus::Available => Ok(Some(d.path)),
+        _ => Err(conflict(
+            "draft_not_ready",
+            format!(
+                "{}'s draft {id} is no longer available: set another (rbee models set {} --draft ID) or none (--draft '')",
+                model.id, model.id
+            ),
+        )),
+    }
+}
+
 /// Stops a worker; 404 when unknown.
 pub async fn stop(state: &SharedState, id: &str) -> Result<Value, ApiError> {
     match state.workers.stop(id).await {
@@ -421,61 +544,6 @@ pub struct LoadRequest {
     /// Start even when the model does not fit in the device's memory budget.
     #[serde(default)]
     pub force: bool,
-}
-
-/// Makes sure a worker serves the model: answers with a live one, else spawns one.
-pub async fn start_load(state: &SharedState, req: LoadRequest) -> Result<Arc<Job>, ApiError> {
-    let preset = preset_of(state, &req.id).await?;
-    let (wtype, device) = backend(state, req.worker.as_deref(), req.device, &preset).await?;
-    let engine = engine(req.engine.as_deref().or(preset.engine.as_deref()))?;
-    let serving = state.workers.list().into_iter().find(|w| {
-        w.model_ref == req.id
-            && engine.is_none_or(|e| e == w.engine)
-            && w.backend == wtype.backend()
-            && w.device == device
-            && w.state.is_live()
-    });
-    if let Some(w) = serving {
-        // The load's TTL (when it gives one) replaces the live worker's.
-        let (record, said) = match req.idle_ttl_secs {
-            Some(secs) => {
-                let before = w.idle_ttl_secs;
-                let now = state.workers.set_idle_ttl(&w.id, Some(secs)).unwrap_or(w);
-                let ttl = |t: Option<u64>| t.map_or_else(|| "none".to_owned(), |s| format!("{s}s"));
-                let said = format!(
-                    "{} already serves the model; its idle TTL is now {} (was {})",
-                    now.id,
-                    ttl(now.idle_ttl_secs),
-                    ttl(before)
-                );
-                (now, said)
-            }
-            None => {
-                let said = format!("{} already serves the model", w.id);
-                (w, said)
-            }
-        };
-        let record = json!(record);
-        return Ok(state.jobs.spawn("model_load", move |job| async move {
-            job.narrate("load", &said);
-            Ok(record)
-        }));
-    }
-    start_spawn(
-        state,
-        SpawnRequest {
-            model: req.id,
-            worker: Some(wtype.backend().to_owned()),
-            engine: req.engine,
-            engine_args: Vec::new(),
-            device,
-            force: req.force,
-            pull: true,
-            idle_ttl_secs: req.idle_ttl_secs,
-            threads: None,
-        },
-    )
-    .await
 }
 
 /// Stops every worker serving the model; answers with their ids (none is not an error).
