@@ -71,6 +71,10 @@ pub struct Config {
     /// Registries (HOST or HOST:PORT) reached over plain HTTP, not HTTPS
     #[arg(long, env = "RBEE_OCI_INSECURE", value_delimiter = ',')]
     pub oci_insecure: Vec<String>,
+    /// The registry (HOST or HOST:PORT) that ollama:NAME[:TAG] pulls from, and bare
+    /// NAME:TAG names at Ollama's /api/pull and on the one endpoint
+    #[arg(long, env = "RBEE_OLLAMA_REGISTRY", default_value = model_provisioner::oci::OLLAMA_REGISTRY)]
+    pub ollama_registry: String,
     /// Connections per download
     #[arg(long, env = "RBEE_DOWNLOAD_CONNECTIONS", default_value_t = 8)]
     pub download_connections: usize,

@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod membership;
 pub mod metrics;
 pub mod ops;
+pub mod sampling;
 pub mod secret;
 pub mod shutdown;
 pub mod state;
@@ -138,6 +139,17 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
         .with_context(|| format!("cannot open the model catalog in {}", home.display()))?;
     let mut oci = model_provisioner::oci::OciConfig::from_env();
     oci.insecure.clone_from(&config.oci_insecure);
+    model_provisioner::oci::OciReference::parse(&format!(
+        "oci://{}/library/check",
+        config.ollama_registry
+    ))
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "bad --ollama-registry {:?}: expected HOST or HOST:PORT",
+            config.ollama_registry
+        )
+    })?;
+    oci.ollama_registry.clone_from(&config.ollama_registry);
     if let Some(warning) = oci.unscoped_credentials() {
         tracing::warn!("{warning}");
     }

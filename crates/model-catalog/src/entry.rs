@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use artifact_catalog::{Artifact, ArtifactStatus};
@@ -54,8 +55,9 @@ pub struct ModelEntry {
     #[serde(default, skip_serializing_if = "Preset::is_empty")]
     pub preset: Preset,
     /// A model adopted where another tool keeps it (the Hugging Face cache, Ollama's
-    /// store, LM Studio's folder, a folder the user named): the hive never moves,
-    /// renames or deletes its files; removing it only forgets it.
+    /// store, LM Studio's folder, a folder the user named), or made over another
+    /// model's file (`/api/create`, `/api/copy`; its `provider` is `derived`): the
+    /// hive never moves, renames or deletes its files; removing it only forgets it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub external: bool,
 }
@@ -105,6 +107,33 @@ pub struct Preset {
     /// recorded when the draft was set, so that the one estimate counts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draft_bytes: Option<u64>,
+    /// A system prompt the one endpoint gives a conversation that brings none
+    /// (Ollama's `SYSTEM`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Sampling parameters by Ollama's names (`temperature`, `top_p`, `stop`, ...):
+    /// what a request through the one endpoint gets when it does not say (Ollama's
+    /// `PARAMETER`s).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, serde_json::Value>,
+    /// The Go template of a model pulled from Ollama's library, kept as it came and
+    /// shown; the model's own chat template (in its GGUF) is the one applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
+/// The provider of a model made over another's file (`/api/create`, `/api/copy`):
+/// its reference is `NAME@BASE_ID`.
+pub const DERIVED: &str = "derived";
+
+impl ModelEntry {
+    /// The catalog id of the model whose file a derived model runs, if it is one.
+    pub fn derived_from(&self) -> Option<&str> {
+        if self.provider != DERIVED {
+            return None;
+        }
+        self.reference.split_once('@').map(|(_, base)| base)
+    }
 }
 
 impl Preset {

@@ -9,6 +9,7 @@
 //!   filesystem, else copied.
 //! - [`oci::OciVendor`]: `oci://HOST[:PORT]/REPO:TAG` or `@sha256:...`, ModelPack or
 //!   Ollama layers, each checked against its digest; [`oci::push`] the other way.
+//! - [`oci::OllamaVendor`]: `ollama:NAME[:TAG]`, Ollama's library on its registry.
 //!
 //! Every model comes out with its GGUF summary; a file that is not GGUF is refused.
 //! Downloads go through one [`download::Downloader`], so two requests for the same
@@ -39,7 +40,8 @@ pub use provisioning::{
 };
 pub use reference::{HfReference, HfSelector};
 
-/// The provisioner of models: Hugging Face, HTTP, local files and OCI registries.
+/// The provisioner of models: Hugging Face, HTTP, Ollama's library, OCI registries
+/// and local files.
 pub fn model_provisioner(
     home: &Path,
     hub: HubConfig,
@@ -54,6 +56,11 @@ pub fn model_provisioner(
             downloader.clone(),
         )),
         Arc::new(HttpVendor::new(dirs.clone(), downloader.clone())),
+        Arc::new(oci::OllamaVendor::new(oci::OciVendor::new(
+            oci.clone(),
+            dirs.clone(),
+            downloader.clone(),
+        ))),
         Arc::new(oci::OciVendor::new(oci, dirs.clone(), downloader)),
         Arc::new(LocalFileVendor::new(dirs)),
     ])

@@ -134,8 +134,16 @@ pub enum ModelsCommand {
         /// The fewest tokens a draft is used with
         #[arg(long)]
         draft_min: Option<u32>,
+        /// A system prompt for conversations through the one endpoint that bring
+        /// none, as Ollama's SYSTEM
+        #[arg(long)]
+        system: Option<String>,
+        /// A default sampling parameter by Ollama's name (repeatable; replaces the
+        /// set): --parameter temperature=0.7 --parameter stop='<|im_end|>'
+        #[arg(long = "parameter", value_name = "NAME=VALUE")]
+        parameters: Vec<String>,
         /// Fields to clear (repeatable): alias, context, slots, engine, worker, device,
-        /// engine_args, keep_alive_secs, draft, draft_max, draft_min
+        /// engine_args, keep_alive_secs, draft, draft_max, draft_min, system, parameters
         #[arg(long)]
         clear: Vec<String>,
     },
@@ -379,6 +387,8 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             draft,
             draft_max,
             draft_min,
+            system,
+            parameters,
             clear,
         } => {
             let mut body = serde_json::Map::new();
@@ -420,6 +430,12 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             }
             if let Some(n) = draft_min {
                 put("draft_min", json!(n));
+            }
+            if let Some(text) = system {
+                put("system", json!(text));
+            }
+            if !parameters.is_empty() {
+                put("parameters", parameters_of(&parameters)?);
             }
             for field in clear {
                 put(&field, Value::Null);
@@ -837,4 +853,28 @@ fn status_screen(
         out.push_str(&crate::commands::workers::workers_table(&workers));
     }
     out
+}
+
+/// `NAME=VALUE` pairs as a preset's parameters: numbers as numbers, `stop` as a
+/// list of every one given.
+fn parameters_of(pairs: &[String]) -> anyhow::Result<Value> {
+    let mut out = serde_json::Map::new();
+    for pair in pairs {
+        let Some((name, value)) = pair.split_once('=') else {
+            anyhow::bail!("--parameter {pair:?}: expected NAME=VALUE, such as temperature=0.7");
+        };
+        let name = name.trim();
+        if name == "stop" {
+            let stops = out.entry("stop").or_insert_with(|| json!([]));
+            if let Some(list) = stops.as_array_mut() {
+                list.push(json!(value));
+            }
+            continue;
+        }
+        let number: Value = serde_json::from_str::<serde_json::Number>(value.trim())
+            .map(Value::Number)
+            .unwrap_or_else(|_| json!(value));
+        out.insert(name.to_owned(), number);
+    }
+    Ok(Value::Object(out))
 }

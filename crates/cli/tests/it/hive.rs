@@ -39,6 +39,8 @@ fn start_with(home: &std::path::Path, hf: &str, extra: &[&str]) -> Daemon {
         .args(extra)
         .env("RBEE_HOME", home)
         .env("RBEE_HF_ENDPOINT", hf)
+        // Ollama's library is a closed port here: no test reaches off the machine
+        .env("RBEE_OLLAMA_REGISTRY", "127.0.0.1:9")
         .env("RUST_LOG", "warn")
         .env("RBEE_NO_FIND_ENGINES", "1")
         .env_remove("RBEE_API_TOKEN")

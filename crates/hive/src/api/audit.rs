@@ -71,6 +71,8 @@ fn describe(method: &Method, route: &str, path: &str, body: &Value) -> (String, 
         ("DELETE", "/v1/jobs/{id}") => ("job_cancel".into(), last),
         ("POST", "/api/pull") => ("model_download".into(), field("model").or(field("name"))),
         ("DELETE", "/api/delete") => ("model_delete".into(), field("model").or(field("name"))),
+        ("POST", "/api/create") => ("model_create".into(), field("model").or(field("name"))),
+        ("POST", "/api/copy") => ("model_copy".into(), field("destination")),
         ("POST", "/v1/jobs") => {
             let op = field("operation").unwrap_or_else(|| "job".into());
             let target = ["model_ref", "path", "id", "model", "worker"]

@@ -67,6 +67,8 @@ use crate::error::{ErrorBody, ErrorDetail, OllamaErrorBody};
         crate::gateway::ollama::embeddings,
         crate::gateway::ollama::delete,
         crate::gateway::ollama::pull,
+        crate::gateway::modelfile::create,
+        crate::gateway::modelfile::copy,
     ),
     components(schemas(ErrorBody, ErrorDetail, OllamaErrorBody, Accepted, crate::ops::dispatch::Operation, super::models::DownloadBody, super::models::ImportBody, super::models::VerifyBody, super::models::UnloadBody, super::models::DownloadBatchBody, super::models::PushBody, super::models::ScanBody, super::models::PlanBody, super::models::ModelList, super::system::GcBody, super::workers::SpawnBatchBody, crate::ops::workers::LoadRequest, crate::ops::workers::SpawnRequest, crate::ops::binaries::InstallRequest)),
     modifiers(&BearerAuth, &CommonResponses),

@@ -13,9 +13,11 @@
 //! - `openai.rs`, `ollama.rs`: the two route families, each with its error shape.
 
 pub mod anthropic;
+pub mod defaults;
 pub mod fields;
 pub mod kinds;
 pub mod meter;
+pub mod modelfile;
 pub mod names;
 pub mod ollama;
 pub mod openai;

@@ -31,6 +31,14 @@ pub async fn resolve(state: &Gateway, name: &str) -> Result<ModelEntry, GatewayE
         None if state.hive.config.gateway_pull && state.hive.provisioner.supports(&name) => {
             pull(state, &name).await?
         }
+        // a bare NAME:TAG no model here has: Ollama's library's, as Ollama's
+        // clients mean it
+        None if state.hive.config.gateway_pull
+            && name.contains(':')
+            && model_provisioner::oci::OllamaName::parse(&name).is_ok() =>
+        {
+            from_the_library(state, &name).await?
+        }
         None => {
             return Err(GatewayError::new(
                 StatusCode::NOT_FOUND,
@@ -40,6 +48,13 @@ pub async fn resolve(state: &Gateway, name: &str) -> Result<ModelEntry, GatewayE
         }
     };
     match &entry.status {
+        ArtifactStatus::Available if entry.derived_from().is_some() => {
+            // a model made over another runs that one, with its own defaults
+            let catalog = Arc::clone(&state.hive.catalog);
+            blocking(move || crate::ops::derived::runnable(&catalog, entry))
+                .await
+                .map_err(GatewayError::from)
+        }
         ArtifactStatus::Available => Ok(entry),
         other => Err(GatewayError::new(
             StatusCode::CONFLICT,
@@ -85,6 +100,39 @@ async fn pull(state: &Gateway, reference: &str) -> Result<ModelEntry, GatewayErr
         },
     )
     .await?;
+    let record: model_catalog::ModelRecord = job.wait().await.map_err(|u| {
+        GatewayError::new(
+            StatusCode::BAD_GATEWAY,
+            "pull_failed",
+            format!("pulling {reference} {}: {}", u.state.name(), u.message),
+        )
+    })?;
+    Ok(record.artifact)
+}
+
+/// Pulls `name` from Ollama's library. A name the library does not have (or a
+/// library that cannot be reached) is the 404 of a name nobody has, with the reason.
+async fn from_the_library(state: &Gateway, name: &str) -> Result<ModelEntry, GatewayError> {
+    let reference = format!("ollama:{name}");
+    let started = crate::ops::dispatch::start(
+        &state.hive,
+        crate::ops::dispatch::Operation::ModelDownload {
+            model_ref: reference.clone(),
+            sha256: None,
+        },
+    )
+    .await;
+    let job = started.map_err(|e| {
+        let (_, message) = e.parts();
+        GatewayError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!(
+                "model {name:?} is not in this hive's catalog, nor to be had from Ollama's library ({}): {message}",
+                state.hive.config.ollama_registry
+            ),
+        )
+    })?;
     let record: model_catalog::ModelRecord = job.wait().await.map_err(|u| {
         GatewayError::new(
             StatusCode::BAD_GATEWAY,

@@ -18,6 +18,7 @@ use axum::routing::{get, post};
 use chrono::Utc;
 use futures_util::StreamExt as _;
 use model_catalog::ModelEntry;
+use provisioning::ArtifactProvisioner as _;
 use serde_json::{Value, json};
 
 use super::{Gateway, SharedGateway};
@@ -36,10 +37,12 @@ pub fn router() -> Router<SharedGateway> {
         .route("/api/embeddings", post(embeddings))
         .route("/api/delete", axum::routing::delete(delete))
         .route("/api/pull", post(pull))
+        .route("/api/create", post(super::modelfile::create))
+        .route("/api/copy", post(super::modelfile::copy))
 }
 
 /// Ollama's error shape.
-pub(crate) struct OllamaError(GatewayError);
+pub(crate) struct OllamaError(pub(crate) GatewayError);
 
 impl From<GatewayError> for OllamaError {
     fn from(e: GatewayError) -> Self {
@@ -57,7 +60,7 @@ impl IntoResponse for OllamaError {
 
 pub(crate) type Answer = Result<Response, OllamaError>;
 
-fn bad(message: impl Into<String>) -> OllamaError {
+pub(super) fn bad(message: impl Into<String>) -> OllamaError {
     OllamaError(GatewayError::new(
         StatusCode::BAD_REQUEST,
         "invalid_body",
@@ -66,7 +69,7 @@ fn bad(message: impl Into<String>) -> OllamaError {
 }
 
 /// The request's model name: Ollama's `model`, or the older `name`.
-fn model_name(body: &Value) -> Result<String, OllamaError> {
+pub(super) fn model_name(body: &Value) -> Result<String, OllamaError> {
     match body.get("model").or_else(|| body.get("name")) {
         Some(Value::String(s)) => Ok(s.clone()),
         None | Some(Value::Null) => Err(bad("model is required")),
@@ -74,7 +77,7 @@ fn model_name(body: &Value) -> Result<String, OllamaError> {
     }
 }
 
-fn parse(bytes: Result<Bytes, BytesRejection>) -> Result<Value, OllamaError> {
+pub(super) fn parse(bytes: Result<Bytes, BytesRejection>) -> Result<Value, OllamaError> {
     let bytes = bytes.map_err(GatewayError::from)?;
     let v: Value =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
@@ -171,39 +174,22 @@ fn options(body: &Value, out: &mut Value) -> Result<(), OllamaError> {
     let Some(opts) = opts.as_object() else {
         return Err(bad(format!("options must be an object, got {opts}")));
     };
-    for (from, to) in [
-        ("temperature", "temperature"),
-        ("top_p", "top_p"),
-        ("top_k", "top_k"),
-        ("min_p", "min_p"),
-        ("seed", "seed"),
-        ("num_predict", "max_tokens"),
-        ("repeat_penalty", "repeat_penalty"),
-        ("repeat_last_n", "repeat_last_n"),
-        ("presence_penalty", "presence_penalty"),
-        ("frequency_penalty", "frequency_penalty"),
-        ("stop", "stop"),
-    ] {
-        if let Some(v) = opts.get(from) {
-            let ok = if from == "stop" {
-                v.is_array() || v.is_string()
-            } else {
-                v.is_number()
-            };
-            if !ok {
-                return Err(bad(format!("options.{from} has the wrong type: {v}")));
-            }
-            // Ollama's -1 means "until the end", which is no limit here
-            if from == "num_predict" && v.as_i64().is_some_and(|n| n < 0) {
-                continue;
-            }
-            out[to] = v.clone();
+    for (name, value) in opts {
+        // what Ollama reads and llama.cpp has no field for (num_ctx, mirostat, ...)
+        // is left out, as before
+        let Some(to) = crate::sampling::field(name) else {
+            continue;
+        };
+        match crate::sampling::check(name, value) {
+            Ok(Some(v)) => out[to] = v,
+            Ok(None) => {}
+            Err(why) => return Err(bad(format!("options.{why}"))),
         }
     }
     Ok(())
 }
 
-fn stream_flag(body: &Value) -> Result<bool, OllamaError> {
+pub(super) fn stream_flag(body: &Value) -> Result<bool, OllamaError> {
     match body.get("stream") {
         None | Some(Value::Null) => Ok(true),
         Some(Value::Bool(b)) => Ok(*b),
@@ -330,9 +316,13 @@ pub(crate) async fn show(
     if let Some(name) = g.and_then(|g| g.name.clone()) {
         info["general.name"] = json!(name);
     }
-    // the template is in the file's header, not the summary
+    // the template is in the file's header, not the summary (or Ollama's, as pulled)
     let path = e.path.clone();
+    let pulled = e.preset.template.clone();
     let template = crate::ops::blocking(move || {
+        if let Some(t) = pulled {
+            return Ok(t);
+        }
         let file = fs_err::File::open(&path).map_err(crate::error::ApiError::internal)?;
         let g = gguf::read(std::io::BufReader::new(file), &gguf::ReadOptions::default())
             .map_err(crate::error::ApiError::internal)?;
@@ -343,9 +333,17 @@ pub(crate) async fn show(
     })
     .await
     .unwrap_or_default();
-    Ok(axum::Json(json!({
-        "modelfile": format!("FROM {}\n", e.path.display()),
-        "parameters": "",
+    let parameters = crate::sampling::to_text(&e.preset.parameters);
+    let mut modelfile = format!("FROM {}\n", e.path.display());
+    if let Some(system) = &e.preset.system {
+        modelfile.push_str(&format!("SYSTEM \"\"\"{system}\"\"\"\n"));
+    }
+    for line in parameters.lines() {
+        modelfile.push_str(&format!("PARAMETER {line}\n"));
+    }
+    let mut shown = json!({
+        "modelfile": modelfile,
+        "parameters": parameters,
         "template": template,
         "details": details(&e),
         "model_info": info,
@@ -355,8 +353,11 @@ pub(crate) async fn show(
             crate::engines::ModelKind::Embedding | crate::engines::ModelKind::Rerank => ["embedding"],
         },
         "modified_at": Utc::now().to_rfc3339(),
-    }))
-    .into_response())
+    });
+    if let Some(system) = &e.preset.system {
+        shown["system"] = json!(system);
+    }
+    Ok(axum::Json(shown).into_response())
 }
 
 /// After the answer: `keep_alive: 0` unloads the model now.
@@ -379,7 +380,7 @@ fn nothing_said(name: &str, chat: bool, reason: &str) -> Value {
 }
 
 /// A 200 whose body is the stream of NDJSON lines `body`.
-fn ndjson_response(body: Body) -> Result<Response, OllamaError> {
+pub(super) fn ndjson_response(body: Body) -> Result<Response, OllamaError> {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/x-ndjson")
@@ -393,7 +394,7 @@ fn ndjson_response(body: Body) -> Result<Response, OllamaError> {
         })
 }
 
-fn ndjson(line: &Value) -> Bytes {
+pub(super) fn ndjson(line: &Value) -> Bytes {
     let mut s = line.to_string();
     s.push('\n');
     Bytes::from(s)
@@ -533,6 +534,7 @@ async fn converse(
     } else {
         "/v1/completions"
     };
+    super::defaults::apply(&model.preset, path, &mut upstream_body);
     let upstream = proxy::post(&state, &worker, path, &upstream_body, ticket).await?;
     if !upstream.status.is_success() {
         let status = upstream.status;
@@ -820,7 +822,15 @@ pub(crate) async fn delete(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let body = parse(bytes)?;
-    let model = names::resolve(&state, &model_name(&body)?).await?;
+    let name = model_name(&body)?;
+    // the model the name is, whatever its status (never pulled, never its base)
+    let Some(model) = names::find(&state, &name).await? else {
+        return Err(OllamaError(GatewayError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!("model {name:?} not found"),
+        )));
+    };
     crate::ops::models::model_delete(&state.hive, &model.id)
         .await
         .map_err(GatewayError::from)?;
@@ -835,8 +845,26 @@ pub(crate) async fn pull(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let body = parse(bytes)?;
-    let reference = model_name(&body)?;
+    let name = model_name(&body)?;
     let stream = stream_flag(&body)?;
+    // a model here already is pulled: nothing to fetch
+    if let Some(here) = names::find(&state, &name).await?
+        && here.status == artifact_catalog::ArtifactStatus::Available
+    {
+        let done = json!({"status": "success"});
+        if !stream {
+            return Ok(axum::Json(done).into_response());
+        }
+        let lines = [json!({"status": format!("{} is here", here.id)}), done];
+        let out: Vec<Result<Bytes, std::io::Error>> = lines.iter().map(|l| Ok(ndjson(l))).collect();
+        return ndjson_response(Body::from_stream(futures_util::stream::iter(out)));
+    }
+    // a bare NAME[:TAG] is Ollama's library's, as `ollama pull` takes it
+    let reference = if state.hive.provisioner.supports(&name) {
+        name
+    } else {
+        format!("ollama:{name}")
+    };
     let job = crate::ops::dispatch::start(
         &state.hive,
         crate::ops::dispatch::Operation::ModelDownload {

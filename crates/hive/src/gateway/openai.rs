@@ -183,6 +183,7 @@ pub(super) async fn forward(
         ));
     }
     body["model"] = json!(model.id);
+    super::defaults::apply(&model.preset, path, &mut body);
     let upstream = proxy::post(&state, &worker, path, &body, ticket).await?;
     let status = upstream.status;
     let content_type = upstream

@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod binaries;
+pub mod derived;
 pub mod dispatch;
 pub mod draft;
 pub mod gc;

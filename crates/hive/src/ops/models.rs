@@ -152,6 +152,18 @@ pub async fn model_delete(state: &SharedState, id: &str) -> Result<Value, ApiErr
                 format!("model {id:?} is downloading: cancel its job first"),
             ));
         }
+        let models: Vec<ModelEntry> = catalog.list()?.into_iter().map(|r| r.artifact).collect();
+        let over = crate::ops::derived::made_over(&models, &id);
+        if !over.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "in_use",
+                format!(
+                    "models are made over {id:?}'s file: {}; delete them first",
+                    over.join(", ")
+                ),
+            ));
+        }
         let users = state2.workers.using_model(&id);
         if !users.is_empty() {
             return Err(ApiError::new(

@@ -159,9 +159,26 @@ fn apply(mut preset: Preset, patch: &Map<String, Value>) -> Result<Preset, ApiEr
                     preset.draft_min = n;
                 }
             }
+            "system" => {
+                preset.system = match value {
+                    Value::Null => None,
+                    Value::String(s) if s.is_empty() => None,
+                    Value::String(s) if s.len() <= SYSTEM_MAX => Some(s.clone()),
+                    Value::String(s) => {
+                        return Err(bad(format!(
+                            "system is {} bytes; at most {SYSTEM_MAX}",
+                            s.len()
+                        )));
+                    }
+                    other => return Err(bad(format!("system must be a string, got {other}"))),
+                };
+            }
+            "parameters" => {
+                preset.parameters = parameters(value)?;
+            }
             other => {
                 return Err(bad(format!(
-                    "unknown preset field {other:?}: context, slots, engine, worker, device, engine_args, alias, keep_alive_secs, pinned, draft, draft_max, draft_min"
+                    "unknown preset field {other:?}: context, slots, engine, worker, device, engine_args, alias, keep_alive_secs, pinned, draft, draft_max, draft_min, system, parameters"
                 )));
             }
         }
@@ -191,9 +208,33 @@ fn apply(mut preset: Preset, patch: &Map<String, Value>) -> Result<Preset, ApiEr
     Ok(preset)
 }
 
+/// The longest system prompt a preset keeps.
+pub(crate) const SYSTEM_MAX: usize = 64 << 10;
+
+/// A preset's sampling parameters, each checked by its Ollama name; `null` for none.
+pub(crate) fn parameters(
+    value: &Value,
+) -> Result<std::collections::BTreeMap<String, Value>, ApiError> {
+    match value {
+        Value::Null => Ok(std::collections::BTreeMap::new()),
+        Value::Object(m) => m
+            .iter()
+            .map(|(name, v)| {
+                crate::sampling::check(name, v)
+                    .map(|_| (name.clone(), v.clone()))
+                    .map_err(|why| bad(format!("parameters: {why}")))
+            })
+            .collect(),
+        other => Err(bad(format!(
+            "parameters must be an object of {}, got {other}",
+            crate::sampling::names()
+        ))),
+    }
+}
+
 /// An alias as the one endpoint matches it: lowercase `name:tag` (`:latest` when no
 /// tag is given), of letters, digits and `.-_/`.
-fn alias(s: &str) -> Result<String, ApiError> {
+pub(crate) fn alias(s: &str) -> Result<String, ApiError> {
     let s = s.trim().to_ascii_lowercase();
     let ok = !s.is_empty()
         && s.len() <= 128
@@ -289,7 +330,9 @@ mod tests {
 
     #[test]
     fn patches_are_checked() {
-        let p = patch(json!({"context": 8192, "slots": 2, "engine": "llama-server", "alias": "Smol", "pinned": true, "keep_alive_secs": 0})).unwrap_or_default();
+        let p = patch(json!({"context": 8192, "slots": 2, "engine": "llama-server", "alias": "Smol", "pinned": true, "keep_alive_secs": 0, "system": "Be brief.", "parameters": {"temperature": 0.2, "stop": ["<end>"]}})).unwrap_or_default();
+        assert_eq!(p.system.as_deref(), Some("Be brief."));
+        assert_eq!(p.parameters.get("temperature"), Some(&json!(0.2)));
         assert_eq!(p.context, Some(8192));
         assert_eq!(p.engine.as_deref(), Some("llama.cpp"));
         assert_eq!(p.alias.as_deref(), Some("smol:latest"));
@@ -313,6 +356,10 @@ mod tests {
             (json!({"pinned": "yes"}), "pinned"),
             (json!({"keep_alive_secs": -1}), "keep_alive_secs"),
             (json!({"ctx": 1}), "unknown preset field"),
+            (json!({"system": 3}), "system must be a string"),
+            (json!({"parameters": {"mirostat": 1}}), "unknown parameter"),
+            (json!({"parameters": {"temperature": "hot"}}), "a number"),
+            (json!({"parameters": [1]}), "must be an object"),
         ] {
             let e = patch(bad.clone()).unwrap_err();
             assert!(e.contains(words), "{bad} → {e}");

@@ -106,6 +106,11 @@ pub fn plan_room(state: &SharedState, plan: &ModelEntry) -> Result<Room, ApiErro
         quota.is_some_and(|q| used + size > q) || free < needed + min_free.unwrap_or(0)
     };
     let mut evict = Vec::new();
+    // a model with models made over its file goes with them or not at all
+    let bases: std::collections::HashSet<&str> = records
+        .iter()
+        .filter_map(|r| r.artifact.derived_from())
+        .collect();
     if size > 0 && over(used, free) {
         let mut candidates: Vec<&ArtifactMetadata<ModelEntry>> = records
             .iter()
@@ -115,6 +120,7 @@ pub fn plan_room(state: &SharedState, plan: &ModelEntry) -> Result<Room, ApiErro
                     && e.status == ArtifactStatus::Available
                     && !e.external
                     && !e.preset.pinned
+                    && !bases.contains(e.id.as_str())
                     && state.workers.using_model(&e.id).is_empty()
             })
             .collect();

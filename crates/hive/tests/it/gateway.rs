@@ -1110,3 +1110,67 @@ async fn openais_routes_answer_at_v1_too() {
         "{said}"
     );
 }
+
+/// Ollama's `/api/create` and `/api/copy` through the official client
+/// (`tests/ollama_create.py`): a model made over SmolLM2 with a system prompt and
+/// parameters answers as SmolLM2 does with that system prompt sent by hand, its copy
+/// the same; neither copies the weights nor starts a worker of its own; what cannot
+/// be honoured is refused and makes nothing; the base cannot go while they stand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_made_over_another_answer_with_their_system_prompt_on_its_worker() {
+    let (Some(server), Some(model), Some(python)) = (llama_server(), smollm2(), python()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    let id = crate::engines::smollm2_on_llama(&h, home.path(), &server, &model).await;
+    let files_before = gguf_files(&home.path().join("models")) + gguf_files(home.path());
+    let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&id))).await;
+    let alias = m["alias"].as_str().unwrap().to_owned();
+    let seen = crate::python_script(&python, "ollama_create.py", &[&h.url, &alias]).await;
+    assert_ne!(seen["prompt_tokens"][0], seen["prompt_tokens"][1], "{seen}");
+    // every model made over it ran on its one worker, and no weight was copied
+    assert_eq!(crate::workers_of(&h).await, 1);
+    assert_eq!(
+        gguf_files(&home.path().join("models")) + gguf_files(home.path()),
+        files_before
+    );
+    let (_, audit) = get(&h, "/v1/audit").await;
+    let ops: Vec<&str> = audit
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["operation"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        ops.contains(&"model_create") && ops.contains(&"model_copy"),
+        "{audit}"
+    );
+    // the base goes once they are gone
+    let (s, _) = crate::post(&h, "/v1/models/unload", json!({"id": id})).await;
+    assert_eq!(s, 200);
+    let r = crate::client()
+        .delete(format!("{}/v1/models/{}", h.url, crate::enc(&id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+fn gguf_files(dir: &std::path::Path) -> usize {
+    walk(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .count()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs_err::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

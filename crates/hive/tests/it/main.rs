@@ -48,6 +48,8 @@ pub fn hive_cmd(home: &Path, hf: &str, extra: &[&str]) -> Command {
         .args(extra)
         .env("RBEE_HOME", home)
         .env("RBEE_HF_ENDPOINT", hf)
+        // Ollama's library is a closed port here: no test reaches off the machine
+        .env("RBEE_OLLAMA_REGISTRY", "127.0.0.1:9")
         .env_remove("RBEE_API_TOKEN")
         .env_remove("HF_TOKEN")
         .env("HF_HOME", home.join("no-hf-home"))

@@ -29,7 +29,13 @@ pub struct OciConfig {
     /// The `HOST[:PORT]`s `credentials` are for (`RBEE_OCI_REGISTRIES`): no other
     /// registry is ever sent them.
     pub credential_hosts: Vec<String>,
+    /// The registry `ollama:` names are pulled from (`RBEE_OLLAMA_REGISTRY`); empty
+    /// for Ollama's own, [`OLLAMA_REGISTRY`].
+    pub ollama_registry: String,
 }
+
+/// The registry of Ollama's library.
+pub const OLLAMA_REGISTRY: &str = "registry.ollama.ai";
 
 impl std::fmt::Debug for OciConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -37,6 +43,7 @@ impl std::fmt::Debug for OciConfig {
             .field("insecure", &self.insecure)
             .field("credentials", &self.credentials.as_ref().map(|(u, _)| u))
             .field("credential_hosts", &self.credential_hosts)
+            .field("ollama_registry", &self.ollama_registry)
             .finish()
     }
 }
@@ -85,6 +92,15 @@ impl OciConfig {
             insecure: host_list("RBEE_OCI_INSECURE"),
             credentials,
             credential_hosts: host_list("RBEE_OCI_REGISTRIES"),
+            ollama_registry: std::env::var("RBEE_OLLAMA_REGISTRY").unwrap_or_default(),
+        }
+    }
+
+    /// The registry `ollama:` names come from.
+    pub fn ollama_registry(&self) -> &str {
+        match self.ollama_registry.trim() {
+            "" => OLLAMA_REGISTRY,
+            r => r,
         }
     }
 

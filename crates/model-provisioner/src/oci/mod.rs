@@ -12,6 +12,7 @@
 
 mod client;
 mod mirror;
+mod ollama;
 mod push;
 mod reference;
 
@@ -21,8 +22,9 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use reqwest::{Method, StatusCode, header};
 use sha2::Digest as _;
 
-pub use client::{OciConfig, Repository};
+pub use client::{OLLAMA_REGISTRY, OciConfig, Repository};
 pub use mirror::{Copy as MirrorCopy, Mirror};
+pub use ollama::{OllamaName, OllamaVendor};
 pub use push::{PushOutcome, push};
 pub use reference::OciReference;
 
@@ -63,16 +65,24 @@ impl OciVendor {
         }
     }
 
+    /// Its settings.
+    pub fn config(&self) -> &OciConfig {
+        &self.config
+    }
+
     fn repository(&self, r: &OciReference, push: bool) -> Repository {
         Repository::new(self.downloader.client().clone(), &self.config, r, push)
     }
 
-    /// The repository of a resolved model, once the registry said how it lets us in
-    /// (a `HEAD` of the pinned manifest answers the challenge): its credential then
-    /// goes with the blob requests.
-    async fn let_in(&self, entry: &ModelEntry) -> Result<Repository, ProvisionError> {
-        let r = OciReference::parse(&entry.reference)?;
-        let repo = self.repository(&r, false);
+    /// The repository of a model resolved at `r`, once the registry said how it
+    /// lets us in (a `HEAD` of the pinned manifest answers the challenge): its
+    /// credential then goes with the blob requests.
+    async fn let_in(
+        &self,
+        r: &OciReference,
+        entry: &ModelEntry,
+    ) -> Result<Repository, ProvisionError> {
+        let repo = self.repository(r, false);
         let pinned = entry
             .revision
             .clone()
@@ -265,8 +275,68 @@ impl VendorSource<ModelEntry> for OciVendor {
     ) -> Result<Resolved<ModelEntry>, ProvisionError> {
         let reference = request.reference.trim();
         let r = OciReference::parse(reference)?;
-        let repo = self.repository(&r, false);
-        let (digest, manifest) = model_manifest(&repo, &r).await?;
+        let id = r.to_string();
+        let (entry, _, _) = self.resolve_at(&r, request, &id, &OCI, reference).await?;
+        Ok(OCI.resolved(id, entry))
+    }
+
+    async fn read_range(
+        &self,
+        resolved: &Resolved<ModelEntry>,
+        file: usize,
+        start: u64,
+        len: u64,
+    ) -> Result<crate::RangeRead, ProvisionError> {
+        let r = OciReference::parse(&resolved.plan.reference)?;
+        self.read_range_at(&r, resolved, file, start, len).await
+    }
+
+    async fn fetch(
+        &self,
+        resolved: Resolved<ModelEntry>,
+        ctx: &ProvisionContext,
+    ) -> Result<ModelEntry, ProvisionError> {
+        let r = OciReference::parse(&resolved.plan.reference)?;
+        self.fetch_at(&r, resolved, ctx).await
+    }
+}
+
+impl OciVendor {
+    /// Reads part of a file of a model resolved at `r`.
+    pub(crate) async fn read_range_at(
+        &self,
+        r: &OciReference,
+        resolved: &Resolved<ModelEntry>,
+        file: usize,
+        start: u64,
+        len: u64,
+    ) -> Result<crate::RangeRead, ProvisionError> {
+        let entry = &resolved.plan;
+        let repo = self.let_in(r, entry).await?;
+        crate::read_remote(
+            &self.downloader,
+            entry,
+            repo.credential().as_ref(),
+            file,
+            start,
+            len,
+            "",
+        )
+        .await
+    }
+
+    /// The model the manifest at `r` names, as catalog entry `id` of `vendor`
+    /// asked for as `reference`, with the manifest and the repository it came from.
+    pub(crate) async fn resolve_at(
+        &self,
+        r: &OciReference,
+        request: &ProvisionRequest,
+        id: &str,
+        vendor: &VendorInfo,
+        reference: &str,
+    ) -> Result<(ModelEntry, ImageManifest, Repository), ProvisionError> {
+        let repo = self.repository(r, false);
+        let (digest, manifest) = model_manifest(&repo, r).await?;
         let layers: Vec<&Descriptor> = manifest
             .layers()
             .iter()
@@ -287,13 +357,12 @@ impl VendorSource<ModelEntry> for OciVendor {
                 }
             )));
         }
-        let id = r.to_string();
-        let dir = self.dirs.model_dir(&id)?;
+        let dir = self.dirs.model_dir(id)?;
         let mut shards = Vec::with_capacity(layers.len());
         for (i, d) in layers.iter().enumerate() {
             let sha = d.as_digest_sha256().map(str::to_owned).ok_or_else(|| {
                 registry_error(
-                    &r,
+                    r,
                     format!("layer {} is not addressed by sha256", d.digest()),
                 )
             })?;
@@ -314,7 +383,7 @@ impl VendorSource<ModelEntry> for OciVendor {
             )));
         }
         let first = shards[0].clone();
-        let mut entry = ModelEntry::new(&id, "oci", reference, &first.path);
+        let mut entry = ModelEntry::new(id, vendor.name, reference, &first.path);
         entry.size = shards.iter().map(|s| s.size).sum();
         entry.revision = Some(digest);
         entry.source_url.clone_from(&first.source_url);
@@ -322,37 +391,18 @@ impl VendorSource<ModelEntry> for OciVendor {
         if shards.len() > 1 {
             entry.shards = shards;
         }
-        Ok(OCI.resolved(id, entry))
+        Ok((entry, manifest, repo))
     }
 
-    async fn read_range(
+    /// Fetches a model resolved at `r` (see [`Self::resolve_at`]).
+    pub(crate) async fn fetch_at(
         &self,
-        resolved: &Resolved<ModelEntry>,
-        file: usize,
-        start: u64,
-        len: u64,
-    ) -> Result<crate::RangeRead, ProvisionError> {
-        let entry = &resolved.plan;
-        let repo = self.let_in(entry).await?;
-        crate::read_remote(
-            &self.downloader,
-            entry,
-            repo.credential().as_ref(),
-            file,
-            start,
-            len,
-            "",
-        )
-        .await
-    }
-
-    async fn fetch(
-        &self,
+        r: &OciReference,
         resolved: Resolved<ModelEntry>,
         ctx: &ProvisionContext,
     ) -> Result<ModelEntry, ProvisionError> {
         let mut entry = resolved.plan;
-        let mut repo = self.let_in(&entry).await?;
+        let mut repo = self.let_in(r, &entry).await?;
         // a token that expires during a long blob (Docker Hub's last 300 s): a new one,
         // and the download resumes from what is on disk
         let mut renewed = 0;
@@ -376,7 +426,7 @@ impl VendorSource<ModelEntry> for OciVendor {
                         "download",
                         &format!("the registry's token was refused ({why}); asking for a new one and resuming"),
                     );
-                    repo = self.let_in(&entry).await?;
+                    repo = self.let_in(r, &entry).await?;
                 }
                 other => break other?,
             }
