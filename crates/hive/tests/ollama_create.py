@@ -75,6 +75,8 @@ seen["refused"] = [
     refused(409, "a model of its own", lambda: client.create(model=alias, from_="pirate")),
     refused(409, "a model of its own", lambda: client.copy("pirate", alias)),
     refused(404, "not found", lambda: client.copy("nothing-here", "t")),
+    refused(400, "a reference to pull", lambda: client.copy("pirate", "hf:someone")),
+    refused(400, "alias", lambda: client.copy("pirate", "a b")),
     refused(409, "made over", lambda: client.delete(alias)),
 ]
 names_after = [m.model for m in client.list().models]

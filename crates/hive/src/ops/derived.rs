@@ -10,6 +10,7 @@ use std::sync::Arc;
 use artifact_catalog::ArtifactStatus;
 use axum::http::StatusCode;
 use model_catalog::{DERIVED, ModelCatalog, ModelEntry, Preset};
+use provisioning::ArtifactProvisioner as _;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -76,6 +77,12 @@ pub async fn derive(
     want: Derive,
 ) -> Result<ModelEntry, ApiError> {
     let name = crate::ops::presets::alias(&want.name)?;
+    if state.provisioner.supports(&name) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            format!("{name:?} is a reference to pull, not a name for a model made here"),
+        ));
+    }
     if let Some(system) = &want.system
         && system.len() > crate::ops::presets::SYSTEM_MAX
     {

@@ -1375,3 +1375,166 @@ fn modelpack_manifest(gguf: &[u8]) -> (String, String) {
     .to_string();
     (sha, manifest)
 }
+
+/// Puts a model in Ollama's layout at `repo:tag`: a Docker v2 manifest, the GGUF as
+/// Ollama's model layer, and the small layers given (media type, bytes).
+async fn put_ollama_model(host: &str, repo: &str, tag: &str, gguf: &[u8], small: &[(&str, &[u8])]) {
+    let model = put_blob(host, repo, gguf).await;
+    let config = br#"{"model_format":"gguf","model_family":"llama"}"#;
+    let config_digest = put_blob(host, repo, config).await;
+    let mut layers = vec![
+        json!({"mediaType": "application/vnd.ollama.image.model", "digest": model, "size": gguf.len()}),
+    ];
+    for (kind, bytes) in small {
+        let digest = put_blob(host, repo, bytes).await;
+        layers.push(json!({"mediaType": kind, "digest": digest, "size": bytes.len()}));
+    }
+    let docker_v2 = "application/vnd.docker.distribution.manifest.v2+json";
+    put_manifest(
+        host,
+        repo,
+        tag,
+        docker_v2,
+        &json!({
+            "schemaVersion": 2,
+            "mediaType": docker_v2,
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config_digest, "size": config.len()},
+            "layers": layers,
+        }),
+    )
+    .await;
+}
+
+/// `ollama:NAME[:TAG]`, and the bare names Ollama's clients send, from a registry in
+/// Ollama's layout (Debian's `docker-registry` standing for `registry.ollama.ai`):
+/// the official `ollama` client's pull, the template, system prompt and parameters
+/// kept in the preset and shown by `/api/show`, a namespace, a name the one endpoint
+/// is asked for and pulls, a second pull that fetches nothing; a name the library
+/// lacks is a 404, and bad names and bad layers record nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_names_are_pulled_from_the_library_with_their_template_and_parameters() {
+    let (Some(registry), Some(python)) = (Registry::start(), crate::python_with("ollama")) else {
+        return;
+    };
+    let host = registry.host.clone();
+    let gguf = crate::fixture("llama-q4_0.gguf");
+    let sha = hex::encode(sha2::Sha256::digest(&gguf));
+    let template = b"{{ if .System }}<|system|>{{ .System }}{{ end }}<|user|>{{ .Prompt }}";
+    let system = b"You are terse.";
+    let params = br#"{"temperature": 0.3, "stop": ["<|user|>"], "num_ctx": 4096}"#;
+    let small: Vec<(&str, &[u8])> = vec![
+        ("application/vnd.ollama.image.template", template),
+        ("application/vnd.ollama.image.system", system),
+        ("application/vnd.ollama.image.params", params),
+        ("application/vnd.ollama.image.license", b"MIT"),
+    ];
+    put_ollama_model(&host, "library/tiny", "latest", &gguf, &small).await;
+    put_ollama_model(&host, "library/tiny", "v2", &gguf, &[]).await;
+    put_ollama_model(&host, "someone/tiny", "q4", &gguf, &[]).await;
+    put_ollama_model(
+        &host,
+        "library/badparams",
+        "latest",
+        &gguf,
+        &[("application/vnd.ollama.image.params", b"[1, 2]")],
+    )
+    .await;
+    let huge = vec![b'x'; 70 << 10];
+    put_ollama_model(
+        &host,
+        "library/hugetemplate",
+        "latest",
+        &gguf,
+        &[("application/vnd.ollama.image.template", &huge)],
+    )
+    .await;
+
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(
+        home.path(),
+        &["--oci-insecure", &host, "--ollama-registry", &host],
+    );
+    let pulled = crate::python_script(&python, "ollama_pull.py", &[&h.url, "tiny"]).await;
+    assert_eq!(pulled["status"], "success", "{pulled}");
+    let (s, m) = get(
+        &h,
+        &format!("/v1/models/{}", crate::enc("ollama:tiny:latest")),
+    )
+    .await;
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(
+        (m["provider"].as_str(), m["alias"].as_str()),
+        (Some("ollama"), Some("tiny:latest")),
+        "{m}"
+    );
+    assert_eq!(m["sha256"], sha.as_str(), "{m}");
+    assert_eq!(m["size"], gguf.len(), "only the model layer is a file: {m}");
+    assert_eq!(m["preset"]["system"], "You are terse.", "{m}");
+    assert_eq!(
+        m["preset"]["template"],
+        std::str::from_utf8(template).unwrap(),
+        "{m}"
+    );
+    assert_eq!(m["preset"]["parameters"]["temperature"], 0.3, "{m}");
+    let (s, shown) = post(&h, "/api/show", json!({"model": "tiny"})).await;
+    assert_eq!(s, 200, "{shown}");
+    assert_eq!(shown["template"], std::str::from_utf8(template).unwrap());
+    assert!(
+        shown["parameters"]
+            .as_str()
+            .unwrap()
+            .contains("temperature"),
+        "{shown}"
+    );
+    assert!(
+        shown["modelfile"]
+            .as_str()
+            .unwrap()
+            .contains("SYSTEM \"\"\"You are terse.\"\"\""),
+        "{shown}"
+    );
+    // pulled again: it is here, nothing is fetched
+    let (s, again) = post(&h, "/api/pull", json!({"model": "tiny", "stream": false})).await;
+    assert_eq!(
+        (s, again["status"].as_str()),
+        (200, Some("success")),
+        "{again}"
+    );
+    let (_, jobs) = get(&h, "/v1/jobs").await;
+    let downloads = jobs.as_array().map_or(0, |j| {
+        j.iter()
+            .filter(|j| j["operation"] == "model_download")
+            .count()
+    });
+    assert_eq!(downloads, 1, "{jobs}");
+    // a namespace, by its whole reference
+    let (s, state, m) = pull(&h, "ollama:someone/tiny:q4").await;
+    assert_eq!((s, state.as_str()), (202, "completed"), "{m}");
+    assert_eq!(m["id"], "ollama:someone/tiny:q4", "{m}");
+    // the one endpoint asked for a NAME:TAG nobody here has: pulled from the library
+    let (s, shown) = post(&h, "/api/show", json!({"model": "tiny:v2"})).await;
+    assert_eq!(s, 200, "{shown}");
+    let (s, _) = get(&h, &format!("/v1/models/{}", crate::enc("ollama:tiny:v2"))).await;
+    assert_eq!(s, 200);
+    let before = model_list(&h).await;
+    // what the library lacks, and what cannot be taken
+    let (s, e) = post(&h, "/api/show", json!({"model": "nope:1"})).await;
+    assert_eq!(s, 404, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("Ollama's library"),
+        "{e}"
+    );
+    let (s, e) = post(&h, "/api/pull", json!({"model": "nope", "stream": false})).await;
+    assert_eq!(s, 404, "{e}");
+    for (reference, words) in [
+        ("ollama:a/b/c", "NAMESPACE/NAME"),
+        ("ollama:Bad Name", "not a name"),
+        ("ollama:badparams", "not a JSON object"),
+        ("ollama:hugetemplate", "more than such a layer may be"),
+    ] {
+        let (s, _, e) = pull(&h, reference).await;
+        assert!((400..500).contains(&s), "{reference}: {s} {e}");
+        assert!(e.to_string().contains(words), "{reference}: {e}");
+    }
+    assert_eq!(model_list(&h).await, before);
+}
