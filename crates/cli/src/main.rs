@@ -48,8 +48,8 @@ enum Command {
         /// --parameter num_predict=64 --parameter temperature=0
         #[arg(long = "parameter", value_name = "NAME=VALUE")]
         parameters: Vec<String>,
-        /// What to ask, once
-        #[arg(trailing_var_arg = true)]
+        /// What to ask, once; flags may come after it, as `ollama run` takes them
+        /// (a word of the prompt that starts with `--` goes after a `--`)
         prompt: Vec<String>,
     },
     /// Stop serving a model: every worker of it stops (`models unload`)

@@ -395,6 +395,12 @@ async fn worker_binaries_and_workers_from_the_command_line() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    // flags after the prompt are flags, as `ollama run` reads them
+    let (ok, _, err) = rbee(
+        &d,
+        &["run", &id, "Count to fifty.", "--parameter", "num_predict=3"],
+    );
+    assert!(ok && err.contains("(3 tokens in"), "{err}");
     let (ok, _, err) = rbee(&d, &["run", "no-such-model", "hi"]);
     assert!(!ok && err.contains("no-such-model"), "{err}");
     let (ok, _, err) = rbee(&d, &["run", &id, "--parameter", "warmth=3", "hi"]);
