@@ -72,6 +72,7 @@ fn app_with(state: SharedState, gateway: gateway::SharedGateway) -> Router {
             Router::new()
                 .merge(gateway::openai::router())
                 .merge(gateway::ollama::router())
+                .merge(gateway::modelfile::router())
                 .merge(gateway::anthropic::router())
                 .layer(middleware::from_fn_with_state(
                     Arc::clone(&gateway),

@@ -398,7 +398,13 @@ async fn worker_binaries_and_workers_from_the_command_line() {
     // flags after the prompt are flags, as `ollama run` reads them
     let (ok, _, err) = rbee(
         &d,
-        &["run", &id, "Count to fifty.", "--parameter", "num_predict=3"],
+        &[
+            "run",
+            &id,
+            "Count to fifty.",
+            "--parameter",
+            "num_predict=3",
+        ],
     );
     assert!(ok && err.contains("(3 tokens in"), "{err}");
     let (ok, _, err) = rbee(&d, &["run", "no-such-model", "hi"]);

@@ -18,6 +18,13 @@ use super::ollama::{Answer, OllamaError, bad, model_name, ndjson, ndjson_respons
 use super::{GatewayError, SharedGateway, names};
 use crate::ops::derived::Derive;
 
+/// The routes.
+pub fn router() -> axum::Router<SharedGateway> {
+    axum::Router::new()
+        .route("/api/create", axum::routing::post(create))
+        .route("/api/copy", axum::routing::post(copy))
+}
+
 /// What a Modelfile says, of what the hive takes.
 #[derive(Debug, Default, PartialEq)]
 pub struct Modelfile {

@@ -92,6 +92,33 @@ pub async fn find(state: &Gateway, name: &str) -> Result<Option<ModelEntry>, Gat
 
 /// Pulls a reference into the catalog (as `model_download` does, one job), and waits.
 async fn pull(state: &Gateway, reference: &str) -> Result<ModelEntry, GatewayError> {
+    pull_or(state, reference, GatewayError::from).await
+}
+
+/// Pulls `name` from Ollama's library. A name the library does not have (or a
+/// library that cannot be reached) is the 404 of a name nobody has, with the reason.
+async fn from_the_library(state: &Gateway, name: &str) -> Result<ModelEntry, GatewayError> {
+    let registry = state.hive.config.ollama_registry.clone();
+    pull_or(state, &format!("ollama:{name}"), |e| {
+        let (_, message) = e.parts();
+        GatewayError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!(
+                "model {name:?} is not in this hive's catalog, nor to be had from Ollama's library ({registry}): {message}"
+            ),
+        )
+    })
+    .await
+}
+
+/// [`pull`], with a refusal before the download (a reference that does not
+/// resolve) answered as `refused` says.
+async fn pull_or(
+    state: &Gateway,
+    reference: &str,
+    refused: impl FnOnce(crate::error::ApiError) -> GatewayError,
+) -> Result<ModelEntry, GatewayError> {
     let job = crate::ops::dispatch::start(
         &state.hive,
         crate::ops::dispatch::Operation::ModelDownload {
@@ -99,40 +126,8 @@ async fn pull(state: &Gateway, reference: &str) -> Result<ModelEntry, GatewayErr
             sha256: None,
         },
     )
-    .await?;
-    let record: model_catalog::ModelRecord = job.wait().await.map_err(|u| {
-        GatewayError::new(
-            StatusCode::BAD_GATEWAY,
-            "pull_failed",
-            format!("pulling {reference} {}: {}", u.state.name(), u.message),
-        )
-    })?;
-    Ok(record.artifact)
-}
-
-/// Pulls `name` from Ollama's library. A name the library does not have (or a
-/// library that cannot be reached) is the 404 of a name nobody has, with the reason.
-async fn from_the_library(state: &Gateway, name: &str) -> Result<ModelEntry, GatewayError> {
-    let reference = format!("ollama:{name}");
-    let started = crate::ops::dispatch::start(
-        &state.hive,
-        crate::ops::dispatch::Operation::ModelDownload {
-            model_ref: reference.clone(),
-            sha256: None,
-        },
-    )
-    .await;
-    let job = started.map_err(|e| {
-        let (_, message) = e.parts();
-        GatewayError::new(
-            StatusCode::NOT_FOUND,
-            "model_not_found",
-            format!(
-                "model {name:?} is not in this hive's catalog, nor to be had from Ollama's library ({}): {message}",
-                state.hive.config.ollama_registry
-            ),
-        )
-    })?;
+    .await
+    .map_err(refused)?;
     let record: model_catalog::ModelRecord = job.wait().await.map_err(|u| {
         GatewayError::new(
             StatusCode::BAD_GATEWAY,

@@ -37,8 +37,6 @@ pub fn router() -> Router<SharedGateway> {
         .route("/api/embeddings", post(embeddings))
         .route("/api/delete", axum::routing::delete(delete))
         .route("/api/pull", post(pull))
-        .route("/api/create", post(super::modelfile::create))
-        .route("/api/copy", post(super::modelfile::copy))
 }
 
 /// Ollama's error shape.

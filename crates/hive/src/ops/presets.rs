@@ -188,7 +188,8 @@ fn apply(mut preset: Preset, patch: &Map<String, Value>) -> Result<Preset, ApiEr
         .as_deref()
         .and_then(|e| e.parse().ok())
         .unwrap_or(Engine::LlamaCpp);
-    crate::ops::workers::check_engine_args(engine, &preset.engine_args)?;
+    crate::engines::check_args(engine, &preset.engine_args)
+        .map_err(|message| ApiError::bad_request("invalid_engine_args", message))?;
     // the draft's cache is sized by the model's context: measured again
     if patch.contains_key("context") {
         preset.draft_bytes = None;
