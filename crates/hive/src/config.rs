@@ -71,7 +71,7 @@ pub struct Config {
     /// Registries (HOST or HOST:PORT) reached over plain HTTP, not HTTPS
     #[arg(long, env = "RBEE_OCI_INSECURE", value_delimiter = ',')]
     pub oci_insecure: Vec<String>,
-    /// The registry (HOST or HOST:PORT) that ollama:NAME[:TAG] pulls from, and bare
+    /// The registry (HOST or HOST:PORT) that ollama:NAME:TAG pulls from, and bare
     /// NAME:TAG names at Ollama's /api/pull and on the one endpoint
     #[arg(long, env = "RBEE_OLLAMA_REGISTRY", default_value = model_provisioner::oci::OLLAMA_REGISTRY)]
     pub ollama_registry: String,
@@ -160,6 +160,10 @@ pub struct Config {
     /// Bytes the logs of stopped workers may take before cleanup removes the oldest
     #[arg(long, env = "RBEE_WORKER_LOGS_MAX_BYTES", value_parser = parse_bytes, default_value = "256M")]
     pub worker_logs_max_bytes: u64,
+    /// Bytes the KV caches of unloaded llama.cpp workers may take on disk, restored
+    /// when their model loads again (the least recently used go first; 0: none kept)
+    #[arg(long, env = "RBEE_KV_CACHE_MAX_BYTES", value_parser = parse_bytes, default_value = "2G")]
+    pub kv_cache_max_bytes: u64,
     /// An orchestrator to announce this hive to, with its reachable URL
     #[arg(long, env = "RBEE_QUEEN_URL")]
     pub queen_url: Option<url::Url>,

@@ -219,6 +219,7 @@ pub fn build_state(config: Config) -> anyhow::Result<(SharedState, std::fs::File
             ports: config.worker_ports,
             log_max_bytes: config.worker_log_max_bytes.max(1 << 20),
             stall: Duration::from_secs(config.worker_stall_secs),
+            kv_cache_max_bytes: config.kv_cache_max_bytes,
         },
         metrics.worker.clone(),
         shutdown.clone(),

@@ -50,6 +50,9 @@ pub struct SpawnPlan {
     pub idle_ttl: Option<Duration>,
     /// The draft model's file and its settings, when the preset names one.
     pub draft: Option<Draft>,
+    /// Where llama-server saves and restores its slots' KV caches (warm swaps), when
+    /// they are kept.
+    pub slot_cache: Option<PathBuf>,
 }
 
 /// A draft model for speculative decoding, as a spawn passes it to llama.cpp.

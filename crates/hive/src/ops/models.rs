@@ -176,6 +176,7 @@ pub async fn model_delete(state: &SharedState, id: &str) -> Result<Value, ApiErr
             ));
         }
         catalog.remove(&id)?;
+        crate::workers::kv_cache::forget(&state2.home, &id);
         if record.artifact.external {
             // another tool's file: forgotten, never touched
             remove_model_dir(&catalog, &id)?;

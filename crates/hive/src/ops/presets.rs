@@ -317,6 +317,8 @@ pub async fn patch(state: &SharedState, id: &str, body: Value) -> Result<Value, 
         Ok(catalog.update(entry)?)
     })
     .await?;
+    // a saved KV cache was of the preset as it was
+    crate::workers::kv_cache::forget(&state.home, &record.artifact.id);
     Ok(json!(record))
 }
 

@@ -409,6 +409,15 @@ async fn spawn(
         }
     };
 
+    let slot_cache = slot_cache(
+        state,
+        &entry,
+        &binary,
+        context,
+        preset.slots,
+        &engine_args,
+        draft.as_ref(),
+    );
     let id = new_id();
     let plan = SpawnPlan {
         id: id.clone(),
@@ -439,6 +448,7 @@ async fn spawn(
             .join("workers")
             .join(format!("{id}.log")),
         draft,
+        slot_cache,
     };
     let s = Arc::clone(state);
     let room = ask.room;
@@ -494,6 +504,44 @@ async fn spawn(
             }
         }
     }))
+}
+
+/// Where a worker's slots are saved at unload and restored at load (warm swaps):
+/// llama.cpp's alone, while the hive keeps any, for a model whose sha256 is known;
+/// the folder is that of these settings, so another model, build or preset never
+/// restores it.
+fn slot_cache(
+    state: &SharedState,
+    entry: &ModelEntry,
+    binary: &WorkerBinary,
+    context: u64,
+    slots: Option<u32>,
+    engine_args: &[String],
+    draft: Option<&engines::Draft>,
+) -> Option<PathBuf> {
+    if binary.engine != Engine::LlamaCpp || state.config.kv_cache_max_bytes == 0 {
+        return None;
+    }
+    let sha = entry.sha256.as_deref()?;
+    let settings = [
+        sha.to_owned(),
+        binary.id.clone(),
+        binary.engine.version_text(&binary.version),
+        context.to_string(),
+        slots.map_or(engines::llama::SLOTS, u64::from).to_string(),
+        engine_args.join("\u{1f}"),
+        draft
+            .map(|d| d.path.display().to_string())
+            .unwrap_or_default(),
+    ];
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    match crate::workers::kv_cache::prepare(&state.home, &entry.id, &settings) {
+        Ok(dir) => Some(dir),
+        Err(e) => {
+            tracing::warn!(model = %entry.id, "its KV caches cannot be kept: {e}");
+            None
+        }
+    }
 }
 
 /// The file of the draft model the preset names, if any; a 409 when it is no

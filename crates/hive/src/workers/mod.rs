@@ -6,10 +6,11 @@
 //! worker runs in its own process group, which is what is signalled; on Linux a
 //! worker gets SIGKILL when the hive dies.
 
+pub mod kv_cache;
 pub mod process;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -159,6 +160,8 @@ pub struct Supervision {
     pub log_max_bytes: u64,
     /// A worker generating without progress this long is unhealthy (zero: never).
     pub stall: Duration,
+    /// What the saved KV caches of unloaded workers may take on disk.
+    pub kv_cache_max_bytes: u64,
 }
 
 /// A lifecycle event, on the heartbeat stream and the spawn job.
@@ -631,8 +634,12 @@ impl Registry {
                 self.finish_stopped(&id, &entry, &mut first);
                 return;
             }
+            let was_ready = ready.is_ok();
             let failure = match ready {
                 Ok(()) => {
+                    // a warm swap: the slots as they were at the last unload, before
+                    // any request can take one
+                    self.restore_slots(&id, &url, &plan).await;
                     self.update(&id, |r| {
                         r.state = WorkerState::Ready;
                         r.failed_health_checks = 0;
@@ -665,6 +672,9 @@ impl Registry {
                 }
             };
             if entry.stop.is_cancelled() {
+                if was_ready && !self.shutdown.is_stopping() {
+                    self.save_slots(&id, &url, &plan).await;
+                }
                 self.terminate(&mut child, pid, self.stop_grace()).await;
                 self.release_port(port);
                 self.finish_stopped(&id, &entry, &mut first);
@@ -823,6 +833,79 @@ impl Registry {
         }
     }
 
+    /// Restores the slots saved at the model's last unload, and says what came back.
+    async fn restore_slots(&self, id: &str, url: &str, plan: &SpawnPlan) {
+        let Some(dir) = &plan.slot_cache else {
+            return;
+        };
+        let key = self.key_of(id).unwrap_or_default();
+        let slots = slot_count(plan);
+        let (restored, failed) = kv_cache::restore(&self.http, url, &key, dir, slots).await;
+        for (slot, why) in failed {
+            tracing::warn!(
+                worker = id,
+                slot,
+                "a saved KV cache did not restore, and is deleted: {why}"
+            );
+            self.emit(
+                id,
+                "kv_cache",
+                format!("slot {slot}'s saved KV cache did not restore ({why}): deleted"),
+            );
+        }
+        if !restored.is_empty() {
+            let tokens: u64 = restored.iter().map(|(_, t)| t).sum();
+            tracing::info!(
+                worker = id,
+                tokens,
+                "restored {} slot(s) saved at the last unload",
+                restored.len()
+            );
+            self.emit(
+                id,
+                "kv_cache",
+                format!(
+                    "restored {} slot(s), {tokens} tokens, saved at the model's last unload",
+                    restored.len()
+                ),
+            );
+        }
+    }
+
+    /// Saves the slots of a worker about to be unloaded, then keeps the saved caches
+    /// within their budget.
+    async fn save_slots(&self, id: &str, url: &str, plan: &SpawnPlan) {
+        let Some(dir) = &plan.slot_cache else {
+            return;
+        };
+        let key = self.key_of(id).unwrap_or_default();
+        let saved = kv_cache::save(&self.http, url, &key, dir, slot_count(plan)).await;
+        if !saved.is_empty() {
+            let tokens: u64 = saved.iter().map(|(_, t)| t).sum();
+            tracing::info!(
+                worker = id,
+                tokens,
+                "saved {} slot(s) for the next load",
+                saved.len()
+            );
+        }
+        let (root, max) = (
+            dir.parent().and_then(Path::parent).map(Path::to_path_buf),
+            self.supervision.kv_cache_max_bytes,
+        );
+        if let Some(root) = root {
+            let removed = tokio::task::spawn_blocking(move || kv_cache::trim(&root, max))
+                .await
+                .unwrap_or_default();
+            for f in removed {
+                tracing::info!(
+                    "removed {}: saved KV caches past --kv-cache-max-bytes",
+                    f.display()
+                );
+            }
+        }
+    }
+
     /// llama-server reports no heartbeats: its `/metrics` gives the slots in use and
     /// the speed, and a change in its token counts is activity (for the idle TTL).
     async fn scrape_llama(
@@ -901,6 +984,13 @@ impl Registry {
         }
         entry.done.cancel();
     }
+}
+
+/// The slots a worker has, as the hive started it.
+fn slot_count(plan: &SpawnPlan) -> u32 {
+    engines::slots_set_by_hive(plan)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(1)
 }
 
 /// A new worker id: `worker-` and 8 hex digits.

@@ -19,6 +19,7 @@ mod repair;
 mod restart;
 mod scan;
 mod storage;
+mod warm;
 mod workers;
 
 use std::io::{BufRead as _, BufReader};
