@@ -35,6 +35,6 @@ pub use reader::{
     MAX_TENSORS, ReadOptions, TensorInfo, read, read_bytes,
 };
 pub use split::{Split, SplitError, summary_of_shards};
-pub use summary::{MemoryEstimate, Summary};
+pub use summary::{MemoryEstimate, Projector, Summary};
 pub use types::{GgmlType, file_type_name, quantization_names};
 pub use value::{Array, Value, ValueType};

@@ -49,6 +49,29 @@ pub struct Summary {
     /// embedding model; 4 rank: a reranker); `None` for a model that pools nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pooling_type: Option<u32>,
+    /// A multimodal projector's facts (`general.architecture` `clip`): what a
+    /// language model needs to see images or hear sounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projector: Option<Projector>,
+}
+
+/// A multimodal projector (llama.cpp's `mmproj-*.gguf`), from its `clip.*` keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Projector {
+    /// `clip.projector_type` (else `clip.vision.projector_type`), such as `mlp`,
+    /// `gemma3` or `qwen2vl_merger`.
+    pub projector_type: Option<String>,
+    /// `clip.has_vision_encoder`: it sees images.
+    pub vision: bool,
+    /// `clip.has_audio_encoder`: it hears sounds.
+    pub audio: bool,
+    /// `clip.vision.image_size`, in pixels.
+    pub image_size: Option<u64>,
+    /// `clip.vision.patch_size`, in pixels.
+    pub patch_size: Option<u64>,
+    /// `clip.vision.projection_dim` (else `clip.audio.projection_dim`): the width of
+    /// what it gives the language model, which must be the model's embedding length.
+    pub projection_dim: Option<u64>,
 }
 
 impl Summary {
@@ -147,7 +170,28 @@ impl Gguf {
                 .arch_u64("pooling_type")
                 .and_then(|v| u32::try_from(v).ok())
                 .filter(|v| *v > 0),
+            projector: self.projector(),
         }
+    }
+
+    /// A projector's facts, when the file is one (`clip`).
+    fn projector(&self) -> Option<Projector> {
+        if self.get("general.architecture").and_then(Value::as_str) != Some("clip") {
+            return None;
+        }
+        let string = |key: &str| self.get(key).and_then(Value::as_str).map(str::to_owned);
+        let flag = |key: &str| self.get(key).and_then(Value::as_bool).unwrap_or(false);
+        let number = |key: &str| self.get(key).and_then(Value::as_u64);
+        Some(Projector {
+            projector_type: string("clip.projector_type")
+                .or_else(|| string("clip.vision.projector_type")),
+            vision: flag("clip.has_vision_encoder"),
+            audio: flag("clip.has_audio_encoder"),
+            image_size: number("clip.vision.image_size"),
+            patch_size: number("clip.vision.patch_size"),
+            projection_dim: number("clip.vision.projection_dim")
+                .or_else(|| number("clip.audio.projection_dim")),
+        })
     }
 
     /// Memory to run the model with `context_length` tokens of context: the weights

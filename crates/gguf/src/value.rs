@@ -164,6 +164,14 @@ impl Value {
         }
     }
 
+    /// The value as a boolean, for booleans.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Self::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
     /// The value as a string slice, for strings.
     pub fn as_str(&self) -> Option<&str> {
         match self {

@@ -31,6 +31,7 @@ fn main() -> anyhow::Result<()> {
         tensor_data_size: 4_368_438_272,
         kv_cache_bytes_per_token: Some(131_072),
         pooling_type: None,
+        projector: None,
     };
     for i in 0..count {
         let id = format!("hf:org/model-{i:05}-GGUF/model-{i:05}.Q4_K_M.gguf");

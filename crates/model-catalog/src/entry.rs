@@ -60,6 +60,10 @@ pub struct ModelEntry {
     /// hive never moves, renames or deletes its files; removing it only forgets it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub external: bool,
+    /// Its multimodal projector (`mmproj`), paired with it: what lets it see images
+    /// (or hear sounds) on llama.cpp's engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projector: Option<ModelProjector>,
 }
 
 /// How a model is run: every spawn, load and request through the one endpoint takes
@@ -143,6 +147,19 @@ impl Preset {
     }
 }
 
+/// A model's multimodal projector: its file (in the model's folder) and its facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelProjector {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its sha256, lowercase hex.
+    pub sha256: String,
+    /// What its header says.
+    pub summary: gguf::Projector,
+}
+
 /// One file of a split model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
@@ -191,6 +208,7 @@ impl ModelEntry {
             shards: Vec::new(),
             preset: Preset::default(),
             external: false,
+            projector: None,
         }
     }
 

@@ -22,7 +22,7 @@ pub use artifact_catalog::{
 mod alias;
 
 pub use alias::alias;
-pub use entry::{DERIVED, DownloadProgress, ModelEntry, Preset, Shard};
+pub use entry::{DERIVED, DownloadProgress, ModelEntry, ModelProjector, Preset, Shard};
 pub use verify::{VerifyProblem, VerifyReport, sha256_file};
 
 /// A model with its catalog dates.

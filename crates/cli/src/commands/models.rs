@@ -88,6 +88,10 @@ pub enum ModelsCommand {
     Import {
         /// The file
         path: std::path::PathBuf,
+        /// Its multimodal projector (mmproj-*.gguf), paired with it: the model then
+        /// reads images on llama.cpp's engine
+        #[arg(long)]
+        mmproj: Option<std::path::PathBuf>,
     },
     /// Set how the model is run (its preset), for every spawn, load and request
     /// through the one endpoint
@@ -313,8 +317,16 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             })
             .await
         }
-        ModelsCommand::Import { path } => {
+        ModelsCommand::Import { path, mmproj } => {
             let path = std::path::absolute(&path).context("bad path")?;
+            let mmproj = mmproj
+                .map(|p| std::path::absolute(&p).context("bad --mmproj path"))
+                .transpose()?;
+            if let Some(p) = &mmproj
+                && !p.is_file()
+            {
+                anyhow::bail!("--mmproj {}: no such file", p.display());
+            }
             let started = client
                 .call(
                     Method::POST,
@@ -322,7 +334,35 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
                     Some(json!({"path": path})),
                 )
                 .await?;
-            follow_pull(&client, &started, args.json).await
+            follow_pull(&client, &started, args.json && mmproj.is_none()).await?;
+            let Some(projector) = mmproj else {
+                return Ok(());
+            };
+            let job = started["job_id"].as_str().unwrap_or_default();
+            let done = client
+                .call(Method::GET, &format!("/v1/jobs/{job}"), None)
+                .await?;
+            let id = done["result"]["id"]
+                .as_str()
+                .context("the import's job named no model")?;
+            let m = client
+                .call(
+                    Method::POST,
+                    "/v1/models/mmproj",
+                    Some(json!({"id": id, "path": projector})),
+                )
+                .await?;
+            if args.json {
+                return print_json(&m);
+            }
+            println!(
+                "{id} is paired with its projector {} ({})",
+                m["projector"]["path"].as_str().unwrap_or("?"),
+                m["projector"]["summary"]["projector_type"]
+                    .as_str()
+                    .unwrap_or("?")
+            );
+            Ok(())
         }
         ModelsCommand::Ls => {
             let models = all_models(&client).await?;

@@ -34,6 +34,7 @@ fn llama_q4_0() {
             // 2 layers × 2 kv heads × (16 + 16) of K and V, 2 bytes each
             kv_cache_bytes_per_token: Some(2 * 2 * 32 * 2),
             pooling_type: None,
+            projector: None,
         }
     );
     // the summary's estimate is the header's
@@ -146,4 +147,23 @@ fn a_split_model_sums_its_shards() {
         "{e}"
     );
     assert!(gguf::summary_of_shards(&[]).is_err());
+}
+
+#[test]
+fn a_projector_says_what_it_sees_and_how_wide_its_output_is() {
+    let s = summary("mmproj-tiny-mlp.gguf");
+    assert_eq!(s.architecture.as_deref(), Some("clip"));
+    assert_eq!(
+        s.projector,
+        Some(gguf::Projector {
+            projector_type: Some("mlp".into()),
+            vision: true,
+            audio: false,
+            image_size: Some(32),
+            patch_size: Some(8),
+            projection_dim: Some(576),
+        })
+    );
+    // a language model is no projector
+    assert_eq!(summary("llama-q4_0.gguf").projector, None);
 }

@@ -38,6 +38,7 @@ fn describe(method: &Method, route: &str, path: &str, body: &Value) -> (String, 
     match (method.as_str(), route) {
         ("POST", "/v1/models/download") => ("model_download".into(), field("model_ref")),
         ("POST", "/v1/models/import") => ("model_import".into(), field("path")),
+        ("POST", "/v1/models/mmproj") => ("model_pair_projector".into(), field("id")),
         ("POST", "/v1/models/verify") => ("model_verify".into(), None),
         ("POST", "/v1/models/scan") => {
             ("model_scan".into(), body.get("dirs").map(Value::to_string))

@@ -29,6 +29,7 @@ pub fn router() -> Router<SharedState> {
         .route("/v1/models/plan", post(plan))
         .route("/v1/models/load", post(load))
         .route("/v1/models/unload", post(unload))
+        .route("/v1/models/mmproj", post(mmproj))
         .route(
             "/v1/models/{*id}",
             get(get_one).delete(delete).patch(set_preset),
@@ -83,6 +84,28 @@ pub struct PushBody {
 pub struct ImportBody {
     /// An absolute path to a GGUF file on this machine.
     pub path: String,
+}
+
+/// A projector to pair with a model.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectorBody {
+    /// The model's catalog id.
+    pub id: String,
+    /// An absolute path to its projector (`mmproj-*.gguf`) on this machine; `null`
+    /// unpairs it.
+    pub path: Option<String>,
+}
+
+/// Pairs a multimodal projector with a model (copied into the model's folder), or
+/// unpairs it; the model as it is now.
+#[utoipa::path(post, operation_id = "models_mmproj", path = "/v1/models/mmproj", tag = "models", request_body = ProjectorBody, responses((status = 200, description = "The model", body = Object), (status = 400, description = "Not a projector, or not this model's", body = crate::error::ErrorBody), (status = 401, description = "Missing or wrong token", body = crate::error::ErrorBody), (status = 404, description = "No such model or file", body = crate::error::ErrorBody), (status = 409, description = "The model is not available", body = crate::error::ErrorBody), (status = 422, description = "Malformed body", body = crate::error::ErrorBody)))]
+pub async fn mmproj(
+    State(state): State<SharedState>,
+    ApiJson(body): ApiJson<ProjectorBody>,
+) -> Result<ApiJson<serde_json::Value>, ApiError> {
+    let model = crate::ops::projector::pair(&state, &body.id, body.path).await?;
+    Ok(ApiJson(serde_json::json!(model)))
 }
 
 /// A page of the catalog in OpenAI's list shape: OpenAI's clients read it as their

@@ -23,6 +23,7 @@ use crate::error::{ErrorBody, ErrorDetail, OllamaErrorBody};
         super::models::set_preset,
         super::models::download,
         super::models::import,
+        super::models::mmproj,
         super::models::verify,
         super::models::download_batch,
         super::models::push,
@@ -70,7 +71,7 @@ use crate::error::{ErrorBody, ErrorDetail, OllamaErrorBody};
         crate::gateway::modelfile::create,
         crate::gateway::modelfile::copy,
     ),
-    components(schemas(ErrorBody, ErrorDetail, OllamaErrorBody, Accepted, crate::ops::dispatch::Operation, super::models::DownloadBody, super::models::ImportBody, super::models::VerifyBody, super::models::UnloadBody, super::models::DownloadBatchBody, super::models::PushBody, super::models::ScanBody, super::models::PlanBody, super::models::ModelList, super::system::GcBody, super::workers::SpawnBatchBody, crate::ops::workers::LoadRequest, crate::ops::workers::SpawnRequest, crate::ops::binaries::InstallRequest)),
+    components(schemas(ErrorBody, ErrorDetail, OllamaErrorBody, Accepted, crate::ops::dispatch::Operation, super::models::DownloadBody, super::models::ImportBody, super::models::ProjectorBody, super::models::VerifyBody, super::models::UnloadBody, super::models::DownloadBatchBody, super::models::PushBody, super::models::ScanBody, super::models::PlanBody, super::models::ModelList, super::system::GcBody, super::workers::SpawnBatchBody, crate::ops::workers::LoadRequest, crate::ops::workers::SpawnRequest, crate::ops::binaries::InstallRequest)),
     modifiers(&BearerAuth, &CommonResponses),
     security(("bearer" = []))
 )]

@@ -76,6 +76,9 @@ pub fn server_args(plan: &SpawnPlan, port: u16) -> Vec<String> {
             args.extend([min_flag.to_owned(), min.to_string()]);
         }
     }
+    if let Some(projector) = &plan.projector {
+        args.extend(["--mmproj".to_owned(), projector.display().to_string()]);
+    }
     if let Some(dir) = &plan.slot_cache {
         args.extend(["--slot-save-path".to_owned(), format!("{}/", dir.display())]);
     }

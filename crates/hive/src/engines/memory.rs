@@ -34,6 +34,9 @@ pub struct Footprint {
     /// A draft model's weights and cache, when its preset names one.
     #[serde(skip_serializing_if = "is_zero")]
     pub draft_bytes: u64,
+    /// A multimodal projector's weights, when one is paired.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub projector_bytes: u64,
     /// All of them, and never less than the file.
     pub total_bytes: u64,
 }
@@ -53,6 +56,7 @@ pub fn footprint(header: Option<&gguf::Summary>, file_size: u64, context: u64) -
                 weights_bytes: m.weights_bytes,
                 kv_cache_bytes: m.kv_cache_bytes,
                 draft_bytes: 0,
+                projector_bytes: 0,
                 total_bytes: m.total_bytes.max(file_size),
             }
         }
@@ -61,6 +65,7 @@ pub fn footprint(header: Option<&gguf::Summary>, file_size: u64, context: u64) -
             weights_bytes: file_size,
             kv_cache_bytes: None,
             draft_bytes: 0,
+            projector_bytes: 0,
             total_bytes: file_size,
         },
     }
@@ -71,7 +76,11 @@ pub fn footprint(header: Option<&gguf::Summary>, file_size: u64, context: u64) -
 pub fn of_model(model: &ModelEntry) -> Footprint {
     let mut f = footprint(model.gguf.as_ref(), model.size, context_for(model));
     f.draft_bytes = model.preset.draft_bytes.unwrap_or(0);
-    f.total_bytes = f.total_bytes.saturating_add(f.draft_bytes);
+    f.projector_bytes = model.projector.as_ref().map_or(0, |p| p.size);
+    f.total_bytes = f
+        .total_bytes
+        .saturating_add(f.draft_bytes)
+        .saturating_add(f.projector_bytes);
     f
 }
 

@@ -53,6 +53,8 @@ pub struct SpawnPlan {
     /// Where llama-server saves and restores its slots' KV caches (warm swaps), when
     /// they are kept.
     pub slot_cache: Option<PathBuf>,
+    /// The model's multimodal projector (llama.cpp's `--mmproj`), when paired.
+    pub projector: Option<PathBuf>,
 }
 
 /// A draft model for speculative decoding, as a spawn passes it to llama.cpp.
@@ -231,6 +233,26 @@ impl ModelKind {
             Self::Embedding => "an embedding model",
             Self::Rerank => "a reranker",
         }
+    }
+}
+
+/// What a model answers, as Ollama names it: `completion` (and `vision` with a
+/// paired projector that sees, `audio` with one that hears), or `embedding`.
+pub fn capabilities(model: &model_catalog::ModelEntry) -> Vec<&'static str> {
+    match ModelKind::served(model.gguf.as_ref(), &model.preset.engine_args) {
+        ModelKind::Generation => {
+            let mut out = vec!["completion"];
+            if let Some(p) = &model.projector {
+                if p.summary.vision {
+                    out.push("vision");
+                }
+                if p.summary.audio {
+                    out.push("audio");
+                }
+            }
+            out
+        }
+        ModelKind::Embedding | ModelKind::Rerank => vec!["embedding"],
     }
 }
 

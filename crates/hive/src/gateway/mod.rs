@@ -15,6 +15,7 @@
 pub mod anthropic;
 pub mod defaults;
 pub mod fields;
+pub mod images;
 pub mod kinds;
 pub mod meter;
 pub mod modelfile;

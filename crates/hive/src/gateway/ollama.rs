@@ -346,10 +346,7 @@ pub(crate) async fn show(
         "details": details(&e),
         "model_info": info,
         // as Ollama says it: what the model's kind answers
-        "capabilities": match crate::engines::ModelKind::served(g, &e.preset.engine_args) {
-            crate::engines::ModelKind::Generation => ["completion"],
-            crate::engines::ModelKind::Embedding | crate::engines::ModelKind::Rerank => ["embedding"],
-        },
+        "capabilities": crate::engines::capabilities(&e),
         "modified_at": Utc::now().to_rfc3339(),
     });
     if let Some(system) = &e.preset.system {
@@ -443,7 +440,6 @@ async fn converse(
             "a Go template is not applied here: the model's own chat template is (send raw: true with the prompt already formatted)",
         ),
         ("suffix", "fill-in-the-middle (suffix) is not served"),
-        ("images", "this model has no vision projector"),
     ] {
         if body
             .get(field)
@@ -474,6 +470,7 @@ async fn converse(
         }
         (Some(s), false) => upstream_body["json_schema"] = s,
     }
+    let mut images = 0usize;
     let empty = if chat {
         let Some(messages) = body.get("messages").filter(|m| !m.is_null()) else {
             return Err(bad("messages is required"));
@@ -481,8 +478,25 @@ async fn converse(
         if !messages.is_array() {
             return Err(bad(format!("messages must be an array, got {messages}")));
         }
-        upstream_body["messages"] = messages.clone();
-        messages.as_array().is_some_and(Vec::is_empty)
+        // Ollama's `images` on a message: OpenAI's content parts
+        let mut messages = messages.clone();
+        for m in messages.as_array_mut().into_iter().flatten() {
+            if let Some(list) = m
+                .get("images")
+                .filter(|i| !i.is_null() && i.as_array().is_none_or(|a| !a.is_empty()))
+                .cloned()
+            {
+                let text = m["content"].as_str().unwrap_or_default().to_owned();
+                images += list.as_array().map_or(0, Vec::len);
+                m["content"] = super::images::ollama_parts(&text, &list)?;
+                if let Some(o) = m.as_object_mut() {
+                    o.remove("images");
+                }
+            }
+        }
+        let empty = messages.as_array().is_some_and(Vec::is_empty);
+        upstream_body["messages"] = messages;
+        empty
     } else {
         let prompt = match body.get("prompt") {
             None | Some(Value::Null) => String::new(),
@@ -494,14 +508,29 @@ async fn converse(
             Some(Value::String(s)) => s.as_str(),
             Some(other) => return Err(bad(format!("system must be a string, got {other}"))),
         };
+        let given = body
+            .get("images")
+            .filter(|i| !i.is_null() && *i != &json!([]));
         if raw {
+            if given.is_some() {
+                return Err(bad(
+                    "images: a raw prompt takes no images (send them without raw)",
+                ));
+            }
             upstream_body["prompt"] = json!(prompt);
         } else {
             let mut messages = Vec::new();
             if !system.is_empty() {
                 messages.push(json!({"role": "system", "content": system}));
             }
-            messages.push(json!({"role": "user", "content": prompt}));
+            let content = match given {
+                Some(list) => {
+                    images += list.as_array().map_or(0, Vec::len);
+                    super::images::ollama_parts(&prompt, list)?
+                }
+                None => json!(prompt),
+            };
+            messages.push(json!({"role": "user", "content": content}));
             upstream_body["messages"] = json!(messages);
         }
         prompt.is_empty()
@@ -510,6 +539,7 @@ async fn converse(
     if !empty {
         // an empty request only loads the model, whatever its kind
         super::kinds::check(&model, super::kinds::Wants::Text)?;
+        super::images::check(&model, images)?;
     }
     let load_started = Instant::now();
     // an empty request only loads (or, with keep_alive 0, unloads) the model
@@ -519,6 +549,12 @@ async fn converse(
     }
     let ticket = super::queue::enter(&state, &model)?;
     let worker = ensure_worker(&state, &model, ttl(keep)).await?;
+    if images > 0 && worker.engine == worker_catalog::Engine::Rbee {
+        return Err(bad(format!(
+            "images: llm-worker-rbee has no vision; llama.cpp's server does (rbee models set {} --engine llama.cpp)",
+            model.alias()
+        )));
+    }
     let load_secs = load_started.elapsed().as_secs_f64();
     if empty {
         return Ok(axum::Json(nothing_said(&name, chat, "load")).into_response());

@@ -76,6 +76,7 @@ pub(crate) async fn models(State(state): State<SharedGateway>) -> Result<Respons
                 "created": r.added_at.timestamp(),
                 "owned_by": "rbee-hive",
                 "rbee_id": r.artifact.id,
+                "capabilities": crate::engines::capabilities(&r.artifact),
             })
         })
         .collect();
@@ -166,12 +167,23 @@ pub(super) async fn forward(
     }
     super::fields::check_numbers(&body)
         .map_err(|m| GatewayError::new(StatusCode::BAD_REQUEST, "invalid_body", m))?;
+    let images = if path.starts_with("/v1/messages") {
+        super::images::in_anthropic(&body)?
+    } else {
+        super::images::in_openai(&body)?
+    };
     let model = names::resolve(&state, &name).await?;
     super::kinds::check(&model, super::kinds::Wants::of_route(path))?;
+    super::images::check(&model, images)?;
     let ticket = super::queue::enter(&state, &model)?;
     let worker = ensure_worker(&state, &model, None).await?;
+    let what = if images > 0 {
+        Some("vision")
+    } else {
+        only_llama_serves(path)
+    };
     if worker.engine == Engine::Rbee
-        && let Some(what) = only_llama_serves(path)
+        && let Some(what) = what
     {
         return Err(GatewayError::new(
             StatusCode::BAD_REQUEST,

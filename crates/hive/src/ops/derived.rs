@@ -147,6 +147,7 @@ pub async fn derive(
         entry.hashed_at = base.hashed_at;
         entry.gguf.clone_from(&base.gguf);
         entry.shards.clone_from(&base.shards);
+        entry.projector.clone_from(&base.projector);
         entry.external = true;
         entry.preset = Preset {
             alias: Some(name.clone()),

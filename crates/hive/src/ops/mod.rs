@@ -17,6 +17,7 @@ pub mod gc;
 pub mod models;
 pub mod plan;
 pub mod presets;
+pub mod projector;
 pub mod repair;
 pub mod scan;
 pub mod storage;

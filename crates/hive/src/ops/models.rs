@@ -80,6 +80,7 @@ fn entry_json(r: &model_catalog::ModelRecord) -> Value {
     v["object"] = json!("model");
     v["created"] = json!(r.added_at.timestamp());
     v["owned_by"] = json!(r.artifact.provider);
+    v["capabilities"] = json!(crate::engines::capabilities(&r.artifact));
     v
 }
 

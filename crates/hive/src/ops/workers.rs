@@ -449,6 +449,7 @@ async fn spawn(
             .join(format!("{id}.log")),
         draft,
         slot_cache,
+        projector: entry.projector.as_ref().map(|p| p.path.clone()),
     };
     let s = Arc::clone(state);
     let room = ask.room;
@@ -532,6 +533,11 @@ fn slot_cache(
         engine_args.join("\u{1f}"),
         draft
             .map(|d| d.path.display().to_string())
+            .unwrap_or_default(),
+        entry
+            .projector
+            .as_ref()
+            .map(|p| p.sha256.clone())
             .unwrap_or_default(),
     ];
     let settings: Vec<&str> = settings.iter().map(String::as_str).collect();

@@ -19,6 +19,7 @@ mod repair;
 mod restart;
 mod scan;
 mod storage;
+mod vision;
 mod warm;
 mod workers;
 

@@ -1,0 +1,311 @@
+//! Vision: a model paired with its multimodal projector (`rbee models import MODEL
+//! --mmproj FILE`), against a real llama-server. The projector is a tiny random-
+//! weight LLaVA-style one written by llama.cpp's `gguf` package
+//! (`crates/gguf/tests/fixtures/make_fixtures.py`), 576 wide for SmolLM2-135M. The
+//! same image through the hive as OpenAI's `image_url`, Ollama's `images` and an
+//! Anthropic image block gives exactly the greedy text of the same llama-server
+//! started by hand with the worker's own command line; what is not an image, an
+//! image URL to fetch, and an image for a model that cannot see are 400s in each
+//! family's shape; a file that is not a projector, or another model's, is refused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::engines::{add, llama_server};
+use crate::workers::{hive, import};
+use crate::{get, post};
+
+use hf_test_server::test_model as smollm2;
+
+fn fixture_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../gguf/tests/fixtures")
+        .join(name)
+}
+
+/// A 32x32 24-bit BMP of a gradient: an image with no compression to write.
+fn bmp() -> Vec<u8> {
+    let (w, h) = (32u32, 32u32);
+    let row = w * 3;
+    let size = 54 + row * h;
+    let mut b = Vec::with_capacity(size as usize);
+    b.extend_from_slice(b"BM");
+    b.extend_from_slice(&size.to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&54u32.to_le_bytes());
+    b.extend_from_slice(&40u32.to_le_bytes());
+    b.extend_from_slice(&w.to_le_bytes());
+    b.extend_from_slice(&h.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&24u16.to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&(row * h).to_le_bytes());
+    b.extend_from_slice(&[0; 16]);
+    for y in 0..h {
+        for x in 0..w {
+            #[allow(clippy::cast_possible_truncation)]
+            b.extend_from_slice(&[(x * 8) as u8, (y * 8) as u8, ((x + y) * 4) as u8]);
+        }
+    }
+    b
+}
+
+/// llama-server started by hand with the hive's worker's own command line, on
+/// another port and with no key; killed when dropped.
+struct ByHand(std::process::Child, String);
+
+impl Drop for ByHand {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn by_hand(worker: &Value) -> ByHand {
+    let pid = worker["pid"].as_u64().unwrap();
+    let cmdline = fs_err::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let mut args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let program = args.remove(0);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    if let Some(i) = args.iter().position(|a| a == "--port") {
+        args[i + 1] = port.to_string();
+    }
+    let child = Command::new(program)
+        .args(&args)
+        .env_remove("LLAMA_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    crate::wait_for("llama-server by hand", async || {
+        reqwest::get(format!("{url}/health"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    ByHand(child, url)
+}
+
+async fn post_to(url: &str, path: &str, body: &Value) -> (u16, Value) {
+    let r = crate::client()
+        .post(format!("{url}{path}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_reaches_the_model_through_every_family_as_llama_server_sees_it() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &[]);
+    add(&h, &server, "cpu").await;
+    let local = home.path().join("SmolLM2.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    // paired at import, by the command line
+    let rbee = PathBuf::from(env!("CARGO_BIN_EXE_rbee-hive")).with_file_name("rbee");
+    let out = Command::new(&rbee)
+        .args(["models", "import"])
+        .arg(&local)
+        .arg("--mmproj")
+        .arg(fixture_path("mmproj-tiny-mlp.gguf"))
+        .env("RBEE_HIVE_URL", &h.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("paired with its projector"));
+    let (_, list) = get(&h, "/v1/models").await;
+    let m = list["data"][0].clone();
+    let (id, alias) = (
+        m["id"].as_str().unwrap().to_owned(),
+        m["alias"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(m["capabilities"], json!(["completion", "vision"]), "{m}");
+    assert_eq!(m["projector"]["summary"]["projection_dim"], 576, "{m}");
+    let (_, shown) = post(&h, "/api/show", json!({"model": alias})).await;
+    assert_eq!(
+        shown["capabilities"],
+        json!(["completion", "vision"]),
+        "{shown}"
+    );
+
+    let image = base64::engine::general_purpose::STANDARD.encode(bmp());
+    let data_url = format!("data:image/bmp;base64,{image}");
+    let openai = json!({"model": alias, "max_tokens": 12, "temperature": 0, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "What is in this image?"},
+                                     {"type": "image_url", "image_url": {"url": data_url}}]}]});
+    let (s, via_hive) = post(&h, "/v1/chat/completions", openai.clone()).await;
+    assert_eq!(s, 200, "{via_hive}");
+    let text = via_hive["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!text.is_empty());
+    // the worker got the projector, and the same server by hand says the same
+    let (_, workers) = get(&h, "/v1/workers").await;
+    let worker = workers["workers"][0].clone();
+    let cmdline =
+        String::from_utf8_lossy(&fs_err::read(format!("/proc/{}/cmdline", worker["pid"])).unwrap())
+            .replace('\0', " ");
+    assert!(
+        cmdline.contains("--mmproj") && cmdline.contains("mmproj-tiny-mlp.gguf"),
+        "{cmdline}"
+    );
+    let hand = by_hand(&worker).await;
+    let (s, by) = post_to(&hand.1, "/v1/chat/completions", &openai).await;
+    assert_eq!(s, 200, "{by}");
+    assert_eq!(by["choices"][0]["message"]["content"], text.as_str());
+    // Ollama's images, and an Anthropic image block: the same prompt, the same text
+    let (s, ollama) = post(
+        &h,
+        "/api/chat",
+        json!({"model": alias, "stream": false,
+        "options": {"temperature": 0, "num_predict": 12},
+        "messages": [{"role": "user", "content": "What is in this image?", "images": [image]}]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{ollama}");
+    assert_eq!(ollama["message"]["content"], text.as_str());
+    let anthropic = json!({"model": alias, "max_tokens": 12, "temperature": 0, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "What is in this image?"},
+                                     {"type": "image", "source": {"type": "base64", "media_type": "image/bmp", "data": image}}]}]});
+    let (s, via) = post(&h, "/v1/messages", anthropic.clone()).await;
+    assert_eq!(s, 200, "{via}");
+    let (_, by) = post_to(&hand.1, "/v1/messages", &anthropic).await;
+    assert_eq!(
+        via["content"][0]["text"], by["content"][0]["text"],
+        "{via} / {by}"
+    );
+
+    // what is refused, in each family's shape
+    let not_an_image = base64::engine::general_purpose::STANDARD.encode(b"plain text, not pixels");
+    for (path, body, words) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": alias, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{not_an_image}")}}]}]}),
+            "not an image",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": alias, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/cat.png"}}]}]}),
+            "fetches no image",
+        ),
+        (
+            "/api/chat",
+            json!({"model": alias, "messages": [{"role": "user", "content": "x", "images": [not_an_image]}]}),
+            "not an image",
+        ),
+        (
+            "/api/generate",
+            json!({"model": alias, "prompt": "x", "raw": true, "images": [image]}),
+            "raw prompt",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": alias, "max_tokens": 4, "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "http://127.0.0.1:9/x.png"}}]}]}),
+            "fetches no image",
+        ),
+    ] {
+        let (s, e) = post(&h, path, body).await;
+        assert_eq!(s, 400, "{path}: {e}");
+        assert!(e.to_string().contains(words), "{path}: {e}");
+    }
+
+    // a model that cannot see: the image is a 400 before any worker starts
+    let text_only = home.path().join("tiny.gguf");
+    fs_err::write(&text_only, crate::fixture("llama-q4_0.gguf")).unwrap();
+    let blind = import(&h, &text_only).await;
+    let (_, b) = get(&h, &format!("/v1/models/{}", crate::enc(&blind))).await;
+    let blind_alias = b["alias"].as_str().unwrap().to_owned();
+    for (path, body, shape) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": blind_alias, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url}}]}]}),
+            "/error/message",
+        ),
+        (
+            "/api/generate",
+            json!({"model": blind_alias, "prompt": "x", "images": [image], "stream": false}),
+            "/error",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": blind_alias, "max_tokens": 4, "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/bmp", "data": image}}]}]}),
+            "/error/message",
+        ),
+    ] {
+        let (s, e) = post(&h, path, body).await;
+        assert_eq!(s, 400, "{path}: {e}");
+        let message = e.pointer(shape).and_then(Value::as_str).unwrap_or_default();
+        assert!(message.contains("no vision projector"), "{path}: {e}");
+    }
+    assert_eq!(crate::workers_of(&h).await, 1);
+
+    // pairing what is not a projector, or another model's, changes nothing
+    for (model_id, path, status, words) in [
+        (
+            blind.as_str(),
+            fixture_path("mmproj-tiny-mlp.gguf").display().to_string(),
+            400,
+            "another model's projector",
+        ),
+        (
+            id.as_str(),
+            fixture_path("llama-q4_0.gguf").display().to_string(),
+            400,
+            "not a multimodal projector",
+        ),
+        (
+            id.as_str(),
+            "relative/mmproj.gguf".to_owned(),
+            400,
+            "absolute",
+        ),
+        (
+            id.as_str(),
+            "/nonexistent/mmproj.gguf".to_owned(),
+            404,
+            "cannot open",
+        ),
+        (
+            "no-such-model",
+            fixture_path("mmproj-tiny-mlp.gguf").display().to_string(),
+            404,
+            "not in the catalog",
+        ),
+    ] {
+        let (s, e) = post(
+            &h,
+            "/v1/models/mmproj",
+            json!({"id": model_id, "path": path}),
+        )
+        .await;
+        assert_eq!(s, status, "{path}: {e}");
+        assert!(e.to_string().contains(words), "{path}: {e}");
+    }
+    let (_, b) = get(&h, &format!("/v1/models/{}", crate::enc(&blind))).await;
+    assert!(b.get("projector").is_none(), "{b}");
+    let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&id))).await;
+    assert_eq!(m["projector"]["summary"]["vision"], true);
+}
