@@ -233,7 +233,14 @@ fn gguf_summary<P: AsRef<Path>>(files: &[P]) -> Result<gguf::Summary, String> {
         g.check_file_size(len).map_err(|e| named(e.to_string()))?;
         headers.push(g);
     }
-    gguf::summary_of_shards(&headers).map_err(|e| e.to_string())
+    let summary = gguf::summary_of_shards(&headers).map_err(|e| e.to_string())?;
+    if summary.projector.is_some() {
+        return Err(
+            "it is a multimodal projector, not a model: pair it with its model (rbee models import MODEL --mmproj FILE)"
+                .to_owned(),
+        );
+    }
+    Ok(summary)
 }
 
 /// [`gguf_summary`] off the runtime's threads.

@@ -137,11 +137,20 @@ pub(crate) fn shard_of(path: &str) -> Option<(&str, u32, u32)> {
     Some((prefix, index.parse().ok()?, total.parse().ok()?))
 }
 
-/// Groups a repo's GGUF files into models: shards of one split model together.
+/// Whether a file is a multimodal projector by its name (`mmproj-*.gguf`, as
+/// llama.cpp's converter and the hub's repos name them): never a model to run.
+pub(crate) fn is_projector_name(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|name| name.to_ascii_lowercase().starts_with("mmproj"))
+}
+
+/// Groups a repo's GGUF files into models: shards of one split model together; a
+/// projector is no model.
 pub(crate) fn group_models<F: Clone>(files: &[(String, F)]) -> Vec<RepoModel<F>> {
     let mut ggufs: Vec<&(String, F)> = files
         .iter()
-        .filter(|(p, _)| p.to_ascii_lowercase().ends_with(".gguf"))
+        .filter(|(p, _)| p.to_ascii_lowercase().ends_with(".gguf") && !is_projector_name(p))
         .collect();
     ggufs.sort_by(|a, b| a.0.cmp(&b.0));
     let mut models: Vec<RepoModel<F>> = Vec::new();
@@ -256,6 +265,8 @@ mod tests {
             "big-Q4_K_M-00003-of-00003.gguf",
             "small.Q8_0.gguf",
             "README.md",
+            "mmproj-small-F16.gguf",
+            "vision/MMPROJ-Q8_0.gguf",
         ]
         .iter()
         .enumerate()

@@ -159,6 +159,11 @@ fn adopt(
 ) -> Option<ModelEntry> {
     let mut entry = ModelEntry::new(&id, provider, &reference, path);
     entry.shards = shards;
+    // a projector beside its model is no model of its own (one named otherwise is
+    // said by its header, below)
+    if crate::reference::is_projector_name(&path.to_string_lossy()) {
+        return None;
+    }
     let summary = match crate::gguf_summary(&entry.files()) {
         Ok(s) => s,
         Err(e) => {

@@ -306,6 +306,23 @@ async fn an_image_reaches_the_model_through_every_family_as_llama_server_sees_it
     }
     let (_, b) = get(&h, &format!("/v1/models/{}", crate::enc(&blind))).await;
     assert!(b.get("projector").is_none(), "{b}");
+    // a projector is no model of its own
+    let before = crate::model_list(&h).await;
+    let (s, job) = post(
+        &h,
+        "/v1/models/import",
+        json!({"path": fixture_path("mmproj-tiny-mlp.gguf")}),
+    )
+    .await;
+    let said = if s == 202 {
+        let (state, result, events) = crate::workers::finish(&h, &job).await;
+        assert_ne!(state, "completed", "{result}");
+        format!("{result} {events:?}")
+    } else {
+        job.to_string()
+    };
+    assert!(said.contains("multimodal projector"), "{said}");
+    assert_eq!(crate::model_list(&h).await, before);
     let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&id))).await;
     assert_eq!(m["projector"]["summary"]["vision"], true);
 }
