@@ -156,8 +156,11 @@ pub struct ModelProjector {
     pub size: u64,
     /// Its sha256, lowercase hex.
     pub sha256: String,
-    /// What its header says.
+    /// What its header says (empty until it is fetched).
     pub summary: gguf::Projector,
+    /// Where it is fetched from, while a pull brings it with its model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
 }
 
 /// One file of a split model.

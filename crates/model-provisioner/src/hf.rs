@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use model_catalog::{ArtifactStatus, ModelEntry, Shard};
+use model_catalog::{ArtifactStatus, ModelEntry, ModelProjector, Shard};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
@@ -388,7 +388,104 @@ fn choose(
     Ok(model)
 }
 
+/// The projector of the model at `model_path` among the repo's files: one named
+/// `mmproj*` in the same folder; of several, F16's, else BF16's, else the model's
+/// quantization's, else the first by name.
+fn pick_projector<'a>(model_path: &str, files: &'a [TreeEntry]) -> Option<&'a TreeEntry> {
+    let folder = |p: &str| p.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
+    let here = folder(model_path);
+    let mut found: Vec<&TreeEntry> = files
+        .iter()
+        .filter(|f| {
+            crate::reference::is_projector_name(&f.path)
+                && f.path.to_ascii_lowercase().ends_with(".gguf")
+                && folder(&f.path) == here
+        })
+        .collect();
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    let with = |q: &str| found.iter().copied().find(|f| has_quant(&f.path, q));
+    with("F16")
+        .or_else(|| with("BF16"))
+        .or_else(|| quant_of(model_path).and_then(with))
+        .or_else(|| found.first().copied())
+}
+
 impl HuggingFaceVendor {
+    /// Fetches the projector a pull planned beside its model, checked by its
+    /// published sha256 and its header (a projector as wide as the model); one that
+    /// is not is left out, and said.
+    async fn fetch_projector(
+        &self,
+        entry: &mut ModelEntry,
+        ctx: &ProvisionContext,
+    ) -> Result<(), ProvisionError> {
+        let Some(planned) = entry.projector.take() else {
+            return Ok(());
+        };
+        let Some(url) = planned.source_url.clone() else {
+            return Ok(());
+        };
+        ctx.reporter
+            .narrate("download", &format!("its multimodal projector: {url}"));
+        let mut file = ModelEntry::new(
+            &format!("{}#mmproj", entry.id),
+            "huggingface",
+            &url,
+            &planned.path,
+        );
+        file.size = planned.size;
+        file.source_url = Some(url);
+        file.sha256 = Some(planned.sha256.clone()).filter(|s| !s.is_empty());
+        crate::fetch_files(
+            &self.downloader,
+            &self.dirs,
+            &mut file,
+            self.hub.token.clone().map(download::Credential::Bearer),
+            ctx,
+            " (set HF_TOKEN for gated or private repos)",
+        )
+        .await?;
+        let path = planned.path.clone();
+        let header = tokio::task::spawn_blocking(move || {
+            fs_err::File::open(&path)
+                .ok()
+                .and_then(|f| gguf::read(f, &gguf::ReadOptions::default()).ok())
+                .map(|g| g.summary())
+        })
+        .await
+        .ok()
+        .flatten();
+        let width = entry.gguf.as_ref().and_then(|g| g.embedding_length);
+        let fits = |p: &gguf::Projector| {
+            (p.vision || p.audio)
+                && match (p.projection_dim, width) {
+                    (Some(out), Some(w)) => out == w,
+                    _ => true,
+                }
+        };
+        match header.and_then(|s| s.projector) {
+            Some(p) if fits(&p) => {
+                entry.projector = Some(ModelProjector {
+                    sha256: file.sha256.unwrap_or_default(),
+                    summary: p,
+                    source_url: None,
+                    ..planned
+                });
+            }
+            _ => {
+                let _ = fs_err::remove_file(&planned.path);
+                ctx.reporter.narrate(
+                    "download",
+                    &format!(
+                        "{} is not a projector for this model: left out",
+                        planned.path.display()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The mirror's copy of a model about to be fetched; else, as the error, where
     /// the mirror should get one (none without a mirror, or for a file the hub
     /// gives no sha256 for). It says which it is.
@@ -481,7 +578,7 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
         let first = shards[0].clone();
         let mut entry = ModelEntry::new(&id, "huggingface", reference, &first.path);
         entry.size = shards.iter().map(|s| s.size).sum();
-        entry.revision = Some(commit);
+        entry.revision = Some(commit.clone());
         entry.source_url.clone_from(&first.source_url);
         entry.sha256 = match (&request.sha256, shards.len()) {
             (Some(given), 1) => Some(given.to_ascii_lowercase()),
@@ -490,6 +587,19 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
         if shards.len() > 1 {
             entry.shards = shards;
         }
+        // the repo's multimodal projector comes with the model, as `llama-server -hf`
+        // takes it
+        entry.projector = pick_projector(&model.path, &files).map(|f| ModelProjector {
+            path: dir.join(f.path.rsplit('/').next().unwrap_or(&f.path)),
+            size: f.lfs.as_ref().map_or(f.size, |l| l.size),
+            sha256: f
+                .lfs
+                .as_ref()
+                .map(|l| l.oid.to_ascii_lowercase())
+                .unwrap_or_default(),
+            summary: gguf::Projector::default(),
+            source_url: Some(self.resolve_url(&r.repo, &commit, &f.path)),
+        });
         Ok(HUGGING_FACE.resolved(id, entry))
     }
 
@@ -595,6 +705,7 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
             );
         }
         entry.verified = verified;
+        self.fetch_projector(&mut entry, ctx).await?;
         entry.status = ArtifactStatus::Available;
         entry.progress = None;
         if let (Err(Some(target)), Some(m)) = (mirror, &self.hub.mirror) {

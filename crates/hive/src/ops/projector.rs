@@ -137,6 +137,7 @@ pub async fn pair(
             size,
             sha256,
             summary,
+            source_url: None,
         });
         Ok(catalog.update(entry)?.artifact)
     })

@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 
 use crate::engines::{add, llama_server};
 use crate::workers::{hive, import};
@@ -325,4 +326,115 @@ async fn an_image_reaches_the_model_through_every_family_as_llama_server_sees_it
     assert_eq!(crate::model_list(&h).await, before);
     let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&id))).await;
     assert_eq!(m["projector"]["summary"]["vision"], true);
+}
+
+/// An `hf:` pull of a repo holding the model, a second quantization and two
+/// projectors fetches exactly the model and the F16 projector, as `llama-server -hf`
+/// does, and the model then reads an image; a repo whose projector is another
+/// model's gets the model alone, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_brings_the_repos_projector_with_the_model() {
+    use hf_test_server::{HfServer, Repo, RepoFile};
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let smol = fs_err::read(&model).unwrap();
+    let projector = fs_err::read(fixture_path("mmproj-tiny-mlp.gguf")).unwrap();
+    let mut other_projector = projector.clone();
+    // the same header, other weights: a Q8_0 projector never asked for
+    if let Some(last) = other_projector.last_mut() {
+        *last ^= 1;
+    }
+    let hf = HfServer::start(
+        vec![
+            Repo::new(
+                "lab/SmolVision-GGUF",
+                vec![
+                    RepoFile::lfs("SmolVision-Q4_1.gguf", smol.clone()),
+                    RepoFile::lfs("SmolVision-Q8_0.gguf", crate::fixture("llama-q4_0.gguf")),
+                    RepoFile::lfs("mmproj-SmolVision-F16.gguf", projector.clone()),
+                    RepoFile::lfs("mmproj-SmolVision-Q8_0.gguf", other_projector),
+                ],
+            ),
+            Repo::new(
+                "lab/Mismatch-GGUF",
+                vec![
+                    RepoFile::lfs("Tiny-Q4_0.gguf", crate::fixture("llama-q4_0.gguf")),
+                    RepoFile::lfs("mmproj-Tiny-F16.gguf", projector.clone()),
+                ],
+            ),
+        ],
+        None,
+        false,
+    )
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let h = crate::start(home.path(), &hf.url(), &[]);
+    add(&h, &server, "cpu").await;
+    let (_, state, events) = crate::pull(&h, "hf:lab/SmolVision-GGUF:Q4_1").await;
+    assert_eq!(state, "completed", "{events:?}");
+    let (_, list) = get(&h, "/v1/models").await;
+    let m = list["data"][0].clone();
+    // exactly the two files: the model and the F16 projector (the fit check before
+    // the pull reads the model's header with a few ranges besides)
+    let folder = std::path::Path::new(m["path"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut names: Vec<String> = fs_err::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".gguf"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["SmolVision-Q4_1.gguf", "mmproj-SmolVision-F16.gguf"]
+    );
+    let sent = hf.bytes_sent();
+    let files = (smol.len() + projector.len()) as u64;
+    assert!(
+        sent >= files && sent - files < 32 << 20,
+        "{sent} bytes for {files}"
+    );
+    assert_eq!(
+        m["projector"]["sha256"],
+        hex::encode(sha2::Sha256::digest(&projector)).as_str()
+    );
+    assert!(
+        m["projector"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("mmproj-SmolVision-F16.gguf"),
+        "{m}"
+    );
+    assert_eq!(m["projector"]["summary"]["vision"], true, "{m}");
+    assert_eq!(m["capabilities"], json!(["completion", "vision"]), "{m}");
+    let image = base64::engine::general_purpose::STANDARD.encode(bmp());
+    let (s, v) = post(&h, "/v1/chat/completions", json!({"model": m["alias"], "max_tokens": 4, "temperature": 0,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": format!("data:image/bmp;base64,{image}")}}]}]})).await;
+    assert_eq!(s, 200, "{v}");
+
+    let (_, state, events) = crate::pull(&h, "hf:lab/Mismatch-GGUF").await;
+    assert_eq!(state, "completed", "{events:?}");
+    let said = format!("{events:?}");
+    assert!(said.contains("not a projector for this model"), "{said}");
+    let (_, m) = get(
+        &h,
+        &format!(
+            "/v1/models/{}",
+            crate::enc("hf:lab/Mismatch-GGUF/Tiny-Q4_0.gguf")
+        ),
+    )
+    .await;
+    assert!(m.get("projector").is_none(), "{m}");
+    assert!(
+        !home
+            .path()
+            .join("models")
+            .join(artifact_catalog::encode_dir_name("hf:lab/Mismatch-GGUF/Tiny-Q4_0.gguf").unwrap())
+            .join("mmproj-Tiny-F16.gguf")
+            .exists()
+    );
 }
