@@ -154,7 +154,7 @@ pub struct ModelProjector {
     pub path: PathBuf,
     /// Its size in bytes.
     pub size: u64,
-    /// Its sha256, lowercase hex.
+    /// Its sha256, lowercase hex (empty for one adopted where it lies, not hashed).
     pub sha256: String,
     /// What its header says (empty until it is fetched).
     pub summary: gguf::Projector,

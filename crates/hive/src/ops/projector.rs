@@ -98,8 +98,12 @@ pub async fn pair(
             )));
         }
         let old = entry.projector.take();
+        // only the hive's own copy goes; one adopted where it lies is another tool's
+        let ours = |p: &Path| p.starts_with(catalog.models_dir());
         let Some(path) = path else {
-            if let Some(old) = old {
+            if let Some(old) = old
+                && ours(&old.path)
+            {
                 let _ = fs_err::remove_file(&old.path);
             }
             return Ok(catalog.update(entry)?.artifact);
@@ -129,6 +133,7 @@ pub async fn pair(
         fs_err::rename(&partial, &target).map_err(ApiError::internal)?;
         if let Some(old) = old
             && old.path != target
+            && ours(&old.path)
         {
             let _ = fs_err::remove_file(&old.path);
         }

@@ -303,3 +303,56 @@ async fn a_split_model_is_adopted_whole_and_one_short_of_a_shard_is_not() {
     let size: usize = (1..=3).map(|i| shard(i).len()).sum();
     assert_eq!(m["size"], size, "{m}");
 }
+
+/// A folder holding a model and its projectors (as LM Studio and the hub's repos
+/// keep them) is adopted as one model paired with its F16 projector, where they lie;
+/// the projectors are no models of their own; unpairing forgets the projector and
+/// leaves its file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_is_adopted_with_the_projector_beside_it() {
+    let Some(model) = hf_test_server::test_model() else {
+        return;
+    };
+    let user = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let h = hive_without_stores(user.path(), home.path());
+    let folder = user.path().join("lmstudio/lab/SmolVision-GGUF");
+    fs_err::create_dir_all(&folder).unwrap();
+    let file = folder.join("SmolVision-Q4_1.gguf");
+    if fs_err::hard_link(&model, &file).is_err() {
+        fs_err::copy(&model, &file).unwrap();
+    }
+    let projector = crate::fixture("mmproj-tiny-mlp.gguf");
+    fs_err::write(folder.join("mmproj-SmolVision-F16.gguf"), &projector).unwrap();
+    let mut other = projector.clone();
+    if let Some(last) = other.last_mut() {
+        *last ^= 1;
+    }
+    fs_err::write(folder.join("mmproj-SmolVision-Q8_0.gguf"), &other).unwrap();
+    let (state, result) = scan(&h, &[user.path().join("lmstudio").as_path()]).await;
+    assert_eq!(state, "completed", "{result}");
+    let list = model_list(&h).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let m = &list[0];
+    assert_eq!(m["external"], true, "{m}");
+    assert_eq!(
+        m["projector"]["path"],
+        folder
+            .join("mmproj-SmolVision-F16.gguf")
+            .display()
+            .to_string()
+    );
+    assert_eq!(m["capabilities"], json!(["completion", "vision"]), "{m}");
+    let (s, v) = post(
+        &h,
+        "/v1/models/mmproj",
+        json!({"id": m["id"], "path": null}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v.get("projector").is_none(), "{v}");
+    assert!(
+        folder.join("mmproj-SmolVision-F16.gguf").exists(),
+        "another tool's file stays"
+    );
+}
