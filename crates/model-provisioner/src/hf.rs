@@ -411,81 +411,6 @@ fn pick_projector<'a>(model_path: &str, files: &'a [TreeEntry]) -> Option<&'a Tr
 }
 
 impl HuggingFaceVendor {
-    /// Fetches the projector a pull planned beside its model, checked by its
-    /// published sha256 and its header (a projector as wide as the model); one that
-    /// is not is left out, and said.
-    async fn fetch_projector(
-        &self,
-        entry: &mut ModelEntry,
-        ctx: &ProvisionContext,
-    ) -> Result<(), ProvisionError> {
-        let Some(planned) = entry.projector.take() else {
-            return Ok(());
-        };
-        let Some(url) = planned.source_url.clone() else {
-            return Ok(());
-        };
-        ctx.reporter
-            .narrate("download", &format!("its multimodal projector: {url}"));
-        let mut file = ModelEntry::new(
-            &format!("{}#mmproj", entry.id),
-            "huggingface",
-            &url,
-            &planned.path,
-        );
-        file.size = planned.size;
-        file.source_url = Some(url);
-        file.sha256 = Some(planned.sha256.clone()).filter(|s| !s.is_empty());
-        crate::fetch_files(
-            &self.downloader,
-            &self.dirs,
-            &mut file,
-            self.hub.token.clone().map(download::Credential::Bearer),
-            ctx,
-            " (set HF_TOKEN for gated or private repos)",
-        )
-        .await?;
-        let path = planned.path.clone();
-        let header = tokio::task::spawn_blocking(move || {
-            fs_err::File::open(&path)
-                .ok()
-                .and_then(|f| gguf::read(f, &gguf::ReadOptions::default()).ok())
-                .map(|g| g.summary())
-        })
-        .await
-        .ok()
-        .flatten();
-        let width = entry.gguf.as_ref().and_then(|g| g.embedding_length);
-        let fits = |p: &gguf::Projector| {
-            (p.vision || p.audio)
-                && match (p.projection_dim, width) {
-                    (Some(out), Some(w)) => out == w,
-                    _ => true,
-                }
-        };
-        match header.and_then(|s| s.projector) {
-            Some(p) if fits(&p) => {
-                entry.projector = Some(ModelProjector {
-                    sha256: file.sha256.unwrap_or_default(),
-                    summary: p,
-                    source_url: None,
-                    ..planned
-                });
-            }
-            _ => {
-                let _ = fs_err::remove_file(&planned.path);
-                ctx.reporter.narrate(
-                    "download",
-                    &format!(
-                        "{} is not a projector for this model: left out",
-                        planned.path.display()
-                    ),
-                );
-            }
-        }
-        Ok(())
-    }
-
     /// The mirror's copy of a model about to be fetched; else, as the error, where
     /// the mirror should get one (none without a mirror, or for a file the hub
     /// gives no sha256 for). It says which it is.
@@ -705,7 +630,14 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
             );
         }
         entry.verified = verified;
-        self.fetch_projector(&mut entry, ctx).await?;
+        crate::fetch_projector(
+            &self.downloader,
+            &self.dirs,
+            &mut entry,
+            self.hub.token.clone().map(download::Credential::Bearer),
+            ctx,
+        )
+        .await?;
         entry.status = ArtifactStatus::Available;
         entry.progress = None;
         if let (Err(Some(target)), Some(m)) = (mirror, &self.hub.mirror) {

@@ -33,7 +33,7 @@ pub use config::{HubConfig, read_token};
 pub use hf::HuggingFaceVendor;
 pub use http::HttpVendor;
 pub use local::LocalFileVendor;
-use model_catalog::ModelEntry;
+use model_catalog::{ModelEntry, ModelProjector};
 pub use provisioning::{
     ArtifactProvisioner, MultiVendorProvisioner, ProvisionContext, ProvisionError,
     ProvisionReporter, ProvisionRequest, RangeRead, Resolved, Silent, VendorInfo, VendorSource,
@@ -241,6 +241,75 @@ fn gguf_summary<P: AsRef<Path>>(files: &[P]) -> Result<gguf::Summary, String> {
         );
     }
     Ok(summary)
+}
+
+/// Fetches the projector a pull planned beside its model (any vendor's), checked
+/// by its published sha256 and its header (a projector as wide as the model); one that
+/// is not is left out, and said.
+pub(crate) async fn fetch_projector(
+    downloader: &download::Downloader,
+    dirs: &Dirs,
+    entry: &mut ModelEntry,
+    credential: Option<download::Credential>,
+    ctx: &ProvisionContext,
+) -> Result<(), ProvisionError> {
+    let Some(planned) = entry.projector.take() else {
+        return Ok(());
+    };
+    let Some(url) = planned.source_url.clone() else {
+        return Ok(());
+    };
+    ctx.reporter
+        .narrate("download", &format!("its multimodal projector: {url}"));
+    let mut file = ModelEntry::new(
+        &format!("{}#mmproj", entry.id),
+        "huggingface",
+        &url,
+        &planned.path,
+    );
+    file.size = planned.size;
+    file.source_url = Some(url);
+    file.sha256 = Some(planned.sha256.clone()).filter(|s| !s.is_empty());
+    fetch_files(downloader, dirs, &mut file, credential, ctx, "").await?;
+    let path = planned.path.clone();
+    let header = tokio::task::spawn_blocking(move || {
+        fs_err::File::open(&path)
+            .ok()
+            .and_then(|f| gguf::read(f, &gguf::ReadOptions::default()).ok())
+            .map(|g| g.summary())
+    })
+    .await
+    .ok()
+    .flatten();
+    let width = entry.gguf.as_ref().and_then(|g| g.embedding_length);
+    let fits = |p: &gguf::Projector| {
+        (p.vision || p.audio)
+            && match (p.projection_dim, width) {
+                (Some(out), Some(w)) => out == w,
+                _ => true,
+            }
+    };
+    match header.and_then(|s| s.projector) {
+        Some(p) if fits(&p) => {
+            entry.projector = Some(ModelProjector {
+                sha256: file.sha256.unwrap_or_default(),
+                summary: p,
+                source_url: None,
+                ..planned
+            });
+        }
+        _ => {
+            let _ = fs_err::remove_file(&planned.path);
+            ctx.reporter.narrate(
+                "download",
+                &format!(
+                    "{} is not a projector for this model: left out",
+                    planned.path.display()
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// [`gguf_summary`] off the runtime's threads.

@@ -1537,4 +1537,38 @@ async fn ollama_names_are_pulled_from_the_library_with_their_template_and_parame
         assert!(e.to_string().contains(words), "{reference}: {e}");
     }
     assert_eq!(model_list(&h).await, before);
+
+    // a vision model's projector layer comes with it (when the model takes it)
+    let projector = crate::fixture("mmproj-tiny-mlp.gguf");
+    put_ollama_model(
+        &host,
+        "library/tinyeyes",
+        "latest",
+        &gguf,
+        &[("application/vnd.ollama.image.projector", &projector)],
+    )
+    .await;
+    let (s, state, m) = pull(&h, "ollama:tinyeyes").await;
+    assert_eq!((s, state.as_str()), (202, "completed"), "{m}");
+    // 576 wide, for a model 64 wide: left out
+    assert!(m.get("projector").is_none(), "{m}");
+    if let Some(smol) = hf_test_server::test_model() {
+        let smol = fs_err::read(smol).unwrap();
+        put_ollama_model(
+            &host,
+            "library/smolvision",
+            "latest",
+            &smol,
+            &[("application/vnd.ollama.image.projector", &projector)],
+        )
+        .await;
+        let (s, state, m) = pull(&h, "ollama:smolvision").await;
+        assert_eq!((s, state.as_str()), (202, "completed"), "{m}");
+        assert_eq!(m["projector"]["summary"]["vision"], true, "{m}");
+        assert_eq!(
+            m["projector"]["sha256"],
+            hex::encode(sha2::Sha256::digest(&projector)).as_str()
+        );
+        assert!(std::path::Path::new(m["projector"]["path"].as_str().unwrap()).exists());
+    }
 }

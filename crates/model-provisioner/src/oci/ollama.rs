@@ -26,6 +26,8 @@ pub const OLLAMA_TEMPLATE: &str = "application/vnd.ollama.image.template";
 pub const OLLAMA_SYSTEM: &str = "application/vnd.ollama.image.system";
 /// Ollama's parameters layer (a JSON object).
 pub const OLLAMA_PARAMS: &str = "application/vnd.ollama.image.params";
+/// Ollama's multimodal projector layer.
+pub const OLLAMA_PROJECTOR: &str = "application/vnd.ollama.image.projector";
 /// The most a template, system or parameters layer may be.
 const SMALL_LAYER_MAX: u64 = 64 << 10;
 /// The most parameters a parameters layer may hold.
@@ -239,6 +241,22 @@ impl VendorSource<ModelEntry> for OllamaVendor {
             self.oci.resolve_at(&r, request, &id, &OLLAMA, &id).await?;
         entry.name = name.short();
         keep_small_layers(&repo, &r, &manifest, &mut entry).await?;
+        // a vision model's projector comes with it
+        if let Some(d) = manifest
+            .layers()
+            .iter()
+            .find(|d| d.media_type().to_string() == OLLAMA_PROJECTOR)
+            && let Some(sha) = d.as_digest_sha256()
+            && let Some(dir) = entry.path.parent()
+        {
+            entry.projector = Some(model_catalog::ModelProjector {
+                path: dir.join("mmproj.gguf"),
+                size: d.size(),
+                sha256: sha.to_owned(),
+                summary: gguf::Projector::default(),
+                source_url: Some(repo.url(&format!("blobs/{}", d.digest()))),
+            });
+        }
         Ok(OLLAMA.resolved(id, entry))
     }
 
@@ -259,7 +277,19 @@ impl VendorSource<ModelEntry> for OllamaVendor {
         ctx: &ProvisionContext,
     ) -> Result<ModelEntry, ProvisionError> {
         let (_, r) = self.at(&resolved.plan.reference)?;
-        self.oci.fetch_at(&r, resolved, ctx).await
+        let mut entry = self.oci.fetch_at(&r, resolved, ctx).await?;
+        if entry.projector.is_some() {
+            let repo = self.oci.let_in(&r, &entry).await?;
+            crate::fetch_projector(
+                &self.oci.downloader,
+                &self.oci.dirs,
+                &mut entry,
+                repo.credential(),
+                ctx,
+            )
+            .await?;
+        }
+        Ok(entry)
     }
 }
 
