@@ -13,18 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}"
 runs="${2:-7}"
-bin="${RBEE_BIN_DIR:-target/release}"
-[ -x "$bin/rbee-hive" ] || cargo build -q --release -p hive -p cli
-server="${RBEE_LLAMA_SERVER:-$(scripts/fetch-llama-server.sh)}"
-model="$(scripts/fetch-test-model.sh)"
-home=$(mktemp -d)
-trap 'kill $hive 2>/dev/null || true; rm -rf "$home"' EXIT
-RBEE_HOME="$home/hive" "$bin/rbee-hive" --port 17997 >/dev/null 2>&1 &
-hive=$!
-export RBEE_HIVE_URL=http://127.0.0.1:17997
-for _ in $(seq 100); do curl -sf "$RBEE_HIVE_URL/health" >/dev/null && break; sleep 0.1; done
-"$bin/rbee" worker-binaries add "$server" >/dev/null
-id=$("$bin/rbee" --json models import "$model" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+. benches/hive_with_smollm2.sh 17997
 spawned=$("$bin/rbee" --json workers spawn "$id" --threads "${THREADS:-2}")
 url=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])' <<<"$spawned")
 pid=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])' <<<"$spawned")
