@@ -514,7 +514,12 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
         }
         // the repo's multimodal projector comes with the model, as `llama-server -hf`
         // takes it
-        entry.projector = pick_projector(&model.path, &files).map(|f| ModelProjector {
+        let projector = if request.no_projector {
+            None
+        } else {
+            pick_projector(&model.path, &files)
+        };
+        entry.projector = projector.map(|f| ModelProjector {
             path: dir.join(f.path.rsplit('/').next().unwrap_or(&f.path)),
             size: f.lfs.as_ref().map_or(f.size, |l| l.size),
             sha256: f

@@ -55,6 +55,9 @@ pub struct ProvisionRequest {
     /// More arguments for a vendor that builds (cmake's `-D...` for a llama.cpp
     /// build); others refuse any.
     pub build_args: Vec<String>,
+    /// Leave out a multimodal projector that would come with the model
+    /// (`--no-mmproj`, as llama-server takes it).
+    pub no_projector: bool,
 }
 
 impl ProvisionRequest {
@@ -64,7 +67,15 @@ impl ProvisionRequest {
             reference: reference.into(),
             sha256: None,
             build_args: Vec::new(),
+            no_projector: false,
         }
+    }
+
+    /// The same request, leaving out a projector when `no` (`--no-mmproj`).
+    #[must_use]
+    pub fn without_projector(mut self, no: bool) -> Self {
+        self.no_projector = no;
+        self
     }
 
     /// The same request, expecting `sha256`.

@@ -27,6 +27,10 @@ pub enum ModelsCommand {
         /// With --dry-run: a context (tokens) to work the memory out at (repeatable)
         #[arg(long = "context", requires = "dry_run")]
         contexts: Vec<u64>,
+        /// Leave out the multimodal projector a repo (or Ollama's library) has for
+        /// the model, as llama-server's --no-mmproj
+        #[arg(long)]
+        no_mmproj: bool,
     },
     /// Push an available model to an OCI registry: oci://HOST/REPO:TAG (HOST may be HOST:PORT)
     Push {
@@ -253,9 +257,15 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
         } => crate::commands::storage::plan(&client, &reference, &contexts, args.json).await,
         ModelsCommand::Du => crate::commands::storage::du(&client, args.json).await,
         ModelsCommand::Pull {
-            reference, sha256, ..
+            reference,
+            sha256,
+            no_mmproj,
+            ..
         } => {
             let mut body = json!({"model_ref": reference});
+            if no_mmproj {
+                body["no_mmproj"] = json!(true);
+            }
             if let Some(s) = sha256 {
                 body["sha256"] = json!(s);
             }

@@ -45,6 +45,9 @@ pub struct DownloadBody {
     /// The sha256 the file must have, 64 hex digits.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// Leave out the multimodal projector that would come with the model.
+    #[serde(default)]
+    pub no_mmproj: bool,
 }
 
 /// Where else to look.
@@ -254,6 +257,7 @@ pub async fn download(
         Operation::ModelDownload {
             model_ref: body.model_ref,
             sha256: body.sha256,
+            no_mmproj: body.no_mmproj,
         },
     )
     .await?;

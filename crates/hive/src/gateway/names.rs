@@ -124,6 +124,7 @@ async fn pull_or(
         crate::ops::dispatch::Operation::ModelDownload {
             model_ref: reference.to_owned(),
             sha256: None,
+            no_mmproj: false,
         },
     )
     .await

@@ -904,6 +904,7 @@ pub(crate) async fn pull(
         crate::ops::dispatch::Operation::ModelDownload {
             model_ref: reference.clone(),
             sha256: None,
+            no_mmproj: false,
         },
     )
     .await

@@ -29,6 +29,9 @@ pub enum Operation {
         /// The sha256 it must have.
         #[serde(default)]
         sha256: Option<String>,
+        /// Leave out the multimodal projector that would come with it.
+        #[serde(default)]
+        no_mmproj: bool,
     },
     /// Register a local GGUF file.
     ModelImport {
@@ -141,11 +144,17 @@ impl Operation {
 pub async fn start(state: &SharedState, op: Operation) -> Result<Arc<Job>, ApiError> {
     let name = op.name();
     match op {
-        Operation::ModelDownload { model_ref, sha256 } => {
+        Operation::ModelDownload {
+            model_ref,
+            sha256,
+            no_mmproj,
+        } => {
             start_provision(
                 state,
                 name,
-                ProvisionRequest::new(model_ref).with_sha256(sha256),
+                ProvisionRequest::new(model_ref)
+                    .with_sha256(sha256)
+                    .without_projector(no_mmproj),
             )
             .await
         }

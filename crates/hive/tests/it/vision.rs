@@ -371,6 +371,24 @@ async fn a_pull_brings_the_repos_projector_with_the_model() {
     let home = tempfile::tempdir().unwrap();
     let h = crate::start(home.path(), &hf.url(), &[]);
     add(&h, &server, "cpu").await;
+    // --no-mmproj: the model alone
+    let (s, job) = post(
+        &h,
+        "/v1/models/download",
+        json!({"model_ref": "hf:lab/SmolVision-GGUF:Q4_1", "no_mmproj": true}),
+    )
+    .await;
+    assert_eq!(s, 202, "{job}");
+    let (state, alone, _) = crate::workers::finish(&h, &job).await;
+    assert_eq!(state, "completed", "{alone}");
+    assert!(alone.get("projector").is_none(), "{alone}");
+    let id = alone["id"].as_str().unwrap().to_owned();
+    let r = crate::client()
+        .delete(format!("{}/v1/models/{}", h.url, crate::enc(&id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let (_, state, events) = crate::pull(&h, "hf:lab/SmolVision-GGUF:Q4_1").await;
     assert_eq!(state, "completed", "{events:?}");
     let (_, list) = get(&h, "/v1/models").await;
@@ -392,7 +410,7 @@ async fn a_pull_brings_the_repos_projector_with_the_model() {
         ["SmolVision-Q4_1.gguf", "mmproj-SmolVision-F16.gguf"]
     );
     let sent = hf.bytes_sent();
-    let files = (smol.len() + projector.len()) as u64;
+    let files = (2 * smol.len() + projector.len()) as u64;
     assert!(
         sent >= files && sent - files < 32 << 20,
         "{sent} bytes for {files}"

@@ -246,6 +246,7 @@ impl VendorSource<ModelEntry> for OllamaVendor {
             .layers()
             .iter()
             .find(|d| d.media_type().to_string() == OLLAMA_PROJECTOR)
+            .filter(|_| !request.no_projector)
             && let Some(sha) = d.as_digest_sha256()
             && let Some(dir) = entry.path.parent()
         {
