@@ -55,6 +55,18 @@ pub struct Summary {
     pub projector: Option<Projector>,
 }
 
+impl Projector {
+    /// Whether it serves a language model `embedding_length` wide: it sees or hears,
+    /// and its output is that wide (where both are known).
+    pub fn fits(&self, embedding_length: Option<u64>) -> bool {
+        (self.vision || self.audio)
+            && match (self.projection_dim, embedding_length) {
+                (Some(out), Some(width)) => out == width,
+                _ => true,
+            }
+    }
+}
+
 /// A multimodal projector (llama.cpp's `mmproj-*.gguf`), from its `clip.*` keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Projector {

@@ -388,28 +388,6 @@ fn choose(
     Ok(model)
 }
 
-/// The projector of the model at `model_path` among the repo's files: one named
-/// `mmproj*` in the same folder; of several, F16's, else BF16's, else the model's
-/// quantization's, else the first by name.
-fn pick_projector<'a>(model_path: &str, files: &'a [TreeEntry]) -> Option<&'a TreeEntry> {
-    let folder = |p: &str| p.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
-    let here = folder(model_path);
-    let mut found: Vec<&TreeEntry> = files
-        .iter()
-        .filter(|f| {
-            crate::reference::is_projector_name(&f.path)
-                && f.path.to_ascii_lowercase().ends_with(".gguf")
-                && folder(&f.path) == here
-        })
-        .collect();
-    found.sort_by(|a, b| a.path.cmp(&b.path));
-    let with = |q: &str| found.iter().copied().find(|f| has_quant(&f.path, q));
-    with("F16")
-        .or_else(|| with("BF16"))
-        .or_else(|| quant_of(model_path).and_then(with))
-        .or_else(|| found.first().copied())
-}
-
 impl HuggingFaceVendor {
     /// The mirror's copy of a model about to be fetched; else, as the error, where
     /// the mirror should get one (none without a mirror, or for a file the hub
@@ -517,7 +495,9 @@ impl VendorSource<ModelEntry> for HuggingFaceVendor {
         let projector = if request.no_projector {
             None
         } else {
-            pick_projector(&model.path, &files)
+            let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+            crate::reference::pick_projector(&model.path, &paths)
+                .and_then(|p| files.iter().find(|f| f.path == p))
         };
         entry.projector = projector.map(|f| ModelProjector {
             path: dir.join(f.path.rsplit('/').next().unwrap_or(&f.path)),

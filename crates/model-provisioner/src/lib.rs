@@ -282,15 +282,8 @@ pub(crate) async fn fetch_projector(
     .ok()
     .flatten();
     let width = entry.gguf.as_ref().and_then(|g| g.embedding_length);
-    let fits = |p: &gguf::Projector| {
-        (p.vision || p.audio)
-            && match (p.projection_dim, width) {
-                (Some(out), Some(w)) => out == w,
-                _ => true,
-            }
-    };
     match header.and_then(|s| s.projector) {
-        Some(p) if fits(&p) => {
+        Some(p) if p.fits(width) => {
             entry.projector = Some(ModelProjector {
                 sha256: file.sha256.unwrap_or_default(),
                 summary: p,

@@ -145,6 +145,27 @@ pub(crate) fn is_projector_name(path: &str) -> bool {
         .is_some_and(|name| name.to_ascii_lowercase().starts_with("mmproj"))
 }
 
+/// Of `paths` (a repo's files, or a folder's), the projector of the model at
+/// `model_path`: an `mmproj*.gguf` in its folder; of several, F16's, else BF16's,
+/// else the model's quantization's, else the first by name.
+pub(crate) fn pick_projector<'a>(model_path: &str, paths: &'a [String]) -> Option<&'a str> {
+    let folder = |p: &str| p.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
+    let here = folder(model_path);
+    let mut found: Vec<&str> = paths
+        .iter()
+        .map(String::as_str)
+        .filter(|p| {
+            is_projector_name(p) && p.to_ascii_lowercase().ends_with(".gguf") && folder(p) == here
+        })
+        .collect();
+    found.sort_unstable();
+    let with = |q: &str| found.iter().copied().find(|p| has_quant(p, q));
+    with("F16")
+        .or_else(|| with("BF16"))
+        .or_else(|| quant_of(model_path).and_then(with))
+        .or_else(|| found.first().copied())
+}
+
 /// Groups a repo's GGUF files into models: shards of one split model together; a
 /// projector is no model.
 pub(crate) fn group_models<F: Clone>(files: &[(String, F)]) -> Vec<RepoModel<F>> {
@@ -272,6 +293,16 @@ mod tests {
         .enumerate()
         .map(|(i, p)| ((*p).to_owned(), i as u32))
         .collect();
+        let paths: Vec<String> = files.iter().map(|(p, _)| p.clone()).collect();
+        assert_eq!(
+            pick_projector("small.Q8_0.gguf", &paths),
+            Some("mmproj-small-F16.gguf")
+        );
+        assert_eq!(
+            pick_projector("vision/x.gguf", &paths),
+            Some("vision/MMPROJ-Q8_0.gguf")
+        );
+        assert_eq!(pick_projector("elsewhere/x.gguf", &paths), None);
         let models = group_models(&files);
         assert_eq!(models.len(), 2);
         assert_eq!(models[0].path, "big-Q4_K_M-00001-of-00003.gguf");

@@ -146,45 +146,26 @@ fn entries(dir: &Path, found: &mut Found) -> Vec<PathBuf> {
 }
 
 /// The multimodal projector beside a model, as the hub's repos, LM Studio and
-/// llama.cpp's cache keep them: an `mmproj*.gguf` in the same folder (F16's of
-/// several, else BF16's, else the first by name) whose header is a projector as
-/// wide as the model. It stays where it lies; its sha256 is not taken.
+/// llama.cpp's cache keep them: an `mmproj*.gguf` in the same folder (chosen as
+/// [`crate::reference::pick_projector`] does) whose header is a projector as wide as
+/// the model. It stays where it lies; its sha256 is not taken.
 fn projector_beside(model: &Path, width: Option<u64>) -> Option<ModelProjector> {
     let dir = model.parent()?;
-    let mut found: Vec<PathBuf> = fs_err::read_dir(dir)
+    let names: Vec<String> = fs_err::read_dir(dir)
         .ok()?
         .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().to_ascii_lowercase());
-            name.is_some_and(|n| n.ends_with(".gguf"))
-                && crate::reference::is_projector_name(&p.to_string_lossy())
-        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    found.sort();
-    let with = |q: &str| {
-        found
-            .iter()
-            .find(|p| crate::reference::has_quant(&p.to_string_lossy(), q))
-            .cloned()
-    };
-    let path = with("F16")
-        .or_else(|| with("BF16"))
-        .or_else(|| found.first().cloned())?;
+    let model_name = model.file_name()?.to_string_lossy();
+    let name = crate::reference::pick_projector(&model_name, &names)?;
+    let path = dir.join(name);
     let file = fs_err::File::open(&path).ok()?;
     let size = file.metadata().ok()?.len();
     let summary = gguf::read(file, &gguf::ReadOptions::default())
         .ok()?
         .summary()
         .projector?;
-    let fits = (summary.vision || summary.audio)
-        && match (summary.projection_dim, width) {
-            (Some(out), Some(w)) => out == w,
-            _ => true,
-        };
-    fits.then(|| ModelProjector {
+    summary.fits(width).then(|| ModelProjector {
         path,
         size,
         sha256: String::new(),

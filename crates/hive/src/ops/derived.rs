@@ -96,7 +96,7 @@ pub async fn derive(
         ));
     }
     if let Some(p) = &want.parameters {
-        crate::ops::presets::parameters(&serde_json::to_value(p).unwrap_or_default())?;
+        crate::ops::presets::check_parameters(p)?;
     }
     let catalog = Arc::clone(&state.catalog);
     blocking(move || {

@@ -218,19 +218,26 @@ pub(crate) fn parameters(
 ) -> Result<std::collections::BTreeMap<String, Value>, ApiError> {
     match value {
         Value::Null => Ok(std::collections::BTreeMap::new()),
-        Value::Object(m) => m
-            .iter()
-            .map(|(name, v)| {
-                crate::sampling::check(name, v)
-                    .map(|_| (name.clone(), v.clone()))
-                    .map_err(|why| bad(format!("parameters: {why}")))
-            })
-            .collect(),
+        Value::Object(m) => {
+            let all = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            check_parameters(&all)?;
+            Ok(all)
+        }
         other => Err(bad(format!(
             "parameters must be an object of {}, got {other}",
             crate::sampling::names()
         ))),
     }
+}
+
+/// Checks each parameter by its Ollama name and type.
+pub(crate) fn check_parameters(
+    parameters: &std::collections::BTreeMap<String, Value>,
+) -> Result<(), ApiError> {
+    for (name, v) in parameters {
+        crate::sampling::check(name, v).map_err(|why| bad(format!("parameters: {why}")))?;
+    }
+    Ok(())
 }
 
 /// An alias as the one endpoint matches it: lowercase `name:tag` (`:latest` when no
