@@ -60,11 +60,48 @@ impl Projector {
     /// and its output is that wide (where both are known).
     pub fn fits(&self, embedding_length: Option<u64>) -> bool {
         (self.vision || self.audio)
+            && self.image_fault().is_none()
             && match (self.projection_dim, embedding_length) {
                 (Some(out), Some(width)) => out == width,
                 _ => true,
             }
     }
+
+    /// What is wrong with the image it says it takes, if anything: a patch of 0
+    /// pixels or wider than the image, an image over [`Projector::IMAGE_SIZE_MAX`]
+    /// pixels a side, or more than [`Projector::PATCHES_MAX`] patches a side (each
+    /// a buffer the engine allocates).
+    pub fn image_fault(&self) -> Option<String> {
+        if !self.vision {
+            return None;
+        }
+        let (image, patch) = (self.image_size?, self.patch_size?);
+        if patch == 0 || patch > image {
+            return Some(format!(
+                "its patch of {patch} pixels does not fit its image of {image}"
+            ));
+        }
+        if image > Self::IMAGE_SIZE_MAX {
+            return Some(format!(
+                "its image of {image} pixels a side is over {}",
+                Self::IMAGE_SIZE_MAX
+            ));
+        }
+        if image / patch > Self::PATCHES_MAX {
+            return Some(format!(
+                "its image of {image} pixels in patches of {patch} is {} patches a side, over {}",
+                image / patch,
+                Self::PATCHES_MAX
+            ));
+        }
+        None
+    }
+
+    /// The widest image a projector may say it takes, in pixels (vision encoders
+    /// take a few hundred to about a thousand).
+    pub const IMAGE_SIZE_MAX: u64 = 8192;
+    /// The most patches a side (vision encoders have a few dozen).
+    pub const PATCHES_MAX: u64 = 512;
 }
 
 /// A multimodal projector (llama.cpp's `mmproj-*.gguf`), from its `clip.*` keys.
@@ -280,5 +317,48 @@ impl PerLayer {
             Self::All(v) => v,
             Self::Each(v) => v.into_iter().max().unwrap_or(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Projector;
+
+    fn sees(image: u64, patch: u64) -> Projector {
+        Projector {
+            vision: true,
+            image_size: Some(image),
+            patch_size: Some(patch),
+            projection_dim: Some(576),
+            ..Projector::default()
+        }
+    }
+
+    #[test]
+    fn a_projector_fits_by_its_width_and_a_sane_image() {
+        // LLaVA's 336 in patches of 14, Gemma 3's 896
+        assert!(sees(336, 14).fits(Some(576)));
+        assert!(sees(896, 14).fits(None));
+        assert!(!sees(336, 14).fits(Some(2048)));
+        for (image, patch, words) in [
+            (336, 0, "patch of 0"),
+            (14, 336, "does not fit"),
+            (1 << 20, 14, "over 8192"),
+            (8192, 1, "patches a side"),
+        ] {
+            let p = sees(image, patch);
+            let fault = p.image_fault().unwrap_or_default();
+            assert!(fault.contains(words), "{image}/{patch}: {fault:?}");
+            assert!(!p.fits(Some(576)));
+        }
+        // an audio-only projector has no image to check
+        let hears = Projector {
+            audio: true,
+            image_size: Some(0),
+            patch_size: Some(0),
+            ..Projector::default()
+        };
+        assert_eq!(hears.image_fault(), None);
+        assert!(hears.fits(None));
     }
 }

@@ -401,7 +401,7 @@ impl Metrics {
         let bytes: u64 = models
             .iter()
             .filter(|r| r.artifact.status == ArtifactStatus::Available)
-            .map(|r| r.artifact.size)
+            .map(|r| r.artifact.disk_bytes())
             .sum();
         self.catalog_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));

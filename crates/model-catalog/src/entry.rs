@@ -124,6 +124,10 @@ pub struct Preset {
     /// shown; the model's own chat template (in its GGUF) is the one applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// Run without the paired multimodal projector (llama.cpp's `--no-mmproj`): the
+    /// worker reads text only and needs none of the projector's memory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_mmproj: bool,
 }
 
 /// The provider of a model made over another's file (`/api/create`, `/api/copy`):
@@ -137,6 +141,18 @@ impl ModelEntry {
             return None;
         }
         self.reference.split_once('@').map(|(_, base)| base)
+    }
+
+    /// What its files take on disk: the model's and its projector's.
+    pub fn disk_bytes(&self) -> u64 {
+        self.size
+            .saturating_add(self.projector.as_ref().map_or(0, |p| p.size))
+    }
+
+    /// The projector its worker runs with: the paired one, unless the preset turns
+    /// it off.
+    pub fn projector_in_use(&self) -> Option<&ModelProjector> {
+        self.projector.as_ref().filter(|_| !self.preset.no_mmproj)
     }
 }
 
@@ -228,6 +244,13 @@ impl ModelEntry {
         } else {
             self.shards.iter().map(|s| s.path.as_path()).collect()
         }
+    }
+
+    /// The model's files and its projector's: what is on disk for it.
+    pub fn every_file(&self) -> Vec<&Path> {
+        let mut out = self.files();
+        out.extend(self.projector.as_ref().map(|p| p.path.as_path()));
+        out
     }
 
     /// Every file of the model with its size, sha256 and source: the shards of a split

@@ -132,6 +132,10 @@ pub enum ModelsCommand {
         /// Let it be evicted again
         #[arg(long)]
         unpin: bool,
+        /// Run it without its multimodal projector: text only, and less memory
+        /// (--clear no_mmproj runs it with the projector again)
+        #[arg(long)]
+        no_mmproj: bool,
         /// A catalog model (id or alias) that drafts tokens for this one, speculative
         /// decoding on llama.cpp; it must share the vocabulary ('' for none)
         #[arg(long)]
@@ -151,7 +155,8 @@ pub enum ModelsCommand {
         #[arg(long = "parameter", value_name = "NAME=VALUE")]
         parameters: Vec<String>,
         /// Fields to clear (repeatable): alias, context, slots, engine, worker, device,
-        /// engine_args, keep_alive_secs, draft, draft_max, draft_min, system, parameters
+        /// engine_args, keep_alive_secs, no_mmproj, draft, draft_max, draft_min, system,
+        /// parameters
         #[arg(long)]
         clear: Vec<String>,
     },
@@ -434,6 +439,7 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             keep_alive,
             pin,
             unpin,
+            no_mmproj,
             draft,
             draft_max,
             draft_min,
@@ -471,6 +477,9 @@ pub async fn run(cmd: ModelsCommand, args: &HiveArgs) -> anyhow::Result<()> {
             }
             if pin || unpin {
                 put("pinned", json!(pin));
+            }
+            if no_mmproj {
+                put("no_mmproj", json!(true));
             }
             if let Some(d) = draft {
                 put("draft", json!(d));

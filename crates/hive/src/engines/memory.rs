@@ -76,7 +76,7 @@ pub fn footprint(header: Option<&gguf::Summary>, file_size: u64, context: u64) -
 pub fn of_model(model: &ModelEntry) -> Footprint {
     let mut f = footprint(model.gguf.as_ref(), model.size, context_for(model));
     f.draft_bytes = model.preset.draft_bytes.unwrap_or(0);
-    f.projector_bytes = model.projector.as_ref().map_or(0, |p| p.size);
+    f.projector_bytes = model.projector_in_use().map_or(0, |p| p.size);
     f.total_bytes = f
         .total_bytes
         .saturating_add(f.draft_bytes)

@@ -242,7 +242,7 @@ pub fn capabilities(model: &model_catalog::ModelEntry) -> Vec<&'static str> {
     match ModelKind::served(model.gguf.as_ref(), &model.preset.engine_args) {
         ModelKind::Generation => {
             let mut out = vec!["completion"];
-            if let Some(p) = &model.projector {
+            if let Some(p) = model.projector_in_use() {
                 if p.summary.vision {
                     out.push("vision");
                 }

@@ -73,7 +73,7 @@ fn collect(state: &SharedState) -> Result<Vec<Removed>, ApiError> {
     // partials and their states that no model in the catalog can resume
     let mut owned: HashSet<PathBuf> = HashSet::new();
     for r in state.catalog.list()? {
-        for f in r.artifact.files() {
+        for f in r.artifact.every_file() {
             let (part, resume) = download::partial_paths(&downloads, f);
             owned.insert(resume.with_extension("state.tmp"));
             owned.insert(part);

@@ -193,7 +193,7 @@ pub async fn model_delete(state: &SharedState, id: &str) -> Result<Value, ApiErr
                     .map_err(ApiError::internal)?;
             }
         }
-        for file in record.artifact.files() {
+        for file in record.artifact.every_file() {
             let (part, resume) = download::partial_paths(&downloads, file);
             for p in [file, part.as_path(), resume.as_path()] {
                 if let Ok(m) = fs_err::metadata(p)

@@ -124,6 +124,15 @@ fn apply(mut preset: Preset, patch: &Map<String, Value>) -> Result<Preset, ApiEr
                     other => return Err(bad(format!("pinned must be true or false, got {other}"))),
                 };
             }
+            "no_mmproj" => {
+                preset.no_mmproj = match value {
+                    Value::Null => false,
+                    Value::Bool(b) => *b,
+                    other => {
+                        return Err(bad(format!("no_mmproj must be true or false, got {other}")));
+                    }
+                };
+            }
             "draft" => {
                 preset.draft = match value {
                     Value::Null => None,
@@ -178,7 +187,7 @@ fn apply(mut preset: Preset, patch: &Map<String, Value>) -> Result<Preset, ApiEr
             }
             other => {
                 return Err(bad(format!(
-                    "unknown preset field {other:?}: context, slots, engine, worker, device, engine_args, alias, keep_alive_secs, pinned, draft, draft_max, draft_min, system, parameters"
+                    "unknown preset field {other:?}: context, slots, engine, worker, device, engine_args, alias, keep_alive_secs, pinned, no_mmproj, draft, draft_max, draft_min, system, parameters"
                 )));
             }
         }

@@ -40,6 +40,9 @@ fn check(path: &Path, model: &ModelEntry) -> Result<gguf::Projector, ApiError> {
             path.display()
         )));
     }
+    if let Some(fault) = projector.image_fault() {
+        return Err(bad(format!("{}: {fault}", path.display())));
+    }
     let width = model.gguf.as_ref().and_then(|g| g.embedding_length);
     if let (Some(out), Some(width)) = (projector.projection_dim, width)
         && out != width
@@ -86,11 +89,6 @@ pub async fn pair(
                 "model_not_ready",
                 format!("model {id:?} is not available"),
             ));
-        }
-        if let Some(base) = entry.derived_from() {
-            return Err(bad(format!(
-                "{id} is made over {base}: pair the projector with {base}"
-            )));
         }
         if let Some(base) = entry.derived_from() {
             return Err(bad(format!(

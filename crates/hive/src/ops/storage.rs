@@ -21,7 +21,7 @@ use crate::state::SharedState;
 fn on_disk(entry: &ModelEntry, downloads: &Path) -> (u64, u64) {
     let mut files = 0;
     let mut partial = 0;
-    for f in entry.files() {
+    for f in entry.every_file() {
         if let Ok(m) = fs_err::metadata(f) {
             files += m.len();
         } else {
@@ -39,7 +39,7 @@ fn on_disk(entry: &ModelEntry, downloads: &Path) -> (u64, u64) {
 fn charged(r: &ArtifactMetadata<ModelEntry>, downloads: &Path) -> u64 {
     match r.artifact.status {
         ArtifactStatus::Available | ArtifactStatus::Downloading | ArtifactStatus::Paused => {
-            r.artifact.size
+            r.artifact.disk_bytes()
         }
         ArtifactStatus::Failed { .. } => {
             let (files, partial) = on_disk(&r.artifact, downloads);
@@ -89,7 +89,7 @@ pub fn plan_room(state: &SharedState, plan: &ModelEntry) -> Result<Room, ApiErro
     let downloads = state.home.join("downloads");
     let records = state.catalog.list()?;
     let (have, partial) = on_disk(plan, &downloads);
-    let size = plan.size;
+    let size = plan.disk_bytes();
     let needed = size.saturating_sub(have + partial);
     let mut free = download::available_space(state.catalog.models_dir())
         .or_else(|_| download::available_space(&state.home))
@@ -130,7 +130,7 @@ pub fn plan_room(state: &SharedState, plan: &ModelEntry) -> Result<Room, ApiErro
                 break;
             }
             let (files, _) = on_disk(&r.artifact, &downloads);
-            used = used.saturating_sub(r.artifact.size);
+            used = used.saturating_sub(r.artifact.disk_bytes());
             free += files;
             evict.push(Eviction {
                 id: r.artifact.id.clone(),
@@ -196,7 +196,7 @@ pub fn pinned_over_quota(state: &SharedState) -> Result<Option<String>, ApiError
         .list()?
         .into_iter()
         .filter(|r| !r.artifact.external && r.artifact.preset.pinned)
-        .map(|r| (r.artifact.id, r.artifact.size))
+        .map(|r| (r.artifact.id.clone(), r.artifact.disk_bytes()))
         .collect();
     let total: u64 = pinned.iter().map(|p| p.1).sum();
     Ok((total > quota).then(|| {

@@ -449,7 +449,7 @@ async fn spawn(
             .join(format!("{id}.log")),
         draft,
         slot_cache,
-        projector: entry.projector.as_ref().map(|p| p.path.clone()),
+        projector: entry.projector_in_use().map(|p| p.path.clone()),
     };
     let s = Arc::clone(state);
     let room = ask.room;
@@ -535,8 +535,7 @@ fn slot_cache(
             .map(|d| d.path.display().to_string())
             .unwrap_or_default(),
         entry
-            .projector
-            .as_ref()
+            .projector_in_use()
             .map(|p| p.sha256.clone())
             .unwrap_or_default(),
     ];
