@@ -6,6 +6,16 @@ use std::path::PathBuf;
 use artifact_catalog::Backend;
 use clap::Parser;
 
+/// What an image URL in a request may reach (`--allow-remote-images`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RemoteImages {
+    /// Addresses on the internet only: not this machine, nor a private, link-local
+    /// or shared network.
+    Public,
+    /// Any address, this machine's and its networks' included.
+    Any,
+}
+
 /// rbee-hive: the daemon that owns this machine's models and workers
 #[derive(Debug, Clone, Parser)]
 #[command(name = "rbee-hive", version, about, long_about = None)]
@@ -123,6 +133,11 @@ pub struct Config {
     /// catalog (hf:ORG/REPO:QUANT, https://..., file:/...) pulls it first
     #[arg(long, env = "RBEE_GATEWAY_PULL", default_value_t = true, action = clap::ArgAction::Set)]
     pub gateway_pull: bool,
+    /// Images a request names by http(s) URL are fetched by the hive (each at most
+    /// 10 MiB, 15 s, 3 redirects): `public` reaches internet addresses only, `any`
+    /// this machine and its networks too. Off: only images in the request itself
+    #[arg(long, env = "RBEE_ALLOW_REMOTE_IMAGES", value_enum, num_args = 0..=1, default_missing_value = "public")]
+    pub allow_remote_images: Option<RemoteImages>,
     /// Requests to one model through the one endpoint beyond its workers' slots that
     /// wait their turn; more are answered 429 with Retry-After
     #[arg(long, env = "RBEE_GATEWAY_QUEUE", default_value_t = 16)]

@@ -1,7 +1,8 @@
 //! Images in requests, in each family's shape: OpenAI's `image_url` content parts,
 //! Anthropic's `image` blocks, Ollama's `images` (base64). Each must be an image
 //! carried in the request itself (a `data:` URL or base64 with an image's own
-//! bytes): the hive fetches nothing on a request's behalf. A request with one goes
+//! bytes), or, with `--allow-remote-images`, an `http(s)` URL the hive fetches
+//! ([`super::image_fetch`]) once the model is known to see. A request with one goes
 //! only to a model paired with a projector that sees.
 
 use axum::http::StatusCode;
@@ -17,7 +18,7 @@ fn bad(message: impl Into<String>) -> GatewayError {
 
 /// The media type of an image's bytes, from their first bytes; `None` for what is
 /// not an image llama.cpp reads.
-fn sniff(bytes: &[u8]) -> Option<&'static str> {
+pub(super) fn sniff(bytes: &[u8]) -> Option<&'static str> {
     match bytes {
         [0x89, b'P', b'N', b'G', ..] => Some("image/png"),
         [0xFF, 0xD8, 0xFF, ..] => Some("image/jpeg"),
@@ -54,11 +55,20 @@ fn image_of(base64_text: &str, what: &str) -> Result<&'static str, GatewayError>
     })
 }
 
-/// A `data:` URL of an image, checked; anything else is refused.
-fn data_url(url: &str) -> Result<(), GatewayError> {
+/// Whether a URL is one the hive fetches when `--allow-remote-images` is set.
+fn is_remote(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
+/// A `data:` URL of an image, checked, or an `http(s)` URL where `remote` allows
+/// it (fetched and checked later); anything else is refused.
+fn data_url(url: &str, remote: bool) -> Result<(), GatewayError> {
+    if remote && is_remote(url) {
+        return Ok(());
+    }
     let Some(rest) = url.strip_prefix("data:") else {
         return Err(bad(
-            "image_url must be a data: URL (data:image/png;base64,...): the hive fetches no image on a request's behalf",
+            "image_url must be a data: URL (data:image/png;base64,...): the hive fetches no image on a request's behalf unless started with --allow-remote-images",
         ));
     };
     let Some((_, payload)) = rest.split_once(";base64,") else {
@@ -71,8 +81,9 @@ fn data_url(url: &str) -> Result<(), GatewayError> {
 }
 
 /// Checks the images of an OpenAI-shaped body (chat messages' `image_url` parts,
-/// the Responses API's `input_image`); how many there are.
-pub fn in_openai(body: &Value) -> Result<usize, GatewayError> {
+/// the Responses API's `input_image`); how many there are. `remote`: whether
+/// `http(s)` URLs are taken.
+pub fn in_openai(body: &Value, remote: bool) -> Result<usize, GatewayError> {
     let mut n = 0;
     let lists = [body.get("messages"), body.get("input")];
     for list in lists.into_iter().flatten().filter_map(Value::as_array) {
@@ -87,14 +98,14 @@ pub fn in_openai(body: &Value) -> Result<usize, GatewayError> {
                             .as_str()
                             .or_else(|| part["image_url"].as_str())
                             .ok_or_else(|| bad("an image_url part needs image_url.url"))?;
-                        data_url(url)?;
+                        data_url(url, remote)?;
                         n += 1;
                     }
                     Some("input_image") => {
                         let url = part["image_url"]
                             .as_str()
                             .ok_or_else(|| bad("an input_image part needs image_url"))?;
-                        data_url(url)?;
+                        data_url(url, remote)?;
                         n += 1;
                     }
                     _ => {}
@@ -106,8 +117,8 @@ pub fn in_openai(body: &Value) -> Result<usize, GatewayError> {
 }
 
 /// Checks the images of an Anthropic Messages body (`image` blocks with a base64
-/// source); how many there are.
-pub fn in_anthropic(body: &Value) -> Result<usize, GatewayError> {
+/// source, or a `url` one where `remote` allows); how many there are.
+pub fn in_anthropic(body: &Value, remote: bool) -> Result<usize, GatewayError> {
     let mut n = 0;
     for message in body["messages"].as_array().into_iter().flatten() {
         for block in message["content"].as_array().into_iter().flatten() {
@@ -115,9 +126,13 @@ pub fn in_anthropic(body: &Value) -> Result<usize, GatewayError> {
                 continue;
             }
             let source = &block["source"];
+            if remote && source["type"] == "url" && source["url"].as_str().is_some_and(is_remote) {
+                n += 1;
+                continue;
+            }
             if source["type"] != "base64" {
                 return Err(bad(
-                    "an image block's source must be base64: the hive fetches no image on a request's behalf",
+                    "an image block's source must be base64: the hive fetches no image on a request's behalf unless started with --allow-remote-images",
                 ));
             }
             let data = source["data"]
@@ -148,16 +163,23 @@ pub fn ollama_parts(text: &str, images: &Value) -> Result<Value, GatewayError> {
     Ok(Value::Array(parts))
 }
 
-/// Whether the model sees images: paired with a projector that has a vision
+/// Whether the model sees images: it runs with a projector that has a vision
 /// encoder.
 pub fn sees(model: &ModelEntry) -> bool {
-    model.projector.as_ref().is_some_and(|p| p.summary.vision)
+    model.projector_in_use().is_some_and(|p| p.summary.vision)
 }
 
 /// A request with `count` images may go to `model`: a 400 when it cannot see.
 pub fn check(model: &ModelEntry, count: usize) -> Result<(), GatewayError> {
     if count == 0 || sees(model) {
         return Ok(());
+    }
+    if model.preset.no_mmproj && model.projector.is_some() {
+        return Err(bad(format!(
+            "{} runs without its projector (its preset sets no_mmproj), so it cannot read images: rbee models set {} --clear no_mmproj",
+            model.alias(),
+            model.alias()
+        )));
     }
     Err(bad(format!(
         "{} has no vision projector, so it cannot read images: pair one (rbee models import MODEL --mmproj FILE, or POST /v1/models/mmproj)",
@@ -179,7 +201,7 @@ mod tests {
     fn only_images_carried_in_the_request_pass() {
         let ok = format!("data:image/png;base64,{}", b64(PNG));
         let chat = |url: &str| json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": url}}]}]});
-        assert_eq!(in_openai(&chat(&ok)).map_err(|e| e.message), Ok(1));
+        assert_eq!(in_openai(&chat(&ok), false).map_err(|e| e.message), Ok(1));
         for (url, words) in [
             ("https://example.com/cat.png", "fetches no image"),
             ("data:image/png,raw", "must be base64"),
@@ -189,24 +211,36 @@ mod tests {
                 "not an image",
             ),
         ] {
-            let e = in_openai(&chat(url)).unwrap_err();
+            let e = in_openai(&chat(url), false).unwrap_err();
             assert!(e.message.contains(words), "{url}: {}", e.message);
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
         }
         assert_eq!(
-            in_openai(&json!({"messages": [{"role": "user", "content": "hi"}]}))
-                .map_err(|e| e.message),
+            in_openai(
+                &json!({"messages": [{"role": "user", "content": "hi"}]}),
+                false
+            )
+            .map_err(|e| e.message),
             Ok(0)
         );
         let message = |source: Value| json!({"messages": [{"role": "user", "content": [{"type": "image", "source": source}]}]});
         assert_eq!(
-            in_anthropic(&message(
-                json!({"type": "base64", "media_type": "image/png", "data": b64(PNG)})
-            ))
+            in_anthropic(
+                &message(json!({"type": "base64", "media_type": "image/png", "data": b64(PNG)})),
+                false
+            )
             .map_err(|e| e.message),
             Ok(1)
         );
-        assert!(in_anthropic(&message(json!({"type": "url", "url": "https://x"}))).is_err());
+        let url = message(json!({"type": "url", "url": "https://x"}));
+        assert!(in_anthropic(&url, false).is_err());
+        // with --allow-remote-images, a URL counts, to be fetched once the model sees
+        assert_eq!(in_anthropic(&url, true).map_err(|e| e.message), Ok(1));
+        assert_eq!(
+            in_openai(&chat("https://example.com/cat.png"), true).map_err(|e| e.message),
+            Ok(1)
+        );
+        assert!(in_openai(&chat("ftp://example.com/cat.png"), true).is_err());
         let parts = ollama_parts("what?", &json!([b64(PNG)])).unwrap_or_default();
         assert_eq!(
             parts[1]["image_url"]["url"],

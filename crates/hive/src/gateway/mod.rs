@@ -15,6 +15,7 @@
 pub mod anthropic;
 pub mod defaults;
 pub mod fields;
+pub mod image_fetch;
 pub mod images;
 pub mod kinds;
 pub mod meter;
@@ -110,6 +111,9 @@ pub struct Gateway {
     /// The client requests go to peer hives with: a peer that does not take the
     /// connection soon is passed over.
     pub peer_http: reqwest::Client,
+    /// What image URLs may reach, and the client that fetches them, when
+    /// `--allow-remote-images` is set.
+    pub remote_images: Option<(crate::config::RemoteImages, reqwest::Client)>,
 }
 
 /// The one endpoint's routes that ask a model and change nothing (the audit log
@@ -141,7 +145,12 @@ pub type SharedGateway = Arc<Gateway>;
 impl Gateway {
     /// The gateway of this hive.
     pub fn new(hive: SharedState) -> Self {
+        let remote_images = hive
+            .config
+            .allow_remote_images
+            .map(|scope| (scope, image_fetch::client(scope)));
         Self {
+            remote_images,
             hive,
             loads: Mutex::default(),
             admit: tokio::sync::Mutex::default(),

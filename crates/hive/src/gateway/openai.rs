@@ -167,14 +167,20 @@ pub(super) async fn forward(
     }
     super::fields::check_numbers(&body)
         .map_err(|m| GatewayError::new(StatusCode::BAD_REQUEST, "invalid_body", m))?;
+    let remote = state.remote_images.is_some();
     let images = if path.starts_with("/v1/messages") {
-        super::images::in_anthropic(&body)?
+        super::images::in_anthropic(&body, remote)?
     } else {
-        super::images::in_openai(&body)?
+        super::images::in_openai(&body, remote)?
     };
     let model = names::resolve(&state, &name).await?;
     super::kinds::check(&model, super::kinds::Wants::of_route(path))?;
     super::images::check(&model, images)?;
+    if images > 0
+        && let Some((scope, client)) = &state.remote_images
+    {
+        super::image_fetch::inline(client, *scope, &mut body).await?;
+    }
     let ticket = super::queue::enter(&state, &model)?;
     let worker = ensure_worker(&state, &model, None).await?;
     let what = if images > 0 {

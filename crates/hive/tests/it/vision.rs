@@ -263,8 +263,24 @@ async fn an_image_reaches_the_model_through_every_family_as_llama_server_sees_it
     }
     assert_eq!(crate::workers_of(&h).await, 1);
 
+    // a projector that says its image is 65536 pixels a side (the engine would
+    // allocate for it): the same file with that one value changed in its header
+    let mut huge = fs_err::read(fixture_path("mmproj-tiny-mlp.gguf")).unwrap();
+    let key = b"clip.vision.image_size";
+    let at = huge.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    assert_eq!(huge[at..at + 4], 4u32.to_le_bytes(), "a u32 value");
+    huge[at + 4..at + 8].copy_from_slice(&65536u32.to_le_bytes());
+    let huge_path = home.path().join("mmproj-huge-image.gguf");
+    fs_err::write(&huge_path, &huge).unwrap();
+
     // pairing what is not a projector, or another model's, changes nothing
     for (model_id, path, status, words) in [
+        (
+            id.as_str(),
+            huge_path.display().to_string(),
+            400,
+            "over 8192",
+        ),
         (
             blind.as_str(),
             fixture_path("mmproj-tiny-mlp.gguf").display().to_string(),
@@ -326,6 +342,64 @@ async fn an_image_reaches_the_model_through_every_family_as_llama_server_sees_it
     assert_eq!(crate::model_list(&h).await, before);
     let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&id))).await;
     assert_eq!(m["projector"]["summary"]["vision"], true);
+
+    // a preset runs it without its projector: text only, no --mmproj, less memory
+    let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&id))).await;
+    let projector_size = m["projector"]["size"].as_u64().unwrap();
+    assert_eq!(m["memory"]["worker"]["projector_bytes"], projector_size);
+    let total_with = m["memory"]["worker"]["total_bytes"].as_u64().unwrap();
+    let (s, m) = crate::patch(
+        &h,
+        &format!("/v1/models/{}", crate::enc(&id)),
+        json!({"no_mmproj": true}),
+    )
+    .await;
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(capabilities(&h, &id).await, json!(["completion"]));
+    let (s, _) = post(&h, "/v1/models/unload", json!({"id": id})).await;
+    assert_eq!(s, 200);
+    let (s, e) = post(&h, "/v1/chat/completions", openai.clone()).await;
+    assert_eq!(s, 400, "{e}");
+    assert!(e.to_string().contains("no_mmproj"), "{e}");
+    let (s, answer) = post(
+        &h,
+        "/v1/chat/completions",
+        json!({"model": alias, "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{answer}");
+    let (_, workers) = get(&h, "/v1/workers").await;
+    let pid = workers["workers"][0]["pid"].clone();
+    let cmdline = String::from_utf8_lossy(&fs_err::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    assert!(!cmdline.contains("--mmproj"), "{cmdline}");
+    let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&id))).await;
+    let total_without = m["memory"]["worker"]["total_bytes"].as_u64().unwrap();
+    assert_eq!(total_with - total_without, projector_size, "{m}");
+    let (s, e) = crate::patch(
+        &h,
+        &format!("/v1/models/{}", crate::enc(&id)),
+        json!({"no_mmproj": "off"}),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+    let (s, m) = crate::patch(
+        &h,
+        &format!("/v1/models/{}", crate::enc(&id)),
+        json!({"no_mmproj": null}),
+    )
+    .await;
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(capabilities(&h, &id).await, json!(["completion", "vision"]));
+}
+
+/// What the model list says a model can do.
+async fn capabilities(h: &crate::Hive, id: &str) -> Value {
+    let (_, list) = get(h, "/v1/models").await;
+    list["data"]
+        .as_array()
+        .and_then(|all| all.iter().find(|m| m["id"] == id))
+        .map_or(Value::Null, |m| m["capabilities"].clone())
 }
 
 /// An `hf:` pull of a repo holding the model, a second quantization and two
@@ -455,4 +529,146 @@ async fn a_pull_brings_the_repos_projector_with_the_model() {
             .join("mmproj-Tiny-F16.gguf")
             .exists()
     );
+}
+
+/// A loopback server of images and of what is not one, counting its requests.
+async fn image_server(image: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::response::{IntoResponse, Redirect};
+    use axum::routing::get as route;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&seen);
+    let app = axum::Router::new()
+        .route("/square.bmp", route(move || async move { image.clone() }))
+        .route(
+            "/moved",
+            route(|| async { Redirect::temporary("/square.bmp") }),
+        )
+        .route("/loop", route(|| async { Redirect::temporary("/loop") }))
+        .route("/text", route(|| async { "plain words, not pixels" }))
+        .route(
+            "/huge",
+            route(|| async {
+                let mut b = vec![0u8; 11 << 20];
+                b[..2].copy_from_slice(b"BM");
+                b.into_response()
+            }),
+        )
+        .layer(axum::middleware::from_fn(
+            move |r: axum::extract::Request, next: axum::middleware::Next| {
+                count.fetch_add(1, Ordering::SeqCst);
+                next.run(r)
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+/// Image URLs: refused unless the hive is started with `--allow-remote-images`;
+/// with `any`, the image is fetched (through a redirect too) and answered exactly
+/// as the same image sent inline, and what is no image, too big, missing or a
+/// redirect loop is a 400; with `public` (the flag alone), a URL to this machine
+/// is refused before any request leaves the hive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_urls_are_fetched_only_when_the_hive_is_told_to() {
+    let (Some(server), Some(model)) = (llama_server(), smollm2()) else {
+        return;
+    };
+    let (images, seen) = image_server(bmp()).await;
+    let home = tempfile::tempdir().unwrap();
+    let h = hive(home.path(), &["--allow-remote-images", "any"]);
+    add(&h, &server, "cpu").await;
+    let local = home.path().join("SmolLM2.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    let id = import(&h, &local).await;
+    let (s, m) = post(
+        &h,
+        "/v1/models/mmproj",
+        json!({"id": id, "path": fixture_path("mmproj-tiny-mlp.gguf")}),
+    )
+    .await;
+    assert_eq!(s, 200, "{m}");
+    let chat = |url: String| {
+        json!({"model": id, "max_tokens": 12, "temperature": 0, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "What is in this image?"},
+                                     {"type": "image_url", "image_url": {"url": url}}]}]})
+    };
+    let inline = format!(
+        "data:image/bmp;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bmp())
+    );
+    let (s, by_data) = post(&h, "/v1/chat/completions", chat(inline)).await;
+    assert_eq!(s, 200, "{by_data}");
+    let text = by_data["choices"][0]["message"]["content"].clone();
+    for path in ["/square.bmp", "/moved"] {
+        let (s, by_url) = post(&h, "/v1/chat/completions", chat(format!("{images}{path}"))).await;
+        assert_eq!(s, 200, "{path}: {by_url}");
+        assert_eq!(by_url["choices"][0]["message"]["content"], text, "{path}");
+    }
+    let (s, anthropic) = post(
+        &h,
+        "/v1/messages",
+        json!({"model": id, "max_tokens": 4, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "url", "url": format!("{images}/square.bmp")}},
+            {"type": "text", "text": "What is in this image?"}]}]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{anthropic}");
+    for (url, words) in [
+        (format!("{images}/text"), "not an image"),
+        (format!("{images}/huge"), "over 10 MiB"),
+        (format!("{images}/missing"), "404"),
+        (format!("{images}/loop"), "redirects"),
+        ("file:///etc/passwd".to_owned(), "data: URL"),
+    ] {
+        let (s, e) = post(&h, "/v1/chat/completions", chat(url.clone())).await;
+        assert_eq!(s, 400, "{url}: {e}");
+        assert!(e.to_string().contains(words), "{url}: {e}");
+    }
+    drop(h);
+
+    // the flag alone: public addresses only, checked before anything is sent
+    let other = tempfile::tempdir().unwrap();
+    let h = hive(other.path(), &["--allow-remote-images"]);
+    let local = other.path().join("SmolLM2.gguf");
+    fs_err::copy(&model, &local).unwrap();
+    let id = import(&h, &local).await;
+    let (s, m) = post(
+        &h,
+        "/v1/models/mmproj",
+        json!({"id": id, "path": fixture_path("mmproj-tiny-mlp.gguf")}),
+    )
+    .await;
+    assert_eq!(s, 200, "{m}");
+    let before = seen.load(std::sync::atomic::Ordering::SeqCst);
+    let port = images.rsplit(':').next().unwrap();
+    for (url, words) in [
+        (format!("{images}/square.bmp"), "not a public address"),
+        (
+            format!("http://localhost:{port}/square.bmp"),
+            "this machine",
+        ),
+        (
+            format!("http://[::ffff:127.0.0.1]:{port}/square.bmp"),
+            "not a public address",
+        ),
+        (
+            format!("http://localhost.:{port}/square.bmp"),
+            "could not be fetched",
+        ),
+        (
+            "http://169.254.169.254/latest/meta-data".to_owned(),
+            "not a public address",
+        ),
+    ] {
+        let chat = json!({"model": id, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}}]}]});
+        let (s, e) = post(&h, "/v1/chat/completions", chat).await;
+        assert_eq!(s, 400, "{url}: {e}");
+        assert!(e.to_string().contains(words), "{url}: {e}");
+    }
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), before);
+    assert_eq!(crate::workers_of(&h).await, 0);
 }
