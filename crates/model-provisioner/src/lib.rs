@@ -257,6 +257,8 @@ pub(crate) async fn fetch_projector(
         return Ok(());
     };
     let Some(url) = planned.source_url.clone() else {
+        // fetched already
+        entry.projector = Some(planned);
         return Ok(());
     };
     ctx.reporter

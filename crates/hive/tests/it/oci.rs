@@ -227,6 +227,110 @@ async fn a_hive_pulls_what_oras_pushed() {
     );
 }
 
+/// A ModelPack whose layers are a model and its projector (`mmproj*.gguf`), as oras
+/// pushes them: the pull brings the model with its projector paired (not a split
+/// model of two files), `no_mmproj` leaves the projector out, and the hive's own
+/// push of the paired model carries the projector as a layer that a second hive
+/// pairs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_layer_comes_with_its_model_and_goes_with_its_push() {
+    let (Some(registry), Some(python), Some(smol)) =
+        (Registry::start(), python(), hf_test_server::test_model())
+    else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("src");
+    fs_err::create_dir_all(&dir).unwrap();
+    let model = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    fs_err::copy(&smol, &model).unwrap();
+    let projector = dir.join("mmproj-tiny-mlp.gguf");
+    fs_err::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../gguf/tests/fixtures/mmproj-tiny-mlp.gguf"),
+        &projector,
+    )
+    .unwrap();
+    let raw = |p: &Path| format!("{}:application/vnd.cncf.model.weight.v1.raw", p.display());
+    oras(
+        &python,
+        &[
+            "push",
+            &format!("{}/lab/smol:vision", registry.host),
+            &raw(&model),
+            &raw(&projector),
+        ],
+    );
+    let reference = format!("oci://{}/lab/smol:vision", registry.host);
+    let h = hive_for(home.path(), &registry);
+    let (s, state, m) = pull(&h, &reference).await;
+    assert_eq!((s, state.as_str()), (202, "completed"), "{m}");
+    assert_eq!(m["sha256"], sha256_of(&model).as_str(), "{m}");
+    assert!(
+        m.get("shards")
+            .is_none_or(|s| s.as_array().is_some_and(Vec::is_empty)),
+        "{m}"
+    );
+    assert_eq!(
+        m["projector"]["sha256"],
+        sha256_of(&projector).as_str(),
+        "{m}"
+    );
+    assert_eq!(m["projector"]["summary"]["vision"], true, "{m}");
+    let paired = PathBuf::from(m["projector"]["path"].as_str().unwrap());
+    assert_eq!(sha256_of(&paired), sha256_of(&projector));
+    let id = m["id"].as_str().unwrap().to_owned();
+
+    // another hive, with no_mmproj: the model alone
+    let home2 = tempfile::tempdir().unwrap();
+    let h2 = hive_for(home2.path(), &registry);
+    let (s, job) = post(
+        &h2,
+        "/v1/models/download",
+        json!({"model_ref": reference, "no_mmproj": true}),
+    )
+    .await;
+    assert_eq!(s, 202, "{job}");
+    let (state, alone, _) = finish(&h2, &job).await;
+    assert_eq!(state, "completed", "{alone}");
+    assert!(alone.get("projector").is_none(), "{alone}");
+
+    // the first hive's push carries the projector as its own layer
+    let again = format!("oci://{}/lab/smol:again", registry.host);
+    let (state, out) = push(&h, &id, &again).await;
+    assert_eq!(state, "completed", "{out}");
+    let manifest: Value = reqwest::Client::new()
+        .get(format!(
+            "http://{}/v2/lab/smol/manifests/again",
+            registry.host
+        ))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let titles: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l["annotations"]["org.opencontainers.image.title"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(titles.len(), 2, "{manifest}");
+    assert!(titles[1].starts_with("mmproj"), "{manifest}");
+    let (s, state, m2) = pull(&h2, &again).await;
+    assert_eq!((s, state.as_str()), (202, "completed"), "{m2}");
+    assert_eq!(
+        m2["projector"]["sha256"],
+        sha256_of(&projector).as_str(),
+        "{m2}"
+    );
+}
+
 /// Bad references, missing tags, corrupt or lying blobs, a push of what is not
 /// available, a server that answers HTML: each a clear error, nothing available.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -337,11 +337,13 @@ impl OciVendor {
     ) -> Result<(ModelEntry, ImageManifest, Repository), ProvisionError> {
         let repo = self.repository(r, false);
         let (digest, manifest) = model_manifest(&repo, r).await?;
-        let layers: Vec<&Descriptor> = manifest
+        // a projector layer (ModelPack's weights titled mmproj*.gguf) is no part of
+        // the model: it comes beside it
+        let (projectors, layers): (Vec<&Descriptor>, Vec<&Descriptor>) = manifest
             .layers()
             .iter()
             .filter(|d| is_gguf_layer(d))
-            .collect();
+            .partition(|d| layer_title(d).is_some_and(crate::reference::is_projector_name));
         if layers.is_empty() {
             let kinds: Vec<String> = manifest
                 .layers()
@@ -390,6 +392,24 @@ impl OciVendor {
         entry.sha256.clone_from(&first.sha256);
         if shards.len() > 1 {
             entry.shards = shards;
+        }
+        let titles: Vec<String> = projectors
+            .iter()
+            .filter_map(|d| layer_title(d).map(str::to_owned))
+            .collect();
+        let model_title = layer_title(layers[0]).unwrap_or("model.gguf");
+        if !request.no_projector
+            && let Some(title) = crate::reference::pick_projector(model_title, &titles)
+            && let Some(d) = projectors.iter().find(|d| layer_title(d) == Some(title))
+            && let Some(sha) = d.as_digest_sha256()
+        {
+            entry.projector = Some(model_catalog::ModelProjector {
+                path: dir.join(file_name(d, 0, 1)),
+                size: d.size(),
+                sha256: sha.to_owned(),
+                summary: gguf::Projector::default(),
+                source_url: Some(repo.url(&format!("blobs/{}", d.digest()))),
+            });
         }
         Ok((entry, manifest, repo))
     }
@@ -443,6 +463,15 @@ impl OciVendor {
             }
         };
         entry = entry.with_summary(summary);
+        // its projector, when a layer (or Ollama's) brought one
+        crate::fetch_projector(
+            &self.downloader,
+            &self.dirs,
+            &mut entry,
+            repo.credential(),
+            ctx,
+        )
+        .await?;
         // each layer's digest is the sha256 its bytes were checked against
         entry.verified = verified;
         entry.status = ArtifactStatus::Available;

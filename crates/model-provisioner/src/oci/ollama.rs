@@ -278,19 +278,8 @@ impl VendorSource<ModelEntry> for OllamaVendor {
         ctx: &ProvisionContext,
     ) -> Result<ModelEntry, ProvisionError> {
         let (_, r) = self.at(&resolved.plan.reference)?;
-        let mut entry = self.oci.fetch_at(&r, resolved, ctx).await?;
-        if entry.projector.is_some() {
-            let repo = self.oci.let_in(&r, &entry).await?;
-            crate::fetch_projector(
-                &self.oci.downloader,
-                &self.oci.dirs,
-                &mut entry,
-                repo.credential(),
-                ctx,
-            )
-            .await?;
-        }
-        Ok(entry)
+        // the model, and its projector layer with it
+        self.oci.fetch_at(&r, resolved, ctx).await
     }
 }
 

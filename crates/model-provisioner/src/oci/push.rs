@@ -99,11 +99,20 @@ pub async fn push(
             entry.status.name()
         )));
     }
-    let files: Vec<(PathBuf, u64, Option<String>)> = entry
+    let mut files: Vec<(PathBuf, u64, Option<String>)> = entry
         .parts()
         .into_iter()
         .map(|s| (s.path, s.size, s.sha256))
         .collect();
+    // its projector goes as a layer of its own, titled mmproj*.gguf as a pull finds it
+    files.extend(entry.projector.as_ref().map(|p| {
+        (
+            p.path.clone(),
+            p.size,
+            Some(p.sha256.clone()).filter(|s| !s.is_empty()),
+        )
+    }));
+    let projector = entry.projector.as_ref().map(|p| p.path.clone());
     let mut blobs = Vec::with_capacity(files.len());
     for (path, size, sha) in files {
         let meta = fs_err::metadata(&path).map_err(|e| ProvisionError::io("", e))?;
@@ -124,10 +133,13 @@ pub async fn push(
                     .map_err(|e| ProvisionError::io("", e))?
             }
         };
-        let title = path.file_name().map_or_else(
+        let mut title = path.file_name().map_or_else(
             || "model.gguf".to_owned(),
             |n| n.to_string_lossy().into_owned(),
         );
+        if projector.as_ref() == Some(&path) && !crate::reference::is_projector_name(&title) {
+            title = format!("mmproj-{title}");
+        }
         blobs.push(Blob {
             path,
             size,
