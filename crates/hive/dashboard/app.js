@@ -793,7 +793,11 @@ async function renderFleet() {
 
 // ---- chat ----------------------------------------------------------------------
 
-const chat = { messages: [], model: "", system: "", temperature: "" };
+const chat = { messages: [], model: "", system: "", temperature: "", image: null, seeing: new Set() };
+
+// The largest image the chat attaches (the hive's body limit is larger; this keeps
+// a conversation that carries its images on every turn well under it).
+const IMAGE_MAX_BYTES = 8 << 20;
 
 // A model's answer as a few blocks of Markdown: fenced code, headings, lists,
 // paragraphs, and inline `code`, **bold** and *italics*. Built from text nodes
@@ -859,8 +863,40 @@ async function renderChat() {
   const temperature = el("input", { id: "chat-temperature", type: "number", min: 0, max: 2, step: 0.1, placeholder: "the model's", value: chat.temperature,
     oninput: (e) => { chat.temperature = e.target.value; } });
   const send = el("button", { type: "submit" }, "Send");
-  // the user's words as typed; the model's as Markdown
-  const body = (m) => (m.role === "user" ? [el("p", { text: m.content })] : markdown(m.content));
+  // an image for the next message, read here as a data: URL: only for a model that
+  // sees (the hive refuses it for others too)
+  const preview = el("div", { id: "chat-image-preview", class: "inline" });
+  const picker = el("input", { id: "chat-image", type: "file", accept: "image/png,image/jpeg,image/gif,image/webp,image/bmp",
+    onchange: (e) => {
+      const file = e.target.files && e.target.files[0];
+      chat.image = null;
+      preview.replaceChildren();
+      if (!file) return;
+      if (file.size > IMAGE_MAX_BYTES) {
+        e.target.value = "";
+        preview.append(errorBox(new Error(file.name + " is " + bytes(file.size) + ": at most " + bytes(IMAGE_MAX_BYTES))));
+        return;
+      }
+      const reader = new FileReader();
+      reader.onload = () => {
+        chat.image = { name: file.name, url: String(reader.result) };
+        preview.replaceChildren(el("img", { class: "thumb", src: chat.image.url, alt: file.name }),
+          el("button", { type: "button", id: "chat-image-clear", onclick: () => { chat.image = null; picker.value = ""; preview.replaceChildren(); } }, "Remove"));
+      };
+      reader.readAsDataURL(file);
+    } });
+  const attach = el("div", { id: "chat-attach", class: "inline" }, el("label", { for: "chat-image" }, "Image"), picker, preview);
+  const canSee = () => {
+    const sees = chat.seeing.has(chat.model);
+    picker.disabled = !sees;
+    attach.title = sees ? "" : "this model has no vision projector";
+    if (!sees) { chat.image = null; picker.value = ""; preview.replaceChildren(); }
+  };
+  select.addEventListener("change", canSee);
+  // the user's words as typed, with their image; the model's as Markdown
+  const userBody = (m) => (typeof m.content === "string" ? [el("p", { text: m.content })]
+    : m.content.map((part) => (part.type === "image_url" ? el("img", { class: "thumb", src: part.image_url.url, alt: "an image" }) : el("p", { text: part.text }))));
+  const body = (m) => (m.role === "user" ? userBody(m) : markdown(m.content));
   const draw = () => transcript.replaceChildren(...chat.messages.map((m) =>
     el("div", { class: "msg " + m.role }, el("strong", { text: m.role === "user" ? "You" : "Model" }), el("div", { class: "body" }, body(m)))));
   const form = el("form", { id: "chat-form", onsubmit: async (e) => {
@@ -868,7 +904,11 @@ async function renderChat() {
     const text = input.value.trim();
     if (!text || !chat.model) return;
     input.value = "";
-    chat.messages.push({ role: "user", content: text });
+    const content = chat.image ? [{ type: "text", text }, { type: "image_url", image_url: { url: chat.image.url } }] : text;
+    chat.image = null;
+    picker.value = "";
+    preview.replaceChildren();
+    chat.messages.push({ role: "user", content });
     const answer = { role: "assistant", content: "" };
     chat.messages.push(answer);
     draw();
@@ -912,7 +952,7 @@ async function renderChat() {
     } finally {
       send.disabled = false;
     }
-  } }, el("label", { for: "chat-input" }, "Message"), input, send);
+  } }, el("label", { for: "chat-input" }, "Message"), input, attach, send);
   // Enter sends, as in every chat; Shift+Enter (or a composing input method) does not
   input.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
@@ -934,6 +974,8 @@ async function renderChat() {
     // named as clients name them: the alias, the id in its title
     select.replaceChildren(...models.map((m) => el("option", { value: m.id, title: m.id, text: modelName(m), selected: m.id === chat.model })));
     if (!chat.model || !ids.includes(chat.model)) chat.model = ids[0] || "";
+    chat.seeing = new Set(models.filter((m) => (m.capabilities || []).includes("vision")).map((m) => m.id));
+    canSee();
     if (!ids.length) transcript.append(el("p", { text: "No models yet: pull one on the Models page." }));
   } catch (e) {
     transcript.append(errorBox(e));

@@ -19,6 +19,17 @@ CHROMIUM = os.environ.get("RBEE_CHROMIUM", "/usr/bin/chromium")
 seen = {}
 
 
+def bmp():
+    """A 16x16 24-bit BMP of two colours."""
+    import struct
+
+    w = h = 16
+    rows = b"".join(bytes([255, 0, 0] * (w // 2) + [0, 200, 0] * (w // 2)) for _ in range(h))
+    head = struct.pack("<2sIHHI", b"BM", 54 + len(rows), 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 24, 0, len(rows), 2835, 2835, 0, 0)
+    return head + info + rows
+
+
 def shot(page, name):
     page.screenshot(path=os.path.join(SHOTS, name + ".png"), full_page=True)
 
@@ -177,6 +188,35 @@ def run(p):
     seen["chat_answer"] = answer
     seen["chat_speed"] = page.locator("#chat-speed").inner_text()
     shot(page, "chat")
+
+    # an image, for a model that sees (SmolLM2 is paired with a projector here):
+    # previewed, sent as a data: URL in an image_url part, shown in the transcript
+    expect(page.locator("#chat-image")).to_be_enabled()
+    page.set_input_files("#chat-image", files=[{"name": "square.bmp", "mimeType": "image/bmp", "buffer": bmp()}])
+    expect(page.locator("#chat-image-preview img.thumb")).to_have_count(1)
+    page.fill("#chat-input", "What is in this image?")
+    answers = page.locator(".msg.assistant").count()
+    page.press("#chat-input", "Enter")
+    expect(page.locator("#chat-form button[type=submit]")).to_be_enabled(timeout=120_000)
+    expect(page.locator(".msg.assistant")).to_have_count(answers + 1)
+    assert page.locator("#chat-log .error").count() == 0, page.locator("#chat-log .error").all_inner_texts()
+    body = json.loads(sent[-1])
+    parts = body["messages"][-1]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url"], parts
+    assert parts[1]["image_url"]["url"].startswith("data:image/bmp;base64,Qk"), parts[1]["image_url"]["url"][:40]
+    expect(page.locator(".msg.user img.thumb")).to_have_count(1)
+    expect(page.locator("#chat-image-preview img")).to_have_count(0)
+    seen["image_answer"] = page.locator(".msg.assistant .body").last.inner_text()
+    shot(page, "chat-image")
+    # a model that cannot see: nothing to attach
+    values = page.locator("#chat-model option").evaluate_all("os => os.map(o => o.value)")
+    chosen = page.input_value("#chat-model")
+    blind = [v for v in values if v != chosen]
+    if blind:
+        page.select_option("#chat-model", value=blind[0])
+        expect(page.locator("#chat-image")).to_be_disabled()
+        page.select_option("#chat-model", value=chosen)
+        expect(page.locator("#chat-image")).to_be_enabled()
 
     # a phone
     phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)

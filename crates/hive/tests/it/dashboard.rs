@@ -79,6 +79,14 @@ async fn the_dashboard_shows_models_pulls_workers_and_chats_in_chromium() {
         let local = home.path().join("SmolLM2-135M-Instruct.Q4_1.gguf");
         fs_err::copy(&model, &local).unwrap();
         let smol = import(&h, &local).await;
+        // it sees: the chat can attach an image
+        let (s, paired) = crate::post(
+            &h,
+            "/v1/models/mmproj",
+            serde_json::json!({"id": smol, "path": Path::new(env!("CARGO_MANIFEST_DIR")).join("../gguf/tests/fixtures/mmproj-tiny-mlp.gguf")}),
+        )
+        .await;
+        assert_eq!(s, 200, "{paired}");
         let bad = home.path().join("hostile.gguf");
         hostile_gguf(&python, &bad);
         (smol, import(&h, &bad).await)
@@ -112,6 +120,7 @@ async fn the_dashboard_shows_models_pulls_workers_and_chats_in_chromium() {
         "machine",
         "fleet",
         "chat",
+        "chat-image",
         "models-phone",
     ] {
         assert!(shots.join(format!("{page}.png")).is_file(), "{page}.png");
