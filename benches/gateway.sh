@@ -5,7 +5,7 @@
 #   straight, alternating, median of 5 each (benches/stream_speed.py);
 # - cold: the first token of a first request when no worker runs, through the hive
 #   against llama.cpp's own router mode (llama-server --models-dir, same binary, same
-#   model and settings), three cold starts each, unloading in between.
+#   model and settings), five cold starts each, unloading in between.
 #   usage: benches/gateway.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,15 +26,15 @@ for _ in $(seq 100); do curl -sf "$RBEE_HIVE_URL/health" >/dev/null && break; sl
 id=$("$bin/rbee" --json models import "$model" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 
 echo "cold: first request, no worker running"
-for _ in 1 2 3; do
+for _ in 1 2 3 4 5; do
   python3 benches/stream_speed.py "hive /openai/v1 (cold)" "$RBEE_HIVE_URL/openai/v1" "$id" 1
   "$bin/rbee" models unload "$id" >/dev/null
 done
-"$server" --models-dir "$models" --host 127.0.0.1 --port 18770 -c 4096 -t 2 -tb 2 -np 1 \
+"$server" --models-dir "$models" --host 127.0.0.1 --port 18770 -c 4096 -t 2 -tb 2 \
   --metrics --jinja -ngl 0 >/dev/null 2>&1 &
 router=$!
 for _ in $(seq 100); do curl -sf http://127.0.0.1:18770/health >/dev/null && break; sleep 0.1; done
-for _ in 1 2 3; do
+for _ in 1 2 3 4 5; do
   python3 benches/stream_speed.py "llama.cpp router mode (cold)" http://127.0.0.1:18770/v1 smollm2 1
   curl -sf -X POST http://127.0.0.1:18770/models/unload -H 'content-type: application/json' \
     -d '{"model": "smollm2"}' >/dev/null
