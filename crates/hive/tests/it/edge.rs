@@ -39,6 +39,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/generate"),
     ("POST", "/openai/v1/chat/completions"),
     ("POST", "/v1/messages"),
+    ("POST", "/api/create"),
+    ("POST", "/api/copy"),
+    ("POST", "/v1/models/mmproj"),
+    ("PATCH", "/v1/models/x"),
     ("DELETE", "/v1/models/x"),
     ("GET", "/no/such/route"),
 ];

@@ -599,6 +599,15 @@ async fn peers_need_the_token_a_dead_hive_drops_out_and_etcd_can_come_and_go() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // nor may it make models, name them or pair projectors
+    for path in ["/api/create", "/api/copy", "/v1/models/mmproj"] {
+        let r = as_peer(client().post(format!("{}{path}", guarded.url)))
+            .json(&json!({"model": "made:1", "from": id, "source": id, "destination": "copy:1", "id": id, "path": null}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
     let r = as_peer(client().post(format!("{}/v1/chat/completions", guarded.url)))
         .json(&body)
         .send()
