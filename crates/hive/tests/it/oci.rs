@@ -50,6 +50,22 @@ async fn push(h: &crate::Hive, id: &str, target: &str) -> (String, Value) {
     (state, result)
 }
 
+/// The image manifest `repo:tag` on `registry`, as JSON.
+async fn manifest_of(registry: &Registry, repo: &str, tag: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!(
+            "http://{}/v2/{repo}/manifests/{tag}",
+            registry.host
+        ))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn pull(h: &crate::Hive, reference: &str) -> (u16, String, Value) {
     let (s, job) = post(h, "/v1/models/download", json!({"model_ref": reference})).await;
     if s != 202 {
@@ -97,18 +113,7 @@ async fn a_push_is_read_by_oras_and_by_another_hive() {
     let digest = again["manifest_digest"].as_str().unwrap().to_owned();
 
     // the manifest: ModelPack's types, the standard annotations
-    let manifest: Value = reqwest::Client::new()
-        .get(format!(
-            "http://{}/v2/models/tiny-llama/manifests/q4_0",
-            registry.host
-        ))
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let manifest = manifest_of(&registry, "models/tiny-llama", "q4_0").await;
     assert_eq!(
         manifest["artifactType"],
         "application/vnd.cncf.model.manifest.v1+json"
@@ -298,18 +303,7 @@ async fn a_projector_layer_comes_with_its_model_and_goes_with_its_push() {
     let again = format!("oci://{}/lab/smol:again", registry.host);
     let (state, out) = push(&h, &id, &again).await;
     assert_eq!(state, "completed", "{out}");
-    let manifest: Value = reqwest::Client::new()
-        .get(format!(
-            "http://{}/v2/lab/smol/manifests/again",
-            registry.host
-        ))
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let manifest = manifest_of(&registry, "lab/smol", "again").await;
     let titles: Vec<&str> = manifest["layers"]
         .as_array()
         .unwrap()

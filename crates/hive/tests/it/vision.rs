@@ -531,6 +531,21 @@ async fn a_pull_brings_the_repos_projector_with_the_model() {
     );
 }
 
+/// SmolLM2 imported from a copy in `dir`, paired with the tiny projector: its id.
+async fn smollm2_that_sees(h: &crate::Hive, dir: &Path, model: &Path) -> String {
+    let local = dir.join("SmolLM2.gguf");
+    fs_err::copy(model, &local).unwrap();
+    let id = import(h, &local).await;
+    let (s, m) = post(
+        h,
+        "/v1/models/mmproj",
+        json!({"id": id, "path": fixture_path("mmproj-tiny-mlp.gguf")}),
+    )
+    .await;
+    assert_eq!(s, 200, "{m}");
+    id
+}
+
 /// A loopback server of images and of what is not one, counting its requests.
 async fn image_server(image: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use axum::response::{IntoResponse, Redirect};
@@ -580,16 +595,7 @@ async fn image_urls_are_fetched_only_when_the_hive_is_told_to() {
     let home = tempfile::tempdir().unwrap();
     let h = hive(home.path(), &["--allow-remote-images", "any"]);
     add(&h, &server, "cpu").await;
-    let local = home.path().join("SmolLM2.gguf");
-    fs_err::copy(&model, &local).unwrap();
-    let id = import(&h, &local).await;
-    let (s, m) = post(
-        &h,
-        "/v1/models/mmproj",
-        json!({"id": id, "path": fixture_path("mmproj-tiny-mlp.gguf")}),
-    )
-    .await;
-    assert_eq!(s, 200, "{m}");
+    let id = smollm2_that_sees(&h, home.path(), &model).await;
     let chat = |url: String| {
         json!({"model": id, "max_tokens": 12, "temperature": 0, "messages": [
         {"role": "user", "content": [{"type": "text", "text": "What is in this image?"},
@@ -632,16 +638,7 @@ async fn image_urls_are_fetched_only_when_the_hive_is_told_to() {
     // the flag alone: public addresses only, checked before anything is sent
     let other = tempfile::tempdir().unwrap();
     let h = hive(other.path(), &["--allow-remote-images"]);
-    let local = other.path().join("SmolLM2.gguf");
-    fs_err::copy(&model, &local).unwrap();
-    let id = import(&h, &local).await;
-    let (s, m) = post(
-        &h,
-        "/v1/models/mmproj",
-        json!({"id": id, "path": fixture_path("mmproj-tiny-mlp.gguf")}),
-    )
-    .await;
-    assert_eq!(s, 200, "{m}");
+    let id = smollm2_that_sees(&h, other.path(), &model).await;
     let before = seen.load(std::sync::atomic::Ordering::SeqCst);
     let port = images.rsplit(':').next().unwrap();
     for (url, words) in [
