@@ -310,6 +310,9 @@ fn instead(flag: &str) -> Option<&'static str> {
             "set the model's slots with its preset (rbee models set ID --slots N)"
         }
         "-t" | "--threads" | "-tb" | "--threads-batch" => "set threads with the spawn's --threads",
+        "--no-mmproj" => {
+            "run it without its projector with its preset (rbee models set ID --no-mmproj), so that the hive knows it cannot see"
+        }
         "-md"
         | "--model-draft"
         | "--mmproj"
@@ -475,6 +478,7 @@ mod tests {
             (&["--temp", "0.7", "--api-key", "x"], "--api-key"),
             (&["--temp", "--log-file"], "--log-file"),
             (&["-c", "99999"], "preset"),
+            (&["--no-mmproj"], "--no-mmproj"),
             (&["positional"], "positional"),
         ] {
             let e = check(bad).expect_err(&format!("{bad:?}"));
