@@ -7,6 +7,7 @@ pub mod job;
 pub mod models;
 pub mod names;
 pub mod progress;
+pub mod prompt_images;
 pub mod run;
 pub mod storage;
 pub mod table;

@@ -4,7 +4,8 @@
 //! it. Given a prompt (or a piped stdin) it answers once; else it reads turns from the
 //! terminal, with `/set system`, `/set parameter`, `/show`, `/clear` and `/bye`, and
 //! `"""` around several lines. Each answer streams as it comes; its tokens per second
-//! go to stderr.
+//! go to stderr. For a model that sees, image files named in a prompt go with it
+//! ([`crate::commands::prompt_images`]).
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::time::Instant;
@@ -113,6 +114,8 @@ struct Chat {
     system: Option<String>,
     parameters: Map<String, Value>,
     history: Vec<Value>,
+    /// Whether the model reads images (its capabilities say `vision`).
+    sees: bool,
 }
 
 impl Chat {
@@ -127,7 +130,18 @@ impl Chat {
 
     /// Sends the conversation and `text`; streams the answer to stdout; keeps both.
     async fn say(&mut self, text: &str) -> anyhow::Result<()> {
-        self.history.push(json!({"role": "user", "content": text}));
+        let mut message = json!({"role": "user", "content": text});
+        if self.sees {
+            let (rest, images) = crate::commands::prompt_images::take(text)?;
+            if !images.is_empty() {
+                for (path, _) in &images {
+                    eprintln!("Added image '{}'", path.display());
+                }
+                message = json!({"role": "user", "content": rest,
+                    "images": images.into_iter().map(|(_, b64)| b64).collect::<Vec<_>>()});
+            }
+        }
+        self.history.push(message);
         let body = json!({
             "model": self.model,
             "messages": self.messages(),
@@ -285,12 +299,25 @@ pub async fn run(
         })
         .await?;
     }
+    let model_name = named.into_string();
+    // whether image files in a prompt are the model's to see
+    let sees = client
+        .call(
+            Method::POST,
+            "/api/show",
+            Some(json!({"model": model_name})),
+        )
+        .await
+        .ok()
+        .and_then(|v| v["capabilities"].as_array().cloned())
+        .is_some_and(|c| c.iter().any(|c| c == "vision"));
     let mut chat = Chat {
         client,
-        model: named.into_string(),
+        model: model_name,
         system: None,
         parameters,
         history: Vec::new(),
+        sees,
     };
     let stdin = std::io::stdin();
     if !prompt.is_empty() || !stdin.is_terminal() {
