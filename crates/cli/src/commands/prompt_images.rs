@@ -1,6 +1,6 @@
 //! Image files named in a prompt, as `ollama run` takes them: a word of the prompt
 //! that is the path of an image file (`.png`, `.jpg`, `.jpeg`, `.webp`, `.gif`,
-//! `.bmp`; quoted, or with `~/` for the home folder) is read, sent with the message
+//! `.bmp`; quoted, with `~/` for the home folder, or ending a sentence) is read, sent with the message
 //! as base64, and taken out of the text. Only for a model that sees; for others the
 //! prompt goes as typed.
 
@@ -15,8 +15,10 @@ pub const IMAGE_MAX_BYTES: u64 = 10 << 20;
 
 const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "gif", "bmp"];
 
-/// A word as a path: without the quotes around it, `~/` as the home folder.
+/// A word as a path: without the punctuation after it and the quotes around it,
+/// `~/` as the home folder.
 fn as_path(word: &str) -> PathBuf {
+    let word = word.trim_end_matches(['?', '!', ',', ';', ':', '.']);
     let word = word
         .strip_prefix('"')
         .and_then(|w| w.strip_suffix('"'))
@@ -99,9 +101,11 @@ mod tests {
             (rest.as_str(), images.len()),
             ("line one\n  line two.png", 0)
         );
-        // quoted
+        // quoted, or ending a question
         let (rest, images) = take(&format!("'{}' describe", png.display())).unwrap();
         assert_eq!((rest.as_str(), images.len()), ("describe", 1));
+        let (rest, images) = take(&format!("What is in {}?", png.display())).unwrap();
+        assert_eq!((rest.as_str(), images.len()), ("What is in", 1));
         // a path with a space needs its own quoting, as a shell's: not taken here
         assert_eq!(take(&spaced.display().to_string()).unwrap().1.len(), 0);
     }

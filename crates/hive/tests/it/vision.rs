@@ -194,14 +194,22 @@ async fn an_image_reaches_the_model_through_every_family_as_llama_server_sees_it
     let out = Command::new(&rbee)
         .args(["run", &alias])
         .arg(format!("What is in this image? {}", picture.display()))
-        .args(["--parameter", "temperature=0", "--parameter", "num_predict=12"])
+        .args([
+            "--parameter",
+            "temperature=0",
+            "--parameter",
+            "num_predict=12",
+        ])
         .env("RBEE_HIVE_URL", &h.url)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("Added image"), "{stderr}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), text.trim_end());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        text.trim_end()
+    );
     let anthropic = json!({"model": alias, "max_tokens": 12, "temperature": 0, "messages": [
         {"role": "user", "content": [{"type": "text", "text": "What is in this image?"},
                                      {"type": "image", "source": {"type": "base64", "media_type": "image/bmp", "data": image}}]}]});
