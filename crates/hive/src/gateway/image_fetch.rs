@@ -115,7 +115,7 @@ pub fn client(scope: RemoteImages) -> reqwest::Client {
         .timeout(FETCH_TIMEOUT)
         .connect_timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= REDIRECTS_MAX {
+            if attempt.previous().len() > REDIRECTS_MAX {
                 return attempt.error(format!("more than {REDIRECTS_MAX} redirects"));
             }
             match reachable(attempt.url(), scope) {
