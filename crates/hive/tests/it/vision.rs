@@ -582,6 +582,19 @@ async fn image_server(image: Vec<u8>) -> (String, std::sync::Arc<std::sync::atom
             route(|| async { Redirect::temporary("/square.bmp") }),
         )
         .route("/loop", route(|| async { Redirect::temporary("/loop") }))
+        // N redirects, then the image
+        .route(
+            "/hop/{n}",
+            route(
+                |axum::extract::Path(n): axum::extract::Path<u32>| async move {
+                    Redirect::temporary(&if n <= 1 {
+                        "/square.bmp".to_owned()
+                    } else {
+                        format!("/hop/{}", n - 1)
+                    })
+                },
+            ),
+        )
         .route("/text", route(|| async { "plain words, not pixels" }))
         .route(
             "/huge",
@@ -630,7 +643,7 @@ async fn image_urls_are_fetched_only_when_the_hive_is_told_to() {
     let (s, by_data) = post(&h, "/v1/chat/completions", chat(inline)).await;
     assert_eq!(s, 200, "{by_data}");
     let text = by_data["choices"][0]["message"]["content"].clone();
-    for path in ["/square.bmp", "/moved"] {
+    for path in ["/square.bmp", "/moved", "/hop/3"] {
         let (s, by_url) = post(&h, "/v1/chat/completions", chat(format!("{images}{path}"))).await;
         assert_eq!(s, 200, "{path}: {by_url}");
         assert_eq!(by_url["choices"][0]["message"]["content"], text, "{path}");
@@ -649,6 +662,7 @@ async fn image_urls_are_fetched_only_when_the_hive_is_told_to() {
         (format!("{images}/huge"), "over 10 MiB"),
         (format!("{images}/missing"), "404"),
         (format!("{images}/loop"), "redirects"),
+        (format!("{images}/hop/4"), "redirects"),
         ("file:///etc/passwd".to_owned(), "data: URL"),
     ] {
         let (s, e) = post(&h, "/v1/chat/completions", chat(url.clone())).await;
