@@ -854,6 +854,8 @@ function markdown(text) {
 }
 
 async function renderChat() {
+  // an image picked before the page was left is not sent unseen
+  chat.image = null;
   const select = el("select", { id: "chat-model", onchange: (e) => { chat.model = e.target.value; } });
   const transcript = el("div", { id: "chat-log", class: "chat", "aria-live": "polite" });
   const speed = el("p", { id: "chat-speed", class: "muted" });
