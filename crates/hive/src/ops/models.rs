@@ -338,8 +338,20 @@ pub async fn resolve_and_record(
     let catalog = Arc::clone(&state.catalog);
     let id = resolved.plan.id.clone();
     let before = blocking(move || Ok(catalog.get(&id)?)).await?;
-    if let Some(r) = before.filter(|r| r.artifact.status == ArtifactStatus::Available) {
-        return Ok(Recorded::Available(Box::new(r)));
+    let mut resolved = resolved;
+    match before {
+        Some(r) if r.artifact.status == ArtifactStatus::Available => {
+            return Ok(Recorded::Available(Box::new(r)));
+        }
+        // a pull again of one that did not finish keeps how it is to be run, and
+        // leaves out the projector its preset runs without
+        Some(r) => {
+            if r.artifact.preset.no_mmproj {
+                resolved.plan.projector = None;
+            }
+            resolved.plan.preset = r.artifact.preset;
+        }
+        None => {}
     }
     let evicted = make_room(state, &resolved.plan).await?;
     let catalog = Arc::clone(&state.catalog);

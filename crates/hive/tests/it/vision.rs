@@ -551,6 +551,58 @@ async fn a_pull_brings_the_repos_projector_with_the_model() {
             .join("mmproj-Tiny-F16.gguf")
             .exists()
     );
+
+    // a pull cut short, then a preset that runs it without its projector: the pull
+    // again keeps the preset and leaves the projector out
+    let (s, _) = post(&h, "/v1/models/unload", json!({"id": id})).await;
+    assert_eq!(s, 200);
+    let r = crate::client()
+        .delete(format!("{}/v1/models/{}", h.url, crate::enc(&id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    hf.faults()
+        .throttle_bytes_per_sec
+        .store(1 << 20, std::sync::atomic::Ordering::SeqCst);
+    let before = hf.bytes_sent();
+    let (s, job) = post(
+        &h,
+        "/v1/models/download",
+        json!({"model_ref": "hf:lab/SmolVision-GGUF:Q4_1"}),
+    )
+    .await;
+    assert_eq!(s, 202, "{job}");
+    crate::wait_for("some bytes", async || hf.bytes_sent() > before + (1 << 20)).await;
+    crate::client()
+        .delete(format!(
+            "{}/v1/jobs/{}",
+            h.url,
+            job["job_id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (state, _, _) = crate::workers::finish(&h, &job).await;
+    assert_eq!(state, "cancelled");
+    let (s, m) = crate::patch(
+        &h,
+        &format!("/v1/models/{}", crate::enc(&id)),
+        json!({"no_mmproj": true, "alias": "smolvision:text"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(m["status"]["state"], "paused", "{m}");
+    hf.faults()
+        .throttle_bytes_per_sec
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    let (_, state, events) = crate::pull(&h, "hf:lab/SmolVision-GGUF:Q4_1").await;
+    assert_eq!(state, "completed", "{events:?}");
+    let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&id))).await;
+    assert!(m.get("projector").is_none(), "{m}");
+    assert_eq!(m["alias"], "smolvision:text", "{m}");
+    assert_eq!(m["preset"]["no_mmproj"], true, "{m}");
+    assert!(!folder.join("mmproj-SmolVision-F16.gguf").exists());
 }
 
 /// SmolLM2 imported from a copy in `dir`, paired with the tiny projector: its id.
