@@ -370,12 +370,9 @@ async fn an_image_reaches_the_model_through_every_family_as_llama_server_sees_it
     let projector_size = m["projector"]["size"].as_u64().unwrap();
     assert_eq!(m["memory"]["worker"]["projector_bytes"], projector_size);
     let total_with = m["memory"]["worker"]["total_bytes"].as_u64().unwrap();
-    let (s, m) = crate::patch(
-        &h,
-        &format!("/v1/models/{}", crate::enc(&id)),
-        json!({"no_mmproj": true}),
-    )
-    .await;
+    let preset_path = format!("/v1/models/{}", crate::enc(&id));
+    let no_mmproj = async |v: Value| crate::patch(&h, &preset_path, json!({"no_mmproj": v})).await;
+    let (s, m) = no_mmproj(json!(true)).await;
     assert_eq!(s, 200, "{m}");
     assert_eq!(capabilities(&h, &id).await, json!(["completion"]));
     let (s, _) = post(&h, "/v1/models/unload", json!({"id": id})).await;
@@ -398,19 +395,9 @@ async fn an_image_reaches_the_model_through_every_family_as_llama_server_sees_it
     let (_, m) = get(&h, &format!("/v1/models/{}", crate::enc(&id))).await;
     let total_without = m["memory"]["worker"]["total_bytes"].as_u64().unwrap();
     assert_eq!(total_with - total_without, projector_size, "{m}");
-    let (s, e) = crate::patch(
-        &h,
-        &format!("/v1/models/{}", crate::enc(&id)),
-        json!({"no_mmproj": "off"}),
-    )
-    .await;
+    let (s, e) = no_mmproj(json!("off")).await;
     assert_eq!(s, 400, "{e}");
-    let (s, m) = crate::patch(
-        &h,
-        &format!("/v1/models/{}", crate::enc(&id)),
-        json!({"no_mmproj": null}),
-    )
-    .await;
+    let (s, m) = no_mmproj(Value::Null).await;
     assert_eq!(s, 200, "{m}");
     assert_eq!(capabilities(&h, &id).await, json!(["completion", "vision"]));
 }
