@@ -466,12 +466,7 @@ async fn a_pull_brings_the_repos_projector_with_the_model() {
     assert_eq!(state, "completed", "{alone}");
     assert!(alone.get("projector").is_none(), "{alone}");
     let id = alone["id"].as_str().unwrap().to_owned();
-    let r = crate::client()
-        .delete(format!("{}/v1/models/{}", h.url, crate::enc(&id)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    delete_model(&h, &id).await;
     let (_, state, events) = crate::pull(&h, "hf:lab/SmolVision-GGUF:Q4_1").await;
     assert_eq!(state, "completed", "{events:?}");
     let (_, list) = get(&h, "/v1/models").await;
@@ -543,12 +538,7 @@ async fn a_pull_brings_the_repos_projector_with_the_model() {
     // again keeps the preset and leaves the projector out
     let (s, _) = post(&h, "/v1/models/unload", json!({"id": id})).await;
     assert_eq!(s, 200);
-    let r = crate::client()
-        .delete(format!("{}/v1/models/{}", h.url, crate::enc(&id)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    delete_model(&h, &id).await;
     hf.faults()
         .throttle_bytes_per_sec
         .store(1 << 20, std::sync::atomic::Ordering::SeqCst);
@@ -590,6 +580,16 @@ async fn a_pull_brings_the_repos_projector_with_the_model() {
     assert_eq!(m["alias"], "smolvision:text", "{m}");
     assert_eq!(m["preset"]["no_mmproj"], true, "{m}");
     assert!(!folder.join("mmproj-SmolVision-F16.gguf").exists());
+}
+
+/// Deletes a model, which must go.
+async fn delete_model(h: &crate::Hive, id: &str) {
+    let r = crate::client()
+        .delete(format!("{}/v1/models/{}", h.url, crate::enc(id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 /// SmolLM2 imported from a copy in `dir`, paired with the tiny projector: its id.
