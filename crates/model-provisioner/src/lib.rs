@@ -265,7 +265,7 @@ pub(crate) async fn fetch_projector(
         .narrate("download", &format!("its multimodal projector: {url}"));
     let mut file = ModelEntry::new(
         &format!("{}#mmproj", entry.id),
-        "huggingface",
+        &entry.provider,
         &url,
         &planned.path,
     );

@@ -237,12 +237,14 @@ impl ModelKind {
 }
 
 /// What a model answers, as Ollama names it: `completion` (and `vision` with a
-/// paired projector that sees, `audio` with one that hears), or `embedding`.
+/// paired projector that sees, `audio` with one that hears, on llama.cpp's engine:
+/// ours takes no projector), or `embedding`.
 pub fn capabilities(model: &model_catalog::ModelEntry) -> Vec<&'static str> {
+    let ours = model.preset.engine.as_deref().and_then(|e| e.parse().ok()) == Some(Engine::Rbee);
     match ModelKind::served(model.gguf.as_ref(), &model.preset.engine_args) {
         ModelKind::Generation => {
             let mut out = vec!["completion"];
-            if let Some(p) = model.projector_in_use() {
+            if let Some(p) = model.projector_in_use().filter(|_| !ours) {
                 if p.summary.vision {
                     out.push("vision");
                 }
@@ -481,5 +483,32 @@ mod tests {
         let why = runs(Engine::Rbee, "gemma3").err().unwrap_or_default();
         assert!(why.contains("llama, qwen2, qwen3"), "{why}");
         assert!(runs(Engine::LlamaCpp, "gemma3").is_ok());
+    }
+
+    #[test]
+    fn a_projector_makes_a_model_see_on_llama_cpp_unless_its_preset_says_not() {
+        let mut m = model_catalog::ModelEntry::new(
+            "m",
+            "local",
+            "file:/m.gguf",
+            std::path::Path::new("/m.gguf"),
+        );
+        assert_eq!(capabilities(&m), ["completion"]);
+        m.projector = Some(model_catalog::ModelProjector {
+            path: "/mmproj.gguf".into(),
+            size: 1,
+            sha256: String::new(),
+            summary: gguf::Projector {
+                vision: true,
+                ..gguf::Projector::default()
+            },
+            source_url: None,
+        });
+        assert_eq!(capabilities(&m), ["completion", "vision"]);
+        m.preset.no_mmproj = true;
+        assert_eq!(capabilities(&m), ["completion"]);
+        m.preset.no_mmproj = false;
+        m.preset.engine = Some(Engine::Rbee.as_str().to_owned());
+        assert_eq!(capabilities(&m), ["completion"]);
     }
 }

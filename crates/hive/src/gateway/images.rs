@@ -145,6 +145,11 @@ pub fn in_anthropic(body: &Value, remote: bool) -> Result<usize, GatewayError> {
     Ok(n)
 }
 
+/// Ollama's `images` field, when it holds any (not absent, `null` or `[]`).
+pub fn given(images: Option<&Value>) -> Option<&Value> {
+    images.filter(|i| !i.is_null() && i.as_array().is_none_or(|a| !a.is_empty()))
+}
+
 /// Ollama's `images` (base64 strings) as OpenAI content parts after `text`.
 pub fn ollama_parts(text: &str, images: &Value) -> Result<Value, GatewayError> {
     let Some(list) = images.as_array() else {
@@ -163,16 +168,24 @@ pub fn ollama_parts(text: &str, images: &Value) -> Result<Value, GatewayError> {
     Ok(Value::Array(parts))
 }
 
-/// Whether the model sees images: it runs with a projector that has a vision
-/// encoder.
+/// Whether the model sees images: its capabilities say `vision`.
 pub fn sees(model: &ModelEntry) -> bool {
-    model.projector_in_use().is_some_and(|p| p.summary.vision)
+    crate::engines::capabilities(model).contains(&"vision")
 }
 
 /// A request with `count` images may go to `model`: a 400 when it cannot see.
 pub fn check(model: &ModelEntry, count: usize) -> Result<(), GatewayError> {
     if count == 0 || sees(model) {
         return Ok(());
+    }
+    if model.projector.is_some()
+        && model.preset.engine.as_deref() == Some(worker_catalog::Engine::Rbee.as_str())
+    {
+        return Err(bad(format!(
+            "{} runs on llm-worker-rbee, which has no vision; llama.cpp's server does (rbee models set {} --engine llama.cpp)",
+            model.alias(),
+            model.alias()
+        )));
     }
     if model.preset.no_mmproj && model.projector.is_some() {
         return Err(bad(format!(

@@ -481,11 +481,7 @@ async fn converse(
         // Ollama's `images` on a message: OpenAI's content parts
         let mut messages = messages.clone();
         for m in messages.as_array_mut().into_iter().flatten() {
-            if let Some(list) = m
-                .get("images")
-                .filter(|i| !i.is_null() && i.as_array().is_none_or(|a| !a.is_empty()))
-                .cloned()
-            {
+            if let Some(list) = super::images::given(m.get("images")).cloned() {
                 let text = m["content"].as_str().unwrap_or_default().to_owned();
                 images += list.as_array().map_or(0, Vec::len);
                 m["content"] = super::images::ollama_parts(&text, &list)?;
@@ -508,9 +504,7 @@ async fn converse(
             Some(Value::String(s)) => s.as_str(),
             Some(other) => return Err(bad(format!("system must be a string, got {other}"))),
         };
-        let given = body
-            .get("images")
-            .filter(|i| !i.is_null() && *i != &json!([]));
+        let given = super::images::given(body.get("images"));
         if raw {
             if given.is_some() {
                 return Err(bad(

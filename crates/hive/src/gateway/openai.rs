@@ -66,6 +66,10 @@ pub(crate) async fn models(State(state): State<SharedGateway>) -> Result<Respons
     let list = crate::ops::blocking(move || Ok(catalog.list()?))
         .await
         .map_err(GatewayError::from)?;
+    let by_id: std::collections::HashMap<&str, &model_catalog::ModelEntry> = list
+        .iter()
+        .map(|r| (r.artifact.id.as_str(), &r.artifact))
+        .collect();
     let data: Vec<Value> = list
         .iter()
         .filter(|r| r.artifact.status == artifact_catalog::ArtifactStatus::Available)
@@ -76,7 +80,7 @@ pub(crate) async fn models(State(state): State<SharedGateway>) -> Result<Respons
                 "created": r.added_at.timestamp(),
                 "owned_by": "rbee-hive",
                 "rbee_id": r.artifact.id,
-                "capabilities": crate::engines::capabilities(&r.artifact),
+                "capabilities": crate::ops::derived::capabilities(&r.artifact, |b| by_id.get(b).copied()),
             })
         })
         .collect();

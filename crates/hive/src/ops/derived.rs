@@ -37,6 +37,15 @@ pub fn made_over(models: &[ModelEntry], id: &str) -> Vec<String> {
         .collect()
 }
 
+/// What a model answers ([`crate::engines::capabilities`]): a model made over
+/// another answers as its base runs, found by `find`.
+pub fn capabilities<'a>(
+    model: &'a ModelEntry,
+    find: impl FnOnce(&str) -> Option<&'a ModelEntry>,
+) -> Vec<&'static str> {
+    crate::engines::capabilities(model.derived_from().and_then(find).unwrap_or(model))
+}
+
 /// The model a derived one runs, with its own system prompt and parameters over
 /// the base's preset: what the one endpoint loads and asks. Any other model is
 /// itself. A base that is gone is a 409 that says so.
@@ -147,7 +156,6 @@ pub async fn derive(
         entry.hashed_at = base.hashed_at;
         entry.gguf.clone_from(&base.gguf);
         entry.shards.clone_from(&base.shards);
-        entry.projector.clone_from(&base.projector);
         entry.external = true;
         entry.preset = Preset {
             alias: Some(name.clone()),

@@ -42,11 +42,18 @@ pub async fn model_list_page(
     let s = Arc::clone(state);
     let all = blocking(move || {
         s.models_cache.get_or_build(s.catalog.generation(), || {
-            s.catalog
-                .list()?
+            let list = s.catalog.list()?;
+            let by_id: std::collections::HashMap<&str, &ModelEntry> = list
                 .iter()
+                .map(|r| (r.artifact.id.as_str(), &r.artifact))
+                .collect();
+            list.iter()
                 .map(|r| {
-                    serde_json::to_vec(&entry_json(r))
+                    let base = r
+                        .artifact
+                        .derived_from()
+                        .and_then(|b| by_id.get(b).copied());
+                    serde_json::to_vec(&entry_json(r, base))
                         .map(bytes::Bytes::from)
                         .map_err(ApiError::internal)
                 })
@@ -73,14 +80,15 @@ pub async fn model_list_page(
 
 /// A catalog entry as the API shows it: its record, and its alias (the name the one
 /// endpoint, Ollama's clients and the CLI know it by).
-fn entry_json(r: &model_catalog::ModelRecord) -> Value {
+/// `base`: the model a derived one is made over, whose capabilities it has.
+fn entry_json(r: &model_catalog::ModelRecord, base: Option<&ModelEntry>) -> Value {
     let mut v = json!(r);
     v["alias"] = json!(r.artifact.alias());
     // OpenAI's fields for a model, beside the catalog's
     v["object"] = json!("model");
     v["created"] = json!(r.added_at.timestamp());
     v["owned_by"] = json!(r.artifact.provider);
-    v["capabilities"] = json!(crate::engines::capabilities(&r.artifact));
+    v["capabilities"] = json!(crate::ops::derived::capabilities(&r.artifact, |_| base));
     v
 }
 
@@ -124,7 +132,11 @@ pub async fn model_get(state: &SharedState, id: &str) -> Result<Value, ApiError>
     let s = Arc::clone(state);
     blocking(move || match catalog.get(&id)? {
         Some(r) => {
-            let mut v = entry_json(&r);
+            let base = match r.artifact.derived_from() {
+                Some(b) => catalog.get(b)?.map(|b| b.artifact),
+                None => None,
+            };
+            let mut v = entry_json(&r, base.as_ref());
             v["memory"] = memory_json(&s, &r.artifact);
             Ok(v)
         }

@@ -372,9 +372,34 @@ async fn an_image_reaches_the_model_through_every_family_as_llama_server_sees_it
     let total_with = m["memory"]["worker"]["total_bytes"].as_u64().unwrap();
     let preset_path = format!("/v1/models/{}", crate::enc(&id));
     let no_mmproj = async |v: Value| crate::patch(&h, &preset_path, json!({"no_mmproj": v})).await;
+    // a model made over it answers as it runs
+    let (s, made) = post(
+        &h,
+        "/api/copy",
+        json!({"source": alias, "destination": "seer:1"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{made}");
+    assert_eq!(
+        capabilities(&h, "seer:1").await,
+        json!(["completion", "vision"])
+    );
     let (s, m) = no_mmproj(json!(true)).await;
     assert_eq!(s, 200, "{m}");
     assert_eq!(capabilities(&h, &id).await, json!(["completion"]));
+    assert_eq!(capabilities(&h, "seer:1").await, json!(["completion"]));
+    let (_, listed) = get(&h, "/openai/v1/models").await;
+    let seer = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "seer:1")
+        .cloned();
+    assert_eq!(
+        seer.map(|m| m["capabilities"].clone()),
+        Some(json!(["completion"])),
+        "{listed}"
+    );
     let (s, _) = post(&h, "/v1/models/unload", json!({"id": id})).await;
     assert_eq!(s, 200);
     let (s, e) = post(&h, "/v1/chat/completions", openai.clone()).await;
