@@ -285,6 +285,18 @@ pub async fn patch(state: &SharedState, id: &str, body: Value) -> Result<Value, 
             .await?
             .ok_or_else(|| ApiError::not_found(format!("model {id:?} is not in the catalog")))?
     };
+    // a model made over another runs as its base, with its own system prompt and
+    // parameters: how it runs is set on the base
+    if let Some(base) = current.artifact.derived_from()
+        && let Some(other) = patch
+            .keys()
+            .find(|k| !matches!(k.as_str(), "system" | "parameters"))
+    {
+        return Err(bad(format!(
+            "{} is made over {base}: it takes a system prompt and parameters of its own, and {other} is set on {base}",
+            current.artifact.id
+        )));
+    }
     let mut preset = apply(current.artifact.preset.clone(), &patch)?;
     if preset.draft.is_some() && preset.draft_bytes.is_none() {
         let target = current.artifact.clone();

@@ -384,6 +384,10 @@ async fn an_image_reaches_the_model_through_every_family_as_llama_server_sees_it
         capabilities(&h, "seer:1").await,
         json!(["completion", "vision"])
     );
+    // how it runs is its base's to say
+    let (s, e) = crate::patch(&h, "/v1/models/seer%3A1", json!({"no_mmproj": true})).await;
+    assert_eq!(s, 400, "{e}");
+    assert!(e.to_string().contains("is set on"), "{e}");
     let (s, m) = no_mmproj(json!(true)).await;
     assert_eq!(s, 200, "{m}");
     assert_eq!(capabilities(&h, &id).await, json!(["completion"]));
